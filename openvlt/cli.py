@@ -12,7 +12,55 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+
+def _data(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="openvlt data", description="Build problem-record data sets.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    toy = sub.add_parser("toyworld", help="the synthetic toy world (counting and arithmetic over coloured shapes)")
+    toy.add_argument("--n", type=int, required=True, help="number of training problems")
+    toy.add_argument("--n-test", type=int, default=300, help="number of held-out test problems (default 300)")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--out", required=True, help="output folder (train.parquet, test.parquet, stats.json)")
+    toy.add_argument("--grid", type=int, default=3, help="grid size: 3 (9 image tokens) or more")
+    toy.add_argument("--levels", default="1,2,3", help="difficulty levels to include, e.g. 1,2")
+    toy.add_argument("--mc-fraction", type=float, default=0.2, help="fraction asked as multiple choice")
+    toy.add_argument("--reward", default="math", help="reward plugin named in every record")
+    args = parser.parse_args(argv)
+    from data_tools.toyworld.dataset import build_toyworld
+
+    stats = build_toyworld(
+        args.out, args.n, args.n_test, seed=args.seed, grid=args.grid,
+        levels=tuple(int(v) for v in args.levels.split(",")), mc_fraction=args.mc_fraction, reward=args.reward,
+    )
+    test = stats["test"]
+    print(
+        f"wrote {stats['train']['n']} train + {test['n']} test problems to {args.out}; two-step "
+        f"{test['two_step_fraction']:.0%}, multiple choice {test['multiple_choice_fraction']:.0%}; best constant "
+        f"answer {test['best_constant']['answer']!r} scores {test['best_constant']['accuracy']:.3f} on test"
+    )
+    return 0
+
+
+def _model(argv: list[str]) -> int:
+    from dataclasses import fields
+
+    from data_tools.tiny_model import TinySize, build_tiny_student
+
+    parser = argparse.ArgumentParser(prog="openvlt model", description="Build models offline.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    tiny = sub.add_parser("tiny", help="a tiny random-init Qwen2.5-VL student with a locally trained tokenizer")
+    tiny.add_argument("--out", required=True, help="output folder (a Hugging Face model folder)")
+    tiny.add_argument("--seed", type=int, default=0)
+    for f in fields(TinySize):
+        tiny.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=f"(default {f.default})")
+    args = parser.parse_args(argv)
+    size = TinySize(**{f.name: getattr(args, f.name) for f in fields(TinySize)})
+    path = build_tiny_student(args.out, size, seed=args.seed)
+    print(f"wrote the tiny student to {path}")
+    return 0
 
 
 def _rewards(argv: list[str]) -> int:
@@ -22,6 +70,8 @@ def _rewards(argv: list[str]) -> int:
 
 
 COMMANDS = {
+    "data": ("build problem-record data sets (openvlt data toyworld ...)", _data),
+    "model": ("build models offline (openvlt model tiny ...)", _model),
     "rewards": ("score responses with a reward plugin; list plugins", _rewards),
 }
 
@@ -38,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"openvlt: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    return COMMANDS[argv[0]][1](argv[1:])
+    try:
+        return COMMANDS[argv[0]][1](argv[1:])
+    except (ValueError, OSError) as exc:  # bad input: a clear message, not a traceback
+        if os.environ.get("OPENVLT_DEBUG"):
+            raise
+        print(f"openvlt {argv[0]}: error: {exc}\n(set OPENVLT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""The program reasoner: a text-only "LLM" for the toy world, with deliberate mistakes.
+
+Like the text reasoner in OpenVLThinker it sees only a caption and a question, never the image.
+It writes describe-first traces: restate the grid, count the targets row by row, combine the
+counts, answer:
+
+    <think>Row 1: red circle, empty, blue square. Row 2: ... red shapes: 1 + 0 + 2 = 3.</think> <answer>3</answer>
+
+With probability `error_rate` a trace contains one mistake that changes the final answer (a
+misread cell, a miscounted row, or an arithmetic slip), so that verification has real work to
+do. With probability `reflect_rate` it adds a "Wait, ..." reflection (a confirmation, or a slip
+caught and corrected), which the select stage's reflection truncation can cut.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from data_tools.toyworld.captioner import parse_caption
+from data_tools.toyworld.questions import LETTERS, Question, describe, parse_question
+from data_tools.toyworld.scene import COLOURS, SHAPES, Scene
+
+_COUNT_INTROS = ["{d}: ", "Counting {d} row by row: ", "{D} per row: ", "Now the {d}: "]
+_DESCRIBE_INTROS = ["", "The grid, row by row. ", "From the description: "]
+
+
+@dataclass(frozen=True)
+class Trace:
+    text: str
+    answer: str
+    mistake: str | None  # "misread", "miscount", "slip" or None
+
+
+def write_trace(prompt: str, rng: random.Random, error_rate: float = 0.3, reflect_rate: float = 0.1) -> Trace:
+    """Answer the question in `prompt` from the caption in `prompt`, as a teacher would."""
+    scene, question = parse_caption(prompt), parse_question(prompt)
+    if scene is None or question is None:
+        return Trace("<think>The description does not give me enough to answer.</think> <answer>0</answer>", "0", None)
+    if rng.random() >= error_rate:
+        return _compose(scene, question, rng, None, reflect_rate)
+    right = _compose(scene, question, random.Random(0), None, 0.0).answer
+    for _ in range(20):  # some mistakes cancel out (e.g. a misread that hits both counts): redraw
+        trace = _compose(scene, question, rng, rng.choice(["misread", "miscount", "slip"]), reflect_rate)
+        if trace.answer != right:
+            return trace
+    return _compose(scene, question, rng, "slip", 0.0)
+
+
+def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str | None, reflect_rate: float) -> Trace:
+    seen = _misread(scene, question, rng) if mistake == "misread" else scene
+    parts = [rng.choice(_DESCRIBE_INTROS) + " ".join(_row_text(r, row) for r, row in enumerate(seen.cells))]
+    totals = []
+    for i, target in enumerate(question.targets):
+        per_row = seen.row_counts(*target)
+        if mistake == "miscount" and i == 0:
+            r = rng.randrange(len(per_row))
+            per_row[r] += 1 if per_row[r] == 0 or rng.random() < 0.5 else -1
+        totals.append(sum(per_row))
+        d = describe(target)
+        intro = rng.choice(_COUNT_INTROS).format(d=d, D=d[0].upper() + d[1:])
+        parts.append(f"{intro}{' + '.join(map(str, per_row))} = {totals[-1]}.")
+
+    value = totals[0]
+    if len(totals) == 2:
+        op = "+" if question.kind == "sum" else "-"
+        value = totals[0] + totals[1] if op == "+" else totals[0] - totals[1]
+        shown = value
+        if mistake == "slip":
+            shown = value + rng.choice([-2, -1, 1, 2])
+        elif rng.random() < reflect_rate:  # a slip caught by reflection: the answer stays right
+            wrong = value + rng.choice([-1, 1])
+            parts.append(f"{totals[0]} {op} {totals[1]} = {wrong}.")
+            parts.append(f"Wait, {totals[0]} {op} {totals[1]} is {value}, not {wrong}.")
+        parts.append(f"{totals[0]} {op} {totals[1]} = {shown}.")
+        value = shown
+    elif mistake == "slip":  # one count: the slip is in the row sum
+        value += rng.choice([-1, 1]) if value > 0 else 1
+        parts[-1] = parts[-1].rsplit("=", 1)[0] + f"= {value}."
+    elif rng.random() < reflect_rate:
+        parts.append(f"Wait, let me check the {describe(question.targets[0])} again. Yes, {value}.")
+
+    answer = str(value)
+    if question.choices:
+        answer = _pick_option(question, value, rng)
+        parts.append(f"{value} is option ({answer})." if str(value) in question.choices else f"The closest option is ({answer}).")
+    return Trace(f"<think>{' '.join(parts)}</think> <answer>{answer}</answer>", answer, mistake)
+
+
+def _row_text(r: int, row: tuple) -> str:
+    return f"Row {r + 1}: " + ", ".join(f"{c[0]} {c[1]}" if c else "empty" for c in row) + "."
+
+
+def _misread(scene: Scene, question: Question, rng: random.Random) -> Scene:
+    """The scene with one cell seen wrongly, chosen so that the first count changes."""
+    colour, shape = question.targets[0]
+    cells = [list(row) for row in scene.cells]
+    positions = [(r, c) for r in range(scene.size) for c in range(scene.size)]
+    rng.shuffle(positions)
+    for r, c in positions:
+        cell = cells[r][c]
+        matches = cell is not None and colour in (None, cell[0]) and shape in (None, cell[1])
+        if matches:  # see it as something that does not match
+            cells[r][c] = None if rng.random() < 0.5 else _non_matching(colour, shape, cell, rng)
+        else:  # see a matching shape where there is none (or a non-matching one)
+            cells[r][c] = (colour or rng.choice(list(COLOURS)), shape or rng.choice(SHAPES))
+        return Scene(scene.size, tuple(tuple(row) for row in cells))
+    return scene
+
+
+def _non_matching(colour: str | None, shape: str | None, cell: tuple[str, str], rng: random.Random) -> tuple[str, str]:
+    if colour is not None:
+        return rng.choice([c for c in COLOURS if c != colour]), cell[1]
+    return cell[0], rng.choice([s for s in SHAPES if s != shape])
+
+
+def _pick_option(question: Question, value: int, rng: random.Random) -> str:
+    if str(value) in question.choices:
+        return LETTERS[question.choices.index(str(value))]
+    numeric = [abs(int(c) - value) if c.lstrip("-").isdigit() else 99 for c in question.choices]
+    best = min(numeric)
+    return LETTERS[rng.choice([i for i, d in enumerate(numeric) if d == best])]

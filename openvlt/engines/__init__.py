@@ -1,0 +1,74 @@
+"""Generation engines: one interface for every model that writes text in openvlt.
+
+    generate(requests, sampling) -> list[list[str]]     # sampling.n completions per request
+
+A request is one user turn: text in which each `<image>` marks where the next image goes (the same
+convention as the problem records' `question`), plus the encoded images. Roles in a recipe
+(captioner, reasoner, student, evaluator) are each bound to an engine built by `build_engine`:
+
+    program   the toy world's program teacher (data_tools.toyworld.teacher)
+    hf        transformers `generate` (CPU and small GPUs)
+    vllm      vLLM (GPU clusters; not available in this build yet)
+
+Engines are imported lazily, so importing openvlt never requires torch, vLLM or a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One user turn: `prompt` with one `<image>` per entry of `images` (encoded bytes)."""
+
+    prompt: str
+    images: tuple[bytes, ...] = ()
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        found = self.prompt.count(IMAGE_PLACEHOLDER)
+        if found != len(self.images):
+            raise ValueError(f"request has {found} {IMAGE_PLACEHOLDER} placeholders but {len(self.images)} images")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: `temperature == 0` means greedy decoding (then n > 1 gives n equal copies)."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"invalid sampling parameters: {self}")
+
+
+class Engine(Protocol):
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[list[str]]: ...
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a recipe role names: an engine kind, a model (path or program name) and engine options."""
+
+    engine: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_engine(spec: EngineSpec) -> Engine:
+    if spec.engine == "program":
+        from data_tools.toyworld.teacher import build_program
+
+        return build_program(spec.model, **spec.options)
+    if spec.engine == "hf":
+        from openvlt.engines.hf import HFEngine
+
+        return HFEngine(spec.model, **spec.options)
+    raise ValueError(f"unknown engine {spec.engine!r} (known: program, hf)")

@@ -1,0 +1,100 @@
+"""The `hf` engine: transformers `generate` for CPU and small GPUs.
+
+Batched (left padding), `n` samples per request, temperature / top-p / max tokens, seeded: the
+same requests and sampling give the same texts. Works with the tiny student and with real
+Qwen2.5-VL folders (processor loading without torchvision: openvlt.models.load_processor).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+from tqdm import tqdm
+
+from openvlt.engines import Request, Sampling
+from openvlt.models import load_model, load_processor
+from openvlt.models.batching import encode_prompts
+
+log = logging.getLogger(__name__)
+
+
+class HFEngine:
+    def __init__(
+        self, model: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None
+    ):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(model, dtype=dtype, device=device)
+        self.processor = load_processor(model)
+        self.batch_size = batch_size
+        self.device = device
+
+    @classmethod
+    def from_loaded(cls, model: Any, processor: Any, batch_size: int = 32) -> "HFEngine":
+        """Wrap a model already in memory (e.g. the policy inside a training loop)."""
+        engine = cls.__new__(cls)
+        engine.model, engine.processor, engine.batch_size = model, processor, batch_size
+        engine.device = str(next(model.parameters()).device)
+        return engine
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling, progress: bool = False) -> list[list[str]]:
+        texts, _ = self.generate_ids(requests, sampling, progress=progress)
+        return texts
+
+    @torch.no_grad()
+    def generate_ids(
+        self, requests: Sequence[Request], sampling: Sampling, progress: bool = False
+    ) -> tuple[list[list[str]], list[list[list[int]]]]:
+        """Texts and their token ids (without padding or the end-of-turn token), n per request."""
+        was_training = self.model.training
+        self.model.eval()
+        tokenizer = self.processor.tokenizer
+        stop_ids = set(_stop_ids(self.model, tokenizer))
+        texts: list[list[str]] = []
+        ids: list[list[list[int]]] = []
+        # Keep about `batch_size` sequences per generate call whatever n is.
+        per_call = max(1, self.batch_size // sampling.n)
+        starts = range(0, len(requests), per_call)
+        for k, start in enumerate(tqdm(starts, desc="generate", unit="batch", disable=not progress)):
+            chunk = requests[start : start + per_call]
+            batch = encode_prompts(self.processor, [r.prompt for r in chunk], [r.images for r in chunk], [r.system for r in chunk])
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            torch.manual_seed(sampling.seed * 1_000_003 + k)
+            greedy = sampling.temperature == 0
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                top_k=None,
+                num_return_sequences=1 if greedy else sampling.n,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(stop_ids),
+            )
+            generated = out[:, batch["input_ids"].shape[1] :].tolist()
+            if greedy:  # n identical greedy samples: decode once, copy
+                generated = [g for g in generated for _ in range(sampling.n)]
+            for i in range(len(chunk)):
+                rows = [_trim(g, stop_ids) for g in generated[i * sampling.n : (i + 1) * sampling.n]]
+                ids.append(rows)
+                texts.append([tokenizer.decode(r, skip_special_tokens=True) for r in rows])
+        self.model.train(was_training)
+        return texts, ids
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _trim(tokens: list[int], stop_ids: set[int]) -> list[int]:
+    """Generated tokens up to (not including) the first stop token; padding after it dropped."""
+    for i, t in enumerate(tokens):
+        if t in stop_ids:
+            return tokens[:i]
+    return tokens

@@ -1,0 +1,92 @@
+"""Turning (prompt, images, response) triples into model tensors, identically for every user.
+
+Generation (hf engine), SFT and GRPO (local backend) all build prompts here, so the tokens a
+model is trained on are exactly the tokens it is later prompted with.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from openvlt.records import IMAGE_PLACEHOLDER, load_image
+
+IGNORE_INDEX = -100
+
+
+def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
+    """The templated prompt (ending with the assistant header) for one user turn.
+
+    Each `<image>` in `prompt` becomes an image part at that position of the user message.
+    """
+    content: list[dict[str, str]] = []
+    pieces = prompt.split(IMAGE_PLACEHOLDER)
+    for i, piece in enumerate(pieces):
+        if piece:
+            content.append({"type": "text", "text": piece})
+        if i < len(pieces) - 1:
+            content.append({"type": "image"})
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(
+    processor: Any, prompts: Sequence[str], images: Sequence[Sequence[bytes]], systems: Sequence[str | None] | None = None
+) -> dict[str, torch.Tensor]:
+    """Left-padded prompt batch, ready for `model.generate`."""
+    texts = [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
+    return _encode(processor, texts, images, padding_side="left")
+
+
+def encode_examples(
+    processor: Any,
+    prompts: Sequence[str],
+    images: Sequence[Sequence[bytes]],
+    responses: Sequence[str],
+    systems: Sequence[str | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+response batch with `labels` on the response tokens only.
+
+    The response is followed by the end-of-turn token, which is learned too (the model must learn
+    to stop).
+    """
+    eos = processor.tokenizer.eos_token or "<|im_end|>"
+    prompt_texts = [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
+    full = [p + r + eos for p, r in zip(prompt_texts, responses)]
+    batch = _encode(processor, full, images, padding_side="right")
+    prompt_lens = [len(ids) for ids in _encode(processor, prompt_texts, images, padding_side="right", lengths_only=True)]
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+    for i, n in enumerate(prompt_lens):
+        labels[i, :n] = IGNORE_INDEX
+    batch["labels"] = labels
+    return batch
+
+
+def _encode(processor: Any, texts: Sequence[str], images: Sequence[Sequence[bytes]], padding_side: str, lengths_only: bool = False):
+    flat = [load_image(im) for ims in images for im in ims]
+    processor.tokenizer.padding_side = padding_side
+    kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt"}
+    if flat:
+        kwargs["images"] = flat
+    encoded = processor(**kwargs)
+    if lengths_only:
+        return [row[mask.bool()] for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    # keep mm_token_type_ids: Qwen2.5-VL needs it to give image tokens their 2-D (mrope) positions
+    return dict(encoded)
+
+
+def collate(examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad single-example encodings (from `encode_examples` with one row each) into a batch."""
+    width = max(e["input_ids"].shape[1] for e in examples)
+    fills = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
+    batch: dict[str, torch.Tensor] = {}
+    for key, fill in fills.items():
+        if key in examples[0]:
+            batch[key] = torch.cat(
+                [torch.nn.functional.pad(e[key], (0, width - e[key].shape[1]), value=fill) for e in examples]
+            )
+    for key in ("pixel_values", "image_grid_thw"):
+        if key in examples[0]:
+            batch[key] = torch.cat([e[key] for e in examples])
+    return batch

@@ -1,0 +1,296 @@
+"""Problem records: the rows every openvlt stage reads and writes (parquet, through `datasets`).
+
+A problem record is one row with these columns (shared/ARCHITECTURE.md):
+
+    id           unique, non-empty; later stages keep it so every row traces back to its problem
+    images       list of images (encoded bytes, or file paths that are read in at write time)
+    question     text with exactly one `<image>` placeholder per image
+    answer       ground truth, non-empty
+    data_source  where the problem came from ("toyworld", "mathvista", ...)
+    reward       name of the reward plugin that judges answers to this problem
+    extra_info   dict of whatever the reward needs (choices, answer_type, precision, ...)
+
+Later stages add columns (caption, traces, ...) and never drop `id`.
+
+On disk: images are a `datasets` `List(Image())` column (struct of bytes and path), stored encoded
+and decoded only when a stage needs pixels (`load_image`). `extra_info` is stored as a JSON string,
+because different data sources carry different keys and types, which a parquet struct column
+cannot hold without inventing nulls; `Records` hands it back as a dict.
+
+Every read and write validates every row. A bad row raises `RecordError` naming the file, the row
+and the reason; with `skip_bad_rows=True` bad rows are written to a quarantine file (JSON lines,
+images base64-encoded, nothing lost) and the rest goes on.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_PLACEHOLDER = "<image>"
+CORE_COLUMNS = ("id", "images", "question", "answer", "data_source", "reward", "extra_info")
+_STRING_COLUMNS = ("id", "question", "answer", "data_source", "reward")
+
+
+class RecordError(ValueError):
+    """A row that breaks the problem-record contract; the message names file, row and reason."""
+
+    def __init__(self, path: str | Path, row: int | None, record_id: Any, reason: str):
+        self.path, self.row, self.record_id, self.reason = str(path), row, record_id, reason
+        where = f"{path}" if row is None else f"{path}, row {row}" + (f" (id {record_id!r})" if record_id else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class Records:
+    """A validated record file, in memory as an Arrow table; rows come out as plain dicts.
+
+    `rec["images"]` is a list of encoded image bytes, `rec["extra_info"]` a dict.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, path: str | Path):
+        self.dataset = dataset
+        self.path = Path(path)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _from_storage(self.dataset[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.dataset:
+            yield _from_storage(row)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.dataset.column_names)
+
+    def column(self, name: str) -> list[Any]:
+        """One column as a list (no image decoding); `extra_info` comes back as dicts."""
+        values = self.dataset[name]
+        return [json.loads(v) for v in values] if name == "extra_info" else list(values)
+
+
+def write_records(
+    rows: Iterable[dict[str, Any]],
+    path: str | Path,
+    *,
+    skip_bad_rows: bool = False,
+    quarantine_path: str | Path | None = None,
+) -> int:
+    """Validate `rows` and write them to `path` atomically; return the number of rows written.
+
+    Extra columns are kept. The file appears only once it is complete (written under a temporary
+    name, then renamed), so a crash never leaves a half-written record file behind.
+    """
+    path = Path(path)
+    good, bad, seen = [], [], set()
+    for index, row in enumerate(rows):
+        try:
+            stored = _to_storage(row)
+            reason = validate_record(stored)
+        except Exception as exc:  # a value that cannot even be normalised (e.g. unreadable path)
+            stored, reason = row, f"{type(exc).__name__}: {exc}"
+        if reason is None and stored["id"] in seen:
+            reason = f"duplicate id {stored['id']!r}"
+        if reason is not None:
+            if not skip_bad_rows:
+                raise RecordError(path, index, row.get("id"), reason)
+            bad.append((index, row, reason))
+            continue
+        seen.add(stored["id"])
+        good.append(stored)
+    if bad:
+        _quarantine(bad, path, quarantine_path)
+    features = _features(good)
+    table = datasets.Dataset.from_list(good, features=features) if good else datasets.Dataset.from_dict(
+        {name: [] for name in features}, features=features
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_parquet(str(tmp))
+    os.replace(tmp, path)
+    return len(good)
+
+
+def read_records(
+    path: str | Path, *, skip_bad_rows: bool = False, quarantine_path: str | Path | None = None
+) -> Records:
+    """Read and validate a record file (every row, every image header)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"record file not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise RecordError(path, None, None, f"not a readable parquet file ({exc})") from exc
+    missing = [c for c in CORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {list(CORE_COLUMNS)}")
+    table = _normalise_images(table, path)
+    dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
+    dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
+
+    keep, bad, seen = [], [], set()
+    for index, row in enumerate(dataset):
+        reason = validate_record(row)
+        if reason is None and row["id"] in seen:
+            reason = f"duplicate id {row['id']!r}"
+        if reason is None:
+            seen.add(row["id"])
+            keep.append(index)
+        elif skip_bad_rows:
+            bad.append((index, row, reason))
+        else:
+            raise RecordError(path, index, row.get("id"), reason)
+    if bad:
+        _quarantine(bad, path, quarantine_path)
+        dataset = dataset.select(keep)
+    return Records(dataset, path)
+
+
+def validate_record(rec: dict[str, Any]) -> str | None:
+    """The reason `rec` (in storage form) breaks the contract, or None if it is a valid record."""
+    for name in CORE_COLUMNS:
+        if rec.get(name) is None:
+            return f"missing field {name!r}"
+    for name in _STRING_COLUMNS:
+        if not isinstance(rec[name], str):
+            return f"field {name!r} must be a string, got {type(rec[name]).__name__}"
+        if name != "question" and not rec[name].strip():
+            return f"empty {name!r}"
+    try:
+        extra = json.loads(rec["extra_info"]) if isinstance(rec["extra_info"], str) else rec["extra_info"]
+    except json.JSONDecodeError as exc:
+        return f"extra_info is not valid JSON ({exc})"
+    if not isinstance(extra, dict):
+        return f"extra_info must be a dict, got {type(extra).__name__}"
+    images = rec["images"]
+    if not isinstance(images, list):
+        return f"images must be a list, got {type(images).__name__}"
+    placeholders = rec["question"].count(IMAGE_PLACEHOLDER)
+    if placeholders != len(images):
+        return f"question has {placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but the row has {len(images)} image(s)"
+    for k, image in enumerate(images):
+        data = image.get("bytes") if isinstance(image, dict) else image
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            return f"image {k + 1} of {len(images)} has no bytes"
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+        except Exception as exc:
+            return f"image {k + 1} of {len(images)} cannot be decoded ({type(exc).__name__}: {exc})"
+    return None
+
+
+def load_image(data: bytes | dict[str, Any]) -> Image.Image:
+    """Decode one stored image (bytes, or the {'bytes', 'path'} struct) to an RGB PIL image."""
+    raw = data["bytes"] if isinstance(data, dict) else data
+    with Image.open(io.BytesIO(raw)) as im:
+        return im.convert("RGB")
+
+
+def _to_storage(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as it is stored: images as {'bytes', 'path'} structs, extra_info as JSON text."""
+    out = dict(row)
+    images = row.get("images")
+    if isinstance(images, list):
+        out["images"] = [_image_struct(image) for image in images]
+    extra = row.get("extra_info")
+    if isinstance(extra, dict):
+        out["extra_info"] = json.dumps(extra, sort_keys=True, ensure_ascii=False)
+    return out
+
+
+def _image_struct(image: Any) -> dict[str, Any]:
+    """Bytes only: `datasets` would drop the bytes of an image whose local path is also given,
+    and a record file must stay self-contained when the original image files move."""
+    if isinstance(image, dict):
+        image = image.get("bytes") or image.get("path")
+    if image is None:
+        return {"bytes": None, "path": None}  # validation reports it as an image with no bytes
+    if isinstance(image, (bytes, bytearray)):
+        return {"bytes": bytes(image), "path": None}
+    if isinstance(image, (str, Path)):
+        return {"bytes": Path(image).read_bytes(), "path": None}
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+    raise TypeError(f"unsupported image value of type {type(image).__name__}")
+
+
+_IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
+    """Accept what other tools write too: a list of {bytes, path} structs or of raw bytes."""
+    kind = table.schema.field("images").type
+    item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+    if item is not None and item.equals(_IMAGE_STRUCT):
+        return table
+    if item is None or not (
+        pa.types.is_binary(item) or pa.types.is_large_binary(item) or (pa.types.is_struct(item) and item.get_field_index("bytes") >= 0)
+    ):
+        raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images (bytes)")
+    rows = table.column("images").to_pylist()
+    column = pa.array(
+        [None if row is None else [_image_struct(im) if im is not None else None for im in row] for row in rows],
+        type=pa.list_(_IMAGE_STRUCT),
+    )
+    return table.set_column(table.schema.get_field_index("images"), "images", column)
+
+
+def _from_storage(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["images"] = [image["bytes"] for image in row["images"]]
+    out["extra_info"] = json.loads(row["extra_info"])
+    return out
+
+
+def _features(rows: list[dict[str, Any]]) -> datasets.Features:
+    """Core columns typed explicitly; extra columns inferred by `datasets` from the rows."""
+    core = {
+        **{name: datasets.Value("string") for name in _STRING_COLUMNS},
+        "images": datasets.List(datasets.Image()),
+        "extra_info": datasets.Value("string"),
+    }
+    extra_names = [k for k in (rows[0] if rows else {}) if k not in core]
+    if not extra_names:
+        return datasets.Features(core)
+    inferred = datasets.Dataset.from_list([{k: r.get(k) for k in extra_names} for r in rows]).features
+    return datasets.Features({**{k: core[k] for k in CORE_COLUMNS}, **inferred})
+
+
+def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quarantine_path: str | Path | None) -> None:
+    """Write bad rows, losslessly (images base64), to a JSON-lines side file next to `path`."""
+    target = Path(quarantine_path) if quarantine_path else path.with_name(path.stem + ".quarantine.jsonl")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", encoding="utf-8") as f:
+        for index, row, reason in bad:
+            entry = {"file": str(path), "row": index, "id": row.get("id"), "reason": reason, "record": _jsonable(row)}
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

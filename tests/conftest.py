@@ -1,0 +1,33 @@
+"""Shared fixtures: a small toy world and a tiny student, each built once per test session.
+
+Everything runs offline on the CPU: HF_HUB_OFFLINE is set before transformers is imported.
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+OPENVLT = str(Path(sys.executable).with_name("openvlt"))  # the console script of this environment
+
+
+@pytest.fixture(scope="session")
+def toyworld_dir(tmp_path_factory) -> Path:
+    """120 train + 40 test problems on a 3x3 grid, seed 0."""
+    from data_tools.toyworld.dataset import build_toyworld
+
+    out = tmp_path_factory.mktemp("toyworld")
+    build_toyworld(out, n_train=120, n_test=40, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A tiny random-init student (smaller than the default, for speed)."""
+    from data_tools.tiny_model import TinySize, build_tiny_student
+
+    return build_tiny_student(tmp_path_factory.mktemp("models") / "tiny", TinySize(hidden=64, intermediate=128, vocab=600))

@@ -1,0 +1,131 @@
+"""Problem records: the schema is enforced on write and on read, bad rows are named or quarantined."""
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from openvlt.records import RecordError, load_image, read_records, write_records
+
+
+def png(colour=(255, 0, 0), size=(8, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def record(i: int, **changes):
+    row = {
+        "id": f"p{i}", "images": [png()], "question": "How many? <image>", "answer": str(i),
+        "data_source": "unit", "reward": "math", "extra_info": {"choices": ["1", "2"], "precision": 2},
+    }
+    row.update(changes)
+    return row
+
+
+def test_round_trip_keeps_fields_extra_columns_and_image_bytes(tmp_path):
+    rows = [record(1, caption="a red square"), record(2, caption="two", images=[png((0, 0, 255))])]
+    assert write_records(rows, tmp_path / "r.parquet") == 2
+    back = read_records(tmp_path / "r.parquet")
+    assert len(back) == 2 and back.columns[:7] == ["id", "images", "question", "answer", "data_source", "reward", "extra_info"]
+    assert back[0]["extra_info"] == {"choices": ["1", "2"], "precision": 2}
+    assert back[1]["caption"] == "two"
+    assert back[1]["images"][0] == rows[1]["images"][0]  # stored encoded, byte for byte
+    assert load_image(back[1]["images"][0]).getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_images_given_as_paths_are_read_in(tmp_path):
+    path = tmp_path / "img.png"
+    path.write_bytes(png((0, 255, 0)))
+    write_records([record(1, images=[str(path)])], tmp_path / "r.parquet")
+    path.unlink()  # the record file is self-contained
+    assert load_image(read_records(tmp_path / "r.parquet")[0]["images"][0]).getpixel((1, 1)) == (0, 255, 0)
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"images": [b"this is not an image"]}, "image 1 of 1 cannot be decoded"),
+        ({"question": "no placeholder here"}, "0 <image> placeholder(s) but the row has 1 image(s)"),
+        ({"question": "<image> and <image>"}, "2 <image> placeholder(s) but the row has 1 image(s)"),
+        ({"answer": "   "}, "empty 'answer'"),
+        ({"answer": None}, "missing field 'answer'"),
+        ({"reward": ""}, "empty 'reward'"),
+        ({"extra_info": [1, 2]}, "extra_info must be a dict"),
+        ({"id": 7}, "field 'id' must be a string"),
+    ],
+)
+def test_bad_row_on_write_names_file_row_and_reason(tmp_path, changes, reason):
+    rows = [record(0), record(1), record(2, **changes)]
+    with pytest.raises(RecordError) as err:
+        write_records(rows, tmp_path / "r.parquet")
+    assert err.value.row == 2
+    assert str(tmp_path / "r.parquet") in str(err.value) and "row 2" in str(err.value) and reason in str(err.value)
+    assert not (tmp_path / "r.parquet").exists()  # nothing half-written
+
+
+def test_duplicate_id_is_a_bad_row(tmp_path):
+    with pytest.raises(RecordError, match=r"row 1 \(id 'p0'\): duplicate id 'p0'"):
+        write_records([record(0), record(0)], tmp_path / "r.parquet")
+
+
+def test_skip_bad_rows_quarantines_losslessly_with_reason(tmp_path):
+    rows = [record(0), record(1, images=[b"garbage"]), record(2, answer=""), record(3)]
+    assert write_records(rows, tmp_path / "r.parquet", skip_bad_rows=True) == 2
+    assert [r["id"] for r in read_records(tmp_path / "r.parquet")] == ["p0", "p3"]
+    entries = [json.loads(line) for line in (tmp_path / "r.quarantine.jsonl").read_text().splitlines()]
+    assert [(e["row"], e["id"]) for e in entries] == [(1, "p1"), (2, "p2")]
+    assert "cannot be decoded" in entries[0]["reason"] and "empty 'answer'" in entries[1]["reason"]
+    assert entries[0]["record"]["images"][0] == {"base64": "Z2FyYmFnZQ=="}  # b"garbage", nothing lost
+
+
+def _write_raw(path, rows):
+    """A parquet file written by someone else's tool: plain pyarrow, images as a list of raw bytes."""
+    pq.write_table(pa.table({
+        "id": [r["id"] for r in rows],
+        "images": [r["images"] for r in rows],
+        "question": [r["question"] for r in rows],
+        "answer": [r["answer"] for r in rows],
+        "data_source": [r["data_source"] for r in rows],
+        "reward": [r["reward"] for r in rows],
+        "extra_info": [json.dumps(r["extra_info"]) for r in rows],
+    }), path)
+
+
+def test_bad_rows_on_read_are_named_or_quarantined(tmp_path):
+    path = tmp_path / "theirs.parquet"
+    _write_raw(path, [record(0), record(1, images=[b"\x89PNG broken"]), record(2, question="no image"), record(0)])
+    with pytest.raises(RecordError, match=r"theirs.parquet, row 1 \(id 'p1'\): image 1 of 1 cannot be decoded"):
+        read_records(path)
+    kept = read_records(path, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")
+    assert [r["id"] for r in kept] == ["p0"]
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert len(reasons) == 3 and "duplicate id 'p0'" in reasons[2]
+
+
+def test_plain_pyarrow_files_with_image_structs_are_accepted(tmp_path):
+    path = tmp_path / "structs.parquet"
+    pq.write_table(pa.table({
+        "id": ["a"], "images": [[{"bytes": png((9, 9, 9)), "path": None}]], "question": ["<image> how many?"],
+        "answer": ["1"], "data_source": ["x"], "reward": ["math"], "extra_info": ["{}"],
+    }), path)
+    assert load_image(read_records(path)[0]["images"][0]).getpixel((0, 0)) == (9, 9, 9)
+
+
+def test_images_column_of_the_wrong_type_is_named(tmp_path):
+    pq.write_table(pa.table({
+        "id": ["a"], "images": [1], "question": ["q"], "answer": ["1"], "data_source": ["x"], "reward": ["m"],
+        "extra_info": ["{}"],
+    }), tmp_path / "ints.parquet")
+    with pytest.raises(RecordError, match="ints.parquet: column 'images' has type int64"):
+        read_records(tmp_path / "ints.parquet")
+
+
+def test_missing_column_and_missing_file_are_named(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "question": ["q"]}), tmp_path / "thin.parquet")
+    with pytest.raises(RecordError, match=r"thin.parquet: missing column\(s\) \['images', 'answer'"):
+        read_records(tmp_path / "thin.parquet")
+    with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
+        read_records(tmp_path / "nowhere.parquet")
