@@ -1,0 +1,40 @@
+"""EasyR1 adapter: openvlt rewards as an EasyR1 batch reward function.
+
+In an EasyR1 config::
+
+    worker.reward.reward_function=/path/to/rewards/adapters/easyr1.py:compute_score
+    worker.reward.reward_function_kwargs={"reward": "0.9*math+0.1*format"}
+
+EasyR1's ``BatchFunctionRewardManager`` calls ``compute_score(reward_inputs, **kwargs)`` with one
+dict per response (``response``, ``response_length``, ``ground_truth``; ``extra_info`` and
+``reward`` are used when a fork adds them) and logs every key of the returned dicts; ``overall``
+is the reward. A failed item scores 0.0 with ``reward_failed = 1.0`` and is logged.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rewards.adapters import flat_scores, item
+from rewards.batch import DEFAULT_TIMEOUT, shared_scorer
+
+REWARD_NAME = "openvlt"
+REWARD_TYPE = "batch"
+
+
+def compute_score(reward_inputs: Sequence[Mapping[str, Any]], reward: str = "math", *,
+                  timeout: float = DEFAULT_TIMEOUT, workers: int | None = None,
+                  on_error: str = "zero") -> list[dict[str, float]]:
+    """Score EasyR1 reward inputs; one ``{"overall": ..., components..., "reward_failed": ...}`` each.
+
+    >>> compute_score([{"response": "<answer>3</answer>", "response_length": 4, "ground_truth": "3"}],
+    ...               workers=0)
+    [{'overall': 1.0, 'reward_failed': 0.0}]
+    """
+    items = [item(x["response"], x["ground_truth"], x.get("extra_info"), x.get("reward")) for x in reward_inputs]
+    results = shared_scorer(workers).score(items, reward, timeout=timeout)
+    out = []
+    for result in results:
+        scores = flat_scores(result, components=True, on_error=on_error)
+        out.append({"overall": scores.pop("score"), **scores})
+    return out

@@ -1,0 +1,71 @@
+"""Multiple-choice answers: letters and option texts mapped to option indices.
+
+With ``choices = ["2", "4", "3", "5"]`` the answers ``C``, ``(C)``, ``c``, ``C. 3``, ``C) 3``,
+``The answer is C``, ``Option C`` and ``3`` all mean option 2. An answer that names two different
+options (``A or C``, ``A, C``, ``C. 5`` where C is not 5) names both, and so is wrong.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from rewards.extract import top_level_parts
+from rewards.numbers import normalize, normalize_text
+
+_LETTER = r"\(?\s*([A-Za-z])\s*\)?"
+_BARE_RE = re.compile(rf"^{_LETTER}\s*[.:)]?$")
+_LETTER_TEXT_RE = re.compile(r"^\(?\s*([A-Za-z])\s*(?:\)|[.:])\s*(.+)$")
+_PHRASE_RE = re.compile(
+    rf"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is|\s*:)?\s*{_LETTER}\s*(?:[.:)]\s*(.*))?$",
+    re.I,
+)
+
+
+def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str], bool]) -> set[int]:
+    """Indices of the options ``answer`` names (empty when it names none).
+
+    ``same(a, b)`` decides whether an answer text equals an option text (the ``math`` reward passes
+    its own comparison, so ``"3.0"`` names option ``"3"``).
+
+    >>> sorted(option_indices("(C)", ["2", "4", "3", "5"], lambda a, b: a == b))
+    [2]
+    >>> sorted(option_indices("A or C", ["2", "4", "3", "5"], lambda a, b: a == b))
+    [0, 2]
+    """
+    parts = top_level_parts(answer)
+    if len(parts) > 1:
+        return set().union(*(option_indices(p, choices, same) for p in parts))
+    text = normalize(answer)
+    named = _named_letter(text, len(choices))
+    if named is not None:
+        index, rest = named
+        if rest:
+            by_text = _by_text(rest, choices, same)
+            return {index} | by_text if by_text else {index}
+        return {index}
+    return _by_text(text, choices, same)
+
+
+def letter_of(text: str, n_options: int = 26) -> int | None:
+    """The option index a letter answer names (``"(b)"`` and ``"B. 5"`` -> 1), else ``None``."""
+    named = _named_letter(normalize(text), n_options)
+    return named[0] if named is not None else None
+
+
+def _named_letter(text: str, n_options: int) -> tuple[int, str] | None:
+    for regex in (_BARE_RE, _PHRASE_RE, _LETTER_TEXT_RE):
+        match = regex.match(text)
+        if match:
+            letter = match.group(1)
+            index = ord(letter.upper()) - ord("A")
+            rest = match.group(2) if regex.groups > 1 else None
+            # a lone lower-case letter must be a bare letter ("b"), not a word's first letter
+            if 0 <= index < n_options and (letter.isupper() or regex is not _LETTER_TEXT_RE):
+                return index, (rest or "").strip()
+    return None
+
+
+def _by_text(text: str, choices: Sequence[str], same: Callable[[str, str], bool]) -> set[int]:
+    wanted = normalize_text(text)
+    exact = {i for i, option in enumerate(choices) if normalize_text(str(option)) == wanted}
+    return exact or {i for i, option in enumerate(choices) if same(text, str(option))}

@@ -1,0 +1,72 @@
+"""``openvlt rewards``: score a JSONL file with a reward plugin, or list the plugins.
+
+    openvlt rewards score INPUT.jsonl --reward NAME [--workers N] [--timeout S] [--output FILE]
+    openvlt rewards list
+
+Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``
+and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
+``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
+is not valid JSON gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import replace
+from typing import IO, Any
+
+from rewards.batch import DEFAULT_TIMEOUT, BatchSummary, default_workers, iter_scores
+from rewards.registry import RewardError, list_rewards
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="openvlt rewards", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="score a JSONL file of responses")
+    score.add_argument("input", help="JSONL file ('-' for stdin)")
+    score.add_argument("--reward", required=True, help="plugin name, file.py:function, or e.g. 0.9*math+0.1*format")
+    score.add_argument("--workers", type=int, default=default_workers(),
+                       help="worker processes (0: in this process, no hard time limit)")
+    score.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="hard limit per item, seconds")
+    score.add_argument("--output", help="write results here instead of stdout")
+    commands.add_parser("list", help="list the registered reward plugins")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, summary in list_rewards().items():
+            print(f"{name:<12} {summary}")
+        return 0
+    return _score(args)
+
+
+def _score(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    summary = BatchSummary()
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
+    with source if source is not sys.stdin else nullcontext(), sink if sink is not sys.stdout else nullcontext():
+        try:
+            for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout):
+                sink.write(json.dumps(result.to_json()) + "\n")
+                summary = summary.add(result)
+        except RewardError as exc:
+            print(f"openvlt rewards: {exc}", file=sys.stderr)
+            return 2
+        sink.flush()
+    summary = replace(summary, seconds=time.monotonic() - started)
+    print(f"openvlt rewards: {summary}", file=sys.stderr)
+    return 0
+
+
+def _items(lines: IO[str]) -> Iterator[dict[str, Any] | ValueError]:
+    """Parse lines lazily; a broken line becomes a ValueError in its place (its output line is an error)."""
+    for number, line in enumerate(lines, start=1):
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            yield ValueError(f"line {number} is not JSON: {exc}")
+            continue
+        yield item if isinstance(item, dict) else ValueError(f"line {number} is not a JSON object")

@@ -1,0 +1,144 @@
+"""Answer extraction shared by the built-in rewards.
+
+The final answer of a response is the content of its last ``<answer>…</answer>``; without one, the
+last ``\\boxed{…}``. A ``\\boxed{}`` inside the answer tag is the answer. Text inside
+``<think>…</think>`` (or after an unclosed ``<think>``) is reasoning, never an answer.
+
+Hedging is an answer too, and a wrong one: two answer tags or two boxed values that differ are
+flagged here; "A or B" and several values in one tag are judged by the rewards against the ground
+truth (see :func:`top_level_parts`).
+
+Everything here is linear-time string scanning (``str.find``), so garbage and very long
+responses cost microseconds, and no regular expression can backtrack catastrophically.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE_RE = re.compile(r"\\.|[{}]", re.S)
+_OR_RE = re.compile(r"(?i)(?:\bor\b|\\lor\b|\\vee\b)")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The final answer of a response, or ``None``; ``hedged`` when it gave several that differ."""
+
+    answer: str | None
+    hedged: bool = False
+    source: str = "none"  # "answer" | "boxed" | "none"
+
+
+def extract_answer(response: str) -> Extraction:
+    """Find the final answer of ``response``.
+
+    >>> extract_answer("<think>maybe <answer>2</answer></think> <answer>3</answer>")
+    Extraction(answer='3', hedged=False, source='answer')
+    >>> extract_answer("so the total is \\\\boxed{7}.").answer
+    '7'
+    >>> extract_answer("<answer>3</answer> <answer>4</answer>").hedged
+    True
+    """
+    visible = strip_thinking(response)
+    tags = tag_contents(visible, ANSWER_OPEN, ANSWER_CLOSE)
+    if tags:
+        boxed_in_last = boxed_contents(tags[-1])
+        finals = [(boxed_contents(tag) or [tag])[-1] for tag in tags]
+        return _final(finals, "answer", hedged=_differ(boxed_in_last))
+    return _final(boxed_contents(visible), "boxed")
+
+
+def strip_thinking(text: str) -> str:
+    """``text`` without its ``<think>…</think>`` blocks; an unclosed ``<think>`` hides the rest."""
+    out, pos = [], 0
+    while True:
+        start = text.find(THINK_OPEN, pos)
+        if start < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:start])
+        end = text.find(THINK_CLOSE, start)
+        if end < 0:
+            return "".join(out)
+        pos = end + len(THINK_CLOSE)
+
+
+def tag_contents(text: str, open_tag: str, close_tag: str) -> list[str]:
+    """Contents of every complete ``open_tag…close_tag`` pair, in order (unclosed tags are ignored)."""
+    found, pos = [], 0
+    while True:
+        start = text.find(open_tag, pos)
+        if start < 0:
+            return found
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:
+            return found
+        inner = text[start + len(open_tag) : end]
+        nested = inner.rfind(open_tag)  # "<answer>a <answer>b</answer>": the innermost opening wins
+        found.append(inner[nested + len(open_tag) :] if nested >= 0 else inner)
+        pos = end + len(close_tag)
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text``, in order."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return []
+    closing, stack = {}, []
+    for match in _BRACE_RE.finditer(text):  # one pass, regex-driven: escapes skipped, braces paired
+        if match.group() == "{":
+            stack.append(match.start())
+        elif match.group() == "}" and stack:
+            closing[stack.pop()] = match.start()
+    found = []
+    for match in _BOXED_RE.finditer(text):
+        end = closing.get(match.end() - 1)
+        if end is not None:
+            found.append(text[match.end() : end])
+    return found
+
+
+def top_level_parts(answer: str) -> list[str]:
+    """Split an answer at top-level ``,`` ``;`` and the word "or" (not inside brackets, not ``1,000``).
+
+    >>> top_level_parts("3 or 4")
+    ['3', '4']
+    >>> top_level_parts("(1, 2), 1,000")
+    ['(1, 2)', '1,000']
+    """
+    text = _OR_RE.sub(";", answer)
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch in ",;" and depth == 0 and not _thousands_comma(text, i):
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _thousands_comma(text: str, i: int) -> bool:
+    """``1,000`` style: a digit before, exactly three digits after, then no further digit."""
+    return (
+        text[i] == ","
+        and i > 0
+        and text[i - 1].isdigit()
+        and text[i + 1 : i + 4].isdigit()
+        and len(text[i + 1 : i + 4]) == 3
+        and not text[i + 4 : i + 5].isdigit()
+    )
+
+
+def _final(candidates: list[str], source: str, hedged: bool = False) -> Extraction:
+    if not candidates or not candidates[-1].strip():
+        return Extraction(None)
+    return Extraction(candidates[-1].strip(), hedged or _differ(candidates), source)
+
+
+def _differ(candidates: list[str]) -> bool:
+    return len({" ".join(c.split()) for c in candidates}) > 1

@@ -1,0 +1,257 @@
+"""The ``math`` reward: is the final answer equal to the ground truth?
+
+Built for the answers of VLM math benchmarks (MathVista, MathVerse, MathVision, Geometry3K,
+CLEVR-style counting). Cheapest check first, so most items never reach sympy:
+
+1. extraction (:mod:`rewards.extract`): no final answer, or a hedged one, is wrong;
+2. multiple choice when ``extra_info["choices"]`` is given (:mod:`rewards.choices`);
+3. identical spelling after normalisation (case-insensitive, so short text answers match);
+4. decorated numbers read exactly (:mod:`rewards.numbers`): thousands separators, unicode minus,
+   scientific notation, fractions, units, degrees, currency, percent, ``extra_info["precision"]``;
+   integers compare exactly;
+5. everything else (radicals, π, sets, intervals, equations) through math-verify, but only on text
+   that passed the bounded checks of :mod:`rewards.safety`, and a "yes" from math-verify is vetoed
+   when a high-precision numeric evaluation disagrees (math-verify accepts ``\\frac{1}{2^{99}}`` for
+   ``\\frac{1}{2^{98}}``).
+
+Differences from math-verify used alone, deliberately:
+1. hedging is wrong: ``3 or 4``, ``3, 4`` (unless the truth is a list), two answers that differ;
+2. an answer only inside ``<think>`` is missing; so is a response without ``<answer>``/``\\boxed``;
+3. integers and exact decimals never pass on float rounding (``2.9999999`` is not ``3``).
+
+``extra_info`` keys read here: ``choices``, ``answer_type`` (integer / float / text / list),
+``precision``, ``unit``.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+from rewards.choices import letter_of, option_indices
+from rewards.extract import extract_answer, top_level_parts
+from rewards.numbers import (
+    Quantity,
+    canonical_unit,
+    normalize,
+    normalize_text,
+    read_quantity,
+    round_half_up,
+    terminates,
+)
+from rewards.registry import register
+from rewards.safety import unsafe_reason
+
+MATH_VERIFY_SECONDS = 3  # math-verify's own alarm, where one can be used (main thread, no other alarm)
+_ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|:|=)\s*", re.I)
+_LETTER_RE = re.compile(r"^\(?[A-Z]\)?\.?$")
+_WORDS_RE = re.compile(r"^[a-z][a-z '\-]*[a-z]$")
+_MATH_WORDS = {"pi", "infinity", "inf", "undefined", "none"}
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_WORD_RE = re.compile(r"[A-Za-z]{3,}")
+_MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
+               "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sqrt", "inf", "infty", "mod", "deg"}
+
+
+@register("math")
+def math_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, Any]) -> float:
+    """1.0 when the final answer equals the ground truth, else 0.0 (numbers, LaTeX, choices, text).
+
+    >>> math_reward("<think>1 + 2 = 3</think> <answer>3</answer>", "3", extra_info={})
+    1.0
+    >>> math_reward("<answer>C</answer>", "C", extra_info={"choices": ["2", "4", "3", "5"]})
+    1.0
+    >>> math_reward("<answer>\\\\frac{1}{2^{99}}</answer>", "\\\\frac{1}{2^{98}}", extra_info={})
+    0.0
+    """
+    found = extract_answer(response)
+    if found.answer is None or found.hedged:
+        return 0.0
+    return 1.0 if answers_match(found.answer, ground_truth_answer(ground_truth), extra_info) else 0.0
+
+
+def ground_truth_answer(ground_truth: str) -> str:
+    """The answer inside a ground truth written like a response (``\\boxed{3}``), else the text."""
+    found = extract_answer(ground_truth)
+    return found.answer if found.answer is not None else ground_truth.strip()
+
+
+def answers_match(answer: str, truth: str, extra_info: Mapping[str, Any]) -> bool:
+    """Whether an extracted ``answer`` equals ``truth`` under the rules of ``extra_info``."""
+    answer = _ANSWER_PHRASE_RE.sub("", answer.strip())
+    if not normalize(truth):
+        raise ValueError(f"the ground truth {truth!r} is empty")
+    choices = extra_info.get("choices")
+    if choices is not None and len(choices) > 0:
+        return _choice_match(answer, truth, _option_texts(choices))
+    answer_type = str(extra_info.get("answer_type") or "").lower()
+    precision = extra_info.get("precision")
+    precision = int(float(precision)) if precision not in (None, "") else None
+    unit = str(extra_info["unit"]) if extra_info.get("unit") else None
+    if answer_type == "list":
+        got, want = _list_items(answer), _list_items(truth)
+        return len(got) == len(want) and all(
+            _value_match(a, t, precision=precision, unit=unit, integer=False) for a, t in zip(got, want)
+        )
+    if answer_type == "text":
+        return not _hedged(answer, truth) and normalize_text(answer) == normalize_text(truth)
+    return _value_match(answer, truth, precision=precision, unit=unit, integer=answer_type == "integer")
+
+
+def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
+    if _hedged(answer, truth):
+        return False
+    if precision is None and normalize_text(answer) == normalize_text(truth):
+        return True
+    want, got = read_quantity(truth, unit=unit), read_quantity(answer, unit=unit)
+    if want is not None and got is not None:
+        verdict = _compare_quantities(got, want, precision=precision, integer=integer, unit=unit)
+        if verdict is not None:
+            return verdict
+    truth_text = normalize_text(truth)
+    if _LETTER_RE.match(normalize(truth)):
+        return letter_of(answer) == letter_of(truth)
+    if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
+        return False  # a text answer matches by text only (step 3), never through sympy
+    exact = integer or (want is not None and want.value.denominator == 1 and want.decimal_literal)
+    return _symbolic_match(answer, truth, precision=precision, exact=exact)
+
+
+def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None, integer: bool,
+                        unit: str | None) -> bool | None:
+    """Exact verdict on two read numbers, or ``None`` when only rounding rules could decide."""
+    expected_unit = want.unit or (canonical_unit(unit) if unit else None)
+    if got.unit and expected_unit and got.unit != expected_unit:
+        return False
+    candidates = [got.value]
+    if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out
+        candidates.append(got.value / 100 if got.percent else got.value * 100)
+    for value in candidates:
+        if precision is not None:
+            if round_half_up(value, precision) == round_half_up(want.value, precision):
+                return True
+        elif value == want.value:
+            return True
+    if precision is not None or integer:
+        return False
+    if got.decimal_literal != want.decimal_literal and not (terminates(got.value) and terminates(want.value)):
+        return None  # 0.333333 against 1/3: math-verify's float rules decide
+    return False
+
+
+def _choice_match(answer: str, truth: str, choices: list[str]) -> bool:
+    def same(a: str, b: str) -> bool:
+        return _value_match(a, b, precision=None, unit=None, integer=False)
+
+    wanted = option_indices(truth, choices, same)
+    if len(wanted) != 1:
+        raise ValueError(f"ground truth {truth!r} names {len(wanted)} of the choices {choices}, not one")
+    return option_indices(answer, choices, same) == wanted
+
+
+def _hedged(answer: str, truth: str) -> bool:
+    """Several different answers where the truth is one ("3 or 4", "3, 4" for "3")."""
+    if re.search(r"(?i)\bor\b", answer) and not re.search(r"(?i)\bor\b", truth):
+        return True
+    parts = top_level_parts(normalize(answer))
+    if len(parts) < 2 or len(top_level_parts(normalize(truth))) > 1 or normalize(truth)[:1] in "([{\\":
+        return False
+    return len({normalize_text(p) for p in parts}) > 1
+
+
+def _list_items(text: str) -> list[str]:
+    s = normalize(text)
+    if len(s) > 1 and s[0] in "[(" and s[-1] in "])":
+        s = s[1:-1]
+    return top_level_parts(s)
+
+
+def _option_texts(choices: object) -> list[str]:
+    if isinstance(choices, Mapping):  # {"A": "2", "B": "4"}
+        return [str(choices[k]) for k in sorted(choices)]
+    if isinstance(choices, str) or not isinstance(choices, Sequence) and not hasattr(choices, "tolist"):
+        raise ValueError(f"extra_info['choices'] must be a list of option texts, got {type(choices).__name__}")
+    return [str(c) for c in (choices.tolist() if hasattr(choices, "tolist") else choices)]
+
+
+# ---- the sympy path (math-verify, bounded, cross-checked) ----------------------------------------
+
+
+def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bool) -> bool:
+    got, want = _sympy_text(answer), _sympy_text(truth)
+    if unsafe_reason(got) is not None or _prose(got) or _prose(want):
+        return False  # prose is compared as text only, and that was done
+    if (reason := unsafe_reason(want)) is not None:
+        raise ValueError(f"ground truth {truth[:80]!r} is not checkable: {reason}")
+    gold, pred = _parse(want), _parse(got)
+    if not gold:
+        raise ValueError(f"ground truth {truth[:80]!r} is not readable by math-verify")
+    if not pred:
+        return False
+    if precision is not None:
+        g, p = _constant_value(gold[0]), _constant_value(pred[0])
+        return g is not None and p is not None and round_half_up(g, precision) == round_half_up(p, precision)
+    if not _verify(gold, pred):
+        return False
+    from rewards.crosscheck import values_disagree
+
+    return not values_disagree(gold[0], pred[0], exact=exact)
+
+
+def _prose(text: str) -> bool:
+    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6")."""
+    words = _WORD_RE.findall(_COMMAND_RE.sub(" ", text))
+    return any(word.lower() not in _MATH_NAMES for word in words)
+
+
+def _sympy_text(text: str) -> str:
+    s = normalize(text)
+    if s.startswith("{") and s.endswith("}") and "," in s:  # {1, 2} written without backslashes
+        s = "\\{" + s[1:-1] + "\\}"
+    return s
+
+
+def _alarm_seconds() -> int | None:
+    """math-verify's signal.alarm works only in the main thread, and would clobber a caller's alarm."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        return None
+    return MATH_VERIFY_SECONDS
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str, seconds: int | None) -> tuple:
+    from math_verify import parse
+
+    started = time.monotonic()
+    parsed = parse(f"${text}$", parsing_timeout=seconds)
+    if not parsed and seconds and time.monotonic() - started >= seconds * 0.95:
+        raise TimeoutError(f"math-verify gave up parsing {text[:60]!r} after {seconds} s")
+    return tuple(parsed)
+
+
+def _parse(text: str) -> list:
+    return list(_parse_cached(text, _alarm_seconds()))
+
+
+def _verify(gold: list, pred: list) -> bool:
+    from math_verify import verify
+
+    seconds = _alarm_seconds()
+    started = time.monotonic()
+    ok = verify(gold, pred, timeout_seconds=seconds)
+    if not ok and seconds and time.monotonic() - started >= seconds * 0.95:
+        raise TimeoutError(f"math-verify gave up comparing after {seconds} s")
+    return ok
+
+
+def _constant_value(expr: object) -> Fraction | None:
+    from rewards.crosscheck import real_value
+
+    return real_value(expr)

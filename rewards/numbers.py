@@ -1,0 +1,203 @@
+"""Exact, cheap reading of the answers most VLM benchmarks have: numbers with decorations.
+
+``"1,234.5 cm"``, ``"\\$5"``, ``"30^\\circ"``, ``"50\\%"``, ``"−3"``, ``"1.5e3"``, ``"1.5 \\times 10^{3}"``,
+``"\\dfrac{14}{2}"`` and ``"7/2"`` are read here with regular expressions into exact
+:class:`fractions.Fraction` values, so most items never reach sympy. Nothing is evaluated: a string
+either matches the number grammar or is handed on (to math-verify, after the bounded checks in
+:mod:`rewards.safety`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
+
+MAX_EXPONENT = 400  # 1e400 is still exact and cheap; 1e100000 is not a benchmark answer
+
+_UNICODE = str.maketrans({
+    "\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ",
+    "\u00f7": "/", "\u03c0": "\\pi ", "\u221a": "\\sqrt", "\u00b0": "^\\circ", "\u00a0": " ",
+    "\u2009": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ", "\u00b2": "^2", "\u00b3": "^3",
+    "\uff05": "%", "\uff0c": ",", "\uff1a": ":", "\uff08": "(", "\uff09": ")", "\uff0e": ".",
+    "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
+    **{chr(0xFF10 + d): str(d) for d in range(10)},
+})
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+_THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
+_SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|!|,|;|:|quad|qquad)(?![A-Za-z])|\\ ")
+_DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
+_SCI_RE = re.compile(
+    rf"^([+-]?)({_DECIMAL})(?:[eE]([+-]?\d+)|\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{{?\s*([+-]?\d+)\s*\}}?)?$"
+)
+_FRAC_RE = re.compile(rf"^([+-]?)\\frac\s*\{{\s*([+-]?)({_DECIMAL})\s*\}}\s*\{{\s*({_DECIMAL})\s*\}}$")
+_SLASH_RE = re.compile(rf"^([+-]?)({_DECIMAL})\s*/\s*({_DECIMAL})$")
+
+_CURRENCY_PREFIX_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|EUR|GBP|\u20ac|\u00a3|\u00a5|\\euro)\s*")
+_CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:dollars?|usd|euros?|eur|yuan|yen|pounds sterling)$", re.I)
+_PERCENT_RE = re.compile(r"\s*(?:\\%|%|\s+percent|\s*per\s*cent)$", re.I)
+_DEGREE_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\s+degrees?|\s*deg)(?:\s*([CF]))?$")
+
+# Units a number may carry; a unit is only dropped when it is one of these (or extra_info["unit"]),
+# so "3x" is never read as "3 units of x".
+_UNIT_ALIASES = {
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm", "cm": "cm", "centimeter": "cm",
+    "centimetre": "cm", "dm": "dm", "m": "m", "meter": "m", "metre": "m", "km": "km",
+    "kilometer": "km", "kilometre": "km", "in": "in", "inch": "in", "inches": "in", "ft": "ft",
+    "foot": "ft", "feet": "ft", "yd": "yd", "yard": "yd", "mi": "mi", "mile": "mi", "nm": "nm",
+    "mg": "mg", "g": "g", "gram": "g", "kg": "kg", "kilogram": "kg", "lb": "lb", "lbs": "lb",
+    "pound": "lb", "oz": "oz", "ounce": "oz", "ton": "t", "tonne": "t",
+    "ms": "ms", "s": "s", "sec": "s", "second": "s", "min": "min", "minute": "min", "h": "h",
+    "hr": "h", "hour": "h", "day": "day", "week": "week", "month": "month", "year": "year",
+    "yr": "year", "ml": "ml", "milliliter": "ml", "millilitre": "ml", "l": "l", "liter": "l",
+    "litre": "l", "gal": "gal", "gallon": "gal", "mph": "mph", "kph": "km/h", "px": "px",
+    "pixel": "px", "unit": "unit", "cent": "cent", "point": "point", "object": "object",
+    "item": "item", "people": "people", "person": "people", "persons": "people", "volt": "v",
+    "watt": "w", "joule": "j", "newton": "n", "hz": "hz", "kpa": "kpa", "rad": "rad", "radian": "rad",
+}
+# "(number)(space)(unit)"; a one-letter unit needs the space, so "2s" stays an expression in s
+_UNIT_RE = re.compile(r"^(.*?[\d}.])(\s*)((?:square|sq\.?|cubic)?\s*[A-Za-z][A-Za-z\s/.]*(?:\^\s*\{?[23]\}?)?)$")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number as written: its exact value and decorations (unit, ``%``, degrees, currency)."""
+
+    value: Fraction
+    decimal_literal: bool  # an integer or terminating decimal as written (not a fraction)
+    unit: str | None = None
+    percent: bool = False
+
+
+def normalize(text: str) -> str:
+    """LaTeX and unicode spelling differences removed; still the same answer.
+
+    >>> normalize("$\\\\dfrac{1}{2}$ \\\\text{ cm}.")
+    '\\\\frac{1}{2} cm'
+    """
+    s = text.translate(_UNICODE).strip()
+    s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
+    s = s.replace("\\$", "\0").replace("$", "").replace("\0", "\\$")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
+    s = _THIN_GROUP_RE.sub("", s)  # 1\,000
+    for _ in range(3):  # \text{\textbf{x}} unwraps in two rounds
+        s = _TEXT_CMD_RE.sub(r"\1", s)
+    s = _SPACING_RE.sub(" ", s)
+    s = " ".join(s.split())
+    while s.endswith((".", "!")) and not s[:-1].endswith("."):
+        s = s[:-1].rstrip()
+    if len(s) > 1 and s[0] == "{" and s[-1] == "}" and s.count("{") == 1 and "," not in s:
+        s = s[1:-1].strip()
+    return s
+
+
+def normalize_text(text: str) -> str:
+    """Case- and punctuation-insensitive form for short text answers ("Red." == "red")."""
+    s = normalize(text).lower().strip(" \"'`")
+    return " ".join(s.rstrip(".!?;:").split())
+
+
+def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
+    """Read a decorated number, or ``None`` when ``text`` is not one.
+
+    >>> read_quantity("1,234.5 cm")
+    Quantity(value=Fraction(2469, 2), decimal_literal=True, unit='cm', percent=False)
+    >>> read_quantity("3x") is None
+    True
+    """
+    if len(text) > 200:
+        return None
+    s = normalize(text)
+    s = _CURRENCY_PREFIX_RE.sub("", s)
+    s = _CURRENCY_SUFFIX_RE.sub("", s)
+    percent = bool(_PERCENT_RE.search(s))
+    s = _PERCENT_RE.sub("", s)
+    s = _DEGREE_RE.sub("", s)
+    found_unit = None
+    if unit and s.lower().endswith(unit.lower()) and len(s) > len(unit):
+        found_unit, s = canonical_unit(unit) or unit.lower(), s[: -len(unit)].strip()
+    else:
+        match = _UNIT_RE.match(s)
+        if match and (match.group(2) or len(match.group(3).strip()) > 1) and (canon := canonical_unit(match.group(3))):
+            found_unit, s = canon, match.group(1).strip()
+    parsed = read_number(s)
+    if parsed is None:
+        return None
+    return Quantity(parsed[0], parsed[1], found_unit, percent)
+
+
+def read_number(text: str) -> tuple[Fraction, bool] | None:
+    """An undecorated number: ``(value, is_decimal_literal)``, or ``None``.
+
+    >>> read_number("\\\\frac{14}{2}")
+    (Fraction(7, 1), False)
+    >>> read_number("-1.5e3")
+    (Fraction(-1500, 1), True)
+    """
+    s = text.strip()
+    if len(s) > 200:
+        return None
+    if match := _SCI_RE.match(s):
+        sign, mantissa, exp1, exp2 = match.groups()
+        exponent = int(exp1 or exp2 or 0)
+        if abs(exponent) > MAX_EXPONENT:
+            return None
+        value = Fraction(Decimal(mantissa.replace(",", "").rstrip(".") or "0")) * Fraction(10) ** exponent
+        return (-value if sign == "-" else value), True
+    if match := _FRAC_RE.match(s):
+        sign, inner_sign, num, den = match.groups()
+        negative = (sign == "-") != (inner_sign == "-")
+    elif match := _SLASH_RE.match(s):
+        sign, num, den = match.groups()
+        negative = sign == "-"
+    else:
+        return None
+    denominator = Fraction(Decimal(den.replace(",", "")))
+    if denominator == 0:
+        return None
+    value = Fraction(Decimal(num.replace(",", ""))) / denominator
+    return (-value if negative else value), False
+
+
+def canonical_unit(text: str) -> str | None:
+    """A known unit in canonical spelling (``"square centimeters"`` -> ``"cm^2"``), else ``None``."""
+    s = " ".join(text.lower().replace("^{", "^").replace("}", "").split()).rstrip(".")
+    power = ""
+    for prefix, p in (("square ", "^2"), ("sq. ", "^2"), ("sq ", "^2"), ("cubic ", "^3")):
+        if s.startswith(prefix):
+            s, power = s[len(prefix) :], p
+    for suffix in ("^2", "^3"):
+        if s.endswith(suffix):
+            s, power = s[: -len(suffix)].strip(), suffix
+    pieces = s.split("/")
+    canon = [_unit_word(piece.strip()) for piece in pieces]
+    if not all(canon) or len(pieces) > 2:
+        return None
+    return "/".join(canon) + power  # type: ignore[arg-type]
+
+
+def _unit_word(word: str) -> str | None:
+    if " " in word:
+        return "unit" if word in ("square units", "units") else None
+    if word in _UNIT_ALIASES:
+        return _UNIT_ALIASES[word]
+    if word.endswith("s") and word[:-1] in _UNIT_ALIASES and len(word) > 3:
+        return _UNIT_ALIASES[word[:-1]]
+    return None
+
+
+def round_half_up(value: Fraction, places: int) -> Fraction:
+    """``value`` rounded to ``places`` decimals, halves away from zero (MathVista's precision)."""
+    digits = len(str(abs(value.numerator) // value.denominator)) + abs(places) + 10
+    with localcontext(prec=digits):
+        exact = Decimal(value.numerator) / Decimal(value.denominator)
+        return Fraction(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def terminates(value: Fraction) -> bool:
+    """Whether ``value`` has a finite decimal expansion (its denominator is 2^a 5^b)."""
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1

@@ -1,0 +1,267 @@
+"""Find reward plugins by one string, and call them with validated results.
+
+A reward plugin is a plain function::
+
+    def score(response: str, ground_truth: str, *, extra_info: dict) -> float | dict
+
+A dict holds a float ``score`` plus named components (``{"score": 0.9, "math": 1.0, ...}``).
+
+One string names a reward everywhere (the ``reward`` column of a problem record, a recipe,
+``--reward`` on the CLI, ``extra_info["reward"]`` for verl). :func:`get_reward` accepts:
+
+1. a registered name: ``math`` (built-ins and functions decorated with :func:`register`);
+2. an entry point name from the ``openvlt.rewards`` group of an installed package;
+3. a file spec ``path/to/file.py:function`` or a module spec ``package.module:function``;
+4. a weighted composition ``0.9*math+0.1*format`` (see :mod:`rewards.compose`).
+
+Everything here is cheap to import: the heavy math stack is loaded by the ``math`` plugin itself.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Reward = Callable[..., "float | dict[str, float]"]
+
+ENTRY_POINT_GROUP = "openvlt.rewards"
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_BUILTIN_MODULES = ("rewards.math_answer", "rewards.format", "rewards.iou")
+
+_registry: dict[str, Reward] = {}
+_loaded_specs: dict[tuple[str, float], Reward] = {}  # file/module/composition specs (and file mtime)
+_lock = threading.RLock()
+
+
+class RewardError(Exception):
+    """A reward plugin failed, returned something that is not a score, or cannot be found."""
+
+
+def register(name: str | None = None) -> Callable[[Reward], Reward]:
+    """Register a reward plugin under ``name`` (default: the function's name).
+
+    >>> @register("always_one")
+    ... def always_one(response, ground_truth, *, extra_info):
+    ...     return 1.0
+    >>> get_reward("always_one")("x", "y", extra_info={})
+    1.0
+    """
+
+    def decorator(fn: Reward) -> Reward:
+        key = name or fn.__name__
+        _check_plugin(key, fn)
+        with _lock:
+            old = _registry.get(key)
+            if old is not None and old is not fn and _origin(old) != _origin(fn):
+                raise ValueError(
+                    f"reward {key!r} is already registered by {_origin(old)}; not replacing it with {_origin(fn)}"
+                )
+            _registry[key] = fn
+            _loaded_specs.clear()  # compositions may name it
+        return fn
+
+    return decorator
+
+
+def get_reward(spec: str) -> Reward:
+    """Return the plugin that ``spec`` names (any of the four forms in the module docstring)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise RewardError(f"a reward is named by a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    _load_builtins()
+    fn = _registry.get(spec)
+    if fn is not None:
+        return fn
+    key = (spec, _file_stamp(spec))
+    fn = _loaded_specs.get(key)
+    if fn is None:
+        fn = _resolve(spec)
+        with _lock:
+            _loaded_specs[key] = fn
+    return fn
+
+
+def list_rewards() -> dict[str, str]:
+    """Registered and entry-point plugins: name -> first line of the docstring (or where it lives)."""
+    _load_builtins()
+    listed = {name: _summary(fn) for name, fn in sorted(_registry.items())}
+    for ep in _entry_points():
+        listed.setdefault(ep.name, f"entry point {ep.value}")
+    return listed
+
+
+def import_hints(spec: str) -> tuple[str, ...]:
+    """Modules a fresh process must import so that the registered names in ``spec`` resolve there."""
+    from rewards.compose import split_terms
+
+    modules = []
+    for _, part in split_terms(spec):
+        module = getattr(_registry.get(part), "__module__", None)
+        if module == "__main__":  # a script: the worker loads its file (its main guard stays closed)
+            module = os.path.abspath(getattr(sys.modules["__main__"], "__file__", "") or "") or None
+        if module and not module.startswith("rewards.") and module not in modules:
+            modules.append(module)
+    return tuple(modules)
+
+
+def canonical_spec(spec: str) -> str:
+    """``spec`` with file paths made absolute, so it means the same in a process with another cwd."""
+    from rewards.compose import join_terms, split_terms
+
+    terms = split_terms(spec.strip())
+    return join_terms([(w, _absolute_file_spec(part)) for w, part in terms])
+
+
+def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping[str, Any] | None,
+                *, index: int | None = None) -> tuple[float, dict[str, float] | None]:
+    """Run the plugin ``spec`` on one item; return ``(score, components)``.
+
+    Raises :class:`RewardError` naming the plugin and the item when the plugin raises or returns
+    something that is not a finite score. Never turns a failure into 0.
+    """
+    where = f"reward {spec!r} on item {index}" if index is not None else f"reward {spec!r}"
+    fn = get_reward(spec)
+    try:
+        out = fn(response, ground_truth, extra_info=dict(extra_info or {}))
+    except RewardError as exc:
+        raise RewardError(f"{where}: {exc}") from exc
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the plugin's own failure (math-verify's timeout is a BaseException)
+        raise RewardError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+    return validate_output(out, where)
+
+
+def validate_output(out: object, where: str) -> tuple[float, dict[str, float] | None]:
+    """Check a plugin's return value: a finite real, or a dict with a finite real ``score``."""
+    if isinstance(out, Mapping):
+        if "score" not in out:
+            raise RewardError(f"{where} returned a dict without 'score': keys {sorted(map(str, out))}")
+        components = {str(k): _finite(v, f"{where} component {k!r}") for k, v in out.items() if k != "score"}
+        return _finite(out["score"], f"{where} score"), components
+    return _finite(out, where), None
+
+
+def _finite(value: object, where: str) -> float:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise RewardError(f"{where} returned {type(value).__name__} {value!r:.80}, not a number")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise RewardError(f"{where} returned {number}, not a finite number")
+    return number
+
+
+def _resolve(spec: str) -> Reward:
+    from rewards.compose import parse_composition
+
+    for ep in _entry_points():
+        if ep.name == spec:
+            return _checked(spec, ep.load())
+    terms = parse_composition(spec)
+    if len(terms) > 1 or terms[0][0] != 1.0:
+        from rewards.compose import compose
+
+        return compose({part: weight for weight, part in terms}, name=spec)
+    if ":" in spec:
+        return _load_object(spec)
+    close = difflib.get_close_matches(spec, list(list_rewards()), n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise RewardError(f"unknown reward {spec!r}{hint} (registered: {', '.join(list_rewards())})")
+
+
+def load_module(where: str) -> Any:
+    """Import ``package.module``, or execute ``path/to/file.py`` as a fresh module, for its plugins."""
+    if not where.endswith(".py"):
+        try:
+            return importlib.import_module(where)
+        except ImportError as exc:
+            raise RewardError(f"cannot import module {where!r}: {exc}") from exc
+    path = os.path.abspath(where)
+    if not os.path.isfile(path):
+        raise RewardError(f"reward file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"openvlt_reward_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+    try:
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:
+        raise RewardError(f"loading reward file {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _load_object(spec: str) -> Reward:
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise RewardError(f"reward spec {spec!r} is not 'path/to/file.py:function' or 'module:function'")
+    module = load_module(where)
+    if not hasattr(module, attr):
+        raise RewardError(f"{where} has no function {attr!r} (reward {spec!r})")
+    return _checked(spec, getattr(module, attr))
+
+
+def _checked(spec: str, fn: object) -> Reward:
+    try:
+        _check_plugin(spec, fn)
+    except (TypeError, ValueError) as exc:
+        raise RewardError(str(exc)) from exc
+    return fn  # type: ignore[return-value]
+
+
+def _check_plugin(name: str, fn: object) -> None:
+    if not _NAME_RE.match(name) and ":" not in name:
+        raise ValueError(f"reward name {name!r} must be letters, digits, '_', '.', '-' (no spaces, '+' or '*')")
+    if not callable(fn):
+        raise TypeError(f"reward {name!r} is {type(fn).__name__}, not a function")
+    try:
+        inspect.signature(fn).bind("response", "ground truth", extra_info={})
+    except TypeError as exc:
+        raise TypeError(f"reward {name!r} must accept (response, ground_truth, *, extra_info): {exc}") from None
+    except ValueError:  # builtins without a signature: trust them
+        pass
+
+
+def _load_builtins() -> None:
+    if not _builtins_loaded.is_set():
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+        _builtins_loaded.set()
+
+
+_builtins_loaded = threading.Event()
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _absolute_file_spec(part: str) -> str:
+    where, sep, attr = part.rpartition(":")
+    if sep and where.endswith(".py") and part not in _registry:
+        return f"{os.path.abspath(where)}:{attr}"
+    return part
+
+
+def _file_stamp(spec: str) -> float:
+    """Modification time of a file spec's file, so an edited plugin file is loaded again."""
+    where = spec.rpartition(":")[0]
+    try:
+        return os.stat(where).st_mtime if where.endswith(".py") else 0.0
+    except OSError:
+        return 0.0
+
+
+def _origin(fn: object) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _summary(fn: object) -> str:
+    doc = inspect.getdoc(fn) or ""
+    return doc.splitlines()[0] if doc else _origin(fn)

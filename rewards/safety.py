@@ -1,0 +1,116 @@
+"""Bounded checks that text must pass before it reaches math-verify (and through it, sympy).
+
+math-verify runs sympy on what it extracts, and sympy will happily try to build ``5^{5^{5^{5}}}``,
+a ten-thousand-deep parenthesis nest or ``100000!``; Python's big-integer arithmetic holds the
+GIL, so even math-verify's own ``signal.alarm`` cannot stop it. A text that fails these checks is
+not sent to math-verify at all (the ``math`` reward then compares it as a string only, so it is
+wrong unless the ground truth is literally the same text). The per-item hard time limit of the
+batch scorer stays the last line of defence.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+MAX_CHARS = 400  # a final answer longer than this is not a short math answer
+MAX_NESTING = 24  # brackets and braces
+MAX_TOWER = 2  # a^{b^{c}} is allowed, a^{b^{c^{d}}} is not
+MAX_LITERAL_EXPONENT = 1000
+MAX_FACTORIAL = 500
+
+_NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
+_FACTORIAL_RE = re.compile(r"(\d+)\s*!")
+_CLOSERS = {"{": "}", "(": ")", "[": "]"}
+_TOKEN_RE = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\\[A-Za-z]+|[A-Za-z])")
+
+
+def unsafe_reason(text: str) -> str | None:
+    """Why ``text`` must not be parsed by sympy, or ``None`` when it is safe.
+
+    >>> unsafe_reason("\\\\frac{1}{2^{98}}") is None
+    True
+    >>> unsafe_reason("5^{5^{5^{5}}}")
+    'power tower of height 3'
+    """
+    if len(text) > MAX_CHARS:
+        return f"longer than {MAX_CHARS} characters"
+    depth = deepest = 0
+    for ch in text:
+        if ch in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "})]":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        return f"nested {deepest} deep"
+    s = text.replace("**", "^")
+    height = _tower_height(s)
+    if height > MAX_TOWER:
+        return f"power tower of height {height}"
+    for exponent in _exponents(s):
+        if (reason := _exponent_reason(exponent)) is not None:
+            return reason
+    for match in _FACTORIAL_RE.finditer(s):
+        if int(match.group(1)) > MAX_FACTORIAL:
+            return f"factorial of {match.group(1)}"
+    if re.search(r"[)}]\s*!", s) and ("^" in s or s.count("!") > 1):
+        return "factorial of a computed value"
+    return None
+
+
+def _tower_height(s: str) -> int:
+    return max((1 + _tower_height(e) for e in _exponents(s)), default=0)
+
+
+def _exponents(s: str) -> list[str]:
+    """The exponent after every ``^`` in ``s``: a bracketed group, or a token with its ``^`` chain."""
+    found, i = [], 0
+    while (i := s.find("^", i)) >= 0:
+        start = end = _skip_spaces(s, i + 1)
+        while True:
+            end = _operand_end(s, end)
+            after = _skip_spaces(s, end)
+            if after >= len(s) or s[after] != "^":
+                break
+            end = _skip_spaces(s, after + 1)  # "9^9^9": the exponent of the first caret is "9^9"
+        single_group = s[start:start + 1] in _CLOSERS and _close(s, start) + 1 == end
+        found.append(s[start + 1 : end - 1] if single_group else s[start:end])
+        i = max(end, i + 1)
+    return found
+
+
+def _skip_spaces(s: str, j: int) -> int:
+    while j < len(s) and s[j] == " ":
+        j += 1
+    return j
+
+
+def _operand_end(s: str, j: int) -> int:
+    if j < len(s) and s[j] in _CLOSERS:
+        return _close(s, j) + 1
+    match = _TOKEN_RE.match(s, j)
+    return match.end() if match else min(j + 1, len(s))
+
+
+def _close(s: str, open_at: int) -> int:
+    want, depth = _CLOSERS[s[open_at]], 0
+    for k in range(open_at, len(s)):
+        if s[k] == s[open_at]:
+            depth += 1
+        elif s[k] == want:
+            depth -= 1
+            if depth == 0:
+                return k
+    return len(s) - 1
+
+
+def _exponent_reason(exponent: str) -> str | None:
+    e = exponent.strip().strip("{}() ")
+    if _NUMBER_RE.match(e) and abs(float(e)) > MAX_LITERAL_EXPONENT:
+        return f"exponent {exponent.strip()} too large"
+    inner = e.replace(" ", "").replace("{", "").replace("}", "").split("^")
+    if len(inner) == 2 and all(_NUMBER_RE.match(p) for p in inner):
+        base, power = float(inner[0]), float(inner[1])
+        if base > 1 and power * math.log10(base) > math.log10(MAX_LITERAL_EXPONENT):
+            return f"exponent {exponent.strip()} too large"
+    return None

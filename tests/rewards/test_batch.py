@@ -1,0 +1,283 @@
+"""The batch scorer: order, counts, hard time limits, crashes, memory, reuse, streaming, concurrency."""
+import math
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from tests.rewards import reward_plugins_for_tests
+from rewards import RewardError, RewardScorer, iter_scores, score_batch
+
+TOY = "<think>Row 1: red circle, empty.</think> <answer>{}</answer>"
+
+
+def toy_items(n):
+    return [{"response": TOY.format(i % 4), "ground_truth": str(i % 3)} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    with RewardScorer(workers=2) as scorer:
+        yield scorer
+
+
+def test_results_keep_input_order_and_counts(scorer):
+    items = toy_items(300)
+    results = scorer.score(items, "math", timeout=5.0)
+    assert [r.index for r in results] == list(range(300))
+    assert [r.score for r in results] == [float(i % 4 == i % 3) for i in range(300)]
+    assert results.summary.items == 300 and results.summary.ok == 300
+    assert results.summary.errors == results.summary.timeouts == 0
+    assert results.summary.mean_score == pytest.approx(sum(i % 4 == i % 3 for i in range(300)) / 300)
+
+
+def test_item_rewards_override_the_batch_reward(scorer):
+    items = [
+        {"response": TOY.format(3), "ground_truth": "3"},
+        {"response": TOY.format(3), "ground_truth": "3", "reward": "format"},
+        {"response": "<answer>3</answer>", "ground_truth": "3", "reward": "0.9*math+0.1*format"},
+        {"response": "<answer>[0, 0, 2, 2]</answer>", "ground_truth": "[0, 0, 2, 4]", "extra_info": {"reward": "iou"}},
+    ]
+    results = scorer.score(items, "math", timeout=5.0)
+    assert [r.reward for r in results] == ["math", "format", "0.9*math+0.1*format", "iou"]
+    assert results[2].score == pytest.approx(0.9) and results[2].components == {"math": 1.0, "format": 0.0}
+    assert results[3].score == pytest.approx(0.5)
+    assert results[2].to_json() == {"score": {"score": pytest.approx(0.9), "math": 1.0, "format": 0.0}, "error": None}
+
+
+def test_malformed_items_are_errors_in_place(scorer):
+    items = [*toy_items(2), "not a dict", {"response": None, "ground_truth": "1"}, {"response": "x"},
+             {"response": "x", "ground_truth": "1", "extra_info": [1]}, {"response": "x", "ground_truth": "1", "reward": "nope"},
+             {"response": TOY.format(1), "ground_truth": 1}]  # a numeric ground truth is fine
+    results = scorer.score(items, "math", timeout=5.0)
+    assert [r.status for r in results] == ["ok", "ok", "error", "error", "error", "error", "error", "ok"]
+    assert results[6].error.startswith("reward 'nope' on item 6: unknown reward 'nope'")
+    assert results[3].error == "reward 'math' on item 3: 'response' must be a string, got NoneType"
+    assert results[7].score == 1.0
+    assert math.isnan(results[2].score) and results.scores(fill=0.0)[2] == 0.0
+
+
+def test_an_unknown_batch_reward_raises_before_any_work(scorer):
+    with pytest.raises(RewardError, match="unknown reward 'mth'"):
+        scorer.score(toy_items(3), "mth")
+
+
+def test_timeout_must_be_positive(scorer):
+    with pytest.raises(ValueError):
+        scorer.score(toy_items(1), "math", timeout=0)
+
+
+@pytest.mark.parametrize("runaway", ["hang", "sleep", "bigint"])
+def test_a_runaway_item_is_stopped_at_its_limit(scorer, runaway):
+    items = [{"response": "ok", "ground_truth": ""} for _ in range(40)]
+    items[17] = {"response": runaway, "ground_truth": ""}
+    started = time.monotonic()
+    results = scorer.score(items, "test_misbehave", timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert results[17].status == "timeout" and math.isnan(results[17].score)
+    assert results[17].error == "reward 'test_misbehave' on item 17 timed out after 0.5 s (worker killed)"
+    assert results.summary.timeouts == 1 and results.summary.ok == 39 and results.summary.errors == 0
+    assert elapsed < 0.5 + 4.0  # the limit plus a worker restart, not the runaway's own time (endless)
+
+
+def test_a_crash_or_memory_blowup_fails_only_its_item(scorer):
+    items = [{"response": "ok", "ground_truth": ""} for _ in range(30)]
+    items[4] = {"response": "crash", "ground_truth": ""}
+    items[20] = {"response": "memory", "ground_truth": ""}
+    items[25] = {"response": "raise", "ground_truth": ""}
+    results = scorer.score(items, "test_misbehave", timeout=5.0)
+    assert results[4].status == "error" and "crashed its worker process (exit code 7)" in results[4].error
+    assert results[20].status == "error" and "MemoryError" in results[20].error  # RLIMIT_AS in the worker
+    assert "ValueError: the plugin failed on purpose" in results[25].error
+    assert results.summary.ok == 27 and results.summary.errors == 3
+
+
+def test_an_item_that_cannot_be_sent_is_an_error(scorer):
+    items = toy_items(3)
+    items[1] = {**items[1], "extra_info": {"callback": lambda: None}}
+    results = scorer.score(items, "math", timeout=5.0)
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert "cannot be sent to a worker" in results[1].error
+
+
+def test_workers_are_reused_across_calls(scorer):
+    items = [{"response": "a", "ground_truth": "a"}] * 200
+    first = {r.components["pid"] for r in scorer.score(items, "test_echo", timeout=5.0)}
+    second = {r.components["pid"] for r in scorer.score(items, "test_echo", timeout=5.0)}
+    assert first == second and len(first) <= 2 and os.getpid() not in first
+
+
+def test_streaming_reads_input_lazily_and_keeps_order(scorer):
+    pulled = 0
+
+    def items():
+        nonlocal pulled
+        for item in toy_items(2000):
+            pulled += 1
+            yield item
+
+    stream = scorer.iter_scores(items(), "math", timeout=5.0, window=64)
+    first = next(stream)
+    assert first.index == 0 and pulled <= 64
+    rest = list(stream)
+    assert [r.index for r in rest] == list(range(1, 2000)) and pulled == 2000
+
+
+def test_in_process_scoring_matches_the_pool(scorer):
+    items = toy_items(50) + [{"response": "<answer>\\frac{1}{2^{99}}</answer>", "ground_truth": "\\frac{1}{2^{98}}"}]
+    inline = RewardScorer(workers=0).score(items, "math", timeout=1.0)
+    pooled = scorer.score(items, "math", timeout=5.0)
+    assert [r.score for r in inline] == [r.score for r in pooled]
+
+
+def test_concurrent_callers_from_threads(scorer):
+    def call(k):
+        items = [{"response": TOY.format(k), "ground_truth": str(k)}] * 50 + toy_items(50)
+        return [r.score for r in scorer.score(items, "math", timeout=5.0)]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(call, range(16)))
+    for k, scores in enumerate(outcomes):
+        assert scores[:50] == [1.0] * 50 and scores[50:] == [float(i % 4 == i % 3) for i in range(50)]
+
+
+def test_from_async_code(scorer):
+    import asyncio
+
+    async def main():
+        calls = [asyncio.to_thread(scorer.score, [{"response": TOY.format(k), "ground_truth": str(k)}], "math")
+                 for k in range(8)]
+        return [results[0].score for results in await asyncio.gather(*calls)]
+
+    assert asyncio.run(main()) == [1.0] * 8
+
+
+def test_math_plugin_runs_in_threads_without_signal_errors():
+    from rewards.math_answer import math_reward
+
+    cases = [("<answer>2\\sqrt{2}</answer>", "\\sqrt{8}", 1.0), ("<answer>\\{1,2\\}</answer>", "\\{2,1\\}", 1.0),
+             ("<answer>y=2x+1</answer>", "2x-y+1=0", 1.0), ("<answer>1/2^99</answer>", "1/2^98", 0.0)]
+
+    def run(case):
+        response, truth, _ = case
+        return math_reward(response, truth, extra_info={})
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(run, cases * 4)) == [c[2] for c in cases] * 4
+
+
+def test_shared_scorer_functions(tmp_path):
+    results = score_batch(toy_items(10), "math", workers=1, timeout=5.0)
+    streamed = list(iter_scores(toy_items(10), "math", workers=1, timeout=5.0))
+    assert [r.score for r in results] == [r.score for r in streamed]
+
+
+def test_from_a_process_pool_and_a_daemonic_pool():
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        assert pool.submit(reward_plugins_for_tests.score_in_child, 6).result(timeout=60) == [0, 1, 0, 0, 1, 0]
+    with spawn.Pool(1) as pool:  # daemonic workers cannot start multiprocessing children; ours still can
+        assert pool.apply(reward_plugins_for_tests.score_in_child, (3,)) == [0, 1, 0]
+
+
+def test_from_ray_tasks_and_a_threaded_actor():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        @ray.remote
+        def task(n):
+            from rewards import score_batch
+
+            items = [{"response": f"<answer>{i}</answer>", "ground_truth": "1"} for i in range(n)]
+            return score_batch(items, "math", workers=1, timeout=5.0).scores()
+
+        @ray.remote(max_concurrency=4)  # a threaded actor: calls arrive on non-main threads
+        class Judge:
+            def pooled(self, k):
+                from rewards import score_batch
+
+                return score_batch([{"response": f"<answer>{k}</answer>", "ground_truth": str(k)}],
+                                   "math", workers=1, timeout=5.0).scores()
+
+            def in_thread(self, answer, truth):
+                from rewards.math_answer import math_reward
+
+                return math_reward(f"<answer>{answer}</answer>", truth, extra_info={})
+
+        assert ray.get([task.remote(3) for _ in range(2)]) == [[0.0, 1.0, 0.0]] * 2
+        judge = Judge.remote()
+        assert ray.get([judge.pooled.remote(k) for k in range(6)]) == [[1.0]] * 6
+        assert ray.get([judge.in_thread.remote("2\\sqrt{2}", "\\sqrt{8}"), judge.in_thread.remote("3", "4")]) == [1.0, 0.0]
+    finally:
+        ray.shutdown()
+
+
+OWNER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    import tests.rewards.reward_plugins_for_tests
+    from rewards import RewardScorer, score_batch
+    score_batch([{{"response": "x", "ground_truth": "x"}}], "test_echo", workers=2, timeout=5)
+    scorer = RewardScorer(workers=1)
+    stream = scorer.iter_scores([{{"response": "hang", "ground_truth": ""}}], "test_misbehave", timeout=600)
+    import threading
+    threading.Thread(target=lambda: list(stream), daemon=True).start()
+    time.sleep(1.5)
+    import psutil
+    print(" ".join(str(c.pid) for c in psutil.Process().children()), flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_worker_outlives_its_owner(how, tmp_path):
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER.format(repo=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    owner = subprocess.Popen([sys.executable, str(script), "exit" if how == "exit" else "hang"],
+                             stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in owner.stdout.readline().split()]
+    assert len(pids) == 3  # two shared workers and one busy in an endless loop
+    if how == "sigkill":
+        owner.send_signal(signal.SIGKILL)
+    owner.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_closed_scorer_refuses_politely():
+    scorer = RewardScorer(workers=1)
+    assert scorer.score(toy_items(2), "math").summary.ok == 2
+    scorer.close()
+    assert scorer.score(toy_items(2), "math").summary.ok == 2  # a closed scorer starts a new pool
+    scorer.close()
+
+
+def test_memory_of_a_long_stream_stays_bounded(scorer):
+    process = psutil.Process()
+    stream = scorer.iter_scores(({"response": TOY.format(1) + "x" * 2000, "ground_truth": "1"} for _ in range(20_000)),
+                                "math", timeout=5.0, window=256)
+    before = None
+    for i, result in enumerate(stream):
+        assert result.ok
+        if i == 1000:
+            before = process.memory_info().rss
+    assert process.memory_info().rss - before < 50 * 2**20

@@ -1,0 +1,60 @@
+"""`openvlt rewards score|list`."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rewards.cli import main
+
+LINES = [
+    {"response": "<think>1 + 2 = 3</think> <answer>3</answer>", "ground_truth": "3"},
+    {"response": "<answer>B</answer>", "ground_truth": "C", "extra_info": {"choices": ["2", "4", "3"]}},
+    "this line is not JSON",
+    {"response": "<answer>3</answer>", "ground_truth": "3", "reward": "0.9*math+0.1*format"},
+    {"response": "hang", "ground_truth": "", "reward": "test_misbehave"},
+    [1, 2],
+]
+
+
+def write_input(path):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in LINES))
+    return path
+
+
+def test_score_writes_one_line_per_input_line_in_order(tmp_path, capsys):
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401  (registers test_misbehave)
+
+    source, output = write_input(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    code = main(["score", str(source), "--reward", "math", "--workers", "2", "--timeout", "0.5", "--output", str(output)])
+    assert code == 0
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(lines) == len(LINES)
+    assert lines[0] == {"score": 1.0, "error": None}
+    assert lines[1] == {"score": 0.0, "error": None}
+    assert lines[2]["score"] is None and "line 3 is not JSON" in lines[2]["error"]
+    assert lines[3] == {"score": {"score": pytest.approx(0.9), "math": 1.0, "format": 0.0}, "error": None}
+    assert lines[4]["score"] is None and "timed out after 0.5 s" in lines[4]["error"]
+    assert lines[5]["score"] is None and "line 6 is not a JSON object" in lines[5]["error"]
+    summary = capsys.readouterr().err
+    assert "items=6 ok=3 errors=2 timeouts=1" in summary and "items/s=" in summary
+
+
+def test_unknown_reward_exits_2(tmp_path, capsys):
+    assert main(["score", str(write_input(tmp_path / "in.jsonl")), "--reward", "mth"]) == 2
+    assert "did you mean 'math'" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[0] for line in out.splitlines()} >= {"math", "format", "iou"}
+
+
+def test_installed_command_reads_stdin_and_writes_stdout():
+    lines = "\n".join(json.dumps(line) for line in LINES[:2]) + "\n"
+    done = subprocess.run([sys.executable, "-m", "openvlt.cli", "rewards", "score", "-", "--reward", "math",
+                           "--workers", "1"], input=lines, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["score"] for line in done.stdout.splitlines()] == [1.0, 0.0]
+    assert "items=2 ok=2" in done.stderr

@@ -1,0 +1,188 @@
+"""The `math` reward, category by category. Every row is (answer, ground truth, extra_info, expected)."""
+import time
+
+import pytest
+
+from rewards.math_answer import math_reward
+
+CHOICES = {"choices": ["2", "4", "3", "5"]}
+
+
+def tagged(answer: str) -> str:
+    return f"<think>Let me work it out.</think> <answer>{answer}</answer>"
+
+
+def check(answer, truth, extra, expected):
+    assert math_reward(tagged(answer), truth, extra_info=extra) == expected, (answer, truth, extra)
+
+
+NUMBERS = [
+    ("3", "3", 1.0), ("3.0", "3", 1.0), ("3.00", "3.0", 1.0), ("+3", "3", 1.0), ("03", "3", 1.0),
+    ("4", "3", 0.0), ("-3", "3", 0.0), ("\u22123", "-3", 1.0), ("\u2212 3", "-3", 1.0),
+    ("1,000", "1000", 1.0), ("1,000,000", "1000000", 1.0), ("1{,}000", "1000", 1.0), ("1\\,000", "1000", 1.0),
+    ("1.5e3", "1500", 1.0), ("1.5E3", "1500", 1.0), ("1.5 \\times 10^{3}", "1500", 1.0), ("1.5\u00d710^3", "1500", 1.0),
+    ("2e-3", "0.002", 1.0), ("1.5e3", "150", 0.0), ("0.5", ".5", 1.0), ("12", "12.0001", 0.0),
+    ("2.9999999", "3", 0.0),  # integers compare exactly; math-verify alone rounds this to 3
+    ("123456789012345679", "123456789012345678", 0.0), ("123456789012345678", "123456789012345678", 1.0),
+    ("\uff13", "3", 1.0),  # full-width digit
+    ("{3}", "3", 1.0), ("$3$", "3", 1.0), ("3.", "3", 1.0),
+]
+
+LATEX = [
+    ("\\frac{14}{2}", "7", 1.0), ("\\dfrac{1}{2}", "0.5", 1.0), ("\\tfrac{1}{2}", "\\frac{1}{2}", 1.0),
+    ("1/2", "\\frac{1}{2}", 1.0), ("-\\frac{1}{2}", "-0.5", 1.0), ("\\frac{-1}{2}", "-\\frac12", 1.0),
+    ("\\frac{1}{3}", "\\frac{2}{6}", 1.0), ("\\frac{1}{3}", "0.33", 0.0),
+    ("2\\sqrt{2}", "\\sqrt{8}", 1.0), ("\\sqrt{2}", "\\sqrt{3}", 0.0), ("\\frac{\\sqrt{3}}{2}", "\\sin(\\pi/3)", 1.0),
+    ("\\pi", "3.14159265", 1.0), ("2\\pi", "\\pi", 0.0), ("\u03c0", "\\pi", 1.0),
+    ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", 0.0),  # math-verify accepts this one; the cross-check does not
+    ("\\frac{1}{2^{98}}", "\\frac{1}{2^{98}}", 1.0), ("2^{-98}", "\\frac{1}{2^{98}}", 1.0),
+    ("1+\\frac{1}{e}", "1-\\frac{1}{e}", 0.0), ("1-\\frac{1}{e}", "1-e^{-1}", 1.0),
+    ("0.333333", "\\frac{1}{3}", 1.0), ("0.3333", "\\frac{1}{3}", 0.0),
+    ("x^2+2x+1", "(x+1)^2", 1.0), ("x^2+2x+2", "(x+1)^2", 0.0),
+    ("\\text{3}", "3", 1.0), ("\\mathbf{3}", "3", 1.0), ("\\left(3\\right)", "3", 1.0),
+]
+
+UNITS = [
+    ("5 cm", "5", 1.0), ("5\\text{ cm}", "5", 1.0), ("5 cm", "5 cm", 1.0), ("5 centimeters", "5 cm", 1.0),
+    ("5 m", "5 cm", 0.0), ("5 cm^2", "5", 1.0), ("5 square units", "5", 1.0), ("6 cm", "5", 0.0),
+    ("30^\\circ", "30", 1.0), ("30^{\\circ}", "30", 1.0), ("30\u00b0", "30", 1.0), ("30 degrees", "30", 1.0),
+    ("\\$5", "5", 1.0), ("$5", "5", 1.0), ("5 dollars", "5", 1.0), ("\\$5.50", "5.5", 1.0), ("\u20ac5", "5", 1.0),
+    ("50\\%", "50", 1.0), ("50%", "50", 1.0), ("50 percent", "50", 1.0), ("50%", "0.5", 1.0),
+    ("0.5", "50\\%", 1.0), ("0.5", "50", 0.0), ("50%", "5", 0.0),
+    ("3x", "3", 0.0),  # "x" is not a unit
+    ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
+    ("5 apples", "5", 0.0),  # not a known unit: the answer is not just a number
+]
+
+PRECISION = [
+    ("3.14", "3.14159", {"precision": 2}, 1.0), ("3.15", "3.14159", {"precision": 2}, 0.0),
+    ("3.1416", "3.14159", {"precision": 2}, 1.0), ("3.1", "3.14", {"precision": 1}, 1.0),
+    ("2.5", "2.45", {"precision": 1}, 1.0),  # half away from zero
+    ("\\frac{1}{3}", "0.33", {"precision": 2}, 1.0), ("\\sqrt{2}", "1.41", {"precision": 2}, 1.0),
+    ("\\sqrt{3}", "1.41", {"precision": 2}, 0.0), ("1.4", "1.41", {"precision": "2"}, 0.0),
+    ("7", "7", {"answer_type": "integer"}, 1.0), ("7.0", "7", {"answer_type": "integer"}, 1.0),
+    ("7.5", "7", {"answer_type": "integer"}, 0.0), ("\\frac{14}{2}", "7", {"answer_type": "integer"}, 1.0),
+    ("0.1", "0.1", {"answer_type": "float", "precision": 1}, 1.0),
+    ("[1, 2, 3]", "[1,2,3]", {"answer_type": "list"}, 1.0), ("[1, 2]", "[1,2,3]", {"answer_type": "list"}, 0.0),
+    ("[3, 2, 1]", "[1,2,3]", {"answer_type": "list"}, 0.0), ("1.05, 2", "[1.1, 2]", {"answer_type": "list", "precision": 1}, 1.0),
+    ("4 cm", "4", {"unit": "cm"}, 1.0), ("4 m", "4", {"unit": "cm"}, 0.0), ("4", "4", {"unit": "cm"}, 1.0),
+]
+
+MULTIPLE_CHOICE = [
+    ("C", "C", 1.0), ("(C)", "C", 1.0), ("c", "C", 1.0), ("C.", "C", 1.0), ("C. 3", "C", 1.0), ("C) 3", "C", 1.0),
+    ("(C) 3", "C", 1.0), ("The answer is C", "C", 1.0), ("The answer is (C).", "C", 1.0), ("Answer: C", "C", 1.0),
+    ("Option C", "C", 1.0), ("3", "C", 1.0), ("3.0", "C", 1.0), ("B", "C", 0.0), ("4", "C", 0.0),
+    ("C. 5", "C", 0.0),  # the letter and the text name different options
+    ("A or C", "C", 0.0), ("A, C", "C", 0.0), ("E", "C", 0.0), ("C", "3", 1.0), ("C", "(C)", 1.0),
+]
+
+TEXT = [
+    ("red", "red", {}, 1.0), ("Red.", "red", {}, 1.0), ("RED", "red", {}, 1.0), ("\\text{red}", "red", {}, 1.0),
+    ("blue", "red", {}, 0.0), ("Yes", "yes", {}, 1.0), ("no", "yes", {}, 0.0), ("yes or no", "yes", {}, 0.0),
+    ("a cube", "cube", {}, 0.0), ("big cylinder", "big cylinder", {}, 1.0),
+    ("Yes", "yes", {"answer_type": "text"}, 1.0), ("3", "three", {"answer_type": "text"}, 0.0),
+    ("B", "B", {}, 1.0), ("(b)", "B", {}, 1.0), ("The answer is B", "B", {}, 1.0), ("A", "B", {}, 0.0),
+]
+
+SETS_INTERVALS_EQUATIONS = [
+    ("\\{1, 2\\}", "\\{2, 1\\}", 1.0), ("\\{1, 3\\}", "\\{1, 2\\}", 0.0), ("{1, 2}", "\\{1,2\\}", 1.0),
+    ("\\{\\frac{1}{2^{99}}\\}", "\\{\\frac{1}{2^{98}}\\}", 0.0),
+    ("(1, 2]", "(1, 2]", 1.0), ("(1, 2)", "(1, 2]", 0.0), ("[1, 3)", "[1,3)", 1.0),
+    ("(-\\infty, 2]", "(-\\infty, 2]", 1.0), ("(1, 2)", "(2, 1)", 0.0),
+    ("y = 2x + 1", "2x - y + 1 = 0", 1.0), ("3x+4y+14=0", "3x-1y+13=0", 0.0), ("x = 3", "3", 1.0),
+    ("x=4", "3", 0.0), ("(1, 2)", "(1,2)", 1.0),
+]
+
+HEDGING = [
+    ("3 or 4", "3", 0.0), ("3, 4", "3", 0.0), ("3; 4", "3", 0.0), ("3 \\text{ or } 4", "3", 0.0),
+    ("either 3 or 3", "3", 0.0), ("3, 3", "3", 1.0),  # the same answer twice is not a hedge
+    ("1, 2", "1, 2", 1.0),  # a list truth takes a list answer
+]
+
+
+def rows(category, table, extra=None):
+    """Uniform (category, answer, truth, extra_info, expected) rows from a category's table."""
+    return [(category, row[0], row[1], extra if extra is not None else (row[2] if len(row) == 4 else {}), row[-1])
+            for row in table]
+
+
+CASES = [
+    *rows("numbers", NUMBERS), *rows("latex", LATEX), *rows("units", UNITS), *rows("precision", PRECISION),
+    *rows("choices", MULTIPLE_CHOICE, CHOICES), *rows("text", TEXT),
+    *rows("sets-intervals-equations", SETS_INTERVALS_EQUATIONS), *rows("hedging", HEDGING),
+]
+
+
+@pytest.mark.parametrize("category,answer,truth,extra,expected", CASES,
+                         ids=[f"{c[0]}:{c[1][:24]}->{c[2][:16]}" for c in CASES])
+def test_case_table(category, answer, truth, extra, expected):
+    check(answer, truth, extra, expected)
+
+
+@pytest.mark.parametrize("response,expected", [
+    ("<think>1 + 2 = 3</think> <answer>3</answer> <answer>4</answer>", 0.0),
+    ("<think>1 + 2 = 3</think> \\boxed{3} \\boxed{4}", 0.0),
+    ("<think>the answer is <answer>3</answer></think>", 0.0),  # only inside thinking
+    ("The answer is 3.", 0.0),  # no tag, no box
+    ("\\boxed{3}", 1.0),
+    ("<answer>\\boxed{3}</answer>", 1.0),
+])
+def test_response_level_rules(response, expected):
+    assert math_reward(response, "3", extra_info={}) == expected
+
+
+def test_toy_world_responses():
+    response = ("<think>Row 1: red circle, empty, blue square. Row 2: empty, red circle, empty. "
+                "Red circles: 1 + 2 = 3.</think> <answer>3</answer>")
+    assert math_reward(response, "3", extra_info={}) == 1.0
+    assert math_reward(response, "2", extra_info={}) == 0.0
+    choice = "<think>Counting the red shapes gives 3, which is option C.</think> <answer>C</answer>"
+    assert math_reward(choice, "C", extra_info={"choices": ["2", "4", "3", "5"]}) == 1.0
+    assert math_reward(choice, "A", extra_info={"choices": ["2", "4", "3", "5"]}) == 0.0
+
+
+def test_ground_truth_written_like_a_response():
+    assert math_reward(tagged("7"), "\\boxed{7}", extra_info={}) == 1.0
+    assert math_reward(tagged("7"), "<answer>7</answer>", extra_info={}) == 1.0
+
+
+def test_choices_may_come_as_a_mapping_or_an_array():
+    import numpy as np
+
+    assert math_reward(tagged("B"), "B", extra_info={"choices": {"A": "1", "B": "2"}}) == 1.0
+    assert math_reward(tagged("2"), "B", extra_info={"choices": np.array(["1", "2"])}) == 1.0
+
+
+@pytest.mark.parametrize("truth,extra,message", [
+    ("F", CHOICES, "names 0 of the choices"),
+    ("", {}, "is empty"),
+    ("\\text{ }", {}, "is empty"),
+    ("5^{5^{5^{5}}}", {}, "not checkable: power tower"),
+])
+def test_a_bad_ground_truth_is_an_error_not_a_zero(truth, extra, message):
+    with pytest.raises(ValueError, match=message):
+        math_reward(tagged("A"), truth, extra_info=extra)
+
+
+ADVERSARIAL = [
+    "5^{5^{5^{5}}}", "9**9**9**9", "9^9^9", "10^{10^{10}}", "2^{100000}", "100000!", "(3^{4^{5}})!",
+    "(" * 5000, "\\frac{" * 5000, "{" * 3000 + "}" * 3000, "\\sqrt{" * 2000,
+    "x" * 100_000, "1" * 5000, "\\left(" * 1000, "\\sum_{k=1}^{10^{9}} k^{k}",
+    "\\binom{" * 500, "^" * 1000, "\\boxed{" * 1000,
+]
+
+
+@pytest.mark.parametrize("answer", ADVERSARIAL, ids=lambda a: a[:16])
+def test_adversarial_answers_are_wrong_and_fast(answer):
+    started = time.perf_counter()
+    assert math_reward(tagged(answer), "3", extra_info={}) == 0.0
+    assert time.perf_counter() - started < 1.0  # well inside any sensible per-item limit
+
+
+def test_garbage_is_cheap():
+    garbage = ["sks aa ptr ##!!" * 40, "<think> 1 2 3 answer", "answer> 3 </answer", "\\boxed 3", ""]
+    started = time.perf_counter()
+    for _ in range(1000):
+        for text in garbage:
+            assert math_reward(text, "3", extra_info={}) == 0.0
+    assert (time.perf_counter() - started) / 5000 < 1e-4  # well under 0.1 ms an item

@@ -1,0 +1,164 @@
+"""Finding plugins by one string, and holding them to the contract."""
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rewards import call_reward, get_reward, list_rewards, register
+from rewards.registry import RewardError, canonical_spec, import_hints
+
+
+def test_builtins_are_listed_with_their_docstrings():
+    listed = list_rewards()
+    assert {"math", "format", "iou"} <= set(listed)
+    assert listed["format"].startswith("1.0 for")
+
+
+def test_register_by_decorator_and_look_up():
+    @register("test_constant_half")
+    def half(response, ground_truth, *, extra_info):
+        """Always 0.5."""
+        return 0.5
+
+    assert get_reward("test_constant_half") is half
+    assert list_rewards()["test_constant_half"] == "Always 0.5."
+    assert call_reward("test_constant_half", "r", "g", {}) == (0.5, None)
+
+
+def test_register_refuses_a_different_function_under_a_taken_name():
+    with pytest.raises(ValueError, match="already registered"):
+        @register("math")
+        def other(response, ground_truth, *, extra_info):
+            return 0.0
+
+
+@pytest.mark.parametrize("name", ["has space", "a+b", "2*x", ""])
+def test_register_refuses_names_that_clash_with_composition_syntax(name):
+    with pytest.raises(ValueError):
+        register(name)(lambda response, ground_truth, *, extra_info: 0.0)
+
+
+def test_register_checks_the_signature():
+    with pytest.raises(TypeError, match="extra_info"):
+        @register("test_wrong_signature")
+        def wrong(response):
+            return 0.0
+
+
+def test_file_spec(tmp_path):
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(textwrap.dedent('''
+        def exact(response, ground_truth, *, extra_info):
+            """1.0 when the response is the ground truth."""
+            return float(response == ground_truth)
+    '''))
+    fn = get_reward(f"{plugin}:exact")
+    assert fn("a", "a", extra_info={}) == 1.0
+    assert get_reward(f"{plugin}:exact") is fn  # loaded once
+    plugin.write_text(plugin.read_text().replace("float(response == ground_truth)", "0.25"))
+    import os
+    os.utime(plugin, (1, 2_000_000_000))
+    assert get_reward(f"{plugin}:exact")("a", "a", extra_info={}) == 0.25  # an edited file is reloaded
+
+
+def test_relative_file_specs_are_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "p.py").write_text("def f(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    assert canonical_spec("0.5*p.py:f+0.5*math") == f"0.5*{tmp_path}/p.py:f+0.5*math"
+
+
+def test_module_spec():
+    assert get_reward("rewards.format:format_reward")("<think>a</think><answer>b</answer>", "", extra_info={}) == 1.0
+
+
+def test_entry_point_group(tmp_path, monkeypatch):
+    (tmp_path / "ep_plugin_mod.py").write_text(
+        "def scorer(response, ground_truth, *, extra_info):\n    return 0.75\n")
+    dist = tmp_path / "ep_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[openvlt.rewards]\nep_test_reward = ep_plugin_mod:scorer\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "ep_test_reward" in list_rewards()
+    assert get_reward("ep_test_reward")("r", "g", extra_info={}) == 0.75
+    assert get_reward("0.5*ep_test_reward+0.5*math")("r", "g", extra_info={})["score"] == 0.375
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("mathh", "did you mean 'math'"),
+    ("nowhere.py:f", "not found"),
+    ("rewards.format:no_such_function", "has no function"),
+    ("no_such_module_xyz:f", "cannot import"),
+    ("", "non-empty"),
+])
+def test_unknown_rewards_are_explained(spec, message):
+    with pytest.raises(RewardError, match=message):
+        get_reward(spec)
+
+
+@pytest.mark.parametrize("response,message", [
+    ("string", "returned str '1.0', not a number"),
+    ("nan", "returned nan, not a finite number"),
+    ("inf", "not a finite number"),
+    ("dict", "without 'score'"),
+    ("none", "returned NoneType"),
+    ("dict_nan", "score returned nan"),
+])
+def test_bad_return_values_are_errors_naming_plugin_and_item(response, message):
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401  (registers test_bad_return)
+
+    with pytest.raises(RewardError, match=message) as info:
+        call_reward("test_bad_return", response, "", {}, index=12)
+    assert "reward 'test_bad_return' on item 12" in str(info.value)
+
+
+def test_a_raising_plugin_is_an_error_naming_plugin_and_item():
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    with pytest.raises(RewardError, match=r"reward 'test_misbehave' on item 3 raised ValueError: the plugin failed"):
+        call_reward("test_misbehave", "raise", "", {}, index=3)
+
+
+def test_numeric_types_and_components_are_accepted():
+    @register("test_numpy_score")
+    def numpy_score(response, ground_truth, *, extra_info):
+        return {"score": np.float32(0.5), "part": np.int64(1), "flag": True}
+
+    assert call_reward("test_numpy_score", "", "", {}) == (0.5, {"part": 1.0, "flag": 1.0})
+
+
+def test_plugins_get_their_own_copy_of_extra_info():
+    seen = {}
+
+    @register("test_mutates_extra")
+    def mutates(response, ground_truth, *, extra_info):
+        extra_info["touched"] = True
+        seen.update(extra_info)
+        return 1.0
+
+    original = {"choices": ["a"]}
+    call_reward("test_mutates_extra", "", "", original)
+    assert seen["touched"] and "touched" not in original
+
+
+def test_import_hints_name_the_registering_module():
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    assert import_hints("0.5*test_echo+0.5*math") == ("tests.rewards.reward_plugins_for_tests",)
+    assert import_hints("math") == ()
+
+
+def test_main_module_hint_is_its_file(monkeypatch, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("")
+    main = type(sys)("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+    def in_main(response, ground_truth, *, extra_info):
+        return 1.0
+
+    in_main.__module__ = "__main__"
+    register("test_in_main_script")(in_main)
+    assert import_hints("test_in_main_script") == (str(script),)
