@@ -16,6 +16,26 @@ import os
 import sys
 
 
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="openvlt run", description="Run, or resume, the iterative SFT + GRPO loop of a recipe.",
+        epilog="Re-running the same command resumes: complete stages are skipped, an interrupted one restarts.",
+    )
+    parser.add_argument("recipe", help="recipe YAML file (e.g. recipes/tiny-cpu.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. sft.steps=200 iterations=3)")
+    parser.add_argument("--run-dir", help="run directory (default: the recipe's run_dir, or runs/<name>)")
+    parser.add_argument("--force", action="store_true", help="resume even though the recipe changed since the run started")
+    args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
+    from openvlt.loop import run
+    from openvlt.recipe import load_recipe
+    from openvlt.report import format_summary
+
+    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    summary = run(load_recipe(args.recipe, overrides), force=args.force)
+    print(format_summary(summary))
+    return 0
+
+
 def _data(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="openvlt data", description="Build problem-record data sets.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -70,6 +90,7 @@ def _rewards(argv: list[str]) -> int:
 
 
 COMMANDS = {
+    "run": ("run or resume a recipe (openvlt run recipes/tiny-cpu.yaml)", _run),
     "data": ("build problem-record data sets (openvlt data toyworld ...)", _data),
     "model": ("build models offline (openvlt model tiny ...)", _model),
     "rewards": ("score responses with a reward plugin; list plugins", _rewards),

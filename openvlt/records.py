@@ -58,9 +58,10 @@ class Records:
     `rec["images"]` is a list of encoded image bytes, `rec["extra_info"]` a dict.
     """
 
-    def __init__(self, dataset: datasets.Dataset, path: str | Path):
+    def __init__(self, dataset: datasets.Dataset, path: str | Path, source_rows: list[int] | None = None):
         self.dataset = dataset
         self.path = Path(path)
+        self.source_rows = source_rows or list(range(len(dataset)))  # row numbers in the file (bad rows skipped)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -157,7 +158,7 @@ def read_records(
     if bad:
         _quarantine(bad, path, quarantine_path)
         dataset = dataset.select(keep)
-    return Records(dataset, path)
+    return Records(dataset, path, keep)
 
 
 def validate_record(rec: dict[str, Any]) -> str | None:

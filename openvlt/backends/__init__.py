@@ -3,20 +3,65 @@
     local   one process, CPU or one GPU (openvlt.backends.local); GRPO math from verl's core_algos
     verl    verl's SFT trainer and main_ppo on GPU clusters (not available in this build yet)
 
-A backend is a module with two functions (see `Backend`); the loop never needs more.
+A backend is a module with two functions (see `Backend`). They take the generic knobs below (the
+recipe's `sft:` and `grpo:` blocks) plus the recipe's `backend.options`, passed verbatim.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Protocol, Sequence
 
 
+@dataclass
+class SFTConfig:
+    steps: int = 600              # optimiser steps
+    batch_size: int = 32          # examples per optimiser step
+    grad_accum: int = 1           # micro-batches per optimiser step
+    lr: float = 1e-5
+    warmup_steps: int = 30
+    schedule: str = "cosine"      # cosine | linear | constant (after warm-up; cosine/linear end at 10 %)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO as in verl's main_ppo with adv_estimator=grpo, use_kl_loss=True (names follow verl's)."""
+
+    steps: int = 100
+    prompts_per_step: int = 16    # verl: data.train_batch_size
+    rollouts: int = 8             # verl: actor_rollout_ref.rollout.n
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    lr: float = 1e-6
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.01         # verl: actor.kl_loss_coef
+    kl_penalty: str = "low_var_kl"  # verl: actor.kl_loss_type
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    loss_agg_mode: str = "token-mean"
+    norm_adv_by_std: bool = True  # False = Dr.GRPO
+    ppo_epochs: int = 1
+    mini_batches: int = 1         # optimiser steps per rollout batch (verl: batch / ppo_mini_batch_size)
+    micro_batch_size: int = 64    # sequences per forward/backward (memory only; maths unchanged)
+    format_weight: float = 0.0    # reward = (1 - w) * problem's reward + w * format
+
+
 class Backend(Protocol):
-    def sft(self, examples: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: Any) -> Path: ...
+    def sft(
+        self, examples: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: SFTConfig,
+        *, seed: int = 0, options: dict[str, Any] | None = None,
+    ) -> Path: ...
 
     def grpo(
-        self, problems: Sequence[dict[str, Any]], init_model: str | Path, reward: Callable, out_dir: str | Path, config: Any
+        self, problems: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: GRPOConfig,
+        *, score: Callable[[list[dict[str, Any]]], list[Any]], seed: int = 0, options: dict[str, Any] | None = None,
     ) -> Path: ...
 
 

@@ -46,11 +46,13 @@ class HFEngine:
     def generate_ids(
         self, requests: Sequence[Request], sampling: Sampling, progress: bool = False
     ) -> tuple[list[list[str]], list[list[list[int]]]]:
-        """Texts and their token ids (without padding or the end-of-turn token), n per request."""
+        """Texts and their token ids, n per request. The ids end with the stop token when the model
+        stopped (a policy must learn to stop), the texts do not; padding is removed from both."""
         was_training = self.model.training
         self.model.eval()
         tokenizer = self.processor.tokenizer
         stop_ids = set(_stop_ids(self.model, tokenizer))
+        never = _vision_token_ids(self.model)
         texts: list[list[str]] = []
         ids: list[list[list[int]]] = []
         # Keep about `batch_size` sequences per generate call whatever n is.
@@ -72,6 +74,7 @@ class HFEngine:
                 num_return_sequences=1 if greedy else sampling.n,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(stop_ids),
+                suppress_tokens=never or None,
             )
             generated = out[:, batch["input_ids"].shape[1] :].tolist()
             if greedy:  # n identical greedy samples: decode once, copy
@@ -92,9 +95,17 @@ def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def _vision_token_ids(model: Any) -> list[int]:
+    """Image/video placeholder tokens: a model must never write them (the processor expands them
+    into image slots, so a sampled one would break the next forward pass)."""
+    config = model.config
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return sorted({getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)})
+
+
 def _trim(tokens: list[int], stop_ids: set[int]) -> list[int]:
-    """Generated tokens up to (not including) the first stop token; padding after it dropped."""
+    """Generated tokens up to and including the first stop token; what follows is padding."""
     for i, t in enumerate(tokens):
         if t in stop_ids:
-            return tokens[:i]
+            return tokens[: i + 1]
     return tokens

@@ -90,3 +90,48 @@ def collate(examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> d
         if key in examples[0]:
             batch[key] = torch.cat([e[key] for e in examples])
     return batch
+
+
+def encode_rollouts(
+    processor: Any,
+    prompts: Sequence[str],
+    images: Sequence[Sequence[bytes]],
+    responses: Sequence[Sequence[int]],
+    rollouts: int,
+    systems: Sequence[str | None] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each prompt (encoded once) followed by each of its `rollouts` generated responses (token ids).
+
+    Returns the right-padded batch (plus `row_patches` / `row_grids`, which say which image patches
+    belong to which row), `resp_pos` (B, R): the position in the shifted logits that predicts
+    response token j, and `resp_mask` (B, R): 1 where response token j exists.
+    """
+    rows, prompt_lens = [], []
+    for i, (prompt, ims) in enumerate(zip(prompts, images)):
+        system = systems[i] if systems else None
+        enc = _encode(processor, [chat_text(processor, prompt, system)], [ims], padding_side="right")
+        for r in range(rollouts):
+            response = torch.tensor([list(responses[i * rollouts + r])], dtype=torch.long)
+            if (response == processor.image_token_id).any():
+                raise ValueError("a generated response contains the image placeholder token; the engine must suppress it")
+            row = {
+                "input_ids": torch.cat([enc["input_ids"], response], dim=1),
+                "attention_mask": torch.ones(1, enc["input_ids"].shape[1] + response.shape[1], dtype=torch.long),
+            }
+            if "mm_token_type_ids" in enc:
+                row["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
+            if "pixel_values" in enc:
+                row["pixel_values"], row["image_grid_thw"] = enc["pixel_values"], enc["image_grid_thw"]
+            rows.append(row)
+            prompt_lens.append(enc["input_ids"].shape[1])
+    batch = collate(rows, processor.tokenizer.pad_token_id)
+    if "pixel_values" in rows[0]:
+        batch["row_patches"] = torch.tensor([r["pixel_values"].shape[0] for r in rows])
+        ends = torch.cumsum(torch.tensor([r["image_grid_thw"].shape[0] for r in rows]), 0)
+        batch["row_grids"] = torch.stack([ends - torch.tensor([r["image_grid_thw"].shape[0] for r in rows]), ends], 1)
+    lengths = torch.tensor([len(r) for r in responses])
+    width = max(1, int(lengths.max()))
+    j = torch.arange(width)[None, :]
+    resp_pos = (torch.tensor(prompt_lens)[:, None] - 1 + j).clamp(max=batch["input_ids"].shape[1] - 2)
+    resp_mask = (j < lengths[:, None]).long()
+    return batch, resp_pos, resp_mask

@@ -1,0 +1,255 @@
+"""The loop: OpenVLThinker's iterative SFT + RL procedure as one resumable job.
+
+    evaluate the base student
+    for k = 1 .. K:
+        if k == 1: caption the SFT problems, distill k traces each from the text-only reasoner
+        else:      regenerate k traces each with the GRPO model of iteration k-1
+        verify every trace with the problem's reward; select one correct trace per problem
+        SFT the BASE student on the selected traces;                      evaluate
+        keep the RL problems the SFT model solves sometimes (0 < pass < 1)
+        GRPO from the SFT model on them;                                  evaluate
+    write summary.json and report.html
+
+Every line is a stage of the workspace (openvlt.workspace): skipped when complete, restarted
+(from its chunks or checkpoints) when interrupted. Deliberate differences from the paper:
+1. Captioning and distillation run once, in iteration 1; later iterations only regenerate.
+2. Evaluation uses greedy decoding on the recipe's held-out sets, after every SFT and GRPO stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from openvlt.engines import EngineSpec, Sampling, build_engine
+from openvlt.recipe import DataRef, Recipe, Role, prepared_paths
+from openvlt.stages.common import load_problems
+from openvlt.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json."""
+    ws = Workspace.open(recipe, force=force)
+    log.info("run directory %s (recipe %s)", ws.root, recipe.digest())
+    prepare(ws, recipe)
+    base = recipe.roles.student.model
+    evaluate(ws, recipe, "base", base)
+    previous_grpo = None
+    for k in range(1, recipe.iterations + 1):
+        r = recipe.for_iteration(k)
+        it = f"iter_{k}"
+        if k == 1:
+            caption(ws, r, it)
+            distill(ws, r, it)
+        else:
+            regenerate(ws, r, it, previous_grpo)
+        select(ws, r, it)
+        sft_model = sft(ws, r, it, base)
+        evaluate(ws, r, f"{it}/sft", sft_model)
+        rl_data(ws, r, it, sft_model)
+        previous_grpo = grpo(ws, r, it, sft_model)
+        evaluate(ws, r, f"{it}/grpo", previous_grpo)
+    from openvlt.report import write_report, write_summary
+
+    summary = write_summary(ws.root, recipe)
+    write_report(ws.root, recipe)
+    return summary
+
+
+# ----------------------------------------------------------------------------- one function per box
+def prepare(ws: Workspace, r: Recipe) -> None:
+    from openvlt.stages.prepare import prepare_inputs
+
+    targets = prepared_paths(r)
+    if targets:
+        ws.stage("prepare", lambda ctx: prepare_inputs(r.prepare.toyworld, r.prepare.tiny_student, ctx.out), outputs=targets)
+
+
+def caption(ws: Workspace, r: Recipe, it: str) -> None:
+    from openvlt.stages.caption import caption_problems
+
+    ref = r.data_for_iteration("sft", int(it.split("_")[1]))
+    ws.stage(
+        f"{it}/caption",
+        lambda ctx: caption_problems(
+            _inputs(ws, r, ref), _engine(r.roles.captioner), ctx.out["captions"],
+            prompt=r.roles.captioner.prompt, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
+            sampling=Sampling(n=1, temperature=r.caption.temperature, max_tokens=r.caption.max_tokens, seed=r.seed),
+            source=_label("captioner", r.roles.captioner),
+        ),
+        outputs={"captions": ws.root / it / "captions.parquet"},
+        inputs={"problems": ref.path},
+    )
+
+
+def distill(ws: Workspace, r: Recipe, it: str) -> None:
+    from openvlt.stages.distill import distill_traces
+
+    captions = ws.root / it / "captions.parquet"
+    ws.stage(
+        f"{it}/distill",
+        lambda ctx: distill_traces(
+            load_problems(captions), _engine(r.roles.reasoner), ctx.out["traces"], prompt=r.roles.reasoner.prompt,
+            sampling=Sampling(n=r.distill.samples, temperature=r.distill.temperature, top_p=r.distill.top_p,
+                              max_tokens=r.distill.max_tokens, seed=r.seed),
+            scratch=ctx.scratch, chunk_size=r.distill.chunk_size, system=r.roles.reasoner.system,
+            source=_label("reasoner", r.roles.reasoner),
+        ),
+        outputs={"traces": ws.root / it / "traces.parquet"},
+        inputs={"captions": captions},
+    )
+
+
+def regenerate(ws: Workspace, r: Recipe, it: str, model: str) -> None:
+    from openvlt.stages.regenerate import regenerate_traces
+
+    k = int(it.split("_")[1])
+    ref = r.data_for_iteration("sft", k)
+    ws.stage(
+        f"{it}/regenerate",
+        lambda ctx: regenerate_traces(
+            _inputs(ws, r, ref), _engine(r.roles.student, model), ctx.out["traces"],
+            prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
+            sampling=Sampling(n=r.regenerate.samples, temperature=r.regenerate.temperature, top_p=r.regenerate.top_p,
+                              max_tokens=r.regenerate.max_tokens, seed=r.seed + k),
+            chunk_size=r.regenerate.chunk_size, source=f"student iter_{k - 1}/grpo",
+        ),
+        outputs={"traces": ws.root / it / "traces.parquet"},
+        inputs={"problems": ref.path, "model": model},
+    )
+
+
+def select(ws: Workspace, r: Recipe, it: str) -> None:
+    from openvlt.stages.select import select_traces
+
+    traces = ws.root / it / "traces.parquet"
+
+    def body(ctx):
+        count_tokens = None
+        if r.select.max_tokens is not None:
+            tokenizer = _tokenizer(r.roles.student.model)
+            count_tokens = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
+        return select_traces(
+            load_problems(traces), ctx.out["sft"], policy=r.select.policy,
+            truncate_reflections=r.select.truncate_reflections, reflection_markers=r.select.reflection_markers,
+            max_tokens=r.select.max_tokens, count_tokens=count_tokens, correct_at=r.reward.correct_at,
+            workers=r.reward.workers, timeout=r.reward.timeout, reward_override=r.reward.override, seed=r.seed,
+            quarantine_path=ws.root / it / "sft.quarantine.jsonl",
+        )
+
+    ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs={"traces": traces})
+
+
+def sft(ws: Workspace, r: Recipe, it: str, base: str) -> str:
+    from openvlt.stages.sft import train_sft
+
+    data, model = ws.root / it / "sft.parquet", ws.root / it / "sft" / "model"
+    ws.stage(
+        f"{it}/sft",
+        lambda ctx: train_sft(
+            load_problems(data), base, ctx.out["model"], config=r.sft, backend=r.backend.name, options=r.backend.options,
+            prompt=r.roles.student.prompt, system=r.roles.student.system, seed=r.seed,
+        ),
+        outputs={"model": model},
+        inputs={"data": data, "base": base},
+    )
+    return str(model)
+
+
+def rl_data(ws: Workspace, r: Recipe, it: str, model: str) -> None:
+    from openvlt.records import write_records
+    from openvlt.stages.rl_data import select_rl_problems
+
+    k = int(it.split("_")[1])
+    ref = r.data_for_iteration("rl", k)
+    out = ws.root / it / "rl.parquet"
+    if not r.rl_data.enabled:
+        def copy_all(ctx):
+            n = write_records(_inputs(ws, r, ref), ctx.out["rl"])
+            return {"in": n, "out": n}
+
+        ws.stage(f"{it}/rl_data", copy_all, outputs={"rl": out}, inputs={"problems": ref.path})
+        return
+    ws.stage(
+        f"{it}/rl_data",
+        lambda ctx: select_rl_problems(
+            _inputs(ws, r, ref), _engine(r.roles.student, model), ctx.out["rl"],
+            prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
+            sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
+                              seed=r.seed + 100 * k),
+            min_pass=r.rl_data.min_pass, max_pass=r.rl_data.max_pass, max_problems=r.rl_data.max_problems,
+            correct_at=r.reward.correct_at, workers=r.reward.workers, timeout=r.reward.timeout,
+            reward_override=r.reward.override,
+        ),
+        outputs={"rl": out},
+        inputs={"problems": ref.path, "model": model},
+    )
+
+
+def grpo(ws: Workspace, r: Recipe, it: str, init: str) -> str:
+    from openvlt.stages.grpo import train_grpo
+
+    data, model = ws.root / it / "rl.parquet", ws.root / it / "grpo" / "model"
+    ws.stage(
+        f"{it}/grpo",
+        lambda ctx: train_grpo(
+            load_problems(data), init, ctx.out["model"], config=r.grpo, backend=r.backend.name, options=r.backend.options,
+            prompt=r.roles.student.prompt, system=r.roles.student.system, workers=r.reward.workers,
+            timeout=r.reward.timeout, reward_override=r.reward.override, seed=r.seed + int(it.split("_")[1]),
+        ),
+        outputs={"model": model},
+        inputs={"data": data, "init": init},
+    )
+    return str(model)
+
+
+def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
+    from openvlt.stages.evaluate import evaluate_model
+
+    out = ws.root / where / "eval.json"
+    role = r.roles.evaluator
+
+    def body(ctx):
+        sets = {name: _inputs(ws, r, ref) for name, ref in r.data.eval.items()}
+        if r.evaluate.max_problems:
+            sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
+        label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
+        return evaluate_model(
+            sets, label, _engine(role, role.model or model), ctx.out["eval"],
+            prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
+            sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
+            scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, correct_at=r.reward.correct_at,
+            workers=r.reward.workers, timeout=r.reward.timeout, reward_override=r.reward.override,
+        )
+
+    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model})
+
+
+# ----------------------------------------------------------------------------- helpers
+def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
+    """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows."""
+    quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}.jsonl" if r.data.skip_bad_rows else None
+    return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine)
+
+
+def _engine(role: Role, model: str | None = None):
+    return build_engine(EngineSpec(role.engine, model or role.model, dict(role.options)))
+
+
+def _label(name: str, role: Role) -> str:
+    return f"{name} {role.engine}:{role.model}"
+
+
+def _tokenizer(model: str):
+    from openvlt.models import load_processor
+
+    return load_processor(model).tokenizer
+
+
+def read_eval(run_dir: Path, where: str) -> dict[str, Any] | None:
+    path = run_dir / where / "eval.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,400 @@
+"""Recipes: one YAML file per experiment, validated before anything runs.
+
+    recipe = load_recipe("recipes/tiny-cpu.yaml", ["sft.steps=800", "iterations=3"])
+
+The schema is the dataclasses below; YAML keys map one to one onto their fields. Validation is at
+the edge: an unknown key is an error naming the closest valid key, a wrong type names the key and
+the type it wants, a missing data file or model folder is named. `key.sub=value` overrides are
+parsed as YAML values and validated like the file. `{run_dir}` in any path expands to the run
+directory. `per_iteration` holds overrides for single iterations (`2: {sft: {steps: 900}}`).
+The resolved recipe is frozen into the run directory as recipe.yaml.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from openvlt.backends import GRPOConfig, SFTConfig
+
+DEFAULT_CAPTION_PROMPT = (
+    "<image>\nDescribe this image in detail, so that another AI model that cannot see it could understand it "
+    "completely and answer questions about it. Do not answer any question; only describe."
+)
+DEFAULT_DISTILL_PROMPT = (
+    "Image description: {caption}\n\nQuestion: {question}\n\nThink step by step inside <think> </think> tags, "
+    "then give the final answer inside <answer> </answer> tags."
+)
+
+
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key (and the closest valid one)."""
+
+
+@dataclass
+class Role:
+    """A model that writes text: an engine kind, a model (path, hub name or program) and options."""
+
+    engine: str = "hf"
+    model: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    prompt: Optional[str] = None  # captioner/reasoner: the request template; student: "{question}" wrapper
+    system: Optional[str] = None
+
+
+@dataclass
+class Roles:
+    captioner: Role = field(default_factory=Role)
+    reasoner: Role = field(default_factory=Role)
+    student: Role = field(default_factory=Role)
+    evaluator: Role = field(default_factory=Role)  # model empty: the checkpoint being evaluated
+
+    def __post_init__(self) -> None:  # a role given without a prompt gets its role's default
+        for role, default in (("captioner", DEFAULT_CAPTION_PROMPT), ("reasoner", DEFAULT_DISTILL_PROMPT), ("student", "{question}")):
+            if getattr(self, role).prompt is None:
+                getattr(self, role).prompt = default
+
+
+@dataclass
+class DataRef:
+    """Rows [start, stop) of a problem-record file (stop null: to the end)."""
+
+    path: str = ""
+    start: int = 0
+    stop: Optional[int] = None
+
+
+@dataclass
+class Data:
+    sft: list[DataRef] = field(default_factory=list)  # SFT problems; one entry per iteration, or one for all
+    rl: list[DataRef] = field(default_factory=list)   # RL problems, likewise
+    eval: dict[str, DataRef] = field(default_factory=dict)  # held-out sets; the first is the headline number
+    skip_bad_rows: bool = False  # quarantine bad input rows to <run_dir>/quarantine/ instead of stopping
+
+
+@dataclass
+class Prepare:
+    """Build data and models before iteration 1 (the embedded default uses this; real runs leave it empty)."""
+
+    toyworld: Optional[dict[str, Any]] = None      # build_toyworld arguments; out defaults to {run_dir}/data/toyworld
+    tiny_student: Optional[dict[str, Any]] = None  # TinySize fields + seed; out defaults to {run_dir}/models/student
+
+
+@dataclass
+class Caption:
+    max_tokens: int = 512
+    temperature: float = 0.0
+    chunk_size: int = 256
+
+
+@dataclass
+class Distill:
+    samples: int = 4            # traces per problem (OpenVLThinker: 4)
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 2048
+    chunk_size: int = 256
+
+
+@dataclass
+class Select:
+    policy: str = "shortest"    # shortest | longest | first | random (among correct traces)
+    truncate_reflections: bool = False
+    reflection_markers: list[str] = field(default_factory=lambda: ["Wait,", "Wait ", "But wait", "Hmm,", "Alternatively,"])
+    max_tokens: Optional[int] = None  # length cap (student tokenizer) on the selected trace
+
+
+@dataclass
+class RLData:
+    enabled: bool = True
+    samples: int = 4            # rollouts per problem to estimate its pass rate
+    min_pass: float = 0.0       # keep problems with min_pass < pass rate < max_pass
+    max_pass: float = 1.0
+    max_problems: Optional[int] = None
+    temperature: float = 1.0
+    max_tokens: int = 1024
+
+
+@dataclass
+class Evaluate:
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    samples_kept: int = 16      # outputs kept per set for the report
+    max_problems: Optional[int] = None
+
+
+@dataclass
+class Regenerate:
+    samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 2048
+    chunk_size: int = 256
+
+
+@dataclass
+class Reward:
+    """How answers are judged. Each problem names its own plugin (its `reward` column)."""
+
+    workers: int = 2            # reward worker processes
+    timeout: float = 5.0        # hard wall-clock limit per item, seconds
+    correct_at: float = 1.0     # a response is correct when its score is at least this
+    override: Optional[str] = None  # judge every problem with this plugin instead of its own
+
+
+@dataclass
+class Backend:
+    name: str = "local"
+    options: dict[str, Any] = field(default_factory=dict)  # passed verbatim (local: device, threads; verl: overrides)
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    run_dir: Optional[str] = None  # default runs/<name>
+    seed: int = 0
+    iterations: int = 2
+    roles: Roles = field(default_factory=Roles)
+    data: Data = field(default_factory=Data)
+    prepare: Prepare = field(default_factory=Prepare)
+    caption: Caption = field(default_factory=Caption)
+    distill: Distill = field(default_factory=Distill)
+    select: Select = field(default_factory=Select)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl_data: RLData = field(default_factory=RLData)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    regenerate: Regenerate = field(default_factory=Regenerate)
+    reward: Reward = field(default_factory=Reward)
+    backend: Backend = field(default_factory=Backend)
+    per_iteration: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def for_iteration(self, k: int) -> "Recipe":
+        """This recipe with `per_iteration[k]` applied (the data lists pick their k-th entry too)."""
+        raw = to_dict(self)
+        _merge(raw, copy.deepcopy(self.per_iteration.get(k, {})))
+        return _build(Recipe, raw, "")
+
+    def data_for_iteration(self, which: str, k: int) -> DataRef:
+        refs = getattr(self.for_iteration(k).data, which)
+        if not refs:
+            raise RecipeError(f"data.{which} is empty")
+        return refs[min(k, len(refs)) - 1]
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: bool = True) -> Recipe:
+    """Read, override, validate and resolve a recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    recipe = _build(Recipe, raw, "")
+    for k in recipe.per_iteration:
+        if not isinstance(k, int) or not 1 <= k <= recipe.iterations:
+            raise RecipeError(f"per_iteration.{k}: iterations are numbered 1..{recipe.iterations}")
+        recipe.for_iteration(k)  # validates the overrides
+    recipe = _expand_run_dir(recipe)
+    if check_paths:
+        check_inputs(recipe)
+    return recipe
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `key.sub=value` override (value parsed as YAML) to the raw recipe dict."""
+    if "=" not in item:
+        raise RecipeError(f"override {item!r} is not of the form key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = raw
+    schema: Any = Recipe
+    for i, part in enumerate(parts):
+        schema = _field_type(schema, part, ".".join(parts[: i + 1]))
+        if i == len(parts) - 1:
+            node[_key(part)] = yaml.safe_load(value) if value.strip() else ""
+        else:
+            node = node.setdefault(_key(part), {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Every data file and model folder must exist, unless the prepare block builds it."""
+    prepared = prepared_paths(recipe)
+    missing = []
+    for k in range(1, recipe.iterations + 1):
+        r = recipe.for_iteration(k)
+        for name, refs in (("data.sft", r.data.sft), ("data.rl", r.data.rl)):
+            missing += [f"{name}: {ref.path}" for ref in refs if not _exists(ref.path, prepared)]
+        for name, ref in r.data.eval.items():
+            if not _exists(ref.path, prepared):
+                missing.append(f"data.eval.{name}: {ref.path}")
+        for role in ("captioner", "reasoner", "student", "evaluator"):
+            spec = getattr(r.roles, role)
+            if spec.engine == "hf" and spec.model and _looks_local(spec.model) and not _exists(spec.model, prepared):
+                missing.append(f"roles.{role}.model: {spec.model}")
+    if not recipe.data.sft:
+        raise RecipeError("data.sft: no SFT problems given")
+    if not recipe.data.eval:
+        raise RecipeError("data.eval: give at least one held-out set")
+    if not recipe.roles.student.model:
+        raise RecipeError("roles.student.model: the base student model is required")
+    if missing:
+        raise RecipeError("missing input(s):\n  " + "\n  ".join(dict.fromkeys(missing)))
+
+
+def prepared_paths(recipe: Recipe) -> dict[str, str]:
+    """What the prepare block will build: name -> output path."""
+    out = {}
+    if recipe.prepare.toyworld is not None:
+        out["toyworld"] = str(recipe.prepare.toyworld.get("out", f"{recipe.run_dir}/data/toyworld"))
+    if recipe.prepare.tiny_student is not None:
+        out["tiny_student"] = str(recipe.prepare.tiny_student.get("out", f"{recipe.run_dir}/models/student"))
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False, allow_unicode=True, width=110)
+
+
+# ----------------------------------------------------------------------------- building & checking
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        name = _key(key)
+        full = f"{where}.{name}" if where else str(name)
+        if name not in names:
+            raise RecipeError(_unknown(full, name, names))
+        kwargs[name] = _coerce(hints[name], value, full)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(kind):
+        if kind is DataRef and isinstance(value, str):
+            return DataRef(path=value)
+        return _build(kind, value, where)
+    if origin is list:
+        items = value if isinstance(value, list) else [value] if kind == list[DataRef] else None
+        if items is None:
+            raise RecipeError(f"{where}: expected a list, got {_show(value)}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {_show(value)}")
+        return {_coerce(args[0], k, where): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e-5` (no dot) as a string
+    if kind is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)  # mapping keys such as per_iteration's
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecipeError(f"{where}: expected {kind.__name__}, got {_show(value)}")
+    return value
+
+
+def _field_type(schema: Any, part: str, where: str) -> Any:
+    """The schema below `part` (for overrides): a dataclass field, a dict value, or Any."""
+    origin = typing.get_origin(schema)
+    if origin in (Union, types.UnionType):
+        schema = [a for a in typing.get_args(schema) if a is not type(None)][0]
+        origin = typing.get_origin(schema)
+    if dataclasses.is_dataclass(schema):
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            raise RecipeError(_unknown(where, part, list(hints)))
+        return hints[part]
+    if origin is dict:
+        return typing.get_args(schema)[1]
+    return Any
+
+
+def _unknown(full: str, name: Any, names: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+    prefix = full.rsplit(".", 1)[0] + "." if "." in full else ""
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(names)}"
+    return f"unknown recipe key '{full}'{hint}"
+
+
+def _key(key: Any) -> Any:
+    return int(key) if isinstance(key, str) and key.isdigit() else key
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        key = _key(key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _expand_run_dir(recipe: Recipe) -> Recipe:
+    run_dir = recipe.run_dir or f"runs/{recipe.name}"
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{run_dir}", run_dir)
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        if isinstance(value, dict):
+            return {k: expand(v) for k, v in value.items()}
+        return value
+
+    raw = expand(to_dict(recipe))
+    raw["run_dir"] = run_dir
+    return _build(Recipe, raw, "")
+
+
+def _exists(path: str, prepared: dict[str, str]) -> bool:
+    return Path(path).exists() or any(Path(path).is_relative_to(p) or path == p for p in prepared.values())
+
+
+def _looks_local(model: str) -> bool:
+    """A hub name ("Qwen/Qwen2.5-VL-7B-Instruct") is one slash, no dots; anything else is a path."""
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()

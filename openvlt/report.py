@@ -1,0 +1,242 @@
+"""What a run shows a person: summary.json, a printed table, and report.html.
+
+summary.json (accuracy on the recipe's first held-out set):
+
+    {"eval_set": "toyworld", "base": {"accuracy": a},
+     "iterations": [{"iter": 1, "sft": {"accuracy": a}, "grpo": {"accuracy": a}, "data": {...yields...}}, ...]}
+
+report.html is one self-contained file: accuracy per checkpoint, SFT loss and GRPO reward curves,
+data yields per iteration, sample traces with their images, and stage timings.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from openvlt.recipe import Recipe
+
+_YIELD_KEYS = ("in", "traces", "correct_traces", "trace_yield", "out", "problem_yield", "no_correct", "too_long",
+               "truncated", "quarantined", "reward_errors", "reward_timeouts")
+
+
+def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
+    manifest = _manifest(run_dir)
+    headline = next(iter(recipe.data.eval))
+    summary: dict[str, Any] = {"run": recipe.name, "eval_set": headline, "base": _accuracies(run_dir / "base", headline),
+                               "iterations": []}
+    for k in range(1, recipe.iterations + 1):
+        it = f"iter_{k}"
+        select = manifest.get(f"{it}/select", {}).get("counts", {})
+        rl = manifest.get(f"{it}/rl_data", {}).get("counts", {})
+        grpo = manifest.get(f"{it}/grpo", {}).get("counts", {})
+        data = {f"select_{key}": select[key] for key in _YIELD_KEYS if key in select}
+        data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"),
+                 "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end")}
+        summary["iterations"].append({
+            "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
+            "data": data,
+        })
+    summary["seconds"] = round(sum(s.get("seconds", 0) for s in manifest.values()), 1)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a plain-text table (what `openvlt run` prints at the end)."""
+    def acc(entry: dict[str, Any]) -> str:
+        return "-" if entry.get("accuracy") is None else f"{entry['accuracy']:.3f}"
+
+    lines = [f"accuracy on held-out set '{summary['eval_set']}'",
+             f"{'stage':<10}{'SFT':>8}{'GRPO':>8}{'SFT rows':>10}{'trace yield':>13}{'RL problems':>13}",
+             f"{'base':<10}{acc(summary['base']):>8}"]
+    for it in summary["iterations"]:
+        d = it["data"]
+        yield_ = "-" if d.get("select_trace_yield") is None else f"{d['select_trace_yield']:.2f}"
+        lines.append(f"{'iter ' + str(it['iter']):<10}{acc(it['sft']):>8}{acc(it['grpo']):>8}"
+                     f"{d.get('select_out', '-')!s:>10}{yield_:>13}{d.get('rl_problems_kept', '-')!s:>13}")
+    lines.append(f"total stage time {summary['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, recipe: Recipe) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    manifest = _manifest(run_dir)
+    parts = [
+        f"<h1>openvlt run <code>{html.escape(recipe.name)}</code></h1>",
+        f"<p>recipe {recipe.digest()} &middot; {recipe.iterations} iterations &middot; "
+        f"{summary['seconds']:.0f} s of stage time &middot; backend {html.escape(recipe.backend.name)}</p>",
+        "<h2>Summary</h2>", f"<pre>{html.escape(format_summary(summary))}</pre>",
+        "<h2>Accuracy per checkpoint</h2>", _img(_accuracy_plot(summary)),
+        "<h2>Training curves</h2>", _img(_curves_plot(run_dir, recipe.iterations)),
+        "<h2>Data yields</h2>", _img(_yields_plot(summary)), _yields_table(summary),
+        "<h2>Accuracy by question kind (last checkpoint)</h2>", _by_kind_table(run_dir, recipe),
+        "<h2>Sample SFT traces</h2>", _sft_samples(run_dir, recipe.iterations),
+        "<h2>Sample answers of the last checkpoint</h2>", _eval_samples(run_dir, recipe),
+        "<h2>Stages</h2>", _stage_table(manifest),
+    ]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}pre{background:#f6f6f6;padding:8px}"
+             ".trace{font-family:monospace;white-space:pre-wrap;max-width:700px}img.scene{image-rendering:pixelated;width:84px}")
+    page = f"<!doctype html><meta charset='utf-8'><title>openvlt {html.escape(recipe.name)}</title><style>{style}</style>" + "".join(parts)
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
+
+
+# ----------------------------------------------------------------------------- pieces
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text())["stages"] if path.exists() else {}
+
+
+def _accuracies(stage_dir: Path, headline: str) -> dict[str, Any]:
+    path = stage_dir / "eval.json"
+    if not path.exists():
+        return {"accuracy": None}
+    sets = json.loads(path.read_text())["sets"]
+    return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
+
+
+def _checkpoints(summary: dict[str, Any]) -> list[tuple[str, float | None]]:
+    points = [("base", summary["base"]["accuracy"])]
+    for it in summary["iterations"]:
+        points += [(f"SFT {it['iter']}", it["sft"]["accuracy"]), (f"GRPO {it['iter']}", it["grpo"]["accuracy"])]
+    return points
+
+
+def _figure(width: float = 7, height: float = 3):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 1, figsize=(width, height))
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _img(png: bytes, css: str = "") -> str:
+    return f"<img {css} src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _accuracy_plot(summary: dict[str, Any]) -> bytes:
+    fig, ax = _figure()
+    points = [(label, acc) for label, acc in _checkpoints(summary) if acc is not None]
+    ax.plot(range(len(points)), [a for _, a in points], marker="o")
+    ax.set_xticks(range(len(points)), [label for label, _ in points])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"accuracy ({summary['eval_set']})")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _curves_plot(run_dir: Path, iterations: int) -> bytes:
+    _figure()
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    for k in range(1, iterations + 1):
+        for ax, stage, key in ((left, "sft", "loss"), (right, "grpo", "reward")):
+            path = run_dir / f"iter_{k}" / stage / "model" / "metrics.jsonl"
+            if path.exists():
+                rows = [json.loads(line) for line in path.read_text().splitlines()]
+                ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"iter {k}", linewidth=1)
+    left.set(title="SFT loss", xlabel="step", yscale="log")
+    right.set(title="GRPO mean reward", xlabel="step")
+    for ax in (left, right):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _yields_plot(summary: dict[str, Any]) -> bytes:
+    fig, ax = _figure()
+    labels = [f"iter {it['iter']}" for it in summary["iterations"]]
+    series = [("traces", "select_traces"), ("correct traces", "select_correct_traces"), ("SFT rows", "select_out"),
+              ("RL problems", "rl_problems_kept")]
+    width = 0.8 / len(series)
+    for i, (name, key) in enumerate(series):
+        ax.bar([x + i * width for x in range(len(labels))], [it["data"].get(key) or 0 for it in summary["iterations"]],
+               width, label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels)
+    ax.legend()
+    return _png(fig)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _yields_table(summary: dict[str, Any]) -> str:
+    keys = sorted({k for it in summary["iterations"] for k in it["data"]})
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return _table(["iteration", *keys], [[it["iter"], *[fmt(it["data"].get(k)) for k in keys]] for it in summary["iterations"]])
+
+
+def _last_eval(run_dir: Path, recipe: Recipe) -> dict[str, Any] | None:
+    for k in range(recipe.iterations, 0, -1):
+        for stage in ("grpo", "sft"):
+            path = run_dir / f"iter_{k}" / stage / "eval.json"
+            if path.exists():
+                return json.loads(path.read_text())
+    path = run_dir / "base" / "eval.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _by_kind_table(run_dir: Path, recipe: Recipe) -> str:
+    report = _last_eval(run_dir, recipe)
+    if not report:
+        return "<p>no evaluation yet</p>"
+    rows = [[html.escape(name), html.escape(kind), f"{acc:.3f}"]
+            for name, s in report["sets"].items() for kind, acc in s["by_kind"].items()]
+    return _table(["set", "kind", "accuracy"], rows)
+
+
+def _sft_samples(run_dir: Path, iterations: int, per_iteration: int = 3) -> str:
+    from openvlt.records import read_records
+
+    rows = []
+    for k in range(1, iterations + 1):
+        path = run_dir / f"iter_{k}" / "sft.parquet"
+        if not path.exists():
+            continue
+        records = read_records(path)
+        for i in range(min(per_iteration, len(records))):
+            rec = records[i]
+            image = _img(rec["images"][0], "class='scene'") if rec["images"] else ""
+            rows.append([f"iter {k}", image, html.escape(rec["question"]), html.escape(rec["answer"]),
+                         f"<div class='trace'>{html.escape(rec['response'])}</div>",
+                         html.escape(f"{rec.get('trace_source', '')} #{rec.get('sample_index', '')}")])
+    return _table(["iteration", "image", "question", "answer", "selected trace", "written by"], rows) if rows else "<p>none yet</p>"
+
+
+def _eval_samples(run_dir: Path, recipe: Recipe, n: int = 8) -> str:
+    report = _last_eval(run_dir, recipe)
+    if not report:
+        return "<p>no evaluation yet</p>"
+    rows = [[html.escape(name), html.escape(s["question"]), html.escape(s["answer"]),
+             f"<div class='trace'>{html.escape(s['response'])}</div>", "error" if s["score"] is None else f"{s['score']:.2f}"]
+            for name, st in report["sets"].items() for s in st["samples"][:n]]
+    return f"<p>model: <code>{html.escape(report['model'])}</code></p>" + _table(["set", "question", "answer", "response", "score"], rows)
+
+
+def _stage_table(manifest: dict[str, Any]) -> str:
+    rows = [[html.escape(key), s.get("status", ""), s.get("attempts", ""), f"{s.get('seconds', 0):.1f}",
+             html.escape(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in s.get("counts", {}).items() if not isinstance(v, (dict, list))))]
+            for key, s in manifest.items()]
+    return _table(["stage", "status", "attempts", "seconds", "counts"], rows)

@@ -1,0 +1,39 @@
+"""Caption: the captioner role describes each problem's images in words.
+
+This is how a text-only reasoner gets to "see" (OpenVLThinker, step 1). The default prompt asks
+for a description detailed enough that another AI model could understand the image completely.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
+from openvlt.records import write_records
+from openvlt.stages.common import fill, generate_in_chunks, text_of
+
+
+def caption_problems(
+    problems: Sequence[dict[str, Any]],
+    captioner: Engine,
+    out_path: str | Path,
+    *,
+    prompt: str,
+    sampling: Sampling,
+    scratch: Path,
+    chunk_size: int = 256,
+    source: str = "captioner",
+) -> dict[str, Any]:
+    """Write the problems plus a `caption` column to `out_path`; return counts."""
+    if prompt.count(IMAGE_PLACEHOLDER) != 1:
+        raise ValueError(f"roles.captioner.prompt must contain exactly one {IMAGE_PLACEHOLDER} (all of a problem's images go there)")
+    requests = [
+        Request(fill(prompt, question=text_of(p["question"])).replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * len(p["images"])),
+                tuple(p["images"]))
+        for p in problems
+    ]
+    captions = generate_in_chunks(captioner, requests, sampling, scratch, chunk_size, "caption", "caption")
+    rows = [{**p, "caption": c[0], "caption_source": source} for p, c in zip(problems, captions)]
+    write_records(rows, out_path)
+    empty = sum(not c[0].strip() for c in captions)
+    return {"in": len(problems), "out": len(rows), "empty_captions": empty}

@@ -1,0 +1,123 @@
+"""Helpers the stages share: reading problem slices, filling prompt templates, resumable chunked
+generation, and scoring with each problem's own reward plugin."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
+from openvlt.faults import crashpoint
+from openvlt.records import read_records
+
+log = logging.getLogger(__name__)
+
+
+def load_problems(
+    path: str | Path, start: int = 0, stop: int | None = None, *, quarantine_path: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """Rows [start, stop) of a validated problem-record file, as dicts (images as bytes).
+
+    A bad row raises `RecordError` naming file and row; with `quarantine_path`, bad rows go there
+    instead (with the reason) and the rest is used.
+    """
+    records = read_records(path, skip_bad_rows=quarantine_path is not None, quarantine_path=quarantine_path)
+    if len(records) == 0 and start == 0 and stop is None:
+        return []  # an empty stage output (e.g. select kept nothing): the consumer says what that means
+    stop = records.source_rows[-1] + 1 if stop is None and records.source_rows else stop
+    chosen = [i for i, row in enumerate(records.source_rows) if start <= row < (stop or 0)]  # file row numbers
+    if not chosen:
+        raise ValueError(f"{path}: rows [{start}, {stop}) select no problems (the file has {len(records)} usable rows)")
+    return [records[i] for i in chosen]
+
+
+def fill(template: str, **values: str) -> str:
+    """`{name}` placeholders replaced literally (no str.format: prompts may hold LaTeX braces)."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", value)
+    return template
+
+
+def text_of(question: str) -> str:
+    """The question without its image placeholders, for text-only models."""
+    return " ".join(question.replace(IMAGE_PLACEHOLDER, " ").split())
+
+
+def student_request(problem: dict[str, Any], template: str, system: str | None = None) -> Request:
+    """What the student (or evaluator) is asked: the template around the question, images in place."""
+    prompt = fill(template, question=problem["question"])
+    if prompt.count(IMAGE_PLACEHOLDER) != len(problem["images"]):
+        raise ValueError(f"problem {problem['id']!r}: the student prompt must keep the question's {IMAGE_PLACEHOLDER}s "
+                         f"(got {prompt.count(IMAGE_PLACEHOLDER)} placeholders for {len(problem['images'])} images)")
+    return Request(prompt, tuple(problem["images"]), system)
+
+
+def generate_in_chunks(
+    engine: Engine,
+    requests: Sequence[Request],
+    sampling: Sampling,
+    scratch: Path,
+    chunk_size: int,
+    point: str,
+    desc: str,
+) -> list[list[str]]:
+    """`engine.generate` over chunks of requests; each finished chunk is saved in `scratch`, so a
+    stage killed mid-way regenerates only the chunks it had not finished (none twice, none lost).
+    Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    out: list[list[str]] = []
+    chunks = range(0, len(requests), max(1, chunk_size))
+    for c, start in enumerate(tqdm(chunks, desc=desc, unit="chunk", disable=len(chunks) < 2)):
+        path = scratch / f"chunk-{c:05d}.json"
+        if path.exists():
+            texts = json.loads(path.read_text())
+        else:
+            chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
+            texts = engine.generate(list(requests[start : start + chunk_size]), chunk_sampling)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(texts))
+            os.replace(tmp, path)
+            crashpoint(f"{point}:chunk:{c}")
+        out.extend(texts)
+    return out
+
+
+def score_responses(
+    problems: Sequence[dict[str, Any]],
+    responses: Sequence[Sequence[str]],
+    *,
+    workers: int,
+    timeout: float,
+    reward_override: str | None = None,
+) -> list[list[Any]]:
+    """Judge responses[i][j] to problems[i] with the problem's own reward plugin (or the override).
+
+    Returns `ScoreResult`s shaped like `responses`. Errors and timeouts are results with
+    `ok == False`, never a silent 0; callers count them.
+    """
+    from rewards import score_batch
+
+    items = [
+        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": reward_override or p["reward"]}
+        for p, rs in zip(problems, responses) for r in rs
+    ]
+    results = score_batch(items, workers=workers, timeout=timeout)
+    shaped, k = [], 0
+    for rs in responses:
+        shaped.append(list(results[k : k + len(rs)]))
+        k += len(rs)
+    return shaped
+
+
+def is_correct(result: Any, threshold: float) -> bool:
+    return bool(result.ok and not math.isnan(result.score) and result.score >= threshold)
+
+
+def count_failures(results: Sequence[Sequence[Any]]) -> dict[str, int]:
+    flat = [r for rs in results for r in rs]
+    return {"reward_errors": sum(r.status == "error" for r in flat), "reward_timeouts": sum(r.status == "timeout" for r in flat)}

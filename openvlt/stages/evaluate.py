@@ -1,0 +1,63 @@
+"""Evaluate: accuracy of a checkpoint on the held-out sets, with a sample of its outputs kept.
+
+Run for the base student and after every SFT and GRPO stage. Each problem is judged by its own
+reward plugin; an answer the plugin could not judge (error, timeout) counts as wrong and is
+reported separately, so a broken plugin shows up as errors, not as a model that got worse.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from openvlt.engines import Engine, Sampling
+from openvlt.stages.common import count_failures, generate_in_chunks, is_correct, score_responses, student_request
+
+
+def evaluate_model(
+    eval_sets: dict[str, list[dict[str, Any]]],
+    model_label: str,
+    engine: Engine,
+    out_path: str | Path,
+    *,
+    prompt: str,
+    sampling: Sampling,
+    scratch: Path,
+    samples_kept: int = 16,
+    correct_at: float = 1.0,
+    workers: int = 2,
+    timeout: float = 5.0,
+    reward_override: str | None = None,
+    chunk_size: int = 256,
+    system: str | None = None,
+) -> dict[str, Any]:
+    """Write `{"model", "sets": {name: {accuracy, n, ...}}}` JSON to `out_path`; return accuracies."""
+    report: dict[str, Any] = {"model": model_label, "sets": {}}
+    for name, problems in eval_sets.items():
+        requests = [student_request(p, prompt, system) for p in problems]
+        answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}")
+        verdicts = score_responses(problems, answers, workers=workers, timeout=timeout, reward_override=reward_override)
+        right = [is_correct(v[0], correct_at) for v in verdicts]
+        by_kind: dict[str, list[bool]] = collections.defaultdict(list)
+        for p, ok in zip(problems, right):
+            by_kind[str(p["extra_info"].get("kind", p["data_source"]))].append(ok)
+        report["sets"][name] = {
+            "n": len(problems),
+            "accuracy": sum(right) / len(right),
+            **count_failures(verdicts),
+            "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+            "samples": [
+                {"id": p["id"], "question": p["question"], "answer": p["answer"], "response": a[0],
+                 "score": v[0].score if v[0].ok else None, "error": v[0].error}
+                for p, a, v in list(zip(problems, answers, verdicts))[:samples_kept]
+            ],
+        }
+    tmp = Path(out_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out_path)
+    return {f"accuracy/{name}": s["accuracy"] for name, s in report["sets"].items()} | {
+        "reward_errors": sum(s["reward_errors"] for s in report["sets"].values()),
+        "reward_timeouts": sum(s["reward_timeouts"] for s in report["sets"].values()),
+    }

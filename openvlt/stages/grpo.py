@@ -1,0 +1,66 @@
+"""GRPO: improve this iteration's SFT model with group-relative policy optimisation.
+
+n rollouts per prompt are judged by the problem's own reward plugin (optionally mixed with the
+`format` reward), advantages are normalised within each prompt's group, and the policy takes the
+clipped policy-gradient step with a KL loss to the SFT model; the math is verl's core_algos.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from openvlt.backends import GRPOConfig, get_backend
+from openvlt.stages.common import student_request
+
+
+def train_grpo(
+    problems: Sequence[dict[str, Any]],
+    init_model: str | Path,
+    out_dir: str | Path,
+    *,
+    config: GRPOConfig,
+    backend: str = "local",
+    options: dict[str, Any] | None = None,
+    prompt: str = "{question}",
+    system: str | None = None,
+    workers: int = 2,
+    timeout: float = 5.0,
+    reward_override: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
+    from rewards import RewardScorer
+
+    rl_problems = []
+    for p in problems:
+        request = student_request(p, prompt, system)
+        reward = _with_format(reward_override or p["reward"], config.format_weight)
+        rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
+                            "extra_info": p["extra_info"], "reward": reward})
+    with RewardScorer(workers=workers) as scorer:
+        get_backend(backend).grpo(
+            rl_problems, init_model, out_dir, config,
+            score=lambda items: list(scorer.score(items, timeout=timeout)), seed=seed, options=options,
+        )
+    curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
+    tenth = max(1, len(curve) // 10)
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {
+        "in": len(rl_problems), "steps": len(curve),
+        "reward_start": mean(curve[:tenth], "reward"), "reward_end": mean(curve[-tenth:], "reward"),
+        "kl_end": mean(curve[-tenth:], "kl"), "reward_errors": sum(r["reward_errors"] for r in curve),
+    }
+
+
+def _with_format(reward: str, weight: float) -> str:
+    """`(1 - weight) * reward + weight * format` as a composition string (reward may be one already)."""
+    if not weight:
+        return reward
+    from rewards.compose import split_terms
+
+    terms: dict[str, float] = {}
+    for w, part in split_terms(reward):
+        terms[part] = terms.get(part, 0.0) + (1 - weight) * w
+    terms["format"] = terms.get("format", 0.0) + weight
+    return "+".join(f"{w:g}*{part}" for part, w in terms.items())

@@ -1,0 +1,49 @@
+"""RL data selection: estimate each RL problem's pass rate under the current model, keep a band.
+
+Like OpenVLThinker's medium/hard sets and DAPO's dynamic sampling: problems the model always solves
+or never solves give GRPO no signal (every rollout in the group gets the same reward, so every
+advantage is zero). Keep min_pass < pass rate < max_pass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from openvlt.engines import Engine, Sampling
+from openvlt.records import write_records
+from openvlt.stages.common import count_failures, generate_in_chunks, is_correct, score_responses, student_request
+
+
+def select_rl_problems(
+    problems: Sequence[dict[str, Any]],
+    student: Engine,
+    out_path: str | Path,
+    *,
+    prompt: str,
+    sampling: Sampling,
+    scratch: Path,
+    min_pass: float = 0.0,
+    max_pass: float = 1.0,
+    max_problems: int | None = None,
+    correct_at: float = 1.0,
+    workers: int = 2,
+    timeout: float = 5.0,
+    reward_override: str | None = None,
+    chunk_size: int = 256,
+    system: str | None = None,
+) -> dict[str, Any]:
+    """Write the kept problems plus a `pass_rate` column to `out_path`; return counts."""
+    requests = [student_request(p, prompt, system) for p in problems]
+    samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates")
+    verdicts = score_responses(problems, samples, workers=workers, timeout=timeout, reward_override=reward_override)
+    rates = [sum(is_correct(r, correct_at) for r in rs) / len(rs) for rs in verdicts]
+    kept = [{**p, "pass_rate": rate} for p, rate in zip(problems, rates) if min_pass < rate < max_pass]
+    if max_problems is not None:
+        kept = kept[:max_problems]
+    if not kept:
+        histogram = {f"{v:.2f}": rates.count(v) for v in sorted(set(rates))}
+        raise ValueError(f"rl_data kept none of {len(problems)} problems with {min_pass} < pass rate < {max_pass} "
+                         f"(pass rates: {histogram}); widen rl_data.min_pass/max_pass or set rl_data.enabled=false")
+    write_records(kept, out_path)
+    return {"in": len(problems), "out": len(kept), "mean_pass_rate": sum(rates) / len(rates),
+            "all_pass": sum(r >= 1 for r in rates), "none_pass": sum(r <= 0 for r in rates), **count_failures(verdicts)}

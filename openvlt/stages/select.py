@@ -1,0 +1,128 @@
+"""Verify + select: judge every trace with the problem's reward plugin, keep one good trace per problem.
+
+OpenVLThinker, step 3. Problems without a correct trace are dropped and counted; the default
+policy keeps the shortest correct trace. Optional reflection truncation cuts the reasoning at the
+first "Wait," / "But wait" / ... while keeping the final answer (in OpenVLThinker's ablation this
+lifted MathVista from 48.4 to 62.5). A length cap drops traces that are too long. Every yield
+is counted: traces in, correct, problems kept, dropped and why.
+
+A problem whose traces could not be judged at all (every one an error or a timeout of the reward
+plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from openvlt.records import write_records
+from openvlt.stages.common import count_failures, is_correct, score_responses
+
+POLICIES = ("shortest", "longest", "first", "random")
+
+
+def select_traces(
+    traced: Sequence[dict[str, Any]],
+    out_path: str | Path,
+    *,
+    policy: str = "shortest",
+    truncate_reflections: bool = False,
+    reflection_markers: Sequence[str] = ("Wait,", "But wait"),
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    correct_at: float = 1.0,
+    workers: int = 2,
+    timeout: float = 5.0,
+    reward_override: str | None = None,
+    seed: int = 0,
+    quarantine_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write one SFT row per problem that has an acceptable trace; return the yields."""
+    if policy not in POLICIES:
+        raise ValueError(f"select.policy must be one of {POLICIES}, got {policy!r}")
+    count_tokens = count_tokens or (lambda text: len(text.split()))
+    verdicts = score_responses(traced, [p["traces"] for p in traced], workers=workers, timeout=timeout, reward_override=reward_override)
+
+    rows, quarantined = [], []
+    yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
+    for problem, results in zip(traced, verdicts):
+        if results and all(not r.ok for r in results):
+            quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
+                                f"{results[0].status}: {results[0].error}"})
+            continue
+        correct = [j for j, r in enumerate(results) if is_correct(r, correct_at)]
+        if not correct:
+            yields["no_correct"] += 1
+            continue
+        fitting = [j for j in correct if max_tokens is None or count_tokens(problem["traces"][j]) <= max_tokens]
+        if not fitting:
+            yields["too_long"] += 1
+            continue
+        chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
+        rows.append({
+            **{k: v for k, v in problem.items() if k != "traces"},
+            "response": problem["traces"][chosen],
+            "sample_index": chosen,
+            "verdicts": [r.score if r.ok else None for r in results],
+            "n_correct": len(correct),
+        })
+    if truncate_reflections:
+        _truncate(rows, reflection_markers, yields, workers, timeout, correct_at, reward_override)
+    write_records(rows, out_path)
+    if quarantined:
+        target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
+        target.write_text("".join(json.dumps(q) + "\n" for q in quarantined))
+
+    traces = sum(len(r) for r in verdicts)
+    correct_traces = sum(is_correct(r, correct_at) for rs in verdicts for r in rs)
+    return {
+        "in": len(traced), "out": len(rows), "traces": traces, "correct_traces": correct_traces,
+        "trace_yield": correct_traces / max(traces, 1), "problem_yield": len(rows) / max(len(traced), 1),
+        **yields, "quarantined": len(quarantined), **count_failures(verdicts),
+    }
+
+
+def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
+    """The trace cut at the first reflection marker inside its reasoning, final answer kept;
+    None if there is nothing to cut.
+
+    >>> truncate_at_reflection("<think>2 + 2 = 4. Wait, check: 4.</think> <answer>4</answer>", ["Wait,"])
+    '<think>2 + 2 = 4.</think> <answer>4</answer>'
+    """
+    answer_at = trace.rfind("<answer>")
+    end = trace.find("</think>")
+    reasoning_end = end if end != -1 else (answer_at if answer_at != -1 else len(trace))
+    cuts = [trace.find(m, 0, reasoning_end) for m in markers]
+    cuts = [c for c in cuts if c > 0]
+    if not cuts:
+        return None
+    head = trace[: min(cuts)].rstrip()
+    tail = trace[end:] if end != -1 else (" " + trace[answer_at:] if answer_at != -1 else "")
+    return head + tail
+
+
+def _choose(candidates: list[int], traces: Sequence[str], policy: str, rng: random.Random) -> int:
+    if policy == "shortest":
+        return min(candidates, key=lambda j: (len(traces[j]), j))
+    if policy == "longest":
+        return max(candidates, key=lambda j: (len(traces[j]), -j))
+    if policy == "random":
+        return rng.choice(candidates)
+    return candidates[0]
+
+
+def _truncate(rows, markers, yields, workers, timeout, correct_at, reward_override) -> None:
+    """Cut reflections in the selected traces; keep a cut only if the cut trace is still judged correct."""
+    cut = [(row, truncate_at_reflection(row["response"], markers)) for row in rows]
+    cut = [(row, text) for row, text in cut if text is not None]
+    if not cut:
+        return
+    verdicts = score_responses([row for row, _ in cut], [[text] for _, text in cut], workers=workers, timeout=timeout,
+                               reward_override=reward_override)
+    for (row, text), (result,) in zip(cut, verdicts):
+        if is_correct(result, correct_at):
+            row["response"] = text
+            yields["truncated"] += 1
+        else:
+            yields["truncation_rejected"] += 1

@@ -1,0 +1,39 @@
+"""SFT: train the BASE student on the selected traces (image + question -> trace).
+
+As in OpenVLThinker, every iteration starts again from the base model rather than from the last
+checkpoint: the data get better each iteration, the starting point stays the same. Loss is on the
+assistant tokens only (openvlt.models.batching.encode_examples).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from openvlt.backends import SFTConfig, get_backend
+from openvlt.stages.common import student_request
+
+
+def train_sft(
+    selected: Sequence[dict[str, Any]],
+    base_model: str | Path,
+    out_dir: str | Path,
+    *,
+    config: SFTConfig,
+    backend: str = "local",
+    options: dict[str, Any] | None = None,
+    prompt: str = "{question}",
+    system: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write a Hugging Face model folder to `out_dir`; return counts (examples, steps, losses)."""
+    if not selected:
+        raise ValueError("no SFT examples: the select stage kept no problem (see its counts in manifest.json: "
+                         "no_correct, too_long, quarantined)")
+    examples = []
+    for row in selected:
+        request = student_request(row, prompt, system)
+        examples.append({"prompt": request.prompt, "images": request.images, "response": row["response"], "system": system})
+    get_backend(backend).sft(examples, base_model, out_dir, config, seed=seed, options=options)
+    curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
+    return {"in": len(examples), "steps": len(curve), "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"]}

@@ -1,0 +1,174 @@
+"""The run directory: frozen recipe, manifest, and the rule that makes every run resumable.
+
+    runs/<name>/recipe.yaml     the resolved recipe, frozen at the first start
+    runs/<name>/manifest.json   stage -> status, attempts, inputs, outputs (+ hashes), counts, timings
+
+A stage writes its outputs under temporary names (`.<name>.partial`) and into a scratch folder,
+then renames them into place; the manifest, written atomically, is updated last. So after a
+kill -9 anywhere, re-running the same command skips every complete stage, and an interrupted
+stage starts again from whatever it left in its partial outputs and scratch folder (generation
+stages keep finished chunks, training stages keep checkpoints). A completed stage's outputs are
+never rewritten.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from openvlt.faults import crashpoint
+from openvlt.recipe import Recipe, RecipeError, _build, dump_recipe, to_dict
+
+log = logging.getLogger(__name__)
+
+_HASH_LIMIT = 64 * 2**20  # files larger than this are fingerprinted by size, not content
+
+
+@dataclass
+class StageContext:
+    key: str
+    out: dict[str, Path]  # partial output paths, renamed to the final ones when the stage returns
+    scratch: Path         # a folder kept across restarts of this stage, deleted once it completes
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = root
+        self.manifest_path = root / "manifest.json"
+        self.manifest: dict[str, Any] = (
+            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
+        )
+
+    @classmethod
+    def open(cls, recipe: Recipe, force: bool = False) -> "Workspace":
+        """Create the run directory, or reopen it for a resume (refusing a changed recipe unless forced)."""
+        root = Path(recipe.run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        frozen = root / "recipe.yaml"
+        if frozen.exists():
+            old = _build(Recipe, yaml.safe_load(frozen.read_text()), "")
+            changes = _diff(to_dict(old), to_dict(recipe))
+            if changes and not force:
+                raise RecipeError(
+                    f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
+                    + "\n  ".join(changes[:20])
+                    + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
+                    "(completed stages are kept as they are)."
+                )
+            if changes:
+                stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
+                log.warning("--force: recipe changed (%s); the old one is kept as recipe.%s.yaml", "; ".join(changes[:5]), stamp)
+                _atomic_write(frozen, dump_recipe(recipe))
+        else:
+            _atomic_write(frozen, dump_recipe(recipe))
+        ws = cls(root)
+        ws.manifest.setdefault("run", recipe.name)
+        ws.manifest["recipe"] = recipe.digest()
+        ws._save()
+        return ws
+
+    def complete(self, key: str) -> bool:
+        return self.manifest["stages"].get(key, {}).get("status") == "complete"
+
+    def counts(self, key: str) -> dict[str, Any]:
+        return self.manifest["stages"].get(key, {}).get("counts", {})
+
+    def stage(
+        self,
+        key: str,
+        fn: Callable[[StageContext], dict[str, Any]],
+        outputs: dict[str, str | Path],
+        inputs: dict[str, str | Path] | None = None,
+    ) -> dict[str, Any]:
+        """Run `fn` as stage `key` unless it is complete; return its counts."""
+        finals = {name: Path(p) for name, p in outputs.items()}
+        if self.complete(key):
+            log.info("%s: complete, skipped", key)
+            return self.counts(key)
+        entry = self.manifest["stages"].setdefault(key, {})
+        entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
+                     inputs={n: {"path": str(p), "hash": fingerprint(Path(p))} for n, p in (inputs or {}).items()})
+        self._save()
+        crashpoint(f"before:{key}")
+        partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
+        scratch = self.root / ".scratch" / key.replace("/", "__")
+        scratch.mkdir(parents=True, exist_ok=True)
+        for p in partial.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        counts = fn(StageContext(key, partial, scratch)) or {}
+        for name, final in finals.items():
+            if not partial[name].exists():
+                raise RuntimeError(f"stage {key} did not write its output {name!r}")
+            _remove(final)  # left by an attempt that died between rename and manifest update
+            os.replace(partial[name], final)
+        crashpoint(f"after:{key}")
+        seconds = time.time() - started
+        entry.update(status="complete", finished=_now(), seconds=round(seconds, 2), counts=counts,
+                     outputs={n: {"path": str(p), "hash": fingerprint(p)} for n, p in finals.items()})
+        self._save()
+        shutil.rmtree(scratch, ignore_errors=True)
+        log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
+        return counts
+
+    def _save(self) -> None:
+        _atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
+
+
+def fingerprint(path: Path) -> str | None:
+    """Content hash of a file or folder (large files by size), or None if it does not exist."""
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+        size = f.stat().st_size
+        if size > _HASH_LIMIT:
+            digest.update(str(size).encode())
+        else:
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _summary(counts: dict[str, Any]) -> str:
+    head = f"{counts['in']} in -> {counts['out']} out" if "in" in counts and "out" in counts else ""
+    rest = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items()
+                     if k not in ("in", "out") and not isinstance(v, (dict, list)))
+    return "; ".join(s for s in (head, rest) if s) or "done"
+
+
+def _diff(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+        return out
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,22 @@
+"""Reward plugins that misbehave, loaded by path ("tests/openvlt/plugins.py:raises") in stage tests."""
+import time
+
+
+def raises(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    raise RuntimeError("boom")
+
+
+def hangs(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    time.sleep(3600)
+    return 1.0
+
+
+def digit_share(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """A dense reward any policy can climb: the share of its characters that are digits."""
+    chars = [c for c in response if not c.isspace()]
+    return sum(c.isdigit() for c in chars) / len(chars) if chars else 0.0
+
+
+def lenient(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """Every non-empty response is right: lets a loop test exercise all stages with an untrained model."""
+    return 1.0 if response.strip() else 0.0

@@ -1,0 +1,69 @@
+"""The local backend: the tensors GRPO trains on are the tokens the policy sampled, and its maths is verl's."""
+import numpy as np
+import pytest
+import torch
+
+from openvlt.backends.local import _batch_indices, _response_logprobs, _rows
+from openvlt.engines import Request, Sampling
+from openvlt.engines.hf import HFEngine
+from openvlt.models.batching import encode_examples, encode_rollouts
+from openvlt.stages.common import load_problems
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_student):
+    return HFEngine(str(tiny_student), batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def problems(toyworld_dir):
+    return load_problems(toyworld_dir / "train.parquet", 0, 6)
+
+
+def test_training_forward_reproduces_what_generation_sampled(engine, problems):
+    """Greedy tokens from left-padded batched generation are the argmax of the right-padded
+    teacher-forced forward at every position: prompts, images and positions line up."""
+    requests = [Request(p["question"], tuple(p["images"])) for p in problems]
+    _, ids = engine.generate_ids(requests, Sampling(n=1, temperature=0, max_tokens=12))
+    batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
+                                                 [r.images for r in requests], [i[0] for i in ids], 1)
+    with torch.no_grad():
+        inputs = _rows(batch, torch.arange(len(requests)), 1)
+        logits = engine.model(**inputs).logits[:, :-1]
+        predicted = logits.argmax(-1).gather(1, resp_pos)
+    for row, generated in enumerate(ids):
+        n = len(generated[0])
+        assert resp_mask[row].sum() == n
+        assert predicted[row, :n].tolist() == generated[0]
+
+
+def test_response_logprobs_are_aligned_with_response_tokens(engine, problems):
+    requests = [Request(p["question"], tuple(p["images"])) for p in problems[:3]]
+    _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=1.0, max_tokens=10, seed=3))
+    flat = [i for row in ids for i in row]
+    batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
+                                                 [r.images for r in requests], flat, 2)
+    with torch.no_grad():
+        ours = _response_logprobs(engine.model, _rows(batch, torch.arange(6), 2), resp_pos)
+        for row, tokens in enumerate(flat):  # one sequence at a time, no padding at all
+            single, pos, _ = encode_rollouts(engine.processor, [requests[row // 2].prompt], [requests[row // 2].images], [tokens], 1)
+            logits = engine.model(**_rows(single, torch.arange(1), 1)).logits[0].log_softmax(-1)
+            start = pos[0, 0].item()
+            manual = [logits[start + j, t].item() for j, t in enumerate(tokens)]
+            assert ours[row, : len(tokens)].tolist() == pytest.approx(manual, abs=1e-4)
+            assert resp_mask[row, len(tokens):].sum() == 0
+
+
+def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems):
+    p = problems[0]
+    batch = encode_examples(engine.processor, [p["question"]], [p["images"]], ["<think>x</think> <answer>3</answer>"])
+    labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    expected = engine.processor.tokenizer("<think>x</think> <answer>3</answer><|im_end|>")["input_ids"]
+    assert labelled == expected
+
+
+def test_batches_are_a_pure_function_of_step():
+    seen = [i for step in range(1, 6) for i in _batch_indices(10, 4, step, seed=7)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs are permutations
+    assert _batch_indices(10, 4, 3, seed=7) == seen[8:12]  # resuming at step 3 sees the same batch
+    assert _batch_indices(10, 4, 3, seed=8) != seen[8:12]

@@ -1,0 +1,190 @@
+"""The whole loop on a micro recipe: it completes, resumes after kill -9 anywhere, and handles bad input.
+
+The runs go through the real CLI in subprocesses, as a user would run them. OPENVLT_CRASH_AT kills
+the process with SIGKILL at a named point (openvlt.faults), like the OOM killer at 3 a.m.
+"""
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from openvlt.records import read_records
+
+from ..conftest import OPENVLT
+
+PLUGINS = Path(__file__).with_name("plugins.py")
+
+
+def micro_recipe(tmp_path: Path, run_dir: Path, **changes) -> Path:
+    """Two iterations of every stage on 32 SFT + 16 RL + 16 eval problems, with a 0.2 M-parameter student.
+    The lenient reward lets an untrained student's traces through, so every stage has rows to work on."""
+    recipe = {
+        "name": "micro", "run_dir": str(run_dir), "seed": 0, "iterations": 2,
+        "prepare": {"toyworld": {"n_train": 48, "n_test": 16, "seed": 3},
+                    "tiny_student": {"hidden": 32, "intermediate": 64, "vision_hidden": 32, "vocab": 500}},
+        "data": {"sft": {"path": "{run_dir}/data/toyworld/train.parquet", "start": 0, "stop": 32},
+                 "rl": {"path": "{run_dir}/data/toyworld/train.parquet", "start": 32, "stop": 48},
+                 "eval": {"toyworld": "{run_dir}/data/toyworld/test.parquet"}},
+        "roles": {"captioner": {"engine": "program", "model": "toyworld-captioner"},
+                  "reasoner": {"engine": "program", "model": "toyworld-reasoner"},
+                  "student": {"engine": "hf", "model": "{run_dir}/models/student", "options": {"batch_size": 64}},
+                  "evaluator": {"engine": "hf", "options": {"batch_size": 64}}},
+        "caption": {"chunk_size": 12}, "distill": {"samples": 2, "chunk_size": 12},
+        "regenerate": {"samples": 2, "max_tokens": 16, "chunk_size": 12},
+        "select": {"truncate_reflections": True},
+        "sft": {"steps": 6, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1},
+        "rl_data": {"samples": 2, "min_pass": -0.1, "max_pass": 1.1, "max_tokens": 16},
+        "grpo": {"steps": 3, "prompts_per_step": 4, "rollouts": 2, "max_tokens": 16, "lr": 1e-4, "micro_batch_size": 4},
+        "evaluate": {"max_tokens": 16},
+        "reward": {"workers": 1, "override": f"{PLUGINS}:lenient"},
+        "backend": {"name": "local", "options": {"checkpoint_every": 2}},
+    }
+    for key, value in changes.items():
+        recipe[key] = value
+    path = tmp_path / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run(recipe: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("OPENVLT_CRASH_AT", None)
+    if crash_at:
+        env["OPENVLT_CRASH_AT"] = crash_at
+    return subprocess.run([OPENVLT, "run", str(recipe), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def stages(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The micro recipe run once, uninterrupted."""
+    tmp = tmp_path_factory.mktemp("reference")
+    done = run(micro_recipe(tmp, tmp / "run"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_the_loop_runs_every_stage_and_writes_summary_report_and_lineage(reference):
+    manifest = stages(reference)
+    expected = ["prepare", "base/evaluate"] + [
+        f"iter_{k}/{s}" for k in (1, 2)
+        for s in (["caption", "distill"] if k == 1 else ["regenerate"]) + ["select", "sft", "sft/evaluate", "rl_data", "grpo", "grpo/evaluate"]
+    ]
+    assert list(manifest) == expected
+    assert all(s["status"] == "complete" and s["attempts"] == 1 and s["outputs"] for s in manifest.values())
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["eval_set"] == "toyworld" and [it["iter"] for it in summary["iterations"]] == [1, 2]
+    for it in summary["iterations"]:
+        assert 0 <= it["sft"]["accuracy"] <= 1 and 0 <= it["grpo"]["accuracy"] <= 1
+        assert it["data"]["select_in"] == 32 and it["data"]["rl_problems_kept"] == 16
+    assert "<img" in (reference / "report.html").read_text()
+    sft1, sft2 = read_records(reference / "iter_1" / "sft.parquet"), read_records(reference / "iter_2" / "sft.parquet")
+    source = set(read_records(reference / "data" / "toyworld" / "train.parquet").column("id"))
+    for rows, written_by in ((sft1, "reasoner program:toyworld-reasoner"), (sft2, "student iter_1/grpo")):
+        assert set(rows.column("id")) <= source and len(set(rows.column("id"))) == len(rows)
+        assert set(rows.column("trace_source")) == {written_by}
+        assert all(0 <= r["sample_index"] < 2 for r in rows)
+    assert (reference / "iter_2" / "grpo" / "model" / "config.json").exists()
+
+
+CRASH_CHAIN = [
+    "before:prepare", "after:prepare", "evaluate:toyworld:chunk:0", "caption:chunk:1", "after:iter_1/caption",
+    "distill:chunk:0", "before:iter_1/select", "after:iter_1/select", "sft:step:3", "after:iter_1/sft",
+    "before:iter_1/sft/evaluate", "rl_data:chunk:0", "grpo:step:2", "after:iter_1/grpo", "regenerate:chunk:1",
+    "after:iter_2/select", "sft:step:5", "after:iter_2/rl_data", "grpo:step:1", "after:iter_2/grpo/evaluate",
+]
+
+
+def test_kill_minus_nine_anywhere_then_rerun_finishes_the_same_run(reference, tmp_path):
+    """Each run is killed at the next point of the chain; the last rerun finishes. No completed stage is
+    redone or rewritten, and the result is the uninterrupted run's, row for row."""
+    recipe = micro_recipe(tmp_path, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    for point in CRASH_CHAIN:
+        before = stages(run_dir) if (run_dir / "manifest.json").exists() else {}
+        done = run(recipe, crash_at=point)
+        assert done.returncode == -signal.SIGKILL, (point, done.returncode, done.stderr[-2000:])
+        after = stages(run_dir)
+        for key, entry in before.items():
+            if entry["status"] == "complete":
+                assert after[key] == entry, f"{key} was redone or rewritten after the crash at {point}"
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest, clean = stages(run_dir), stages(reference)
+    assert list(manifest) == list(clean) and all(s["status"] == "complete" for s in manifest.values())
+    restarted = {k for k, s in manifest.items() if s["attempts"] > 1}
+    assert {"iter_1/sft", "iter_1/grpo", "iter_2/regenerate", "iter_2/sft"} <= restarted
+    for key in manifest:  # same counts and same output contents as the run that never crashed
+        assert manifest[key]["counts"] == clean[key]["counts"], key
+        if key != "prepare":
+            assert {n: o["hash"] for n, o in manifest[key]["outputs"].items()} == \
+                   {n: o["hash"] for n, o in clean[key]["outputs"].items()}, key
+    for k in (1, 2):
+        ids = read_records(run_dir / f"iter_{k}" / "sft.parquet").column("id")
+        assert ids == read_records(reference / f"iter_{k}" / "sft.parquet").column("id") and len(set(ids)) == len(ids)
+    assert not list(run_dir.rglob("*.partial")) and not (run_dir / ".scratch").exists() or not any((run_dir / ".scratch").iterdir())
+
+
+def test_rerunning_a_finished_run_redoes_nothing(reference):
+    before = stages(reference)
+    done = run(reference.parent / "run.yaml")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert stages(reference) == before
+    assert "accuracy on held-out set 'toyworld'" in done.stdout
+
+
+def _bad_data(tmp_path: Path, reference: Path) -> Path:
+    """The reference train file with a corrupt image in row 3 and an empty answer in row 5."""
+    rows = list(read_records(reference / "data" / "toyworld" / "train.parquet"))[:32]
+    rows[3]["images"] = [b"\x89PNG\r\n\x1a\n not really a png"]
+    rows[5]["answer"] = ""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({k: [r[k] if k != "extra_info" else json.dumps(r[k]) for r in rows]
+                      for k in ("id", "images", "question", "answer", "data_source", "reward", "extra_info")})
+    path = tmp_path / "their_data.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tmp_path):
+    data = _bad_data(tmp_path, reference)
+    run_dir = tmp_path / "run"
+    inputs = {"sft": str(data), "rl": {"path": str(data), "start": 20, "stop": 32},
+              "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
+    recipe = micro_recipe(tmp_path, run_dir, data=inputs, iterations=1, prepare={},
+                          roles={**yaml.safe_load(micro_recipe(tmp_path, run_dir).read_text())["roles"],
+                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    done = run(recipe)
+    assert done.returncode == 1
+    assert f"{data}, row 3 (id 'toyworld-3-train-000003'): image 1 of 1 cannot be decoded" in done.stderr
+    assert "Traceback" not in done.stderr
+    base = stages(run_dir)["base/evaluate"]
+    assert base["status"] == "complete"  # work done before the bad row is kept
+
+    done = run(recipe, "data.skip_bad_rows=true", "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stages(run_dir)["base/evaluate"] == base  # and not redone
+    quarantined = [json.loads(line) for line in (run_dir / "quarantine" / "their_data.jsonl").read_text().splitlines()]
+    assert [(q["row"], q["id"]) for q in quarantined] == [(3, "toyworld-3-train-000003"), (5, "toyworld-3-train-000005")]
+    assert "empty 'answer'" in quarantined[1]["reason"]
+    assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 30
+
+
+def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{PLUGINS}:raises"})
+    done = run(recipe)
+    assert done.returncode == 1 and "no SFT examples: the select stage kept no problem" in done.stderr
+    select = stages(run_dir)["iter_1/select"]["counts"]
+    assert select["reward_errors"] == 64 and select["quarantined"] == 32 and select["out"] == 0
+    assert stages(run_dir)["base/evaluate"]["counts"]["reward_errors"] == 16  # counted, not turned into 0
+    assert len((run_dir / "iter_1" / "sft.quarantine.jsonl").read_text().splitlines()) == 32

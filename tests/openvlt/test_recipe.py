@@ -1,0 +1,104 @@
+"""Recipes: validated before anything runs, overridable, frozen into the run directory."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from openvlt.recipe import RecipeError, load_recipe
+from openvlt.workspace import Workspace
+
+from ..conftest import REPO
+
+MINIMAL = {
+    "name": "unit",
+    "data": {"sft": "DATA/train.parquet", "rl": "DATA/train.parquet", "eval": {"held": "DATA/test.parquet"}},
+    "roles": {"student": {"engine": "hf", "model": "MODEL"}},
+}
+
+
+def write(tmp_path, toyworld_dir, tiny_student, **changes) -> Path:
+    text = yaml.safe_dump({**MINIMAL, **changes}).replace("DATA", str(toyworld_dir)).replace("MODEL", str(tiny_student))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_recipe_in_the_repo_loads():
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "no recipes found"
+    for path in recipes:
+        recipe = load_recipe(path, check_paths=False)
+        assert recipe.iterations >= 1 and recipe.data.eval, path
+        header = path.read_text().splitlines()[:12]
+        assert any(f"openvlt run recipes/{path.name}" in line for line in header), f"{path.name}: no launch command in header"
+
+
+def test_embedded_default_is_fully_offline_and_self_building():
+    recipe = load_recipe(REPO / "recipes" / "tiny-cpu.yaml")  # paths exist or are built by `prepare`
+    assert recipe.prepare.toyworld is not None and recipe.prepare.tiny_student is not None
+    assert recipe.roles.captioner.engine == recipe.roles.reasoner.engine == "program"
+    assert recipe.iterations >= 2 and recipe.backend.name == "local"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"itertions": 3}, "unknown recipe key 'itertions'; did you mean 'iterations'?"),
+        ({"sft": {"stpes": 3}}, "unknown recipe key 'sft.stpes'; did you mean 'sft.steps'?"),
+        ({"roles": {"studnet": {"model": "x"}}}, "did you mean 'roles.student'?"),
+        ({"sft": {"steps": "many"}}, "sft.steps: expected int, got str 'many'"),
+        ({"grpo": {"lr": [1]}}, "grpo.lr: expected float"),
+        ({"per_iteration": {5: {"sft": {"steps": 1}}}}, "per_iteration.5: iterations are numbered 1..2"),
+        ({"per_iteration": {2: {"sft": {"setps": 1}}}}, "did you mean 'sft.steps'?"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, toyworld_dir, tiny_student, **changes))
+    assert message in str(err.value)
+
+
+def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "nowhere/rl.parquet"})
+    with pytest.raises(RecipeError, match="data.rl: nowhere/rl.parquet"):
+        load_recipe(path)
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": "./no-model"}})
+    with pytest.raises(RecipeError, match=r"roles.student.model: ./no-model"):
+        load_recipe(path)
+
+
+def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"sft": {"steps": 7}}})
+    recipe = load_recipe(path, ["sft.steps=3", "grpo.lr=1e-4", "run_dir=" + str(tmp_path / "run"), "roles.student.options={device: cpu}"])
+    assert recipe.sft.steps == 3 and recipe.grpo.lr == 1e-4 and recipe.roles.student.options == {"device": "cpu"}
+    assert recipe.for_iteration(1).sft.steps == 3 and recipe.for_iteration(2).sft.steps == 7
+    assert recipe.run_dir == str(tmp_path / "run")
+    with pytest.raises(RecipeError, match="did you mean 'sft.steps'"):
+        load_recipe(path, ["sft.step=3"])
+    with pytest.raises(RecipeError, match="not of the form key.sub=value"):
+        load_recipe(path, ["sft.steps"])
+    default_dir = load_recipe(path)
+    assert default_dir.run_dir == "runs/unit"
+
+
+def test_run_dir_placeholder_and_prepared_paths(tmp_path, tiny_student):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "p", "run_dir": str(tmp_path / "run"), "prepare": {"toyworld": {"n_train": 5}},
+        "data": {"sft": "{run_dir}/data/toyworld/train.parquet", "eval": {"t": "{run_dir}/data/toyworld/test.parquet"}},
+        "roles": {"student": {"model": str(tiny_student)}},
+    }))
+    recipe = load_recipe(path)  # the files do not exist yet: prepare builds them
+    assert recipe.data.sft[0].path == f"{tmp_path}/run/data/toyworld/train.parquet"
+
+
+def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
+    Workspace.open(load_recipe(path))
+    Workspace.open(load_recipe(path))  # same recipe: fine
+    changed = load_recipe(path, ["sft.lr=0.5"])
+    with pytest.raises(RecipeError, match=r"refusing to resume with a changed recipe:\n  sft.lr: 1e-05 -> 0.5"):
+        Workspace.open(changed)
+    Workspace.open(changed, force=True)
+    assert "lr: 0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
+    assert len(list((tmp_path / "run").glob("recipe.*.yaml"))) == 1  # the old one is kept

@@ -1,0 +1,157 @@
+"""Each stage on a handful of rows: counts, lineage, selection rules, failure accounting."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from openvlt.engines import EngineSpec, Sampling, build_engine
+from openvlt.records import read_records
+from openvlt.stages.caption import caption_problems
+from openvlt.stages.common import load_problems
+from openvlt.stages.distill import distill_traces
+from openvlt.stages.evaluate import evaluate_model
+from openvlt.stages.rl_data import select_rl_problems
+from openvlt.stages.select import select_traces, truncate_at_reflection
+from rewards import get_reward
+
+from .stubs import ScriptedEngine
+
+PROMPT = "Image description: {caption}\nQuestion: {question}\nThink, then answer."
+PLUGINS = Path(__file__).with_name("plugins.py")
+
+
+@pytest.fixture(scope="module")
+def distilled(toyworld_dir, tmp_path_factory):
+    """40 toy problems captioned and distilled (4 traces each) by the program teacher."""
+    out = tmp_path_factory.mktemp("distilled")
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 40)
+    captioner = build_engine(EngineSpec("program", "toyworld-captioner"))
+    counts = caption_problems(problems, captioner, out / "captions.parquet", prompt="<image> Describe it.",
+                              sampling=Sampling(), scratch=out / "s1")
+    assert counts == {"in": 40, "out": 40, "empty_captions": 0}
+    reasoner = build_engine(EngineSpec("program", "toyworld-reasoner", {"error_rate": 0.4}))
+    counts = distill_traces(load_problems(out / "captions.parquet"), reasoner, out / "traces.parquet", prompt=PROMPT,
+                            sampling=Sampling(n=4, seed=1), scratch=out / "s2", source="reasoner program:toyworld-reasoner")
+    assert counts == {"in": 40, "out": 40, "traces": 160}
+    return out
+
+
+def test_caption_and_distill_keep_lineage_and_columns(distilled, toyworld_dir):
+    traced = read_records(distilled / "traces.parquet")
+    source = read_records(toyworld_dir / "train.parquet")
+    assert traced.column("id") == source.column("id")[:40]
+    row = traced[0]
+    assert row["caption"].startswith(("The image shows", "This picture", "A grid")) and len(row["traces"]) == 4
+    assert row["trace_source"] == "reasoner program:toyworld-reasoner" and row["images"] == source[0]["images"]
+
+
+def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tmp_path):
+    traced = load_problems(distilled / "traces.parquet")
+    counts = select_traces(traced, tmp_path / "sft.parquet", policy="shortest", workers=1)
+    math = get_reward("math")
+    correct = [[math(t, p["answer"], extra_info=p["extra_info"]) == 1.0 for t in p["traces"]] for p in traced]
+    kept = read_records(tmp_path / "sft.parquet")
+    assert counts["in"] == 40 and counts["traces"] == 160
+    assert counts["correct_traces"] == sum(map(sum, correct))
+    assert counts["out"] == len(kept) == sum(any(c) for c in correct)
+    assert counts["no_correct"] == 40 - counts["out"] and counts["reward_errors"] == counts["reward_timeouts"] == 0
+    by_id = {p["id"]: (p, c) for p, c in zip(traced, correct)}
+    for row in kept:
+        problem, ok = by_id[row["id"]]
+        assert row["response"] == min((t for t, c in zip(problem["traces"], ok) if c), key=len)
+        assert problem["traces"][row["sample_index"]] == row["response"]  # which sample wrote it
+        assert row["verdicts"] == [1.0 if c else 0.0 for c in ok] and row["trace_source"].startswith("reasoner")
+
+
+def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
+    traced = load_problems(distilled / "traces.parquet")
+    longest = select_traces(traced, tmp_path / "long.parquet", policy="longest", workers=1)
+    capped = select_traces(traced, tmp_path / "cap.parquet", max_tokens=45, workers=1)
+    assert capped["too_long"] > 0 and capped["out"] == longest["out"] - capped["too_long"]
+    assert all(len(r["response"].split()) <= 45 for r in read_records(tmp_path / "cap.parquet"))
+    cut = select_traces(traced, tmp_path / "cut.parquet", policy="longest", truncate_reflections=True,
+                        reflection_markers=["Wait,"], workers=1)
+    assert cut["truncated"] > 0
+    for row in read_records(tmp_path / "cut.parquet"):
+        assert "Wait," not in row["response"] and row["response"].endswith("</answer>")
+    with pytest.raises(ValueError, match="select.policy"):
+        select_traces(traced, tmp_path / "x.parquet", policy="best")
+
+
+@pytest.mark.parametrize(
+    "trace, cut",
+    [
+        ("<think>1 + 2 = 3. Wait, check: 3.</think> <answer>3</answer>", "<think>1 + 2 = 3.</think> <answer>3</answer>"),
+        ("<think>a. But wait b. Wait, c.</think><answer>x</answer>", "<think>a.</think><answer>x</answer>"),
+        ("<think>no reflection</think> <answer>3</answer>", None),
+        ("<think>3</think> <answer>Wait, 3</answer>", None),  # only the reasoning is cut
+        ("so 4. Wait, yes 4. <answer>4</answer>", "so 4. <answer>4</answer>"),
+    ],
+)
+def test_truncate_at_reflection(trace, cut):
+    assert truncate_at_reflection(trace, ["Wait,", "But wait"]) == cut
+
+
+def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_path):
+    traced = load_problems(distilled / "traces.parquet")[:5]
+    counts = select_traces(traced, tmp_path / "sft.parquet", reward_override=f"{PLUGINS}:raises", workers=1,
+                           quarantine_path=tmp_path / "q.jsonl")
+    assert counts["reward_errors"] == 20 and counts["out"] == 0 and counts["quarantined"] == 5 and counts["no_correct"] == 0
+    lines = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [q["id"] for q in lines] == [p["id"] for p in traced]
+    assert "raises" in lines[0]["reason"] and "boom" in lines[0]["reason"]
+    assert len(read_records(tmp_path / "sft.parquet")) == 0
+
+
+def test_a_hanging_plugin_times_out_and_the_stage_finishes(distilled, tmp_path):
+    traced = load_problems(distilled / "traces.parquet")[:2]
+    started = time.time()
+    counts = select_traces(traced, tmp_path / "sft.parquet", reward_override=f"{PLUGINS}:hangs", workers=2, timeout=1.0)
+    assert counts["reward_timeouts"] == 8 and counts["quarantined"] == 2
+    assert time.time() - started < 60
+
+
+def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path):
+    unique = {p["question"]: p for p in load_problems(toyworld_dir / "train.parquet")}  # the script keys on the question
+    problems = list(unique.values())[:12]
+    answers = {p["question"]: p["answer"] for p in problems}
+    # problem i is answered right in (i % 3) of 2 samples: pass rates 0, 0.5, 1
+    index = {p["question"]: i for i, p in enumerate(problems)}
+    engine = ScriptedEngine(lambda prompt, k: answers[prompt] if k < index[prompt] % 3 else "wrong")
+    counts = select_rl_problems(problems, engine, tmp_path / "rl.parquet", prompt="{question}",
+                                sampling=Sampling(n=2), scratch=tmp_path / "s", workers=1)
+    kept = read_records(tmp_path / "rl.parquet")
+    assert [r["id"] for r in kept] == [p["id"] for i, p in enumerate(problems) if i % 3 == 1]
+    assert all(r["pass_rate"] == 0.5 for r in kept)
+    assert counts["all_pass"] == 4 and counts["none_pass"] == 4 and counts["out"] == 4
+    with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}"):
+        select_rl_problems(problems, ScriptedEngine(lambda p, k: "wrong"), tmp_path / "rl2.parquet", prompt="{question}",
+                           sampling=Sampling(n=2), scratch=tmp_path / "s2", workers=1)
+
+
+def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
+    problems = list({p["question"]: p for p in load_problems(toyworld_dir / "test.parquet")}.values())
+    truth = {p["question"]: p["answer"] for p in problems}
+    engine = ScriptedEngine(lambda prompt, k: truth[prompt] if "red" in prompt else "no idea")
+    counts = evaluate_model({"held": problems, "again": problems[:10]}, "scripted", engine, tmp_path / "eval.json",
+                            prompt="{question}", sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "s",
+                            samples_kept=3, workers=1)
+    expected = sum("red" in p["question"] for p in problems) / len(problems)
+    assert counts["accuracy/held"] == pytest.approx(expected)
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["sets"]["held"]["n"] == len(problems) and len(report["sets"]["held"]["samples"]) == 3
+    assert set(report["sets"]["held"]["by_kind"]) <= {"count_colour", "count_shape", "count_both", "more_than", "sum", "difference"}
+
+
+def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
+    from openvlt.stages.common import generate_in_chunks, student_request
+
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 10)
+    requests = [student_request(p, "{question}") for p in problems]
+    engine = ScriptedEngine(lambda prompt, k: "1")
+    first = generate_in_chunks(engine, requests, Sampling(n=2), tmp_path, 4, "t", "t")
+    assert engine.calls == 3 and len(first) == 10
+    (tmp_path / "chunk-00001.json").unlink()  # as if killed while writing chunk 1
+    again = generate_in_chunks(engine, requests, Sampling(n=2), tmp_path, 4, "t", "t")
+    assert again == first and engine.calls == 4  # only the missing chunk was generated again
