@@ -1,6 +1,7 @@
 """The `openvlt` command line.
 
     openvlt run RECIPE.yaml [key.sub=value ...]     run (or resume) the SFT+GRPO loop
+    openvlt status RUN_DIR                          what is done, what failed, what a rerun will do
     openvlt data toyworld --n N --seed S --out DIR  write toy-world problem records
     openvlt model tiny --out DIR                    build the tiny offline student
     openvlt rewards score|list ...                  score responses with a reward plugin
@@ -36,6 +37,20 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
+def _status(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="openvlt status", description="Show a run's stages: done, failed, interrupted.")
+    parser.add_argument("run_dir", help="the run directory (e.g. runs/tiny-cpu)")
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    from openvlt.workspace import format_status
+
+    if not (Path(args.run_dir) / "manifest.json").exists():
+        raise FileNotFoundError(f"{args.run_dir}: no manifest.json here (not a run directory, or nothing ran yet)")
+    print(format_status(Path(args.run_dir)))
+    return 0
+
+
 def _data(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="openvlt data", description="Build problem-record data sets.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -47,7 +62,8 @@ def _data(argv: list[str]) -> int:
     toy.add_argument("--grid", type=int, default=3, help="grid size: 3 (9 image tokens) or more")
     toy.add_argument("--levels", default="1,2,3", help="difficulty levels to include, e.g. 1,2")
     toy.add_argument("--mc-fraction", type=float, default=0.2, help="fraction asked as multiple choice")
-    toy.add_argument("--reward", default="math", help="reward plugin named in every record")
+    toy.add_argument("--reward", default="toyworld", help="reward plugin named in every record (default: toyworld, "
+                     "the answer plus every claim about the grid)")
     args = parser.parse_args(argv)
     from data_tools.toyworld.dataset import build_toyworld
 
@@ -91,6 +107,7 @@ def _rewards(argv: list[str]) -> int:
 
 COMMANDS = {
     "run": ("run or resume a recipe (openvlt run recipes/tiny-cpu.yaml)", _run),
+    "status": ("show where a run stands (openvlt status runs/tiny-cpu)", _status),
     "data": ("build problem-record data sets (openvlt data toyworld ...)", _data),
     "model": ("build models offline (openvlt model tiny ...)", _model),
     "rewards": ("score responses with a reward plugin; list plugins", _rewards),

@@ -17,7 +17,6 @@ Every line is a stage of the workspace (openvlt.workspace): skipped when complet
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -41,18 +40,17 @@ def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
     previous_grpo = None
     for k in range(1, recipe.iterations + 1):
         r = recipe.for_iteration(k)
-        it = f"iter_{k}"
         if k == 1:
-            caption(ws, r, it)
-            distill(ws, r, it)
+            caption(ws, r, k)
+            distill(ws, r, k)
         else:
-            regenerate(ws, r, it, previous_grpo)
-        select(ws, r, it)
-        sft_model = sft(ws, r, it, base)
-        evaluate(ws, r, f"{it}/sft", sft_model)
-        rl_data(ws, r, it, sft_model)
-        previous_grpo = grpo(ws, r, it, sft_model)
-        evaluate(ws, r, f"{it}/grpo", previous_grpo)
+            regenerate(ws, r, k, previous_grpo)
+        select(ws, r, k)
+        sft_model = sft(ws, r, k, base)
+        evaluate(ws, r, f"iter_{k}/sft", sft_model)
+        rl_data(ws, r, k, sft_model)
+        previous_grpo = grpo(ws, r, k, sft_model)
+        evaluate(ws, r, f"iter_{k}/grpo", previous_grpo)
     from openvlt.report import write_report, write_summary
 
     summary = write_summary(ws.root, recipe)
@@ -69,10 +67,10 @@ def prepare(ws: Workspace, r: Recipe) -> None:
         ws.stage("prepare", lambda ctx: prepare_inputs(r.prepare.toyworld, r.prepare.tiny_student, ctx.out), outputs=targets)
 
 
-def caption(ws: Workspace, r: Recipe, it: str) -> None:
+def caption(ws: Workspace, r: Recipe, k: int) -> None:
     from openvlt.stages.caption import caption_problems
 
-    ref = r.data_for_iteration("sft", int(it.split("_")[1]))
+    it, ref = f"iter_{k}", r.data_for_iteration("sft", k)
     ws.stage(
         f"{it}/caption",
         lambda ctx: caption_problems(
@@ -86,9 +84,10 @@ def caption(ws: Workspace, r: Recipe, it: str) -> None:
     )
 
 
-def distill(ws: Workspace, r: Recipe, it: str) -> None:
+def distill(ws: Workspace, r: Recipe, k: int) -> None:
     from openvlt.stages.distill import distill_traces
 
+    it = f"iter_{k}"
     captions = ws.root / it / "captions.parquet"
     ws.stage(
         f"{it}/distill",
@@ -104,11 +103,10 @@ def distill(ws: Workspace, r: Recipe, it: str) -> None:
     )
 
 
-def regenerate(ws: Workspace, r: Recipe, it: str, model: str) -> None:
+def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     from openvlt.stages.regenerate import regenerate_traces
 
-    k = int(it.split("_")[1])
-    ref = r.data_for_iteration("sft", k)
+    it, ref = f"iter_{k}", r.data_for_iteration("sft", k)
     ws.stage(
         f"{it}/regenerate",
         lambda ctx: regenerate_traces(
@@ -123,9 +121,10 @@ def regenerate(ws: Workspace, r: Recipe, it: str, model: str) -> None:
     )
 
 
-def select(ws: Workspace, r: Recipe, it: str) -> None:
+def select(ws: Workspace, r: Recipe, k: int) -> None:
     from openvlt.stages.select import select_traces
 
+    it = f"iter_{k}"
     traces = ws.root / it / "traces.parquet"
 
     def body(ctx):
@@ -136,17 +135,17 @@ def select(ws: Workspace, r: Recipe, it: str) -> None:
         return select_traces(
             load_problems(traces), ctx.out["sft"], policy=r.select.policy,
             truncate_reflections=r.select.truncate_reflections, reflection_markers=r.select.reflection_markers,
-            max_tokens=r.select.max_tokens, count_tokens=count_tokens, correct_at=r.reward.correct_at,
-            workers=r.reward.workers, timeout=r.reward.timeout, reward_override=r.reward.override, seed=r.seed,
+            max_tokens=r.select.max_tokens, count_tokens=count_tokens, judge=r.reward, seed=r.seed,
             quarantine_path=ws.root / it / "sft.quarantine.jsonl",
         )
 
     ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs={"traces": traces})
 
 
-def sft(ws: Workspace, r: Recipe, it: str, base: str) -> str:
+def sft(ws: Workspace, r: Recipe, k: int, base: str) -> str:
     from openvlt.stages.sft import train_sft
 
+    it = f"iter_{k}"
     data, model = ws.root / it / "sft.parquet", ws.root / it / "sft" / "model"
     ws.stage(
         f"{it}/sft",
@@ -160,12 +159,11 @@ def sft(ws: Workspace, r: Recipe, it: str, base: str) -> str:
     return str(model)
 
 
-def rl_data(ws: Workspace, r: Recipe, it: str, model: str) -> None:
+def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     from openvlt.records import write_records
     from openvlt.stages.rl_data import select_rl_problems
 
-    k = int(it.split("_")[1])
-    ref = r.data_for_iteration("rl", k)
+    it, ref = f"iter_{k}", r.data_for_iteration("rl", k)
     out = ws.root / it / "rl.parquet"
     if not r.rl_data.enabled:
         def copy_all(ctx):
@@ -182,24 +180,23 @@ def rl_data(ws: Workspace, r: Recipe, it: str, model: str) -> None:
             sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
                               seed=r.seed + 100 * k),
             min_pass=r.rl_data.min_pass, max_pass=r.rl_data.max_pass, max_problems=r.rl_data.max_problems,
-            correct_at=r.reward.correct_at, workers=r.reward.workers, timeout=r.reward.timeout,
-            reward_override=r.reward.override,
+            judge=r.reward,
         ),
         outputs={"rl": out},
         inputs={"problems": ref.path, "model": model},
     )
 
 
-def grpo(ws: Workspace, r: Recipe, it: str, init: str) -> str:
+def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
     from openvlt.stages.grpo import train_grpo
 
+    it = f"iter_{k}"
     data, model = ws.root / it / "rl.parquet", ws.root / it / "grpo" / "model"
     ws.stage(
         f"{it}/grpo",
         lambda ctx: train_grpo(
             load_problems(data), init, ctx.out["model"], config=r.grpo, backend=r.backend.name, options=r.backend.options,
-            prompt=r.roles.student.prompt, system=r.roles.student.system, workers=r.reward.workers,
-            timeout=r.reward.timeout, reward_override=r.reward.override, seed=r.seed + int(it.split("_")[1]),
+            prompt=r.roles.student.prompt, system=r.roles.student.system, judge=r.reward, seed=r.seed + k,
         ),
         outputs={"model": model},
         inputs={"data": data, "init": init},
@@ -219,11 +216,10 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
             sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
-            sets, label, _engine(role, role.model or model), ctx.out["eval"],
+            sets, label, _engine(role, model), ctx.out["eval"],
             prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
-            scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, correct_at=r.reward.correct_at,
-            workers=r.reward.workers, timeout=r.reward.timeout, reward_override=r.reward.override,
+            scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
         )
 
     ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model})
@@ -248,8 +244,3 @@ def _tokenizer(model: str):
     from openvlt.models import load_processor
 
     return load_processor(model).tokenizer
-
-
-def read_eval(run_dir: Path, where: str) -> dict[str, Any] | None:
-    path = run_dir / where / "eval.json"
-    return json.loads(path.read_text()) if path.exists() else None

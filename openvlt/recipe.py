@@ -60,7 +60,7 @@ class Roles:
     captioner: Role = field(default_factory=Role)
     reasoner: Role = field(default_factory=Role)
     student: Role = field(default_factory=Role)
-    evaluator: Role = field(default_factory=Role)  # model empty: the checkpoint being evaluated
+    evaluator: Role = field(default_factory=Role)  # no model: it evaluates each checkpoint in turn
 
     def __post_init__(self) -> None:  # a role given without a prompt gets its role's default
         for role, default in (("captioner", DEFAULT_CAPTION_PROMPT), ("reasoner", DEFAULT_DISTILL_PROMPT), ("student", "{question}")):
@@ -146,13 +146,17 @@ class Regenerate:
 
 
 @dataclass
-class Reward:
-    """How answers are judged. Each problem names its own plugin (its `reward` column)."""
+class RewardSettings:
+    """How answers are judged (the recipe's `reward:` block). Each problem names its own plugin."""
 
     workers: int = 2            # reward worker processes
     timeout: float = 5.0        # hard wall-clock limit per item, seconds
     correct_at: float = 1.0     # a response is correct when its score is at least this
     override: Optional[str] = None  # judge every problem with this plugin instead of its own
+
+    def is_correct(self, result: Any) -> bool:
+        """A scorer result counts as correct: judged (no error or timeout) and scoring at least correct_at."""
+        return bool(result.ok and result.score >= self.correct_at)
 
 
 @dataclass
@@ -178,7 +182,7 @@ class Recipe:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     evaluate: Evaluate = field(default_factory=Evaluate)
     regenerate: Regenerate = field(default_factory=Regenerate)
-    reward: Reward = field(default_factory=Reward)
+    reward: RewardSettings = field(default_factory=RewardSettings)
     backend: Backend = field(default_factory=Backend)
     per_iteration: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -189,7 +193,8 @@ class Recipe:
         return _build(Recipe, raw, "")
 
     def data_for_iteration(self, which: str, k: int) -> DataRef:
-        refs = getattr(self.for_iteration(k).data, which)
+        """Iteration k's entry of data.sft / data.rl: the k-th, or the last when the list is shorter."""
+        refs = getattr(self.data, which)
         if not refs:
             raise RecipeError(f"data.{which} is empty")
         return refs[min(k, len(refs)) - 1]
@@ -261,6 +266,9 @@ def check_inputs(recipe: Recipe) -> None:
         raise RecipeError("data.eval: give at least one held-out set")
     if not recipe.roles.student.model:
         raise RecipeError("roles.student.model: the base student model is required")
+    if recipe.roles.evaluator.model:
+        raise RecipeError("roles.evaluator.model: leave it empty; the evaluator evaluates each checkpoint in turn "
+                          "(set its engine and options only)")
     if missing:
         raise RecipeError("missing input(s):\n  " + "\n  ".join(dict.fromkeys(missing)))
 

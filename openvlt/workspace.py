@@ -106,7 +106,12 @@ class Workspace:
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        counts = fn(StageContext(key, partial, scratch)) or {}
+        try:
+            counts = fn(StageContext(key, partial, scratch)) or {}
+        except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            self._save()
+            raise
         for name, final in finals.items():
             if not partial[name].exists():
                 raise RuntimeError(f"stage {key} did not write its output {name!r}")
@@ -114,6 +119,7 @@ class Workspace:
             os.replace(partial[name], final)
         crashpoint(f"after:{key}")
         seconds = time.time() - started
+        entry.pop("error", None)
         entry.update(status="complete", finished=_now(), seconds=round(seconds, 2), counts=counts,
                      outputs={n: {"path": str(p), "hash": fingerprint(p)} for n, p in finals.items()})
         self._save()
@@ -123,6 +129,17 @@ class Workspace:
 
     def _save(self) -> None:
         _atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
+
+
+def format_status(run_dir: Path) -> str:
+    """The manifest as a table: what is done, what failed (and why), what a rerun will do."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})",
+             f"{'stage':<24}{'status':<10}{'tries':>6}{'seconds':>9}  counts"]
+    for key, s in manifest["stages"].items():
+        detail = s.get("error") or _summary(s.get("counts", {})) if s.get("status") != "running" else "interrupted; a rerun restarts it"
+        lines.append(f"{key:<24}{s.get('status', ''):<10}{s.get('attempts', 0):>6}{s.get('seconds', 0):>9.1f}  {detail}")
+    return "\n".join(lines)
 
 
 def fingerprint(path: Path) -> str | None:

@@ -36,7 +36,7 @@ def build_toyworld(
     kinds: dict[str, float] | None = None,
     levels: tuple[int, ...] = (1, 2, 3),
     mc_fraction: float = 0.2,
-    reward: str = "math",
+    reward: str = "toyworld",
 ) -> dict[str, Any]:
     """Write train/test record files to `out_dir` and return the statistics written to stats.json."""
     kinds = {k: w for k, w in (kinds or DEFAULT_KINDS).items() if KINDS[k][0] in levels}

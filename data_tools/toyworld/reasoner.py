@@ -1,10 +1,24 @@
 """The program reasoner: a text-only "LLM" for the toy world, with deliberate mistakes.
 
 Like the text reasoner in OpenVLThinker it sees only a caption and a question, never the image.
-It writes describe-first traces: restate the grid, count the targets row by row, combine the
-counts, answer:
+It writes describe-first traces: for each thing the question counts, go over the grid cell by
+cell, restating each cell and marking at once whether it counts, write each row's count at the
+end of the row, add the rows up; then combine the counts, and for multiple choice check every
+option against the value:
 
-    <think>Row 1: red circle, empty, blue square. Row 2: ... red shapes: 1 + 0 + 2 = 3.</think> <answer>3</answer>
+    <think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: ... (0).
+    Row 3: ... (2). 1 + 0 + 2 = 3.</think> <answer>3</answer>
+
+The probe ("red?", "circle?") repeats what is counted in the description's own words, so that each
+mark compares a cell's word with the same word (not with the question's plural, "circles").
+
+Every step is local on purpose, which is what a small student can learn in minutes: each mark
+looks only at the cell just written and the question, each row count only at one row's marks.
+(Measured on 2 cores, 1,000 SFT steps: with one count per row the student described 99 % of the
+test images correctly yet got 63 % of its row counts wrong (held-out accuracy 0.40); with yes/no
+marks in a separate line after the description, matching marks to cells needs long-range
+alignment, and it learned colour or shape checks but not both; marking each cell as it is
+restated reached 0.68.)
 
 With probability `error_rate` a trace contains one mistake that changes the final answer (a
 misread cell, a miscounted row, or an arithmetic slip), so that verification has real work to
@@ -20,8 +34,7 @@ from data_tools.toyworld.captioner import parse_caption
 from data_tools.toyworld.questions import LETTERS, Question, describe, parse_question
 from data_tools.toyworld.scene import COLOURS, SHAPES, Scene
 
-_COUNT_INTROS = ["{d}: ", "Counting {d} row by row: ", "{D} per row: ", "Now the {d}: "]
-_DESCRIBE_INTROS = ["", "The grid, row by row. ", "From the description: "]
+_COUNT_INTROS = ["{D}: ", "Counting {d}: ", "{D}, cell by cell: ", "Now the {d}: "]
 
 
 @dataclass(frozen=True)
@@ -48,17 +61,24 @@ def write_trace(prompt: str, rng: random.Random, error_rate: float = 0.3, reflec
 
 def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str | None, reflect_rate: float) -> Trace:
     seen = _misread(scene, question, rng) if mistake == "misread" else scene
-    parts = [rng.choice(_DESCRIBE_INTROS) + " ".join(_row_text(r, row) for r, row in enumerate(seen.cells))]
-    totals = []
-    for i, target in enumerate(question.targets):
-        per_row = seen.row_counts(*target)
-        if mistake == "miscount" and i == 0:
-            r = rng.randrange(len(per_row))
-            per_row[r] += 1 if per_row[r] == 0 or rng.random() < 0.5 else -1
-        totals.append(sum(per_row))
+    # marks[t][r][c]: does cell (r, c) count for target t? Checked while describing the cell.
+    marks = [[[_matches(cell, target) for cell in row] for row in seen.cells] for target in question.targets]
+    if mistake == "miscount":  # one cell checked wrongly
+        r, c = rng.randrange(scene.size), rng.randrange(scene.size)
+        marks[0][r][c] = not marks[0][r][c]
+    parts, totals = [], []
+    for target, target_marks in zip(question.targets, marks):  # one marked pass over the grid per target
         d = describe(target)
+        rows = []
+        for r, row in enumerate(seen.cells):
+            cells = [(f"{cell[0]} {cell[1]}" if cell else "empty cell") + (" yes" if target_marks[r][c] else " no")
+                     for c, cell in enumerate(row)]
+            rows.append(f"Row {r + 1}: {', '.join(cells)} ({sum(target_marks[r])}).")
+        per_row = [sum(row) for row in target_marks]
+        totals.append(sum(per_row))
         intro = rng.choice(_COUNT_INTROS).format(d=d, D=d[0].upper() + d[1:])
-        parts.append(f"{intro}{' + '.join(map(str, per_row))} = {totals[-1]}.")
+        probe = " ".join(w for w in target if w)  # in the description's own words: "red circle", "circle"
+        parts.append(f"{intro}{probe}? {' '.join(rows)} {' + '.join(map(str, per_row))} = {totals[-1]}.")
 
     value = totals[0]
     if len(totals) == 2:
@@ -80,14 +100,16 @@ def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str 
         parts.append(f"Wait, let me check the {describe(question.targets[0])} again. Yes, {value}.")
 
     answer = str(value)
-    if question.choices:
+    if question.choices:  # check every option against the value, then answer with the letter
         answer = _pick_option(question, value, rng)
-        parts.append(f"{value} is option ({answer})." if str(value) in question.choices else f"The closest option is ({answer}).")
+        checks = ", ".join(f"{letter} {c} {'yes' if c == str(value) else 'no'}" for letter, c in zip(LETTERS, question.choices))
+        closing = f"So ({answer})." if str(value) in question.choices else f"None is {value}; the closest is ({answer})."
+        parts.append(f"Options: {checks}. {closing}")
     return Trace(f"<think>{' '.join(parts)}</think> <answer>{answer}</answer>", answer, mistake)
 
 
-def _row_text(r: int, row: tuple) -> str:
-    return f"Row {r + 1}: " + ", ".join(f"{c[0]} {c[1]}" if c else "empty" for c in row) + "."
+def _matches(cell: tuple[str, str] | None, target: tuple[str | None, str | None]) -> bool:
+    return cell is not None and target[0] in (None, cell[0]) and target[1] in (None, cell[1])
 
 
 def _misread(scene: Scene, question: Question, rng: random.Random) -> Scene:

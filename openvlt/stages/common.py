@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +12,7 @@ from tqdm import tqdm
 
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
+from openvlt.recipe import RewardSettings
 from openvlt.records import read_records
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,7 @@ def generate_in_chunks(
 
 
 def score_responses(
-    problems: Sequence[dict[str, Any]],
-    responses: Sequence[Sequence[str]],
-    *,
-    workers: int,
-    timeout: float,
-    reward_override: str | None = None,
+    problems: Sequence[dict[str, Any]], responses: Sequence[Sequence[str]], judge: RewardSettings
 ) -> list[list[Any]]:
     """Judge responses[i][j] to problems[i] with the problem's own reward plugin (or the override).
 
@@ -103,19 +98,15 @@ def score_responses(
     from rewards import score_batch
 
     items = [
-        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": reward_override or p["reward"]}
+        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.override or p["reward"]}
         for p, rs in zip(problems, responses) for r in rs
     ]
-    results = score_batch(items, workers=workers, timeout=timeout)
+    results = score_batch(items, workers=judge.workers, timeout=judge.timeout)
     shaped, k = [], 0
     for rs in responses:
         shaped.append(list(results[k : k + len(rs)]))
         k += len(rs)
     return shaped
-
-
-def is_correct(result: Any, threshold: float) -> bool:
-    return bool(result.ok and not math.isnan(result.score) and result.score >= threshold)
 
 
 def count_failures(results: Sequence[Sequence[Any]]) -> dict[str, int]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.engines import Engine, Sampling
-from openvlt.stages.common import count_failures, generate_in_chunks, is_correct, score_responses, student_request
+from openvlt.recipe import RewardSettings
+from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
 
 
 def evaluate_model(
@@ -26,10 +27,7 @@ def evaluate_model(
     sampling: Sampling,
     scratch: Path,
     samples_kept: int = 16,
-    correct_at: float = 1.0,
-    workers: int = 2,
-    timeout: float = 5.0,
-    reward_override: str | None = None,
+    judge: RewardSettings = RewardSettings(),
     chunk_size: int = 256,
     system: str | None = None,
 ) -> dict[str, Any]:
@@ -38,8 +36,8 @@ def evaluate_model(
     for name, problems in eval_sets.items():
         requests = [student_request(p, prompt, system) for p in problems]
         answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}")
-        verdicts = score_responses(problems, answers, workers=workers, timeout=timeout, reward_override=reward_override)
-        right = [is_correct(v[0], correct_at) for v in verdicts]
+        verdicts = score_responses(problems, answers, judge)
+        right = [judge.is_correct(v[0]) for v in verdicts]
         by_kind: dict[str, list[bool]] = collections.defaultdict(list)
         for p, ok in zip(problems, right):
             by_kind[str(p["extra_info"].get("kind", p["data_source"]))].append(ok)

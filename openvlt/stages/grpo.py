@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import GRPOConfig, get_backend
+from openvlt.recipe import RewardSettings
 from openvlt.stages.common import student_request
 
 
@@ -24,9 +25,7 @@ def train_grpo(
     options: dict[str, Any] | None = None,
     prompt: str = "{question}",
     system: str | None = None,
-    workers: int = 2,
-    timeout: float = 5.0,
-    reward_override: str | None = None,
+    judge: RewardSettings = RewardSettings(),
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
@@ -35,13 +34,13 @@ def train_grpo(
     rl_problems = []
     for p in problems:
         request = student_request(p, prompt, system)
-        reward = _with_format(reward_override or p["reward"], config.format_weight)
+        reward = _with_format(judge.override or p["reward"], config.format_weight)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": reward})
-    with RewardScorer(workers=workers) as scorer:
+    with RewardScorer(workers=judge.workers) as scorer:
         get_backend(backend).grpo(
             rl_problems, init_model, out_dir, config,
-            score=lambda items: list(scorer.score(items, timeout=timeout)), seed=seed, options=options,
+            score=lambda items: list(scorer.score(items, timeout=judge.timeout)), seed=seed, options=options,
         )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)

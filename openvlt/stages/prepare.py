@@ -29,5 +29,5 @@ def prepare_inputs(
 
         size = TinySize(**{k: v for k, v in tiny_student.items() if k not in ("out", "seed")})
         build_tiny_student(out["tiny_student"], size, seed=tiny_student.get("seed", 0))
-        counts["student"] = str(size)
+        counts["student"] = f"hidden {size.hidden} x {size.layers} layers, vision {size.vision_hidden} x {size.vision_depth}"
     return counts

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from openvlt.engines import Engine, Sampling
 from openvlt.records import write_records
-from openvlt.stages.common import count_failures, generate_in_chunks, is_correct, score_responses, student_request
+from openvlt.recipe import RewardSettings
+from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
 
 
 def select_rl_problems(
@@ -25,18 +26,15 @@ def select_rl_problems(
     min_pass: float = 0.0,
     max_pass: float = 1.0,
     max_problems: int | None = None,
-    correct_at: float = 1.0,
-    workers: int = 2,
-    timeout: float = 5.0,
-    reward_override: str | None = None,
+    judge: RewardSettings = RewardSettings(),
     chunk_size: int = 256,
     system: str | None = None,
 ) -> dict[str, Any]:
     """Write the kept problems plus a `pass_rate` column to `out_path`; return counts."""
     requests = [student_request(p, prompt, system) for p in problems]
     samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates")
-    verdicts = score_responses(problems, samples, workers=workers, timeout=timeout, reward_override=reward_override)
-    rates = [sum(is_correct(r, correct_at) for r in rs) / len(rs) for rs in verdicts]
+    verdicts = score_responses(problems, samples, judge)
+    rates = [sum(judge.is_correct(r) for r in rs) / len(rs) for rs in verdicts]
     kept = [{**p, "pass_rate": rate} for p, rate in zip(problems, rates) if min_pass < rate < max_pass]
     if max_problems is not None:
         kept = kept[:max_problems]

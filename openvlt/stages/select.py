@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from openvlt.records import write_records
-from openvlt.stages.common import count_failures, is_correct, score_responses
+from openvlt.recipe import RewardSettings
+from openvlt.stages.common import count_failures, score_responses
 
 POLICIES = ("shortest", "longest", "first", "random")
 
@@ -31,10 +32,7 @@ def select_traces(
     reflection_markers: Sequence[str] = ("Wait,", "But wait"),
     max_tokens: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
-    correct_at: float = 1.0,
-    workers: int = 2,
-    timeout: float = 5.0,
-    reward_override: str | None = None,
+    judge: RewardSettings = RewardSettings(),
     seed: int = 0,
     quarantine_path: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def select_traces(
     if policy not in POLICIES:
         raise ValueError(f"select.policy must be one of {POLICIES}, got {policy!r}")
     count_tokens = count_tokens or (lambda text: len(text.split()))
-    verdicts = score_responses(traced, [p["traces"] for p in traced], workers=workers, timeout=timeout, reward_override=reward_override)
+    verdicts = score_responses(traced, [p["traces"] for p in traced], judge)
 
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
@@ -51,7 +49,7 @@ def select_traces(
             quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
                                 f"{results[0].status}: {results[0].error}"})
             continue
-        correct = [j for j, r in enumerate(results) if is_correct(r, correct_at)]
+        correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
         if not correct:
             yields["no_correct"] += 1
             continue
@@ -68,14 +66,14 @@ def select_traces(
             "n_correct": len(correct),
         })
     if truncate_reflections:
-        _truncate(rows, reflection_markers, yields, workers, timeout, correct_at, reward_override)
+        _truncate(rows, reflection_markers, yields, judge)
     write_records(rows, out_path)
     if quarantined:
         target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
         target.write_text("".join(json.dumps(q) + "\n" for q in quarantined))
 
     traces = sum(len(r) for r in verdicts)
-    correct_traces = sum(is_correct(r, correct_at) for rs in verdicts for r in rs)
+    correct_traces = sum(judge.is_correct(r) for rs in verdicts for r in rs)
     return {
         "in": len(traced), "out": len(rows), "traces": traces, "correct_traces": correct_traces,
         "trace_yield": correct_traces / max(traces, 1), "problem_yield": len(rows) / max(len(traced), 1),
@@ -112,16 +110,15 @@ def _choose(candidates: list[int], traces: Sequence[str], policy: str, rng: rand
     return candidates[0]
 
 
-def _truncate(rows, markers, yields, workers, timeout, correct_at, reward_override) -> None:
+def _truncate(rows, markers, yields, judge) -> None:
     """Cut reflections in the selected traces; keep a cut only if the cut trace is still judged correct."""
     cut = [(row, truncate_at_reflection(row["response"], markers)) for row in rows]
     cut = [(row, text) for row, text in cut if text is not None]
     if not cut:
         return
-    verdicts = score_responses([row for row, _ in cut], [[text] for _, text in cut], workers=workers, timeout=timeout,
-                               reward_override=reward_override)
+    verdicts = score_responses([row for row, _ in cut], [[text] for _, text in cut], judge)
     for (row, text), (result,) in zip(cut, verdicts):
-        if is_correct(result, correct_at):
+        if judge.is_correct(result):
             row["response"] = text
             yields["truncated"] += 1
         else:

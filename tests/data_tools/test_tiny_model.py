@@ -28,9 +28,9 @@ ROUND_TRIP = textwrap.dedent("""
                      images=[image], return_tensors="pt")
     labels = full["input_ids"].clone()
     labels[:, : inputs["input_ids"].shape[1]] = -100
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(3):
+    for _ in range(8):
         loss = model(**full, labels=labels).loss
         loss.backward(); optimizer.step(); optimizer.zero_grad()
         losses.append(loss.item())
@@ -66,7 +66,7 @@ def test_offline_load_generate_train_save_round_trip(tiny_student, toyworld_dir,
     assert result["processor"] == "Qwen2_5_VLProcessor"
     assert result["image_tokens"] == 9  # 84 px scene = 3x3 cells of 28 px = 9 merged tokens
     assert 1 <= result["new_tokens"] <= 8
-    assert result["losses"][2] < result["losses"][0]
+    assert result["losses"][-1] < result["losses"][0] - 0.1  # training on one example lowers its loss
     assert result["reloaded_equal"]
 
 

@@ -104,7 +104,7 @@ def test_question_mix_levels_choices_and_answer_range(tmp_path):
         assert rec["question"].count("<image>") == 1 and rec["question"].index("<image>") > 0  # question first
         if rec["answer"] in "ABCD":
             assert len(rec["extra_info"]["choices"]) == 4 and "Choices: (A)" in rec["question"]
-        assert rec["reward"] == "math" and rec["data_source"] == "toyworld"
+        assert rec["reward"] == "toyworld" and rec["data_source"] == "toyworld"
     assert json.loads((tmp_path / "stats.json").read_text()) == json.loads(json.dumps(stats))
 
 

@@ -8,6 +8,7 @@ import torch
 
 from openvlt.backends import GRPOConfig
 from openvlt.backends.local import grpo_actor_config, grpo_advantages, grpo_loss
+from openvlt.recipe import RewardSettings
 from openvlt.stages.common import load_problems
 from openvlt.stages.grpo import _with_format, train_grpo
 
@@ -69,7 +70,7 @@ def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_p
     problems = load_problems(toyworld_dir / "train.parquet", 0, 32)
     config = GRPOConfig(steps=20, prompts_per_step=8, rollouts=8, max_tokens=12, lr=3e-3, kl_coef=0.001, micro_batch_size=64)
     counts = train_grpo(problems, tiny_student, tmp_path / "grpo", config=config,
-                        reward_override=f"{PLUGINS}:digit_share", workers=1, seed=0, options={"checkpoint_every": 0})
+                        judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"), seed=0, options={"checkpoint_every": 0})
     curve = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     first, last = np.mean([r["reward"] for r in curve[:4]]), np.mean([r["reward"] for r in curve[-4:]])
     assert last > 2 * first and last > first + 0.1, (first, last)

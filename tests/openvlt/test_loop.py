@@ -169,6 +169,10 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert "Traceback" not in done.stderr
     base = stages(run_dir)["base/evaluate"]
     assert base["status"] == "complete"  # work done before the bad row is kept
+    status = subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0
+    line = next(line for line in status.stdout.splitlines() if line.startswith("iter_1/caption"))
+    assert "failed" in line and "row 3" in line and "cannot be decoded" in line
 
     done = run(recipe, "data.skip_bad_rows=true", "--force")
     assert done.returncode == 0, done.stderr[-3000:]

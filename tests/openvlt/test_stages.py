@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
+from openvlt.recipe import RewardSettings
 from openvlt.records import read_records
 from openvlt.stages.caption import caption_problems
 from openvlt.stages.common import load_problems
@@ -48,9 +49,12 @@ def test_caption_and_distill_keep_lineage_and_columns(distilled, toyworld_dir):
 
 def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tmp_path):
     traced = load_problems(distilled / "traces.parquet")
-    counts = select_traces(traced, tmp_path / "sft.parquet", policy="shortest", workers=1)
-    math = get_reward("math")
-    correct = [[math(t, p["answer"], extra_info=p["extra_info"]) == 1.0 for t in p["traces"]] for p in traced]
+    counts = select_traces(traced, tmp_path / "sft.parquet", policy="shortest", judge=RewardSettings(workers=1))
+    def judged(p, t):  # the problem's own plugin, called directly
+        out = get_reward(p["reward"])(t, p["answer"], extra_info=p["extra_info"])
+        return (out["score"] if isinstance(out, dict) else out) == 1.0
+
+    correct = [[judged(p, t) for t in p["traces"]] for p in traced]
     kept = read_records(tmp_path / "sft.parquet")
     assert counts["in"] == 40 and counts["traces"] == 160
     assert counts["correct_traces"] == sum(map(sum, correct))
@@ -66,12 +70,12 @@ def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tm
 
 def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
     traced = load_problems(distilled / "traces.parquet")
-    longest = select_traces(traced, tmp_path / "long.parquet", policy="longest", workers=1)
-    capped = select_traces(traced, tmp_path / "cap.parquet", max_tokens=45, workers=1)
+    longest = select_traces(traced, tmp_path / "long.parquet", policy="longest", judge=RewardSettings(workers=1))
+    capped = select_traces(traced, tmp_path / "cap.parquet", max_tokens=45, judge=RewardSettings(workers=1))
     assert capped["too_long"] > 0 and capped["out"] == longest["out"] - capped["too_long"]
     assert all(len(r["response"].split()) <= 45 for r in read_records(tmp_path / "cap.parquet"))
     cut = select_traces(traced, tmp_path / "cut.parquet", policy="longest", truncate_reflections=True,
-                        reflection_markers=["Wait,"], workers=1)
+                        reflection_markers=["Wait,"], judge=RewardSettings(workers=1))
     assert cut["truncated"] > 0
     for row in read_records(tmp_path / "cut.parquet"):
         assert "Wait," not in row["response"] and row["response"].endswith("</answer>")
@@ -95,7 +99,7 @@ def test_truncate_at_reflection(trace, cut):
 
 def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_path):
     traced = load_problems(distilled / "traces.parquet")[:5]
-    counts = select_traces(traced, tmp_path / "sft.parquet", reward_override=f"{PLUGINS}:raises", workers=1,
+    counts = select_traces(traced, tmp_path / "sft.parquet", judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"),
                            quarantine_path=tmp_path / "q.jsonl")
     assert counts["reward_errors"] == 20 and counts["out"] == 0 and counts["quarantined"] == 5 and counts["no_correct"] == 0
     lines = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
@@ -107,7 +111,7 @@ def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_p
 def test_a_hanging_plugin_times_out_and_the_stage_finishes(distilled, tmp_path):
     traced = load_problems(distilled / "traces.parquet")[:2]
     started = time.time()
-    counts = select_traces(traced, tmp_path / "sft.parquet", reward_override=f"{PLUGINS}:hangs", workers=2, timeout=1.0)
+    counts = select_traces(traced, tmp_path / "sft.parquet", judge=RewardSettings(workers=2, timeout=1.0, override=f"{PLUGINS}:hangs"))
     assert counts["reward_timeouts"] == 8 and counts["quarantined"] == 2
     assert time.time() - started < 60
 
@@ -120,14 +124,14 @@ def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path
     index = {p["question"]: i for i, p in enumerate(problems)}
     engine = ScriptedEngine(lambda prompt, k: answers[prompt] if k < index[prompt] % 3 else "wrong")
     counts = select_rl_problems(problems, engine, tmp_path / "rl.parquet", prompt="{question}",
-                                sampling=Sampling(n=2), scratch=tmp_path / "s", workers=1)
+                                sampling=Sampling(n=2), scratch=tmp_path / "s", judge=RewardSettings(workers=1))
     kept = read_records(tmp_path / "rl.parquet")
     assert [r["id"] for r in kept] == [p["id"] for i, p in enumerate(problems) if i % 3 == 1]
     assert all(r["pass_rate"] == 0.5 for r in kept)
     assert counts["all_pass"] == 4 and counts["none_pass"] == 4 and counts["out"] == 4
     with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}"):
         select_rl_problems(problems, ScriptedEngine(lambda p, k: "wrong"), tmp_path / "rl2.parquet", prompt="{question}",
-                           sampling=Sampling(n=2), scratch=tmp_path / "s2", workers=1)
+                           sampling=Sampling(n=2), scratch=tmp_path / "s2", judge=RewardSettings(workers=1))
 
 
 def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
@@ -136,7 +140,7 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     engine = ScriptedEngine(lambda prompt, k: truth[prompt] if "red" in prompt else "no idea")
     counts = evaluate_model({"held": problems, "again": problems[:10]}, "scripted", engine, tmp_path / "eval.json",
                             prompt="{question}", sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "s",
-                            samples_kept=3, workers=1)
+                            samples_kept=3, judge=RewardSettings(workers=1))
     expected = sum("red" in p["question"] for p in problems) / len(problems)
     assert counts["accuracy/held"] == pytest.approx(expected)
     report = json.loads((tmp_path / "eval.json").read_text())

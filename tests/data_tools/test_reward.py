@@ -1,0 +1,61 @@
+"""The toy-world reward: right answer and every claim about the grid true; found as an entry point."""
+import random
+
+import pytest
+
+from data_tools.toyworld.captioner import write_caption
+from data_tools.toyworld.dataset import DEFAULT_KINDS, scene_code
+from data_tools.toyworld.questions import sample_problem
+from data_tools.toyworld.reasoner import write_trace
+from rewards import get_reward, score_batch
+
+
+def teacher_traces(n: int, error_rate: float):
+    rng = random.Random(21)
+    for _ in range(n):
+        scene, question, answer = sample_problem(rng, 3, DEFAULT_KINDS, 0.2)
+        trace = write_trace(write_caption(scene, rng) + " " + question.text(), rng, error_rate)
+        extra = {"scene": scene_code(scene), **({"choices": list(question.choices)} if question.choices else {})}
+        yield trace, answer, extra
+
+
+def test_found_by_name_through_the_entry_point_group():
+    reward = get_reward("toyworld")
+    assert reward.__module__ == "data_tools.toyworld.reward"
+
+
+def test_faithful_right_traces_pass_and_every_injected_mistake_fails():
+    reward = get_reward("toyworld")
+    for trace, answer, extra in teacher_traces(600, error_rate=0.5):
+        out = reward(trace.text, answer, extra_info=extra)
+        if trace.mistake in ("misread", "miscount"):
+            assert out["faithful"] == 0.0 and out["score"] == 0.0, trace.text
+        elif trace.answer == answer:
+            assert out == {"score": 1.0, "answer": 1.0, "faithful": 1.0}, trace.text
+        else:
+            assert out["score"] == 0.0
+
+
+@pytest.mark.parametrize("change", [
+    ("blue square no", "blue circle no"),          # a cell that is not there
+    ("blue square no", "blue square yes"),         # a wrong mark for the probe
+    ("red square yes (1)", "red square yes (2)"),  # a row count that disagrees with its marks
+    ("Row 3: empty cell no, empty cell no, empty cell no (0).", "Row 3: empty cell no, empty cell no (0)."),
+])
+def test_each_kind_of_false_claim_is_caught(change):
+    trace = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: empty cell no, "
+             "empty cell no, red square yes (1). Row 3: empty cell no, empty cell no, empty cell no (0). 1 + 1 + 0 = 2."
+             "</think> <answer>2</answer>")
+    extra = {"scene": "red circle,-,blue square;-,-,red square;-,-,-"}
+    reward = get_reward("toyworld")
+    assert reward(trace, "2", extra_info=extra)["score"] == 1.0
+    assert reward(trace.replace(*change), "2", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
+    assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info=extra)["score"] == 1.0  # no claims
+
+
+def test_runs_in_the_worker_pool_and_misuse_is_an_error_not_a_zero():
+    items = [{"response": t.text, "ground_truth": a, "extra_info": e} for t, a, e in teacher_traces(20, 0.0)]
+    items.append({"response": "<answer>1</answer>", "ground_truth": "1", "extra_info": {}})  # no scene
+    results = score_batch(items, "toyworld", workers=1)
+    assert [r.score for r in results[:20]] == [1.0] * 20
+    assert results[20].status == "error" and "needs extra_info['scene']" in results[20].error

@@ -1,0 +1,61 @@
+"""Generation engines: the hf engine batches, samples and stops correctly; requests are validated."""
+import pytest
+import torch
+
+from openvlt.engines import EngineSpec, Request, Sampling, build_engine
+from openvlt.engines.hf import HFEngine
+from openvlt.stages.common import load_problems
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_student):
+    return HFEngine(str(tiny_student), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def requests(toyworld_dir):
+    return [Request(p["question"], tuple(p["images"])) for p in load_problems(toyworld_dir / "test.parquet", 0, 5)]
+
+
+def test_greedy_output_does_not_depend_on_batching(engine, requests):
+    together = engine.generate(requests, Sampling(n=1, temperature=0, max_tokens=10))
+    alone = [engine.generate([r], Sampling(n=1, temperature=0, max_tokens=10))[0] for r in requests]
+    assert together == alone  # left padding and positions are right for every row
+    text_only = engine.generate([Request("How many circles are there?")], Sampling(n=1, temperature=0, max_tokens=5))
+    assert len(text_only) == 1 and isinstance(text_only[0][0], str)
+
+
+def test_sampling_gives_n_texts_reproducible_by_seed(engine, requests):
+    first = engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=5))
+    assert [len(t) for t in first] == [3, 3]
+    assert engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=5)) == first
+    assert engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=6)) != first
+    assert len(set(first[0])) > 1
+
+
+def test_max_tokens_is_respected_and_ids_end_at_the_stop_token(engine, requests):
+    _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=1.0, max_tokens=6, seed=1))
+    stop = engine.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row in ids:
+        for tokens in row:
+            assert 1 <= len(tokens) <= 6
+            assert stop not in tokens[:-1]
+
+
+def test_vision_placeholders_are_never_generated(tiny_student, requests):
+    """Even a model that prefers <|image_pad|> above all else must not write it (it would break the next forward)."""
+    engine = HFEngine(str(tiny_student), batch_size=8)
+    pad = engine.model.config.image_token_id
+    with torch.no_grad():  # tied embeddings: a huge image_pad row makes it the top logit everywhere
+        engine.model.get_input_embeddings().weight[pad] *= 1000
+    _, ids = engine.generate_ids(requests[:2], Sampling(n=4, temperature=1.0, max_tokens=8))
+    assert all(pad not in tokens for row in ids for tokens in row)
+
+
+def test_requests_and_sampling_are_validated():
+    with pytest.raises(ValueError, match="1 <image> placeholders but 0 images"):
+        Request("look <image>")
+    with pytest.raises(ValueError, match="invalid sampling"):
+        Sampling(n=0)
+    with pytest.raises(ValueError, match="unknown engine 'vllm2'"):
+        build_engine(EngineSpec("vllm2", "m"))
