@@ -1,17 +1,22 @@
-"""The toy world's reward: the right answer, reached without a false claim about the image.
+"""The toy world's reward: the right answer, reached without a false claim on the way.
 
-`math` checks the final answer only, so a trace that misdescribes the grid but lands on the right
-number passes it. Measured in the embedded default: 15 % of the traces the iteration-1 student
-wrote for itself (and `math` accepted) were such lucky guesses, and training iteration 2 on them
-lowered held-out accuracy from 0.70 to 0.48. This plugin also checks every claim a trace makes
-about the image against the scene the problem was generated from (`extra_info["scene"]`):
+`math` checks the final answer only, so a trace that misdescribes the grid, miscounts, or misquotes
+the options but lands on the right answer passes it. Measured in the embedded default: 28 % of the
+traces the iteration-1 student wrote for itself and `math` accepted were such lucky guesses, and
+training iteration 2 on them gave a student that learned far less (held-out 0.16 to 0.43, against
+0.72 from the teacher's traces for the same problems). This plugin checks every claim a trace
+makes against the problem (the scene it was generated from, `extra_info["scene"]`, and its options):
 
-1. each restated cell ("Row 2: red circle yes, empty cell no, ...") must be what is there;
-2. each yes/no mark must be right for what that pass counts (the probe before it: "red circle?");
-3. each row's count "(2)" must equal the row's yes marks.
+1. each restated cell ("Row 2: red circle yes, empty cell no, ...") is what is there;
+2. each yes/no mark is right for what that pass counts (the probe before it: "red circle?");
+3. each row's count "(2)" equals the row's yes marks, and each pass's total ("1 + 0 + 2 = 3")
+   adds up exactly those row counts;
+4. every equation is arithmetically right, unless the trace retracts it ("Wait, 3 + 4 is 7, not 8");
+5. each option check ("A 5 no, B 3 yes") quotes the real options and says yes exactly for the value.
 
-A trace that makes no such claims is judged on its answer alone. Registered as `toyworld` in the
-`openvlt.rewards` entry-point group (pyproject.toml), which is how third-party plugins plug in.
+Claims in other formats are not parsed, so a trace written differently is judged on its answer.
+Registered as `toyworld` in the `openvlt.rewards` entry-point group (pyproject.toml), which is how
+third-party plugins plug in.
 
 >>> trace = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). "
 ...          "Row 2: empty cell no, empty cell no, red square yes (1). Row 3: empty cell no, empty cell no, "
@@ -19,7 +24,7 @@ A trace that makes no such claims is judged on its answer alone. Registered as `
 >>> scene = "red circle,-,blue square;-,-,red square;-,-,-"
 >>> toyworld_reward(trace, "2", extra_info={"scene": scene})
 {'score': 1.0, 'answer': 1.0, 'faithful': 1.0}
->>> toyworld_reward(trace.replace("blue square no", "blue circle no"), "2", extra_info={"scene": scene})
+>>> toyworld_reward(trace.replace("1 + 1 + 0 = 2", "1 + 1 + 0 = 3"), "2", extra_info={"scene": scene})
 {'score': 0.0, 'answer': 1.0, 'faithful': 0.0}
 """
 from __future__ import annotations
@@ -30,26 +35,38 @@ from typing import Any, Mapping
 from rewards.math_answer import math_reward
 
 _ROW_RE = re.compile(r"Row (\d+): ([^()]*?)\s*\((\d+)\)")
-_PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\?")
+_PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
+_EQUATION_RE = re.compile(r"(?<![\d-])(\d+(?: [+-] \d+)+) = (-?\d+)")
+_RETRACTION_RE = re.compile(r"Wait, (\d+ [+-] \d+) is -?\d+, not (-?\d+)")
+_OPTION_RE = re.compile(r"\b([A-D]) (-?\d+) (yes|no)\b")
 
 
 def toyworld_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, Any]) -> dict[str, float]:
-    """1.0 when the answer is right and every claim about the grid is true, else 0.0."""
+    """1.0 when the answer is right and every claim on the way is true, else 0.0."""
     if "scene" not in extra_info:
         raise ValueError("the toyworld reward needs extra_info['scene'] (a toy-world problem record)")
     answer = math_reward(response, ground_truth, extra_info=extra_info)
-    faithful = 1.0 if _claims_hold(response.split("</think>")[0], extra_info["scene"]) else 0.0
-    return {"score": answer * faithful, "answer": answer, "faithful": faithful}
+    reasoning = response.split("</think>")[0]
+    scene = [[None if c == "-" else tuple(c.split()) for c in row.split(",")] for row in extra_info["scene"].split(";")]
+    faithful = _grid_claims_hold(reasoning, scene) and _equations_hold(reasoning) and _options_hold(
+        reasoning, extra_info.get("choices"))
+    return {"score": answer * float(faithful), "answer": answer, "faithful": float(faithful)}
 
 
-def _claims_hold(reasoning: str, scene_code: str) -> bool:
-    scene = [[None if c == "-" else tuple(c.split()) for c in row.split(",")] for row in scene_code.split(";")]
-    for row_match in _ROW_RE.finditer(reasoning):
-        r, listed, count = int(row_match[1]) - 1, row_match[2], int(row_match[3])
+def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]]) -> bool:
+    counts_since_total: list[int] = []
+    for item in sorted([*_ROW_RE.finditer(reasoning), *_EQUATION_RE.finditer(reasoning)], key=lambda m: m.start()):
+        if item.re is _EQUATION_RE:  # a pass's total adds up the row counts just listed
+            if counts_since_total:
+                if [int(t) for t in re.split(r" \+ ", item[1])] != counts_since_total:
+                    return False
+                counts_since_total = []
+            continue
+        r, listed, count = int(item[1]) - 1, item[2], int(item[3])
         cells = [c.split() for c in listed.split(",")]
         if not 0 <= r < len(scene) or len(cells) != len(scene[r]):
             return False
-        probes = _PROBE_RE.findall(reasoning, 0, row_match.start())
+        probes = _PROBE_RE.findall(reasoning, 0, item.start() + 4)
         probe = probes[-1].split() if probes else None
         yes = 0
         for words, truth in zip(cells, scene[r]):
@@ -62,9 +79,35 @@ def _claims_hold(reasoning: str, scene_code: str) -> bool:
             yes += mark == "yes"
         if yes != count:
             return False
+        counts_since_total.append(count)
     return True
 
 
-def _matches(cell: tuple[str, str] | None, probe: list[str]) -> bool:
+def _equations_hold(reasoning: str) -> bool:
+    retracted = {(expr, int(wrong)) for expr, wrong in _RETRACTION_RE.findall(reasoning)}
+    for expr, result in _EQUATION_RE.findall(reasoning):
+        tokens = expr.split()
+        value = int(tokens[0])
+        for op, term in zip(tokens[1::2], tokens[2::2]):
+            value = value + int(term) if op == "+" else value - int(term)
+        if value != int(result) and (expr, int(result)) not in retracted:
+            return False
+    return True
+
+
+def _options_hold(reasoning: str, choices: list[str] | None) -> bool:
+    checks = _OPTION_RE.findall(reasoning)
+    if not checks:
+        return True
+    if not choices or [(letter, value) for letter, value, _ in checks] != list(zip("ABCD", choices)):
+        return False  # options misquoted (or claimed where the question has none)
+    results = _EQUATION_RE.findall(reasoning[: reasoning.find(checks[0][0] + " " + checks[0][1])])
+    if not results:
+        return True
+    computed = results[-1][1]  # the value the options are checked against
+    return all((said == "yes") == (value == computed) for _, value, said in checks)
+
+
+def _matches(cell: tuple[str, ...] | None, probe: list[str]) -> bool:
     """Does the cell count for a probe like ["red"], ["circle"] or ["red", "circle"]?"""
     return cell is not None and all(word in cell for word in probe)

@@ -25,15 +25,17 @@ def test_found_by_name_through_the_entry_point_group():
 
 
 def test_faithful_right_traces_pass_and_every_injected_mistake_fails():
-    reward = get_reward("toyworld")
-    for trace, answer, extra in teacher_traces(600, error_rate=0.5):
+    """Including slips that land on the right option letter by luck: `math` accepts those."""
+    reward, math = get_reward("toyworld"), get_reward("math")
+    lucky = 0
+    for trace, answer, extra in teacher_traces(1500, error_rate=0.5):
         out = reward(trace.text, answer, extra_info=extra)
-        if trace.mistake in ("misread", "miscount"):
-            assert out["faithful"] == 0.0 and out["score"] == 0.0, trace.text
-        elif trace.answer == answer:
+        if trace.mistake is None:
             assert out == {"score": 1.0, "answer": 1.0, "faithful": 1.0}, trace.text
         else:
-            assert out["score"] == 0.0
+            assert out["score"] == 0.0 and (out["faithful"] == 0.0 or out["answer"] == 0.0), trace.text
+            lucky += math(trace.text, answer, extra_info=extra) == 1.0
+    assert lucky > 0  # the teacher does make mistakes that `math` cannot see
 
 
 @pytest.mark.parametrize("change", [
@@ -41,6 +43,7 @@ def test_faithful_right_traces_pass_and_every_injected_mistake_fails():
     ("blue square no", "blue square yes"),         # a wrong mark for the probe
     ("red square yes (1)", "red square yes (2)"),  # a row count that disagrees with its marks
     ("Row 3: empty cell no, empty cell no, empty cell no (0).", "Row 3: empty cell no, empty cell no (0)."),
+    ("1 + 1 + 0 = 2", "1 + 0 + 1 = 2"),            # a total that does not add up the listed rows
 ])
 def test_each_kind_of_false_claim_is_caught(change):
     trace = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: empty cell no, "
@@ -51,6 +54,19 @@ def test_each_kind_of_false_claim_is_caught(change):
     assert reward(trace, "2", extra_info=extra)["score"] == 1.0
     assert reward(trace.replace(*change), "2", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
     assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info=extra)["score"] == 1.0  # no claims
+
+
+def test_arithmetic_and_option_claims_are_checked():
+    reward = get_reward("toyworld")
+    extra = {"scene": "red circle,-,-;-,-,-;-,-,-", "choices": ["3", "1", "0", "2"]}
+    good = "<think>4 - 3 = 1. Options: A 3 no, B 1 yes, C 0 no, D 2 no. So (B).</think> <answer>B</answer>"
+    assert reward(good, "B", extra_info=extra)["score"] == 1.0
+    for bad in (good.replace("4 - 3 = 1", "4 - 3 = 2"),                 # wrong arithmetic, right letter
+                good.replace("A 3 no", "A 5 no"),                       # misquoted option
+                good.replace("C 0 no", "C 0 yes")):                     # a check that contradicts the value
+        assert reward(bad, "B", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
+    retracted = "<think>3 + 4 = 8. Wait, 3 + 4 is 7, not 8. 3 + 4 = 7.</think> <answer>7</answer>"
+    assert reward(retracted, "7", extra_info={"scene": extra["scene"]})["score"] == 1.0
 
 
 def test_runs_in_the_worker_pool_and_misuse_is_an_error_not_a_zero():

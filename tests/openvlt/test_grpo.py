@@ -66,13 +66,16 @@ def test_format_weight_composes_with_the_problem_reward():
 
 
 def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_path):
-    """A dense reward a random-init policy can climb (the share of digits it writes): GRPO must climb it."""
+    """A dense reward a random-init policy can climb (the share of digits it writes): GRPO must climb it.
+
+    The climb is slow, then fast (0.01 -> ~0.1 by step 20 -> ~0.9 by step 40 here); 40 steps keep a wide
+    margin over the floating-point differences between CPUs, which shift the knee by a few steps."""
     problems = load_problems(toyworld_dir / "train.parquet", 0, 32)
-    config = GRPOConfig(steps=20, prompts_per_step=8, rollouts=8, max_tokens=12, lr=3e-3, kl_coef=0.001, micro_batch_size=64)
+    config = GRPOConfig(steps=40, prompts_per_step=8, rollouts=8, max_tokens=12, lr=3e-3, kl_coef=0.001, micro_batch_size=64)
     counts = train_grpo(problems, tiny_student, tmp_path / "grpo", config=config,
                         judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"), seed=0, options={"checkpoint_every": 0})
     curve = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     first, last = np.mean([r["reward"] for r in curve[:4]]), np.mean([r["reward"] for r in curve[-4:]])
-    assert last > 2 * first and last > first + 0.1, (first, last)
-    assert counts["steps"] == 20 and counts["reward_errors"] == 0 and curve[-1]["kl"] > 0
+    assert last > 5 * first and last > first + 0.3, (first, last)
+    assert counts["steps"] == 40 and counts["reward_errors"] == 0 and curve[-1]["kl"] > 0
     assert (tmp_path / "grpo" / "model.safetensors").exists() and not (tmp_path / "grpo" / "_checkpoint").exists()

@@ -67,3 +67,51 @@ def test_batches_are_a_pure_function_of_step():
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs are permutations
     assert _batch_indices(10, 4, 3, seed=7) == seen[8:12]  # resuming at step 3 sees the same batch
     assert _batch_indices(10, 4, 3, seed=8) != seen[8:12]
+
+
+def test_gradient_accumulation_does_not_change_the_update(tiny_student, toyworld_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from openvlt.backends import SFTConfig
+    from openvlt.backends.local import sft
+
+    rows = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<think>x</think> <answer>{p['answer']}</answer>"}
+                for p in rows]
+    weights = []
+    for accum in (1, 4):
+        out = sft(examples, tiny_student, tmp_path / f"a{accum}", SFTConfig(steps=2, batch_size=8, grad_accum=accum, lr=1e-3),
+                  options={"checkpoint_every": 0})
+        weights.append(load_file(out / "model.safetensors"))
+    for name, tensor in weights[0].items():
+        assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
+
+
+def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_student, tmp_path):
+    """A real Qwen2.5-VL checkpoint has no processing_openvlt.py: on a machine without torchvision
+    the stock processor cannot be built, and load_processor assembles the image-only one."""
+    import json
+    import shutil
+
+    from openvlt.models import load_processor
+
+    hub = tmp_path / "hub-like"
+    shutil.copytree(tiny_student, hub)
+    (hub / "processing_openvlt.py").unlink()
+    config = json.loads((hub / "processor_config.json").read_text())
+    config.pop("auto_map")
+    (hub / "processor_config.json").write_text(json.dumps(config))
+    processor = load_processor(hub)
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor" and processor.image_processor is not None
+    engine = HFEngine(str(hub))
+    assert engine.generate([Request("How many? <image>", (_png(),))], Sampling(n=1, temperature=0, max_tokens=3))
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (84, 84), "white").save(buf, format="PNG")
+    return buf.getvalue()
