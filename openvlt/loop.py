@@ -115,6 +115,7 @@ def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             sampling=Sampling(n=r.regenerate.samples, temperature=r.regenerate.temperature, top_p=r.regenerate.top_p,
                               max_tokens=r.regenerate.max_tokens, seed=r.seed + k),
             chunk_size=r.regenerate.chunk_size, source=f"student iter_{k - 1}/grpo",
+            retries=r.regenerate.retries, judge=r.reward,
         ),
         outputs={"traces": ws.root / it / "traces.parquet"},
         inputs={"problems": ref.path, "model": model},
@@ -136,10 +137,12 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
             load_problems(traces), ctx.out["sft"], policy=r.select.policy,
             truncate_reflections=r.select.truncate_reflections, reflection_markers=r.select.reflection_markers,
             max_tokens=r.select.max_tokens, count_tokens=count_tokens, judge=r.reward, seed=r.seed,
-            quarantine_path=ws.root / it / "sft.quarantine.jsonl",
+            quarantine_path=ws.root / it / "sft.quarantine.jsonl", previous=load_problems(previous) if previous else None,
         )
 
-    ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs={"traces": traces})
+    previous = ws.root / f"iter_{k - 1}" / "sft.parquet" if k > 1 and r.select.keep_previous else None
+    inputs = {"traces": traces, **({"previous": previous} if previous else {})}
+    ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs=inputs)
 
 
 def sft(ws: Workspace, r: Recipe, k: int, base: str) -> str:

@@ -115,6 +115,7 @@ class Select:
     truncate_reflections: bool = False
     reflection_markers: list[str] = field(default_factory=lambda: ["Wait,", "Wait ", "But wait", "Hmm,", "Alternatively,"])
     max_tokens: Optional[int] = None  # length cap (student tokenizer) on the selected trace
+    keep_previous: bool = False  # iterations 2+: unsolved problems keep the previous iteration's trace
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Regenerate:
     top_p: float = 0.95
     max_tokens: int = 2048
     chunk_size: int = 256
+    retries: int = 0            # rounds of k more samples for problems with no verified trace yet
 
 
 @dataclass
@@ -339,6 +341,8 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         return int(value)  # mapping keys such as per_iteration's
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RecipeError(f"{where}: expected {kind.__name__}, got {_show(value)}")
+    if kind is int and value < 0:  # every int of a recipe is a count, a number of steps or a seed
+        raise RecipeError(f"{where}: must be >= 0, got {_show(value)}")
     return value
 
 

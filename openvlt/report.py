@@ -20,7 +20,7 @@ from typing import Any
 from openvlt.recipe import Recipe
 
 _YIELD_KEYS = ("in", "traces", "correct_traces", "trace_yield", "out", "problem_yield", "no_correct", "too_long",
-               "truncated", "quarantined", "reward_errors", "reward_timeouts")
+               "truncated", "kept_previous", "quarantined", "reward_errors", "reward_timeouts")
 
 
 def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
@@ -33,7 +33,9 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
         select = manifest.get(f"{it}/select", {}).get("counts", {})
         rl = manifest.get(f"{it}/rl_data", {}).get("counts", {})
         grpo = manifest.get(f"{it}/grpo", {}).get("counts", {})
+        regenerated = manifest.get(f"{it}/regenerate", {}).get("counts", {})
         data = {f"select_{key}": select[key] for key in _YIELD_KEYS if key in select}
+        data |= {f"regenerate_{key}": n for key, n in regenerated.items() if key.startswith("retried_")}
         data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"),
                  "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end")}
         summary["iterations"].append({

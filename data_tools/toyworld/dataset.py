@@ -80,6 +80,7 @@ def _problems(split, n, seed, grid, kinds, mc_fraction, reward, exclude) -> list
             "steps": KINDS[question.kind][1],
             "grid": grid,
             "scene": scene_code(scene),
+            "targets": [" ".join(w for w in t if w) for t in question.targets],  # what each counting pass counts
             "answer_type": "choice" if question.choices else "integer",
         }
         if question.choices:

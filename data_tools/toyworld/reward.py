@@ -5,8 +5,12 @@ the options but lands on the right answer passes it. Measured in the embedded de
 traces the iteration-1 student wrote for itself and `math` accepted were such lucky guesses, and
 training iteration 2 on them gave a student that learned far less (held-out 0.16 to 0.43, against
 0.72 from the teacher's traces for the same problems). This plugin checks every claim a trace
-makes against the problem (the scene it was generated from, `extra_info["scene"]`, and its options):
+makes against the problem (the scene it was generated from, `extra_info["scene"]`, what the
+question counts, `extra_info["targets"]`, and its options):
 
+0. the counting passes are exactly the question's, in order, each introduced by what it counts
+   ("Red circles: red circle? Row 1: ..."): the same iteration-1 student also wrote traces that
+   skipped a pass whose count was 0, or announced "Red shapes" and then counted the blue ones;
 1. each restated cell ("Row 2: red circle yes, empty cell no, ...") is what is there;
 2. each yes/no mark is right for what that pass counts (the probe before it: "red circle?");
 3. each row's count "(2)" equals the row's yes marks, and each pass's total ("1 + 0 + 2 = 3")
@@ -32,13 +36,17 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from data_tools.toyworld.questions import describe
+from data_tools.toyworld.scene import COLOURS, SHAPES
 from rewards.math_answer import math_reward
 
-_ROW_RE = re.compile(r"Row (\d+): ([^()]*?)\s*\((\d+)\)")
+# Numbers are at most 9 digits, so int() of untrusted text stays cheap and never hits Python's digit limit.
+_ROW_RE = re.compile(r"Row (\d{1,9}): ([^()]*?)\s*\((\d{1,9})\)")
 _PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
-_EQUATION_RE = re.compile(r"(?<![\d-])(\d+(?: [+-] \d+)+) = (-?\d+)")
-_RETRACTION_RE = re.compile(r"Wait, (\d+ [+-] \d+) is -?\d+, not (-?\d+)")
-_OPTION_RE = re.compile(r"\b([A-D]) (-?\d+) (yes|no)\b")
+_PASS_RE = re.compile(r"(?:<think>|\. )([A-Za-z ,]{1,40}): ([a-z]+(?: [a-z]+)?)\? Row")  # intro: probe? Row
+_EQUATION_RE = re.compile(r"(?<![\d-])(\d{1,9}(?: [+-] \d{1,9})+) = (-?\d{1,9})(?!\d)")
+_RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is -?\d{1,9}, not (-?\d{1,9})(?!\d)")
+_OPTION_RE = re.compile(r"\b([A-D]) (-?\d{1,9}) (yes|no)\b")
 
 
 def toyworld_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, Any]) -> dict[str, float]:
@@ -48,9 +56,27 @@ def toyworld_reward(response: str, ground_truth: str, *, extra_info: Mapping[str
     answer = math_reward(response, ground_truth, extra_info=extra_info)
     reasoning = response.split("</think>")[0]
     scene = [[None if c == "-" else tuple(c.split()) for c in row.split(",")] for row in extra_info["scene"].split(";")]
-    faithful = _grid_claims_hold(reasoning, scene) and _equations_hold(reasoning) and _options_hold(
-        reasoning, extra_info.get("choices"))
+    faithful = (_passes_hold(reasoning, extra_info.get("targets")) and _grid_claims_hold(reasoning, scene)
+                and _equations_hold(reasoning) and _options_hold(reasoning, extra_info.get("choices")))
     return {"score": answer * float(faithful), "answer": answer, "faithful": float(faithful)}
+
+
+def _passes_hold(reasoning: str, targets: list[str] | None) -> bool:
+    """One pass per target, in the question's order, each announced as what it counts."""
+    if targets is None:  # records from before targets were kept: only the other claims are checked
+        return True
+    passes = _PASS_RE.findall(reasoning)
+    if [probe for _, probe in passes] != list(targets) or len(_PROBE_RE.findall(reasoning)) != len(passes):
+        return False
+    return all(_plural(probe) in intro.lower() for intro, probe in passes)
+
+
+def _plural(probe: str) -> str:
+    """"red circle" -> "red circles", "red" -> "red shapes", "circle" -> "circles" (the question's words)."""
+    words = probe.split()
+    colour = words[0] if words[0] in COLOURS else None
+    shape = words[-1] if words[-1] in SHAPES else None
+    return describe((colour, shape))
 
 
 def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]]) -> bool:
@@ -58,7 +84,8 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]])
     for item in sorted([*_ROW_RE.finditer(reasoning), *_EQUATION_RE.finditer(reasoning)], key=lambda m: m.start()):
         if item.re is _EQUATION_RE:  # a pass's total adds up the row counts just listed
             if counts_since_total:
-                if [int(t) for t in re.split(r" \+ ", item[1])] != counts_since_total:
+                tokens = item[1].split()
+                if "-" in tokens[1::2] or [int(t) for t in tokens[::2]] != counts_since_total:
                     return False
                 counts_since_total = []
             continue

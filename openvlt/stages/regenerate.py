@@ -2,6 +2,12 @@
 
 OpenVLThinker, iterations 2+: the improved model writes its own next curriculum (k traces per
 problem), which verify + select then filters exactly as it filters the reasoner's traces.
+
+With `retries`, problems none of whose traces the reward accepts are sampled again (k more, fresh
+seeds), up to `retries` rounds: rejection sampling, as in STaR / ReST-EM. Without it the model's
+curriculum keeps only what it already solves easily. Measured in the embedded default: iteration 2
+lost a quarter of its problems, most of them two-step ones (sum: 107 of 199 left), and ended below
+iteration 1 on exactly those kinds.
 """
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.engines import Engine, Sampling
+from openvlt.recipe import RewardSettings
 from openvlt.records import write_records
-from openvlt.stages.common import generate_in_chunks, student_request
+from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
 
 
 def regenerate_traces(
@@ -24,10 +31,27 @@ def regenerate_traces(
     chunk_size: int = 256,
     system: str | None = None,
     source: str = "student",
+    retries: int = 0,
+    judge: RewardSettings = RewardSettings(),
 ) -> dict[str, Any]:
-    """Write the problems plus `traces` (k per problem) and `trace_source`; return counts."""
+    """Write the problems plus `traces` (k per problem, more for retried ones) and `trace_source`; return counts."""
     requests = [student_request(p, prompt, system) for p in problems]
-    traces = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "regenerate", "regenerate")
-    rows = [{**p, "traces": list(t), "trace_source": source} for p, t in zip(problems, traces)]
+    traces = [list(t) for t in generate_in_chunks(student, requests, sampling, scratch, chunk_size, "regenerate", "regenerate")]
+    counts: dict[str, Any] = {}
+    unsolved = list(range(len(problems)))
+    for round_ in range(1, retries + 1):
+        verdicts = score_responses([problems[i] for i in unsolved], [traces[i][-sampling.n:] for i in unsolved], judge)
+        for key, n in count_failures(verdicts).items():
+            counts[key] = counts.get(key, 0) + n
+        unsolved = [i for i, v in zip(unsolved, verdicts) if not any(judge.is_correct(r) for r in v)]
+        counts[f"retried_{round_}"] = len(unsolved)
+        if not unsolved:
+            break
+        retry_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + 1_000_003 * round_})
+        more = generate_in_chunks(student, [requests[i] for i in unsolved], retry_sampling, scratch / f"retry-{round_}",
+                                  chunk_size, f"regenerate:retry{round_}", f"regenerate retry {round_}")
+        for i, t in zip(unsolved, more):
+            traces[i].extend(t)
+    rows = [{**p, "traces": t, "trace_source": source} for p, t in zip(problems, traces)]
     write_records(rows, out_path)
-    return {"in": len(problems), "out": len(rows), "traces": sum(len(t) for t in traces)}
+    return {"in": len(problems), "out": len(rows), "traces": sum(len(t) for t in traces), **counts}

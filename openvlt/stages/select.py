@@ -6,6 +6,10 @@ first "Wait," / "But wait" / ... while keeping the final answer (in OpenVLThinke
 lifted MathVista from 48.4 to 62.5). A length cap drops traces that are too long. Every yield
 is counted: traces in, correct, problems kept, dropped and why.
 
+With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
+accepted keeps the trace selected for it in the previous iteration, with that trace's lineage, so
+the curriculum does not shrink to the problems the model already solves.
+
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
 """
@@ -35,6 +39,7 @@ def select_traces(
     judge: RewardSettings = RewardSettings(),
     seed: int = 0,
     quarantine_path: str | Path | None = None,
+    previous: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write one SFT row per problem that has an acceptable trace; return the yields."""
     if policy not in POLICIES:
@@ -42,14 +47,24 @@ def select_traces(
     count_tokens = count_tokens or (lambda text: len(text.split()))
     verdicts = score_responses(traced, [p["traces"] for p in traced], judge)
 
+    earlier = {row["id"]: row for row in previous or []}
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
+    if previous is not None:
+        yields["kept_previous"] = 0
     for problem, results in zip(traced, verdicts):
         if results and all(not r.ok for r in results):
             quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
                                 f"{results[0].status}: {results[0].error}"})
             continue
         correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
+        if not correct and problem["id"] in earlier:
+            yields["kept_previous"] += 1
+            kept = earlier[problem["id"]]
+            rows.append({**{k: v for k, v in problem.items() if k != "traces"}, "trace_source": kept["trace_source"],
+                         "response": kept["response"], "sample_index": kept["sample_index"],
+                         "verdicts": [r.score if r.ok else None for r in results], "n_correct": 0})
+            continue
         if not correct:
             yields["no_correct"] += 1
             continue

@@ -15,7 +15,8 @@ def teacher_traces(n: int, error_rate: float):
     for _ in range(n):
         scene, question, answer = sample_problem(rng, 3, DEFAULT_KINDS, 0.2)
         trace = write_trace(write_caption(scene, rng) + " " + question.text(), rng, error_rate)
-        extra = {"scene": scene_code(scene), **({"choices": list(question.choices)} if question.choices else {})}
+        extra = {"scene": scene_code(scene), "targets": [" ".join(w for w in t if w) for t in question.targets],
+                 **({"choices": list(question.choices)} if question.choices else {})}
         yield trace, answer, extra
 
 
@@ -44,16 +45,36 @@ def test_faithful_right_traces_pass_and_every_injected_mistake_fails():
     ("red square yes (1)", "red square yes (2)"),  # a row count that disagrees with its marks
     ("Row 3: empty cell no, empty cell no, empty cell no (0).", "Row 3: empty cell no, empty cell no (0)."),
     ("1 + 1 + 0 = 2", "1 + 0 + 1 = 2"),            # a total that does not add up the listed rows
+    ("Red shapes: red?", "Blue shapes: red?"),     # a pass announced as counting something else
+    ("Red shapes: red?", "Red shapes: blue?"),     # a pass over the wrong target
 ])
 def test_each_kind_of_false_claim_is_caught(change):
     trace = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: empty cell no, "
              "empty cell no, red square yes (1). Row 3: empty cell no, empty cell no, empty cell no (0). 1 + 1 + 0 = 2."
              "</think> <answer>2</answer>")
-    extra = {"scene": "red circle,-,blue square;-,-,red square;-,-,-"}
+    extra = {"scene": "red circle,-,blue square;-,-,red square;-,-,-", "targets": ["red"]}
     reward = get_reward("toyworld")
     assert reward(trace, "2", extra_info=extra)["score"] == 1.0
     assert reward(trace.replace(*change), "2", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
-    assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info=extra)["score"] == 1.0  # no claims
+    assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info=extra)["score"] == 0.0  # no pass
+    assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info={"scene": extra["scene"]})["score"] == 1.0
+
+
+def test_a_skipped_pass_fails_even_when_its_count_is_zero():
+    """Seen in the iteration-1 student's own traces: "triangles plus red squares" answered with the
+    triangle pass alone, right because there are no red squares."""
+    scene = "blue triangle,red triangle,-;yellow triangle,yellow triangle,red triangle;-,-,-"
+    one = ("Triangles: triangle? Row 1: blue triangle yes, red triangle yes, empty cell no (2). Row 2: yellow triangle "
+           "yes, yellow triangle yes, red triangle yes (3). Row 3: empty cell no, empty cell no, empty cell no (0). "
+           "2 + 3 + 0 = 5.")
+    other = ("Red squares: red square? Row 1: blue triangle no, red triangle no, empty cell no (0). Row 2: yellow "
+             "triangle no, yellow triangle no, red triangle no (0). Row 3: empty cell no, empty cell no, empty cell no "
+             "(0). 0 + 0 + 0 = 0.")
+    extra = {"scene": scene, "targets": ["triangle", "red square"]}
+    reward = get_reward("toyworld")
+    assert reward(f"<think>{one} {other} 5 + 0 = 5.</think> <answer>5</answer>", "5", extra_info=extra)["score"] == 1.0
+    assert reward(f"<think>{one}</think> <answer>5</answer>", "5", extra_info=extra)["faithful"] == 0.0
+    assert reward(f"<think>{other} {one} 0 + 5 = 5.</think> <answer>5</answer>", "5", extra_info=extra)["faithful"] == 0.0
 
 
 def test_arithmetic_and_option_claims_are_checked():
@@ -75,3 +96,22 @@ def test_runs_in_the_worker_pool_and_misuse_is_an_error_not_a_zero():
     results = score_batch(items, "toyworld", workers=1)
     assert [r.score for r in results[:20]] == [1.0] * 20
     assert results[20].status == "error" and "needs extra_info['scene']" in results[20].error
+
+
+def test_garbled_model_output_is_judged_never_raises():
+    """What a half-trained student writes: misplaced operators, huge numbers, cut-off rows, shuffled teacher words."""
+    reward = get_reward("toyworld")
+    extra = {"scene": "red circle,-,blue square;-,-,red square;-,-,-", "choices": ["3", "1", "0", "2"]}
+    garbled = [
+        "<think>red? Row 1: red circle yes, empty cell no, blue square no (1). 0 - 1 = 3.</think> <answer>3</answer>",
+        "<think>Row 1: red circle yes (1). Row 2: red square yes (1). 8 - 3 = 5.</think> <answer>5</answer>",
+        "<think>" + "9" * 5000 + " + 1 = " + "9" * 5000 + ". Row " + "7" * 5000 + ": (" + "1" * 5000 + ")</think>",
+        "<think>Row 0: (0). Row 99: red (1). A 99999999999 yes</think> <answer>A</answer>",
+    ]
+    rng = random.Random(3)
+    words = [w for t, _, _ in teacher_traces(30, 0.5) for w in t.text.split()]
+    garbled += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 120))) for _ in range(300)]
+    for text in garbled:
+        out = reward(text, "2", extra_info=extra)
+        assert out["score"] in (0.0, 1.0) and out["faithful"] in (0.0, 1.0), text
+    assert reward(garbled[1], "5", extra_info={"scene": extra["scene"]})["faithful"] == 0.0  # "8 - 3" is not a sum of the row counts

@@ -20,3 +20,11 @@ def digit_share(response: str, ground_truth: str, *, extra_info: dict) -> float:
 def lenient(response: str, ground_truth: str, *, extra_info: dict) -> float:
     """Every non-empty response is right: lets a loop test exercise all stages with an untrained model."""
     return 1.0 if response.strip() else 0.0
+
+
+def lenient_half(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """Like `lenient`, but rejects about half of the responses (by a hash of the text, so deterministically):
+    lets a loop test see problems with no accepted trace, and the retries that follow."""
+    import hashlib
+
+    return 1.0 if response.strip() and hashlib.sha256(response.encode()).digest()[0] % 2 == 0 else 0.0

@@ -21,7 +21,8 @@ PLUGINS = Path(__file__).with_name("plugins.py")
 
 def micro_recipe(tmp_path: Path, run_dir: Path, **changes) -> Path:
     """Two iterations of every stage on 32 SFT + 16 RL + 16 eval problems, with a 0.2 M-parameter student.
-    The lenient reward lets an untrained student's traces through, so every stage has rows to work on."""
+    The lenient reward lets half of an untrained student's traces through, so every stage has rows to work on
+    and some problems need a retry."""
     recipe = {
         "name": "micro", "run_dir": str(run_dir), "seed": 0, "iterations": 2,
         "prepare": {"toyworld": {"n_train": 48, "n_test": 16, "seed": 3},
@@ -34,13 +35,13 @@ def micro_recipe(tmp_path: Path, run_dir: Path, **changes) -> Path:
                   "student": {"engine": "hf", "model": "{run_dir}/models/student", "options": {"batch_size": 64}},
                   "evaluator": {"engine": "hf", "options": {"batch_size": 64}}},
         "caption": {"chunk_size": 12}, "distill": {"samples": 2, "chunk_size": 12},
-        "regenerate": {"samples": 2, "max_tokens": 16, "chunk_size": 12},
+        "regenerate": {"samples": 2, "max_tokens": 16, "chunk_size": 12, "retries": 1},
         "select": {"truncate_reflections": True},
         "sft": {"steps": 6, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1},
         "rl_data": {"samples": 2, "min_pass": -0.1, "max_pass": 1.1, "max_tokens": 16},
         "grpo": {"steps": 3, "prompts_per_step": 4, "rollouts": 2, "max_tokens": 16, "lr": 1e-4, "micro_batch_size": 4},
         "evaluate": {"max_tokens": 16},
-        "reward": {"workers": 1, "override": f"{PLUGINS}:lenient"},
+        "reward": {"workers": 1, "override": f"{PLUGINS}:lenient_half"},
         "backend": {"name": "local", "options": {"checkpoint_every": 2}},
     }
     for key, value in changes.items():
@@ -87,10 +88,11 @@ def test_the_loop_runs_every_stage_and_writes_summary_report_and_lineage(referen
     assert "<img" in (reference / "report.html").read_text()
     sft1, sft2 = read_records(reference / "iter_1" / "sft.parquet"), read_records(reference / "iter_2" / "sft.parquet")
     source = set(read_records(reference / "data" / "toyworld" / "train.parquet").column("id"))
-    for rows, written_by in ((sft1, "reasoner program:toyworld-reasoner"), (sft2, "student iter_1/grpo")):
+    for rows, written_by, samples in ((sft1, "reasoner program:toyworld-reasoner", 2), (sft2, "student iter_1/grpo", 4)):
         assert set(rows.column("id")) <= source and len(set(rows.column("id"))) == len(rows)
         assert set(rows.column("trace_source")) == {written_by}
-        assert all(0 <= r["sample_index"] < 2 for r in rows)
+        assert all(0 <= r["sample_index"] < samples for r in rows)  # iteration 2: 2 samples + 2 on a retry
+    assert 0 < manifest["iter_2/regenerate"]["counts"]["retried_1"] < 32
     assert (reference / "iter_2" / "grpo" / "model" / "config.json").exists()
 
 
@@ -98,7 +100,7 @@ CRASH_CHAIN = [
     "before:prepare", "after:prepare", "evaluate:toyworld:chunk:0", "caption:chunk:1", "after:iter_1/caption",
     "distill:chunk:0", "before:iter_1/select", "after:iter_1/select", "sft:step:3", "after:iter_1/sft",
     "before:iter_1/sft/evaluate", "rl_data:chunk:0", "grpo:step:2", "after:iter_1/grpo", "regenerate:chunk:1",
-    "after:iter_2/select", "sft:step:5", "after:iter_2/rl_data", "grpo:step:1", "after:iter_2/grpo/evaluate",
+    "regenerate:retry1:chunk:0", "after:iter_2/select", "sft:step:5", "after:iter_2/rl_data", "grpo:step:1", "after:iter_2/grpo/evaluate",
 ]
 
 

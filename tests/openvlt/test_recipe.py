@@ -48,6 +48,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"roles": {"studnet": {"model": "x"}}}, "did you mean 'roles.student'?"),
         ({"sft": {"steps": "many"}}, "sft.steps: expected int, got str 'many'"),
         ({"grpo": {"lr": [1]}}, "grpo.lr: expected float"),
+        ({"regenerate": {"retries": -1}}, "regenerate.retries: must be >= 0, got int -1"),
         ({"per_iteration": {5: {"sft": {"steps": 1}}}}, "per_iteration.5: iterations are numbered 1..2"),
         ({"per_iteration": {2: {"sft": {"setps": 1}}}}, "did you mean 'sft.steps'?"),
     ],

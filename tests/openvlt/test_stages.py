@@ -20,6 +20,7 @@ from .stubs import ScriptedEngine
 
 PROMPT = "Image description: {caption}\nQuestion: {question}\nThink, then answer."
 PLUGINS = Path(__file__).with_name("plugins.py")
+SCRIPTED = RewardSettings(workers=1, override="math")  # scripted answers carry no reasoning for `toyworld` to check
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,10 @@ def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
     cut = select_traces(traced, tmp_path / "cut.parquet", policy="longest", truncate_reflections=True,
                         reflection_markers=["Wait,"], judge=RewardSettings(workers=1))
     assert cut["truncated"] > 0
-    for row in read_records(tmp_path / "cut.parquet"):
-        assert "Wait," not in row["response"] and row["response"].endswith("</answer>")
+    kept_whole = [r for r in read_records(tmp_path / "cut.parquet") if "Wait," in r["response"]]
+    assert len(kept_whole) == cut["truncation_rejected"]  # cut, it would leave a retracted slip standing
+    assert all("is" in r["response"].split("Wait,")[1].split(".")[0] for r in kept_whole)  # "Wait, 2 + 0 is 2, not 1"
+    assert all(r["response"].endswith("</answer>") for r in read_records(tmp_path / "cut.parquet"))
     with pytest.raises(ValueError, match="select.policy"):
         select_traces(traced, tmp_path / "x.parquet", policy="best")
 
@@ -124,14 +127,14 @@ def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path
     index = {p["question"]: i for i, p in enumerate(problems)}
     engine = ScriptedEngine(lambda prompt, k: answers[prompt] if k < index[prompt] % 3 else "wrong")
     counts = select_rl_problems(problems, engine, tmp_path / "rl.parquet", prompt="{question}",
-                                sampling=Sampling(n=2), scratch=tmp_path / "s", judge=RewardSettings(workers=1))
+                                sampling=Sampling(n=2), scratch=tmp_path / "s", judge=SCRIPTED)
     kept = read_records(tmp_path / "rl.parquet")
     assert [r["id"] for r in kept] == [p["id"] for i, p in enumerate(problems) if i % 3 == 1]
     assert all(r["pass_rate"] == 0.5 for r in kept)
     assert counts["all_pass"] == 4 and counts["none_pass"] == 4 and counts["out"] == 4
     with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}"):
         select_rl_problems(problems, ScriptedEngine(lambda p, k: "wrong"), tmp_path / "rl2.parquet", prompt="{question}",
-                           sampling=Sampling(n=2), scratch=tmp_path / "s2", judge=RewardSettings(workers=1))
+                           sampling=Sampling(n=2), scratch=tmp_path / "s2", judge=SCRIPTED)
 
 
 def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
@@ -140,7 +143,7 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     engine = ScriptedEngine(lambda prompt, k: truth[prompt] if "red" in prompt else "no idea")
     counts = evaluate_model({"held": problems, "again": problems[:10]}, "scripted", engine, tmp_path / "eval.json",
                             prompt="{question}", sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "s",
-                            samples_kept=3, judge=RewardSettings(workers=1))
+                            samples_kept=3, judge=SCRIPTED)
     expected = sum("red" in p["question"] for p in problems) / len(problems)
     assert counts["accuracy/held"] == pytest.approx(expected)
     report = json.loads((tmp_path / "eval.json").read_text())
@@ -159,3 +162,50 @@ def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
     (tmp_path / "chunk-00001.json").unlink()  # as if killed while writing chunk 1
     again = generate_in_chunks(engine, requests, Sampling(n=2), tmp_path, 4, "t", "t")
     assert again == first and engine.calls == 4  # only the missing chunk was generated again
+
+
+def test_regenerate_retries_only_the_unsolved_problems(toyworld_dir, tmp_path):
+    from openvlt.stages.regenerate import regenerate_traces
+
+    problems = list({p["question"]: p for p in load_problems(toyworld_dir / "train.parquet")}.values())[:9]
+    index, answers = {p["question"]: i for i, p in enumerate(problems)}, {p["question"]: p["answer"] for p in problems}
+    asked: dict[str, int] = {}
+
+    def answer(prompt: str, k: int) -> str:  # problem i is answered right from its (i % 3 + 1)-th round on
+        if k == 0:
+            asked[prompt] = asked.get(prompt, 0) + 1
+        return answers[prompt] if asked[prompt] > index[prompt] % 3 else "wrong"
+
+    counts = regenerate_traces(problems, ScriptedEngine(answer), tmp_path / "t.parquet", prompt="{question}",
+                               sampling=Sampling(n=2), scratch=tmp_path / "s", retries=1, judge=SCRIPTED)
+    rows = read_records(tmp_path / "t.parquet")
+    assert [len(r["traces"]) for r in rows] == [2 if i % 3 == 0 else 4 for i in range(9)]
+    assert counts["retried_1"] == 6 and counts["traces"] == 30
+    assert all(asked[p["question"]] == (1 if i % 3 == 0 else 2) for i, p in enumerate(problems))
+
+    # resumed with one more round: finished rounds come from scratch, only the still-unsolved are asked again
+    asked.clear()
+    counts = regenerate_traces(problems, ScriptedEngine(answer), tmp_path / "t2.parquet", prompt="{question}",
+                               sampling=Sampling(n=2), scratch=tmp_path / "s", retries=2, judge=SCRIPTED)
+    assert counts["retried_1"] == 6 and counts["retried_2"] == 3 and counts["traces"] == 36
+    assert sorted(asked.values()) == [1, 1, 1] and all(index[q] % 3 == 2 for q in asked)
+
+
+def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves(distilled, tmp_path):
+    previous = load_problems(distilled / "traces.parquet")
+    select_traces(previous, tmp_path / "iter1.parquet", judge=RewardSettings(workers=1))
+    earlier = {r["id"]: r for r in read_records(tmp_path / "iter1.parquet")}
+    # iteration 2: the model answers the first 20 problems right and the last 20 wrong
+    regenerated = [{**{k: v for k, v in p.items() if k not in ("caption", "caption_source")}, "trace_source": "student",
+                    "traces": [f"<think>x</think> <answer>{p['answer'] if i < 20 else 'wrong'}</answer>"]}
+                   for i, p in enumerate(previous)]
+    counts = select_traces(regenerated, tmp_path / "iter2.parquet", previous=list(earlier.values()),
+                           judge=RewardSettings(workers=1, override="math"))
+    rows = {r["id"]: r for r in read_records(tmp_path / "iter2.parquet")}
+    carried = [p["id"] for p in regenerated[20:] if p["id"] in earlier]
+    assert counts["kept_previous"] == len(carried) and counts["no_correct"] == 20 - len(carried)
+    assert set(rows) == {p["id"] for p in regenerated[:20]} | set(carried)
+    for i in carried:  # the earlier trace, with the earlier lineage
+        assert rows[i]["response"] == earlier[i]["response"] and rows[i]["trace_source"] == earlier[i]["trace_source"]
+        assert rows[i]["n_correct"] == 0
+    assert all(rows[p["id"]]["trace_source"] == "student" for p in regenerated[:20])
