@@ -66,7 +66,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_report(run_dir: Path, recipe: Recipe) -> Path:
     summary = json.loads((run_dir / "summary.json").read_text())
-    manifest = _manifest(run_dir)
+    manifest, last_eval = _manifest(run_dir), _last_eval(run_dir, recipe)
     parts = [
         f"<h1>openvlt run <code>{html.escape(recipe.name)}</code></h1>",
         f"<p>recipe {recipe.digest()} &middot; {recipe.iterations} iterations &middot; "
@@ -75,9 +75,9 @@ def write_report(run_dir: Path, recipe: Recipe) -> Path:
         "<h2>Accuracy per checkpoint</h2>", _img(_accuracy_plot(summary)),
         "<h2>Training curves</h2>", _img(_curves_plot(run_dir, recipe.iterations)),
         "<h2>Data yields</h2>", _img(_yields_plot(summary)), _yields_table(summary),
-        "<h2>Accuracy by question kind (last checkpoint)</h2>", _by_kind_table(run_dir, recipe),
+        "<h2>Accuracy by question kind (last checkpoint)</h2>", _by_kind_table(last_eval),
         "<h2>Sample SFT traces</h2>", _sft_samples(run_dir, recipe.iterations),
-        "<h2>Sample answers of the last checkpoint</h2>", _eval_samples(run_dir, recipe),
+        "<h2>Sample answers of the last checkpoint</h2>", _eval_samples(last_eval),
         "<h2>Stages</h2>", _stage_table(manifest),
     ]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}"
@@ -110,13 +110,13 @@ def _checkpoints(summary: dict[str, Any]) -> list[tuple[str, float | None]]:
     return points
 
 
-def _figure(width: float = 7, height: float = 3):
+def _figure(width: float = 7, height: float = 3, ncols: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    return plt.subplots(1, 1, figsize=(width, height))
+    return plt.subplots(1, ncols, figsize=(width, height))
 
 
 def _png(fig) -> bytes:
@@ -145,10 +145,7 @@ def _accuracy_plot(summary: dict[str, Any]) -> bytes:
 
 
 def _curves_plot(run_dir: Path, iterations: int) -> bytes:
-    _figure()
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    fig, (left, right) = _figure(10, 3, ncols=2)
     for k in range(1, iterations + 1):
         for ax, stage, key in ((left, "sft", "loss"), (right, "grpo", "reward")):
             path = run_dir / f"iter_{k}" / stage / "model" / "metrics.jsonl"
@@ -199,8 +196,7 @@ def _last_eval(run_dir: Path, recipe: Recipe) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _by_kind_table(run_dir: Path, recipe: Recipe) -> str:
-    report = _last_eval(run_dir, recipe)
+def _by_kind_table(report: dict[str, Any] | None) -> str:
     if not report:
         return "<p>no evaluation yet</p>"
     rows = [[html.escape(name), html.escape(kind), f"{acc:.3f}"]
@@ -226,8 +222,7 @@ def _sft_samples(run_dir: Path, iterations: int, per_iteration: int = 3) -> str:
     return _table(["iteration", "image", "question", "answer", "selected trace", "written by"], rows) if rows else "<p>none yet</p>"
 
 
-def _eval_samples(run_dir: Path, recipe: Recipe, n: int = 8) -> str:
-    report = _last_eval(run_dir, recipe)
+def _eval_samples(report: dict[str, Any] | None, n: int = 8) -> str:
     if not report:
         return "<p>no evaluation yet</p>"
     rows = [[html.escape(name), html.escape(s["question"]), html.escape(s["answer"]),

@@ -68,9 +68,9 @@ class Workspace:
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                 shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
                 log.warning("--force: recipe changed (%s); the old one is kept as recipe.%s.yaml", "; ".join(changes[:5]), stamp)
-                _atomic_write(frozen, dump_recipe(recipe))
+                atomic_write(frozen, dump_recipe(recipe))
         else:
-            _atomic_write(frozen, dump_recipe(recipe))
+            atomic_write(frozen, dump_recipe(recipe))
         ws = cls(root)
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest["recipe"] = recipe.digest()
@@ -128,7 +128,7 @@ class Workspace:
         return counts
 
     def _save(self) -> None:
-        _atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
+        atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
 
 
 def format_status(run_dir: Path) -> str:
@@ -174,7 +174,8 @@ def _diff(old: Any, new: Any, where: str = "") -> list[str]:
     return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from data_tools.toyworld.captioner import parse_caption
 from data_tools.toyworld.questions import LETTERS, Question, describe, parse_question
-from data_tools.toyworld.scene import COLOURS, SHAPES, Scene
+from data_tools.toyworld.scene import COLOURS, SHAPES, Scene, matches
 
 _COUNT_INTROS = ["{D}: ", "Counting {d}: ", "{D}, cell by cell: ", "Now the {d}: "]
 
@@ -62,7 +62,7 @@ def write_trace(prompt: str, rng: random.Random, error_rate: float = 0.3, reflec
 def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str | None, reflect_rate: float) -> Trace:
     seen = _misread(scene, question, rng) if mistake == "misread" else scene
     # marks[t][r][c]: does cell (r, c) count for target t? Checked while describing the cell.
-    marks = [[[_matches(cell, target) for cell in row] for row in seen.cells] for target in question.targets]
+    marks = [[[matches(cell, *target) for cell in row] for row in seen.cells] for target in question.targets]
     if mistake == "miscount":  # one cell checked wrongly
         r, c = rng.randrange(scene.size), rng.randrange(scene.size)
         marks[0][r][c] = not marks[0][r][c]
@@ -108,10 +108,6 @@ def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str 
     return Trace(f"<think>{' '.join(parts)}</think> <answer>{answer}</answer>", answer, mistake)
 
 
-def _matches(cell: tuple[str, str] | None, target: tuple[str | None, str | None]) -> bool:
-    return cell is not None and target[0] in (None, cell[0]) and target[1] in (None, cell[1])
-
-
 def _misread(scene: Scene, question: Question, rng: random.Random) -> Scene:
     """The scene with one cell seen wrongly, chosen so that the first count changes."""
     colour, shape = question.targets[0]
@@ -120,8 +116,7 @@ def _misread(scene: Scene, question: Question, rng: random.Random) -> Scene:
     rng.shuffle(positions)
     for r, c in positions:
         cell = cells[r][c]
-        matches = cell is not None and colour in (None, cell[0]) and shape in (None, cell[1])
-        if matches:  # see it as something that does not match
+        if matches(cell, colour, shape):  # see it as something that does not match
             cells[r][c] = None if rng.random() < 0.5 else _non_matching(colour, shape, cell, rng)
         else:  # see a matching shape where there is none (or a non-matching one)
             cells[r][c] = (colour or rng.choice(list(COLOURS)), shape or rng.choice(SHAPES))

@@ -37,7 +37,7 @@ import re
 from typing import Any, Mapping
 
 from data_tools.toyworld.questions import describe
-from data_tools.toyworld.scene import COLOURS, SHAPES
+from data_tools.toyworld.scene import COLOURS, SHAPES, matches
 from rewards.math_answer import math_reward
 
 # Numbers are at most 9 digits, so int() of untrusted text stays cheap and never hits Python's digit limit.
@@ -68,15 +68,16 @@ def _passes_hold(reasoning: str, targets: list[str] | None) -> bool:
     passes = _PASS_RE.findall(reasoning)
     if [probe for _, probe in passes] != list(targets) or len(_PROBE_RE.findall(reasoning)) != len(passes):
         return False
-    return all(_plural(probe) in intro.lower() for intro, probe in passes)
+    return all(describe(_target(probe)) in intro.lower() for intro, probe in passes)  # "Red circles: red circle?"
 
 
-def _plural(probe: str) -> str:
-    """"red circle" -> "red circles", "red" -> "red shapes", "circle" -> "circles" (the question's words)."""
+def _target(probe: str) -> tuple[str | None, str | None]:
+    """"red circle" -> ("red", "circle"), "red" -> ("red", None), "circle" -> (None, "circle"); a probe in
+    other words -> a target no cell matches."""
     words = probe.split()
     colour = words[0] if words[0] in COLOURS else None
     shape = words[-1] if words[-1] in SHAPES else None
-    return describe((colour, shape))
+    return (colour, shape) if len(words) == (colour is not None) + (shape is not None) else ("?", "?")
 
 
 def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]]) -> bool:
@@ -94,14 +95,14 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]])
         if not 0 <= r < len(scene) or len(cells) != len(scene[r]):
             return False
         probes = _PROBE_RE.findall(reasoning, 0, item.start() + 4)
-        probe = probes[-1].split() if probes else None
+        probe = _target(probes[-1]) if probes else None
         yes = 0
         for words, truth in zip(cells, scene[r]):
             mark = words[-1] if words and words[-1] in ("yes", "no") else None
             said = words[:-1] if mark else words
             if said != (["empty", "cell"] if truth is None else list(truth)):
                 return False
-            if mark is not None and probe is not None and (mark == "yes") != _matches(truth, probe):
+            if mark is not None and probe is not None and (mark == "yes") != matches(truth, *probe):
                 return False
             yes += mark == "yes"
         if yes != count:
@@ -134,7 +135,3 @@ def _options_hold(reasoning: str, choices: list[str] | None) -> bool:
     computed = results[-1][1]  # the value the options are checked against
     return all((said == "yes") == (value == computed) for _, value, said in checks)
 
-
-def _matches(cell: tuple[str, ...] | None, probe: list[str]) -> bool:
-    """Does the cell count for a probe like ["red"], ["circle"] or ["red", "circle"]?"""
-    return cell is not None and all(word in cell for word in probe)

@@ -40,15 +40,15 @@ class Scene:
 
     def count(self, colour: str | None = None, shape: str | None = None) -> int:
         """Number of shapes matching the colour and/or shape (None matches anything)."""
-        return sum(
-            1 for c, s in self.items() if (colour is None or c == colour) and (shape is None or s == shape)
-        )
+        return sum(self.row_counts(colour, shape))
 
     def row_counts(self, colour: str | None = None, shape: str | None = None) -> list[int]:
-        return [
-            sum(1 for cell in row if cell is not None and colour in (None, cell[0]) and shape in (None, cell[1]))
-            for row in self.cells
-        ]
+        return [sum(matches(cell, colour, shape) for cell in row) for row in self.cells]
+
+
+def matches(cell: Item | None, colour: str | None = None, shape: str | None = None) -> bool:
+    """Does the cell hold a shape of this colour and/or shape (None matches anything)?"""
+    return cell is not None and colour in (None, cell[0]) and shape in (None, cell[1])
 
 
 def sample_scene(rng: random.Random, size: int, favour: tuple[str | None, ...] = ()) -> Scene:

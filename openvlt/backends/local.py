@@ -180,7 +180,7 @@ def grpo(
                     continue
                 actor.global_batch_info.update(batch_num_tokens=n_tokens, dp_size=1)
                 for micro in mb.split(config.micro_batch_size):
-                    sub = _to(_rows(batch, micro, config.rollouts), opts.device)
+                    sub = _to(_rows(batch, micro), opts.device)
                     logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device))
                     mask = resp_mask[micro].to(opts.device).float()
                     old = logp.detach() if old_logp is None else old_logp[micro].to(opts.device)
@@ -200,7 +200,7 @@ def grpo(
         row = {
             "step": step,
             "reward": sum(r.score for r in ok) / max(len(ok), 1),
-            "accuracy": sum(getattr(r, "accuracy", r.score) >= 1.0 for r in ok) / max(len(ok), 1),
+            "accuracy": sum(r.score >= 1.0 for r in ok) / max(len(ok), 1),
             "kl": sum(stats["kl"]) / (config.ppo_epochs * config.mini_batches),
             "pg_loss": sum(stats["pg_loss"]) / (config.ppo_epochs * config.mini_batches),
             "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
@@ -379,7 +379,7 @@ def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor, rollouts: int) -> dict[str, torch.Tensor]:
+def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
     """Rows of a rollout batch, with their images' patches (`pixel_values` is per image, not per row)."""
     sub = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch}
     if "pixel_values" in batch:
@@ -401,5 +401,5 @@ def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: tor
 
 def _logprobs_in_chunks(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, size: int, device: str) -> torch.Tensor:
     rows = torch.arange(len(resp_pos))
-    parts = [_response_logprobs(model, _to(_rows(batch, r, 1), device), resp_pos[r].to(device)).cpu() for r in rows.split(size)]
+    parts = [_response_logprobs(model, _to(_rows(batch, r), device), resp_pos[r].to(device)).cpu() for r in rows.split(size)]
     return torch.cat(parts)

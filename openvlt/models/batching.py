@@ -127,8 +127,9 @@ def encode_rollouts(
     batch = collate(rows, processor.tokenizer.pad_token_id)
     if "pixel_values" in rows[0]:
         batch["row_patches"] = torch.tensor([r["pixel_values"].shape[0] for r in rows])
-        ends = torch.cumsum(torch.tensor([r["image_grid_thw"].shape[0] for r in rows]), 0)
-        batch["row_grids"] = torch.stack([ends - torch.tensor([r["image_grid_thw"].shape[0] for r in rows]), ends], 1)
+        grids = torch.tensor([r["image_grid_thw"].shape[0] for r in rows])  # images per row
+        ends = grids.cumsum(0)
+        batch["row_grids"] = torch.stack([ends - grids, ends], 1)
     lengths = torch.tensor([len(r) for r in responses])
     width = max(1, int(lengths.max()))
     j = torch.arange(width)[None, :]

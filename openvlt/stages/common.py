@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +13,7 @@ from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
 from openvlt.recipe import RewardSettings
 from openvlt.records import read_records
+from openvlt.workspace import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ def generate_in_chunks(
         else:
             chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
             texts = engine.generate(list(requests[start : start + chunk_size]), chunk_sampling)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(texts))
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(texts))
             crashpoint(f"{point}:chunk:{c}")
         out.extend(texts)
     return out

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
+from openvlt.workspace import atomic_write
 
 
 def evaluate_model(
@@ -52,9 +52,7 @@ def evaluate_model(
                 for p, a, v in list(zip(problems, answers, verdicts))[:samples_kept]
             ],
         }
-    tmp = Path(out_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out_path)
+    atomic_write(Path(out_path), json.dumps(report, indent=2) + "\n")
     return {f"accuracy/{name}": s["accuracy"] for name, s in report["sets"].items()} | {
         "reward_errors": sum(s["reward_errors"] for s in report["sets"].values()),
         "reward_timeouts": sum(s["reward_timeouts"] for s in report["sets"].values()),

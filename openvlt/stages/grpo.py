@@ -29,7 +29,7 @@ def train_grpo(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
-    from rewards import RewardScorer
+    from rewards.batch import shared_scorer
 
     rl_problems = []
     for p in problems:
@@ -37,11 +37,11 @@ def train_grpo(
         reward = _with_format(judge.override or p["reward"], config.format_weight)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": reward})
-    with RewardScorer(workers=judge.workers) as scorer:
-        get_backend(backend).grpo(
-            rl_problems, init_model, out_dir, config,
-            score=lambda items: list(scorer.score(items, timeout=judge.timeout)), seed=seed, options=options,
-        )
+    scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
+    get_backend(backend).grpo(
+        rl_problems, init_model, out_dir, config,
+        score=lambda items: list(scorer.score(items, timeout=judge.timeout)), seed=seed, options=options,
+    )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731

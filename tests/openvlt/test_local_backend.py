@@ -28,7 +28,7 @@ def test_training_forward_reproduces_what_generation_sampled(engine, problems):
     batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
                                                  [r.images for r in requests], [i[0] for i in ids], 1)
     with torch.no_grad():
-        inputs = _rows(batch, torch.arange(len(requests)), 1)
+        inputs = _rows(batch, torch.arange(len(requests)))
         logits = engine.model(**inputs).logits[:, :-1]
         predicted = logits.argmax(-1).gather(1, resp_pos)
     for row, generated in enumerate(ids):
@@ -44,10 +44,10 @@ def test_response_logprobs_are_aligned_with_response_tokens(engine, problems):
     batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
                                                  [r.images for r in requests], flat, 2)
     with torch.no_grad():
-        ours = _response_logprobs(engine.model, _rows(batch, torch.arange(6), 2), resp_pos)
+        ours = _response_logprobs(engine.model, _rows(batch, torch.arange(6)), resp_pos)
         for row, tokens in enumerate(flat):  # one sequence at a time, no padding at all
             single, pos, _ = encode_rollouts(engine.processor, [requests[row // 2].prompt], [requests[row // 2].images], [tokens], 1)
-            logits = engine.model(**_rows(single, torch.arange(1), 1)).logits[0].log_softmax(-1)
+            logits = engine.model(**_rows(single, torch.arange(1))).logits[0].log_softmax(-1)
             start = pos[0, 0].item()
             manual = [logits[start + j, t].item() for j, t in enumerate(tokens)]
             assert ours[row, : len(tokens)].tolist() == pytest.approx(manual, abs=1e-4)
