@@ -222,7 +222,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
     for k in recipe.per_iteration:
         if not isinstance(k, int) or not 1 <= k <= recipe.iterations:
             raise RecipeError(f"per_iteration.{k}: iterations are numbered 1..{recipe.iterations}")
-        recipe.for_iteration(k)  # validates the overrides
+    for k in range(1, recipe.iterations + 1):
+        where = f"per_iteration.{k}.grpo.temperature" if "grpo" in recipe.per_iteration.get(k, {}) else "grpo.temperature"
+        if not recipe.for_iteration(k).grpo.temperature > 0:  # also validates the per-iteration overrides
+            raise RecipeError(f"{where}: GRPO samples its rollouts, so the temperature must be > 0 "
+                              "(log-probabilities are taken at the rollout temperature, as in verl)")
     recipe = _expand_run_dir(recipe)
     if check_paths:
         check_inputs(recipe)

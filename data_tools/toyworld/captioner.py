@@ -4,6 +4,11 @@ It never sees the generator's metadata: `read_grid` segments each 28 px cell by 
 saturation, names the colour by the nearest palette entry and the shape by how much of its
 bounding box it fills (square ~1.0, circle ~0.79, triangle ~0.5). `parse_caption` is the inverse
 on text, used by the text-only program reasoner.
+
+`overlook` makes the captioner lossy the way a real VLM captioner is: each shape is left out of the
+description with probability `miss_rate`, so crowded scenes are the ones most often misdescribed. A
+text-only reasoner working from such a caption cannot get those problems right, which is what
+OpenVLThinker's later iterations recover by letting the student read the image itself.
 """
 from __future__ import annotations
 
@@ -52,6 +57,14 @@ def _read_cell(cell: np.ndarray, palette: np.ndarray) -> Item | None:
     return colour, shape
 
 
+def overlook(scene: Scene, rng: random.Random, miss_rate: float) -> Scene:
+    """The scene as a lossy captioner sees it: each shape missed (seen as an empty cell) with `miss_rate`."""
+    if not miss_rate:
+        return scene
+    rows = tuple(tuple(None if cell is not None and rng.random() < miss_rate else cell for cell in row) for row in scene.cells)
+    return Scene(scene.size, rows)
+
+
 def write_caption(scene: Scene, rng: random.Random) -> str:
     """A natural-language description of every cell, row by row, in one of a few phrasings."""
     size = scene.size
@@ -72,8 +85,8 @@ def write_caption(scene: Scene, rng: random.Random) -> str:
     return " ".join(sentences)
 
 
-def caption_image(image: bytes | Image.Image, rng: random.Random) -> str:
-    return write_caption(read_grid(image), rng)
+def caption_image(image: bytes | Image.Image, rng: random.Random, miss_rate: float = 0.0) -> str:
+    return write_caption(overlook(read_grid(image), rng, miss_rate), rng)
 
 
 _ROW_RE = re.compile(r"(?:Row (\d+):|The (" + "|".join(_ORDINALS) + r") row has)", re.IGNORECASE)

@@ -20,14 +20,19 @@ from openvlt.engines import Request, Sampling
 
 
 class ToyWorldCaptioner:
-    """Describes the first image of each request from its pixels."""
+    """Describes the first image of each request from its pixels, missing each shape with `miss_rate`."""
+
+    def __init__(self, miss_rate: float = 0.0):
+        if not 0 <= miss_rate <= 1:
+            raise ValueError(f"miss_rate must be in [0, 1], got {miss_rate}")
+        self.miss_rate = miss_rate
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[list[str]]:
         out = []
         for request in requests:
             if not request.images:
                 raise ValueError("the toy-world captioner needs an image in every request")
-            out.append([caption_image(request.images[0], _rng(request, sampling, k)) for k in range(sampling.n)])
+            out.append([caption_image(request.images[0], _rng(request, sampling, k), self.miss_rate) for k in range(sampling.n)])
         return out
 
 

@@ -166,9 +166,10 @@ def grpo(
         resp_mask = resp_mask * valid[:, None]  # errored rollouts: out of the loss
         advantages = grpo_advantages(rewards, valid, resp_mask, group, config.norm_adv_by_std)
         with torch.no_grad():
-            ref_logp = _logprobs_in_chunks(reference, batch, resp_pos, config.micro_batch_size, opts.device)
+            ref_logp = _logprobs_in_chunks(reference, batch, resp_pos, config.micro_batch_size, opts.device, config.temperature)
             reuse_current = config.ppo_epochs == 1 and config.mini_batches == 1
-            old_logp = None if reuse_current else _logprobs_in_chunks(policy, batch, resp_pos, config.micro_batch_size, opts.device)
+            old_logp = None if reuse_current else _logprobs_in_chunks(
+                policy, batch, resp_pos, config.micro_batch_size, opts.device, config.temperature)
 
         stats: dict[str, list[float]] = {"pg_loss": [], "kl": [], "clipfrac": []}
         policy.train()
@@ -181,7 +182,7 @@ def grpo(
                 actor.global_batch_info.update(batch_num_tokens=n_tokens, dp_size=1)
                 for micro in mb.split(config.micro_batch_size):
                     sub = _to(_rows(batch, micro), opts.device)
-                    logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device))
+                    logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
                     mask = resp_mask[micro].to(opts.device).float()
                     old = logp.detach() if old_logp is None else old_logp[micro].to(opts.device)
                     loss, pg_loss, kl_loss, clipfrac = grpo_loss(
@@ -391,15 +392,21 @@ def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch
     return sub
 
 
-def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor) -> torch.Tensor:
-    """log p(response token j | prefix) for each row, as a (B, R) tensor aligned with `resp_pos`."""
-    logits = model(**batch).logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(response token j | prefix) for each row, as a (B, R) tensor aligned with `resp_pos`.
+
+    The logits are divided by the rollout temperature first, as verl's actor and reference do, so
+    the ratio and the KL are those of the distribution the rollouts were sampled from."""
+    logits = model(**batch).logits[:, :-1].float() / temperature  # (B, T-1, V): position t predicts token t+1
     targets = batch["input_ids"][:, 1:]
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
     return logp.gather(1, resp_pos)
 
 
-def _logprobs_in_chunks(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, size: int, device: str) -> torch.Tensor:
+def _logprobs_in_chunks(
+    model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, size: int, device: str, temperature: float
+) -> torch.Tensor:
     rows = torch.arange(len(resp_pos))
-    parts = [_response_logprobs(model, _to(_rows(batch, r), device), resp_pos[r].to(device)).cpu() for r in rows.split(size)]
+    parts = [_response_logprobs(model, _to(_rows(batch, r), device), resp_pos[r].to(device), temperature).cpu()
+             for r in rows.split(size)]
     return torch.cat(parts)

@@ -41,6 +41,29 @@ def test_captioner_engine_writes_captions_that_describe_every_cell(problems):
         captioner.generate([Request("no image here")], Sampling())
 
 
+def test_lossy_captioner_misses_shapes_at_its_rate_and_more_often_in_crowded_scenes(problems):
+    grid3 = [p for p in problems if p["extra_info"]["grid"] == 3]
+    requests = [Request("<image>", (p["images"][0],)) for p in grid3]
+    captioner = build_program("toyworld-captioner", miss_rate=0.1)
+    captions = [c[0] for c in captioner.generate(requests, Sampling(seed=5))]
+    truth = [read_grid(p["images"][0]) for p in grid3]
+    seen = [parse_caption(c) for c in captions]
+    shapes = sum(len(t.items()) for t in truth)
+    missed = sum(len(t.items()) - len(s.items()) for t, s in zip(truth, seen))
+    assert abs(missed / shapes - 0.1) < 0.02, missed / shapes
+    for t, s in zip(truth, seen):  # a miss turns a shape into an empty cell; nothing is invented
+        assert all(cs in (ct, None) for rt, rs in zip(t.cells, s.cells) for ct, cs in zip(rt, rs))
+    wrong = [(len(t.items()), scene_code(s) != scene_code(t)) for t, s in zip(truth, seen)]
+    sparse = [w for n, w in wrong if n <= 4]
+    crowded = [w for n, w in wrong if n >= 7]
+    assert sum(crowded) / len(crowded) > sum(sparse) / len(sparse) + 0.15
+    assert [c[0] for c in captioner.generate(requests[:20], Sampling(seed=5))] == captions[:20]  # deterministic
+    lossless = build_program("toyworld-captioner").generate(requests[:50], Sampling(seed=5))  # the default misses nothing
+    assert [scene_code(parse_caption(c[0])) for c in lossless] == [scene_code(t) for t in truth[:50]]
+    with pytest.raises(ValueError, match="miss_rate"):
+        build_program("toyworld-captioner", miss_rate=2)
+
+
 def distill(problems, error_rate: float, n: int):
     captioner, reasoner = build_program("toyworld-captioner"), build_program("toyworld-reasoner", error_rate=error_rate)
     captions = captioner.generate([Request("<image>", (p["images"][0],)) for p in problems], Sampling())

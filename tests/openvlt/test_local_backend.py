@@ -37,17 +37,19 @@ def test_training_forward_reproduces_what_generation_sampled(engine, problems):
         assert predicted[row, :n].tolist() == generated[0]
 
 
-def test_response_logprobs_are_aligned_with_response_tokens(engine, problems):
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_response_logprobs_are_aligned_with_response_tokens(engine, problems, temperature):
+    """...and are those of the distribution sampled from: logits / rollout temperature, as in verl."""
     requests = [Request(p["question"], tuple(p["images"])) for p in problems[:3]]
-    _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=1.0, max_tokens=10, seed=3))
+    _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=temperature, max_tokens=10, seed=3))
     flat = [i for row in ids for i in row]
     batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
                                                  [r.images for r in requests], flat, 2)
     with torch.no_grad():
-        ours = _response_logprobs(engine.model, _rows(batch, torch.arange(6)), resp_pos)
+        ours = _response_logprobs(engine.model, _rows(batch, torch.arange(6)), resp_pos, temperature)
         for row, tokens in enumerate(flat):  # one sequence at a time, no padding at all
             single, pos, _ = encode_rollouts(engine.processor, [requests[row // 2].prompt], [requests[row // 2].images], [tokens], 1)
-            logits = engine.model(**_rows(single, torch.arange(1))).logits[0].log_softmax(-1)
+            logits = (engine.model(**_rows(single, torch.arange(1))).logits[0] / temperature).log_softmax(-1)
             start = pos[0, 0].item()
             manual = [logits[start + j, t].item() for j, t in enumerate(tokens)]
             assert ours[row, : len(tokens)].tolist() == pytest.approx(manual, abs=1e-4)

@@ -51,6 +51,8 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"regenerate": {"retries": -1}}, "regenerate.retries: must be >= 0, got int -1"),
         ({"per_iteration": {5: {"sft": {"steps": 1}}}}, "per_iteration.5: iterations are numbered 1..2"),
         ({"per_iteration": {2: {"sft": {"setps": 1}}}}, "did you mean 'sft.steps'?"),
+        ({"grpo": {"temperature": 0}}, "grpo.temperature: GRPO samples its rollouts, so the temperature must be > 0"),
+        ({"per_iteration": {2: {"grpo": {"temperature": 0.0}}}}, "per_iteration.2.grpo.temperature: GRPO samples"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
