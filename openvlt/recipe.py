@@ -223,8 +223,9 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
         if not isinstance(k, int) or not 1 <= k <= recipe.iterations:
             raise RecipeError(f"per_iteration.{k}: iterations are numbered 1..{recipe.iterations}")
     for k in range(1, recipe.iterations + 1):
-        where = f"per_iteration.{k}.grpo.temperature" if "grpo" in recipe.per_iteration.get(k, {}) else "grpo.temperature"
-        if not recipe.for_iteration(k).grpo.temperature > 0:  # also validates the per-iteration overrides
+        if not recipe.for_iteration(k).grpo.temperature > 0:  # for_iteration also validates the overrides
+            overridden = "temperature" in recipe.per_iteration.get(k, {}).get("grpo", {})
+            where = f"per_iteration.{k}.grpo.temperature" if overridden else "grpo.temperature"
             raise RecipeError(f"{where}: GRPO samples its rollouts, so the temperature must be > 0 "
                               "(log-probabilities are taken at the rollout temperature, as in verl)")
     recipe = _expand_run_dir(recipe)

@@ -392,7 +392,7 @@ def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch
     return sub
 
 
-def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, temperature: float) -> torch.Tensor:
     """log p(response token j | prefix) for each row, as a (B, R) tensor aligned with `resp_pos`.
 
     The logits are divided by the rollout temperature first, as verl's actor and reference do, so

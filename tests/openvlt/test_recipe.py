@@ -105,3 +105,10 @@ def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_di
     Workspace.open(changed, force=True)
     assert "lr: 0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
     assert len(list((tmp_path / "run").glob("recipe.*.yaml"))) == 1  # the old one is kept
+
+
+def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_other_grpo_keys(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, grpo={"temperature": 0}, per_iteration={1: {"grpo": {"lr": 1e-4}}})
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value).startswith("grpo.temperature: GRPO samples its rollouts")
