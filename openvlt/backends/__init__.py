@@ -51,6 +51,7 @@ class GRPOConfig:
     mini_batches: int = 1         # optimiser steps per rollout batch (verl: batch / ppo_mini_batch_size)
     micro_batch_size: int = 64    # sequences per forward/backward (memory only; maths unchanged)
     format_weight: float = 0.0    # reward = (1 - w) * problem's reward + w * format
+    freeze_vision: bool = False   # no updates to the vision tower (EasyR1: actor.model.freeze_vision_tower)
 
 
 class Backend(Protocol):

@@ -9,7 +9,9 @@ verl's own `core_algos` functions, so the math is verl's.
 
 Deliberate simplifications against verl (numbered, as the style guide asks):
 1. Rollouts come from transformers `generate` in the same process, not from vLLM workers.
-2. No critic, no sequence packing, no FSDP: one model on one device, micro-batches for memory.
+2. No critic, no sequence packing, no FSDP: one model on one device, micro-batches for memory
+   (SFT's `grad_accum`, GRPO's `micro_batch_size`). Micro-batches are cut in length order, like
+   verl's dynamic batch size, so they pad little; the update is the same however a batch is cut.
 3. Rollouts whose reward errored or timed out are left out of the advantage groups and the loss
    (verl would score them 0); they are counted in the metrics.
 
@@ -88,6 +90,7 @@ def sft(
     bar = tqdm(range(start + 1, config.steps + 1), desc="sft", unit="step", initial=start, total=config.steps)
     for step in bar:
         encoded = [cache.get(i) for i in _batch_indices(len(examples), config.batch_size, step, seed)]
+        encoded.sort(key=lambda e: e["input_ids"].shape[1])  # micro-batches of like lengths: less padding, same update
         n_tokens = sum(int((e["labels"][:, 1:] != -100).sum()) for e in encoded)
         total_loss = 0.0
         for m in range(config.grad_accum):
@@ -140,6 +143,8 @@ def grpo(
     out = Path(out_dir)
     policy, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model)
     reference = load_model(init_model, opts.dtype, opts.device).eval().requires_grad_(False)
+    if config.freeze_vision:
+        log.info("grpo: vision tower frozen (%d parameters)", freeze_vision_tower(policy))
     engine = HFEngine.from_loaded(policy, processor, batch_size=opts.generate_batch)
     optimizer, scheduler = _optimizer(policy, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.schedule)
     start = _resume(out, policy, optimizer, scheduler)
@@ -180,7 +185,7 @@ def grpo(
                 if n_tokens == 0:
                     continue
                 actor.global_batch_info.update(batch_num_tokens=n_tokens, dp_size=1)
-                for micro in mb.split(config.micro_batch_size):
+                for micro in _by_length(mb, batch).split(config.micro_batch_size):
                     sub = _to(_rows(batch, micro), opts.device)
                     logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
                     mask = resp_mask[micro].to(opts.device).float()
@@ -216,6 +221,22 @@ def grpo(
         if callback is not None:
             callback(step, row)
     return _save(policy, init_model, out)
+
+
+def freeze_vision_tower(model: Any) -> int:
+    """Stop updates to the vision tower (Qwen2-VL's `visual` module); return the parameters frozen.
+
+    RL rewards say little about perception, and on the toy world GRPO's updates there cost more than
+    they gave (grid misreadings 5 -> 33 of 500 after 12 steps; 21 with the tower frozen)."""
+    towers = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "visual"]
+    if not towers:
+        raise ValueError("grpo.freeze_vision: the model has no vision tower (no module named 'visual')")
+    frozen = 0
+    for tower in towers:
+        for p in tower.parameters():
+            frozen += p.numel() if p.requires_grad else 0
+            p.requires_grad_(False)
+    return frozen
 
 
 def grpo_advantages(
@@ -380,9 +401,18 @@ def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _by_length(rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`rows` ordered by sequence length, so consecutive micro-batches pad little (as verl's
+    dynamic batch size does). The update is the same: the loss is a token mean over the mini-batch."""
+    lengths = batch["attention_mask"][rows].sum(1)
+    return rows[torch.argsort(lengths, stable=True)]
+
+
 def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Rows of a rollout batch, with their images' patches (`pixel_values` is per image, not per row)."""
-    sub = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch}
+    """Rows of a right-padded rollout batch, cut to their longest row, with their images' patches
+    (`pixel_values` is per image, not per row)."""
+    width = int(batch["attention_mask"][rows].sum(1).max())
+    sub = {k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch}
     if "pixel_values" in batch:
         counts = batch["row_patches"]
         starts = torch.cumsum(counts, 0) - counts
@@ -400,13 +430,13 @@ def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: tor
     logits = model(**batch).logits[:, :-1].float() / temperature  # (B, T-1, V): position t predicts token t+1
     targets = batch["input_ids"][:, 1:]
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    return logp.gather(1, resp_pos)
+    return logp.gather(1, resp_pos.clamp(max=logp.shape[1] - 1))  # beyond a row's end: padding, masked out
 
 
 def _logprobs_in_chunks(
     model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, size: int, device: str, temperature: float
 ) -> torch.Tensor:
-    rows = torch.arange(len(resp_pos))
-    parts = [_response_logprobs(model, _to(_rows(batch, r), device), resp_pos[r].to(device), temperature).cpu()
-             for r in rows.split(size)]
-    return torch.cat(parts)
+    out = torch.empty(resp_pos.shape, dtype=torch.float32)
+    for r in _by_length(torch.arange(len(resp_pos)), batch).split(size):
+        out[r] = _response_logprobs(model, _to(_rows(batch, r), device), resp_pos[r].to(device), temperature).cpu()
+    return out

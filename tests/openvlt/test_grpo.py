@@ -79,3 +79,38 @@ def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_p
     assert last > 5 * first and last > first + 0.3, (first, last)
     assert counts["steps"] == 40 and counts["reward_errors"] == 0 and curve[-1]["kl"] > 0
     assert (tmp_path / "grpo" / "model.safetensors").exists() and not (tmp_path / "grpo" / "_checkpoint").exists()
+
+
+def test_micro_batch_size_does_not_change_the_update(tiny_student, toyworld_dir, tmp_path):
+    """Micro-batches (taken in length order, cut to their longest rollout) are for memory and speed
+    only: the loss is a token mean over the whole mini-batch, so the weights come out the same."""
+    from safetensors.torch import load_file
+
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    weights = []
+    for micro in (64, 3):
+        config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01, micro_batch_size=micro)
+        train_grpo(problems, tiny_student, tmp_path / f"m{micro}", config=config,
+                   judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"), seed=0, options={"checkpoint_every": 0})
+        weights.append(load_file(tmp_path / f"m{micro}" / "model.safetensors"))
+    moved = load_file(tiny_student / "model.safetensors")
+    assert any(not torch.equal(moved[n], t) for n, t in weights[0].items())  # it did train
+    for name, tensor in weights[0].items():
+        assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
+
+
+def test_freeze_vision_leaves_the_vision_tower_untouched(tiny_student, toyworld_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from openvlt.backends.local import freeze_vision_tower
+
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    config = GRPOConfig(steps=2, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-2, kl_coef=0.01, freeze_vision=True)
+    train_grpo(problems, tiny_student, tmp_path / "g", config=config,
+               judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"), seed=0, options={"checkpoint_every": 0})
+    before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
+    vision = [n for n in before if ".visual." in f".{n}"]
+    assert vision and all(torch.equal(before[n], after[n]) for n in vision)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n not in vision)  # the language model trained
+    with pytest.raises(ValueError, match="no vision tower"):
+        freeze_vision_tower(torch.nn.Linear(2, 2))

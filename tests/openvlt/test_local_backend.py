@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from openvlt.backends.local import _batch_indices, _response_logprobs, _rows
+from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _response_logprobs, _rows
 from openvlt.engines import Request, Sampling
 from openvlt.engines.hf import HFEngine
 from openvlt.models.batching import encode_examples, encode_rollouts
@@ -56,6 +56,21 @@ def test_response_logprobs_are_aligned_with_response_tokens(engine, problems, te
             assert resp_mask[row, len(tokens):].sum() == 0
 
 
+def test_length_ordered_chunks_give_the_same_logprobs_as_one_padded_batch(engine, problems):
+    """Micro-batches are taken in length order and cut to their longest row (less padding); every
+    row's response log-probs must come back in its own place, unchanged."""
+    requests = [Request(p["question"], tuple(p["images"])) for p in problems]
+    _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=1.0, max_tokens=14, seed=5))
+    flat = [i[: 2 + (k * 5) % 13] for k, i in enumerate(row for pair in ids for row in pair)]  # lengths 2..14, mixed order
+    batch, resp_pos, resp_mask = encode_rollouts(engine.processor, [r.prompt for r in requests],
+                                                 [r.images for r in requests], flat, 2)
+    assert len(set(resp_mask.sum(1).tolist())) > 5
+    with torch.no_grad():
+        whole = _response_logprobs(engine.model, _rows(batch, torch.arange(len(flat))), resp_pos, 1.0)
+        chunked = _logprobs_in_chunks(engine.model, batch, resp_pos, 3, "cpu", 1.0)
+    assert torch.allclose(whole * resp_mask, chunked * resp_mask, atol=1e-5)
+
+
 def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems):
     p = problems[0]
     batch = encode_examples(engine.processor, [p["question"]], [p["images"]], ["<think>x</think> <answer>3</answer>"])
@@ -78,8 +93,8 @@ def test_gradient_accumulation_does_not_change_the_update(tiny_student, toyworld
     from openvlt.backends.local import sft
 
     rows = load_problems(toyworld_dir / "train.parquet", 0, 8)
-    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<think>x</think> <answer>{p['answer']}</answer>"}
-                for p in rows]
+    examples = [{"prompt": p["question"], "images": p["images"],  # responses of different lengths: micro-batches differ
+                 "response": f"<think>{' red' * (3 * k)}</think> <answer>{p['answer']}</answer>"} for k, p in enumerate(rows)]
     weights = []
     for accum in (1, 4):
         out = sft(examples, tiny_student, tmp_path / f"a{accum}", SFTConfig(steps=2, batch_size=8, grad_accum=accum, lr=1e-3),
