@@ -102,7 +102,9 @@ def _compose(scene: Scene, question: Question, rng: random.Random, mistake: str 
     answer = str(value)
     if question.choices:  # check every option against the value, then answer with the letter
         answer = _pick_option(question, value, rng)
-        checks = ", ".join(f"{letter} {c} {'yes' if c == str(value) else 'no'}" for letter, c in zip(LETTERS, question.choices))
+        # each option quoted as the question writes it, "(A) 3": the same tokens, so a small student can copy them
+        checks = ", ".join(f"({letter}) {c} {'yes' if c == str(value) else 'no'}"
+                           for letter, c in zip(LETTERS, question.choices))
         closing = f"So ({answer})." if str(value) in question.choices else f"None is {value}; the closest is ({answer})."
         parts.append(f"Options: {checks}. {closing}")
     return Trace(f"<think>{' '.join(parts)}</think> <answer>{answer}</answer>", answer, mistake)

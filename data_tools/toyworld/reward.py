@@ -46,7 +46,8 @@ _PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
 _PASS_RE = re.compile(r"(?:<think>|\. )([A-Za-z ,]{1,40}): ([a-z]+(?: [a-z]+)?)\? Row")  # intro: probe? Row
 _EQUATION_RE = re.compile(r"(?<![\d-])(\d{1,9}(?: [+-] \d{1,9})+) = (-?\d{1,9})(?!\d)")
 _RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is -?\d{1,9}, not (-?\d{1,9})(?!\d)")
-_OPTION_RE = re.compile(r"\b([A-D]) (-?\d{1,9}) (yes|no)\b")
+# "(A) 3 no" quotes option A as the question writes it; "A 3 no" (the teacher's older wording) is read the same.
+_OPTION_RE = re.compile(r"(?:\(([A-D])\)|\b([A-D])) (-?\d{1,9}) (yes|no)\b")
 
 
 def toyworld_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, Any]) -> dict[str, float]:
@@ -124,12 +125,13 @@ def _equations_hold(reasoning: str) -> bool:
 
 
 def _options_hold(reasoning: str, choices: list[str] | None) -> bool:
-    checks = _OPTION_RE.findall(reasoning)
-    if not checks:
+    found = list(_OPTION_RE.finditer(reasoning))
+    if not found:
         return True
+    checks = [(quoted or bare, value, said) for quoted, bare, value, said in (m.groups() for m in found)]
     if not choices or [(letter, value) for letter, value, _ in checks] != list(zip("ABCD", choices)):
         return False  # options misquoted (or claimed where the question has none)
-    results = _EQUATION_RE.findall(reasoning[: reasoning.find(checks[0][0] + " " + checks[0][1])])
+    results = _EQUATION_RE.findall(reasoning[: found[0].start()])
     if not results:
         return True
     computed = results[-1][1]  # the value the options are checked against

@@ -139,6 +139,8 @@ def grpo(
 
     if not problems:
         raise ValueError("GRPO needs at least one problem")
+    if not config.temperature > 0:  # log-probabilities are divided by it, as verl's actor does
+        raise ValueError(f"GRPO samples its rollouts: temperature must be > 0, got {config.temperature}")
     opts = _options(options)
     out = Path(out_dir)
     policy, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model)

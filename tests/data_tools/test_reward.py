@@ -86,6 +86,11 @@ def test_arithmetic_and_option_claims_are_checked():
                 good.replace("A 3 no", "A 5 no"),                       # misquoted option
                 good.replace("C 0 no", "C 0 yes")):                     # a check that contradicts the value
         assert reward(bad, "B", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
+    quoted = good.replace("A 3 no, B 1 yes, C 0 no, D 2 no", "(A) 3 no, (B) 1 yes, (C) 0 no, (D) 2 no")
+    assert reward(quoted, "B", extra_info=extra)["score"] == 1.0       # options quoted as the question writes them
+    for bad in (quoted.replace("(A) 3", "(A) 5"), quoted.replace("(C) 0 no", "(C) 0 yes"),
+                quoted.replace("(B) 1 yes, (C) 0", "(C) 1 yes, (B) 0")):   # misquoted, contradicting, out of order
+        assert reward(bad, "B", extra_info=extra)["faithful"] == 0.0
     retracted = "<think>3 + 4 = 8. Wait, 3 + 4 is 7, not 8. 3 + 4 = 7.</think> <answer>7</answer>"
     assert reward(retracted, "7", extra_info={"scene": extra["scene"]})["score"] == 1.0
 

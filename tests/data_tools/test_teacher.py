@@ -91,6 +91,9 @@ def test_traces_are_describe_first_think_answer_with_varied_wording(problems):
             assert re.fullmatch(r"<think>.+</think> <answer>[^<]+</answer>", t, re.S), t
             size = p["extra_info"]["grid"]
             assert all(f"Row {r}:" in t for r in range(1, size + 1))  # the scene is described first
+            if choices := p["extra_info"].get("choices"):  # options quoted as the question writes them
+                quoted = re.search(r"Options: (.*?)\. (?:So|None)", t)[1]
+                assert [q.rsplit(" ", 1)[0] for q in quoted.split(", ")] == re.findall(r"\([A-D]\) \S+", p["question"])
     assert sum(len(set(ts)) > 1 for ts in traces) > 80
     assert any("Wait," in t for ts in traces for t in ts)  # reflections exist for truncation to cut
 

@@ -110,6 +110,13 @@ def test_freeze_vision_leaves_the_vision_tower_untouched(tiny_student, toyworld_
         freeze_vision_tower(torch.nn.Linear(2, 2))
 
 
+def test_a_direct_caller_with_greedy_rollouts_gets_an_error_before_any_work(tiny_student, toyworld_dir, tmp_path):
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 2)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
+        _grpo_on_digit_share(problems, tiny_student, tmp_path / "g", GRPOConfig(steps=1, temperature=0.0))
+    assert not (tmp_path / "g").exists()
+
+
 def _grpo_on_digit_share(problems, tiny_student, out, config):
     """GRPO on a dense reward a random-init policy can climb: the share of digits it writes."""
     return train_grpo(problems, tiny_student, out, config=config, judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"),
