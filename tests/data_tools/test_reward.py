@@ -80,17 +80,14 @@ def test_a_skipped_pass_fails_even_when_its_count_is_zero():
 def test_arithmetic_and_option_claims_are_checked():
     reward = get_reward("toyworld")
     extra = {"scene": "red circle,-,-;-,-,-;-,-,-", "choices": ["3", "1", "0", "2"]}
-    good = "<think>4 - 3 = 1. Options: A 3 no, B 1 yes, C 0 no, D 2 no. So (B).</think> <answer>B</answer>"
-    assert reward(good, "B", extra_info=extra)["score"] == 1.0
-    for bad in (good.replace("4 - 3 = 1", "4 - 3 = 2"),                 # wrong arithmetic, right letter
-                good.replace("A 3 no", "A 5 no"),                       # misquoted option
-                good.replace("C 0 no", "C 0 yes")):                     # a check that contradicts the value
-        assert reward(bad, "B", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
-    quoted = good.replace("A 3 no, B 1 yes, C 0 no, D 2 no", "(A) 3 no, (B) 1 yes, (C) 0 no, (D) 2 no")
-    assert reward(quoted, "B", extra_info=extra)["score"] == 1.0       # options quoted as the question writes them
-    for bad in (quoted.replace("(A) 3", "(A) 5"), quoted.replace("(C) 0 no", "(C) 0 yes"),
-                quoted.replace("(B) 1 yes, (C) 0", "(C) 1 yes, (B) 0")):   # misquoted, contradicting, out of order
-        assert reward(bad, "B", extra_info=extra)["faithful"] == 0.0
+    for a, b, c, d in (("A", "B", "C", "D"), ("(A)", "(B)", "(C)", "(D)")):  # the older wording; as the question writes them
+        good = f"<think>4 - 3 = 1. Options: {a} 3 no, {b} 1 yes, {c} 0 no, {d} 2 no. So (B).</think> <answer>B</answer>"
+        assert reward(good, "B", extra_info=extra)["score"] == 1.0
+        for bad in (good.replace("4 - 3 = 1", "4 - 3 = 2"),                 # wrong arithmetic, right letter
+                    good.replace(f"{a} 3 no", f"{a} 5 no"),                 # misquoted option
+                    good.replace(f"{c} 0 no", f"{c} 0 yes"),                # a check that contradicts the value
+                    good.replace(f"{b} 1 yes, {c} 0", f"{c} 1 yes, {b} 0")):  # options out of order
+            assert reward(bad, "B", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
     retracted = "<think>3 + 4 = 8. Wait, 3 + 4 is 7, not 8. 3 + 4 = 7.</think> <answer>7</answer>"
     assert reward(retracted, "7", extra_info={"scene": extra["scene"]})["score"] == 1.0
 
