@@ -1,6 +1,6 @@
 """The `openvlt` command line.
 
-    openvlt run RECIPE.yaml [key.sub=value ...]     run (or resume) the SFT+GRPO loop
+    openvlt run RECIPE.yaml [key.sub=value ...]     run (or resume) the SFT+GRPO loop (--redo STAGE: run one again)
     openvlt status RUN_DIR                          what is done, what failed, what a rerun will do
     openvlt data toyworld --n N --seed S --out DIR  write toy-world problem records
     openvlt model tiny --out DIR                    build the tiny offline student
@@ -25,14 +25,17 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("recipe", help="recipe YAML file (e.g. recipes/tiny-cpu.yaml)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. sft.steps=200 iterations=3)")
     parser.add_argument("--run-dir", help="run directory (default: the recipe's run_dir, or runs/<name>)")
-    parser.add_argument("--force", action="store_true", help="resume even though the recipe changed since the run started")
+    parser.add_argument("--force", action="store_true", help="resume even though the recipe changed since the run started "
+                        "(completed stages are kept; see --redo)")
+    parser.add_argument("--redo", metavar="STAGE", help="run STAGE again, and every stage after it, replacing their outputs "
+                        "(stage names as `openvlt status` lists them, e.g. iter_2/grpo)")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     from openvlt.loop import run
     from openvlt.recipe import load_recipe
     from openvlt.report import format_summary
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-    summary = run(load_recipe(args.recipe, overrides), force=args.force)
+    summary = run(load_recipe(args.recipe, overrides), force=args.force, redo=args.redo)
     print(format_summary(summary))
     return 0
 

@@ -30,9 +30,10 @@ from openvlt.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
-def run(recipe: Recipe, *, force: bool = False) -> dict[str, Any]:
-    """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json."""
-    ws = Workspace.open(recipe, force=force)
+def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json.
+    `redo` names a completed stage to run again, with every stage after it (e.g. "iter_2/grpo")."""
+    ws = Workspace.open(recipe, force=force, redo=redo)
     log.info("run directory %s (recipe %s)", ws.root, recipe.digest())
     prepare(ws, recipe)
     base = recipe.roles.student.model

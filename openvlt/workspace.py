@@ -8,11 +8,14 @@ then renames them into place; the manifest, written atomically, is updated last.
 kill -9 anywhere, re-running the same command skips every complete stage, and an interrupted
 stage starts again from whatever it left in its partial outputs and scratch folder (generation
 stages keep finished chunks, training stages keep checkpoints). A completed stage's outputs are
-never rewritten.
+never rewritten, unless the user asks for it: `openvlt run RECIPE --redo STAGE` marks STAGE and
+every stage that ran after it as "redo"; each is run again and its outputs replaced only when its
+new run completes.
 """
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import json
 import logging
@@ -49,10 +52,13 @@ class Workspace:
         )
 
     @classmethod
-    def open(cls, recipe: Recipe, force: bool = False) -> "Workspace":
-        """Create the run directory, or reopen it for a resume (refusing a changed recipe unless forced)."""
+    def open(cls, recipe: Recipe, force: bool = False, redo: str | None = None) -> "Workspace":
+        """Create the run directory, or reopen it for a resume (refusing a changed recipe unless forced);
+        `redo` names a stage to run again, with every stage after it."""
         root = Path(recipe.run_dir)
         root.mkdir(parents=True, exist_ok=True)
+        ws = cls(root)
+        marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         if frozen.exists():
             old = _build(Recipe, yaml.safe_load(frozen.read_text()), "")
@@ -62,7 +68,7 @@ class Workspace:
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
                     + "\n  ".join(changes[:20])
                     + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
-                    "(completed stages are kept as they are)."
+                    "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
                 )
             if changes:
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -71,11 +77,34 @@ class Workspace:
                 atomic_write(frozen, dump_recipe(recipe))
         else:
             atomic_write(frozen, dump_recipe(recipe))
-        ws = cls(root)
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest["recipe"] = recipe.digest()
+        if marked:
+            ws._mark_for_redo(marked)
         ws._save()
         return ws
+
+    def _stages_from(self, key: str) -> list[str]:
+        """`key` and every stage after it (the manifest lists stages in the order they first ran)."""
+        keys = list(self.manifest["stages"])
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"--redo {key!r}: {self.manifest_path} has no such stage; {hint}"
+                             f"stages: {', '.join(keys) or 'none has run yet'}")
+        return keys[keys.index(key):]
+
+    def _mark_for_redo(self, keys: list[str]) -> None:
+        """Mark `keys` to be run again. Repeating the same --redo after a crash continues the unfinished
+        redo instead of starting it over."""
+        stages, request = self.manifest["stages"], self.manifest.get("redo", {})
+        if request.get("stages") == keys and any(stages[k].get("status") != "complete" for k in keys):
+            log.info("--redo %s: continuing the unfinished redo", keys[0])
+            return
+        for k in keys:
+            stages[k]["status"] = "redo"
+        self.manifest["redo"] = {"stages": keys, "requested": _now()}
+        log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
 
     def complete(self, key: str) -> bool:
         return self.manifest["stages"].get(key, {}).get("status") == "complete"
@@ -137,7 +166,8 @@ def format_status(run_dir: Path) -> str:
     lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})",
              f"{'stage':<24}{'status':<10}{'tries':>6}{'seconds':>9}  counts"]
     for key, s in manifest["stages"].items():
-        detail = s.get("error") or _summary(s.get("counts", {})) if s.get("status") != "running" else "interrupted; a rerun restarts it"
+        detail = {"running": "interrupted; a rerun restarts it", "redo": "marked by --redo; a rerun runs it again"}.get(
+            s.get("status"), s.get("error") or _summary(s.get("counts", {})))
         lines.append(f"{key:<24}{s.get('status', ''):<10}{s.get('attempts', 0):>6}{s.get('seconds', 0):>9.1f}  {detail}")
     return "\n".join(lines)
 

@@ -194,3 +194,24 @@ def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(refere
     assert select["reward_errors"] == 64 and select["quarantined"] == 32 and select["out"] == 0
     assert stages(run_dir)["base/evaluate"]["counts"]["reward_errors"] == 16  # counted, not turned into 0
     assert len((run_dir / "iter_1" / "sft.quarantine.jsonl").read_text().splitlines()) == 32
+
+
+def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "run")
+    recipe = micro_recipe(tmp_path, tmp_path / "run")
+    before, frozen = stages(tmp_path / "run"), (tmp_path / "run" / "recipe.yaml").read_text()
+    typo = run(recipe, "grpo.lr=0.01", "--force", "--redo", "iter_2/grop")  # (--force: the copy's run_dir differs)
+    assert typo.returncode == 1 and "did you mean 'iter_2/grpo'?" in typo.stderr
+    assert stages(tmp_path / "run") == before and (tmp_path / "run" / "recipe.yaml").read_text() == frozen
+
+    done = run(recipe, "grpo.lr=0.01", "--force", "--redo", "iter_2/grpo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = stages(tmp_path / "run")
+    redone = ["iter_2/grpo", "iter_2/grpo/evaluate"]
+    assert list(after) == list(before)
+    assert all(after[k] == before[k] for k in before if k not in redone)
+    assert [after[k]["attempts"] for k in redone] == [before[k]["attempts"] + 1 for k in redone]
+    assert after["iter_2/grpo"]["outputs"]["model"]["hash"] != before["iter_2/grpo"]["outputs"]["model"]["hash"]
+    assert all(after[k]["status"] == "complete" for k in after)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from openvlt.recipe import RecipeError, load_recipe
-from openvlt.workspace import Workspace
+from openvlt.workspace import Workspace, format_status
 
 from ..conftest import REPO
 
@@ -105,6 +105,34 @@ def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_di
     Workspace.open(changed, force=True)
     assert "lr: 0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
     assert len(list((tmp_path / "run").glob("recipe.*.yaml"))) == 1  # the old one is kept
+
+
+def test_redo_runs_a_stage_and_every_later_one_again_and_a_repeated_redo_continues(tmp_path, toyworld_dir, tiny_student):
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    runs = []
+
+    def run_stages(ws, keys):  # each stage writes its name and the number of stage runs before it
+        for key in keys:
+            def body(ctx, key=key):
+                ctx.out["x"].write_text(f"{key} {len(runs)}")
+                runs.append(key)
+                return {}
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"})
+
+    run_stages(Workspace.open(recipe), ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"--redo 'bb': .*manifest.json has no such stage; did you mean 'b'\? stages: a, b, c"):
+        Workspace.open(recipe, redo="bb")
+    ws = Workspace.open(recipe, redo="b")
+    assert [ws.complete(k) for k in "abc"] == [True, False, False]
+    assert "marked by --redo" in format_status(tmp_path / "run").splitlines()[-1]
+    assert (tmp_path / "run" / "c.txt").read_text() == "c 2"  # kept until the new run of c completes
+    run_stages(ws, ["a", "b"])  # ... and the process dies before c
+    ws = Workspace.open(recipe, redo="b")  # the same command again: continues, b is not redone
+    run_stages(ws, ["a", "b", "c"])
+    assert runs == ["a", "b", "c", "b", "c"]
+    assert [(tmp_path / "run" / f"{k}.txt").read_text() for k in "abc"] == ["a 0", "b 3", "c 4"]
+    run_stages(Workspace.open(recipe, redo="c"), ["a", "b", "c"])  # a finished redo does not block the next one
+    assert runs[-1] == "c" and len(runs) == 6
 
 
 def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_other_grpo_keys(tmp_path, toyworld_dir, tiny_student):
