@@ -5,6 +5,7 @@ the process with SIGKILL at a named point (openvlt.faults), like the OOM killer 
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -197,8 +198,6 @@ def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(refere
 
 
 def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(reference, tmp_path):
-    import shutil
-
     shutil.copytree(reference, tmp_path / "run")
     recipe = micro_recipe(tmp_path, tmp_path / "run")
     before, frozen = stages(tmp_path / "run"), (tmp_path / "run" / "recipe.yaml").read_text()
