@@ -233,7 +233,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
     """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows."""
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}.jsonl" if r.data.skip_bad_rows else None
-    return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine)
+    return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
 
 
 def _engine(role: Role, model: str | None = None):

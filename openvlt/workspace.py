@@ -4,13 +4,15 @@
     runs/<name>/manifest.json   stage -> status, attempts, inputs, outputs (+ hashes), counts, timings
 
 A stage writes its outputs under temporary names (`.<name>.partial`) and into a scratch folder,
-then renames them into place; the manifest, written atomically, is updated last. So after a
-kill -9 anywhere, re-running the same command skips every complete stage, and an interrupted
-stage starts again from whatever it left in its partial outputs and scratch folder (generation
-stages keep finished chunks, training stages keep checkpoints). A completed stage's outputs are
-never rewritten, unless the user asks for it: `openvlt run RECIPE --redo STAGE` marks STAGE and
-every stage that ran after it as "redo"; each is run again and its outputs replaced only when its
-new run completes.
+then renames them into place; the manifest, written atomically, is updated last (a stage whose work
+finished but whose manifest entry did not is recorded, not run again). So after a kill -9 anywhere,
+re-running the same command skips every complete stage, and an interrupted stage starts again from
+whatever it left in its partial outputs and scratch folder (generation stages keep finished chunks,
+training stages keep checkpoints), as long as that work was made from the same recipe and the same
+inputs (else it is discarded, never mixed with new work). A completed stage's outputs are never
+rewritten, unless the user asks for it: `openvlt run RECIPE --redo STAGE` marks STAGE and every
+stage that ran after it as "redo"; each is run again and its outputs replaced only when its new run
+completes.
 """
 from __future__ import annotations
 
@@ -102,6 +104,8 @@ class Workspace:
             log.info("--redo %s: continuing the unfinished redo", keys[0])
             return
         for k in keys:
+            if stages[k].get("status") == "complete":  # a finished stage's leftovers (a kill before cleanup) are not reused
+                shutil.rmtree(self._scratch(k), ignore_errors=True)
             stages[k]["status"] = "redo"
         self.manifest["redo"] = {"stages": keys, "requested": _now()}
         log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
@@ -123,6 +127,7 @@ class Workspace:
         finals = {name: Path(p) for name, p in outputs.items()}
         if self.complete(key):
             log.info("%s: complete, skipped", key)
+            shutil.rmtree(self._scratch(key), ignore_errors=True)  # left by a kill just after the stage completed
             return self.counts(key)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
@@ -130,22 +135,33 @@ class Workspace:
         self._save()
         crashpoint(f"before:{key}")
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
-        scratch = self.root / ".scratch" / key.replace("/", "__")
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch = self._scratch(key)
+        made_from = {"recipe": self.manifest.get("recipe"), "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        try:
-            counts = fn(StageContext(key, partial, scratch)) or {}
-        except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
-            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            self._save()
-            raise
+        result = scratch / "result.json"  # written once fn has finished: a kill after it never runs fn again
+        if result.exists():
+            counts = json.loads(result.read_text())
+            log.info("%s: finished by the interrupted attempt; recording its outputs", key)
+        else:
+            try:
+                counts = fn(StageContext(key, partial, scratch)) or {}
+                missing = [name for name, p in partial.items() if not p.exists()]
+                if missing:
+                    raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
+            except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
+                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+                self._save()
+                raise
+            atomic_write(result, json.dumps(counts))
         for name, final in finals.items():
-            if not partial[name].exists():
-                raise RuntimeError(f"stage {key} did not write its output {name!r}")
-            _remove(final)  # left by an attempt that died between rename and manifest update
-            os.replace(partial[name], final)
+            if partial[name].exists():  # else the interrupted attempt had renamed it already
+                _remove(final)  # the previous run's output (--redo)
+                os.replace(partial[name], final)
+            elif not final.exists():
+                raise RuntimeError(f"stage {key}: output {name!r} is missing; remove {scratch} and rerun")
         crashpoint(f"after:{key}")
         seconds = time.time() - started
         entry.pop("error", None)
@@ -156,8 +172,28 @@ class Workspace:
         log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
         return counts
 
+    def _scratch(self, key: str) -> Path:
+        return self.root / ".scratch" / key.replace("/", "__")
+
     def _save(self) -> None:
         atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
+
+
+def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path, partials: list[Path]) -> None:
+    """An interrupted attempt's saved work (chunks, checkpoints, partial outputs) is reused only when it
+    was made from the same recipe and inputs: after `--force` with new values, or a `--redo` that
+    changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
+    stamp = scratch / "made_from.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == made_from:
+        return
+    left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
+    if left:
+        log.warning("%s: the interrupted attempt's saved work (%s) was made from another recipe or other inputs; "
+                    "starting the stage over", key, ", ".join(str(p) for p in left))
+    for p in (scratch, *partials):
+        _remove(p)
+    scratch.mkdir(parents=True)
+    atomic_write(stamp, json.dumps(made_from))
 
 
 def format_status(run_dir: Path) -> str:

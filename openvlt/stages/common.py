@@ -19,14 +19,16 @@ log = logging.getLogger(__name__)
 
 
 def load_problems(
-    path: str | Path, start: int = 0, stop: int | None = None, *, quarantine_path: str | Path | None = None
+    path: str | Path, start: int = 0, stop: int | None = None, *, quarantine_path: str | Path | None = None,
+    decode_images: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows [start, stop) of a validated problem-record file, as dicts (images as bytes).
 
     A bad row raises `RecordError` naming file and row; with `quarantine_path`, bad rows go there
-    instead (with the reason) and the rest is used.
+    instead (with the reason) and the rest is used. `decode_images` for user data (see read_records).
     """
-    records = read_records(path, skip_bad_rows=quarantine_path is not None, quarantine_path=quarantine_path)
+    records = read_records(path, skip_bad_rows=quarantine_path is not None, quarantine_path=quarantine_path,
+                           decode_images=decode_images)
     if len(records) == 0 and start == 0 and stop is None:
         return []  # an empty stage output (e.g. select kept nothing): the consumer says what that means
     stop = records.source_rows[-1] + 1 if stop is None and records.source_rows else stop

@@ -11,6 +11,7 @@ iteration 1 on exactly those kinds.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
 from openvlt.records import write_records
 from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
+from openvlt.workspace import atomic_write
 
 
 def regenerate_traces(
@@ -43,7 +45,8 @@ def regenerate_traces(
         verdicts = score_responses([problems[i] for i in unsolved], [traces[i][-sampling.n:] for i in unsolved], judge)
         for key, n in count_failures(verdicts).items():
             counts[key] = counts.get(key, 0) + n
-        unsolved = [i for i, v in zip(unsolved, verdicts) if not any(judge.is_correct(r) for r in v)]
+        unsolved = _asked_before(scratch / f"retry-{round_}.json",
+                                 [i for i, v in zip(unsolved, verdicts) if not any(judge.is_correct(r) for r in v)])
         counts[f"retried_{round_}"] = len(unsolved)
         if not unsolved:
             break
@@ -55,3 +58,13 @@ def regenerate_traces(
     rows = [{**p, "traces": t, "trace_source": source} for p, t in zip(problems, traces)]
     write_records(rows, out_path)
     return {"in": len(problems), "out": len(rows), "traces": sum(len(t) for t in traces), **counts}
+
+
+def _asked_before(path: Path, unsolved: list[int]) -> list[int]:
+    """The problems a retry round asks, fixed by its first attempt: verdicts can differ on a rerun (a
+    reward that timed out under load), and the round's saved chunks belong to the problems first asked."""
+    if path.exists():
+        return json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(unsolved))
+    return unsolved

@@ -16,6 +16,7 @@ import yaml
 from openvlt.records import read_records
 
 from ..conftest import OPENVLT
+from .test_records import truncated_jpeg
 
 PLUGINS = Path(__file__).with_name("plugins.py")
 
@@ -144,10 +145,12 @@ def test_rerunning_a_finished_run_redoes_nothing(reference):
 
 
 def _bad_data(tmp_path: Path, reference: Path) -> Path:
-    """The reference train file with a corrupt image in row 3 and an empty answer in row 5."""
+    """The reference train file with a corrupt image in row 3, an empty answer in row 5 and a truncated
+    JPEG (a valid header) in row 7."""
     rows = list(read_records(reference / "data" / "toyworld" / "train.parquet"))[:32]
     rows[3]["images"] = [b"\x89PNG\r\n\x1a\n not really a png"]
     rows[5]["answer"] = ""
+    rows[7]["images"] = [truncated_jpeg()]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -181,9 +184,10 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert stages(run_dir)["base/evaluate"] == base  # and not redone
     quarantined = [json.loads(line) for line in (run_dir / "quarantine" / "their_data.jsonl").read_text().splitlines()]
-    assert [(q["row"], q["id"]) for q in quarantined] == [(3, "toyworld-3-train-000003"), (5, "toyworld-3-train-000005")]
-    assert "empty 'answer'" in quarantined[1]["reason"]
-    assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 30
+    assert [(q["row"], q["id"]) for q in quarantined] == [(3, "toyworld-3-train-000003"), (5, "toyworld-3-train-000005"),
+                                                        (7, "toyworld-3-train-000007")]
+    assert "empty 'answer'" in quarantined[1]["reason"] and "image file is truncated" in quarantined[2]["reason"]
+    assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 29
 
 
 def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):

@@ -2,6 +2,7 @@
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -103,6 +104,23 @@ def test_bad_rows_on_read_are_named_or_quarantined(tmp_path):
     assert [r["id"] for r in kept] == ["p0"]
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert len(reasons) == 3 and "duplicate id 'p0'" in reasons[2]
+
+
+def truncated_jpeg() -> bytes:
+    """A JPEG cut short: its header is fine, its pixels are not all there."""
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG")
+    return buf.getvalue()[:1500]
+
+
+def test_a_truncated_jpeg_is_caught_when_images_are_decoded(tmp_path):
+    path = tmp_path / "theirs.parquet"
+    _write_raw(path, [record(0), record(1, images=[truncated_jpeg()])])
+    assert len(read_records(path)) == 2  # the header check alone passes it (the run's own files need no more)
+    with pytest.raises(RecordError, match=r"theirs.parquet, row 1 \(id 'p1'\): image 1 of 1 cannot be decoded "
+                                          r"\(OSError: image file is truncated"):
+        read_records(path, decode_images=True)
 
 
 def test_plain_pyarrow_files_with_image_structs_are_accepted(tmp_path):

@@ -190,6 +190,14 @@ def test_regenerate_retries_only_the_unsolved_problems(toyworld_dir, tmp_path):
     assert counts["retried_1"] == 6 and counts["retried_2"] == 3 and counts["traces"] == 36
     assert sorted(asked.values()) == [1, 1, 1] and all(index[q] % 3 == 2 for q in asked)
 
+    # resumed while the reward now fails on every trace (a plugin timing out under load): round 1 still asks
+    # the 6 problems its saved chunks answer, so no trace lands on another problem
+    asked.clear()
+    regenerate_traces(problems, ScriptedEngine(answer), tmp_path / "t3.parquet", prompt="{question}", sampling=Sampling(n=2),
+                      scratch=tmp_path / "s", retries=1, judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"))
+    assert not asked
+    assert [r["traces"] for r in read_records(tmp_path / "t3.parquet")] == [r["traces"] for r in rows]
+
 
 def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves(distilled, tmp_path):
     previous = load_problems(distilled / "traces.parquet")
