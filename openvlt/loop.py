@@ -17,6 +17,7 @@ Every line is a stage of the workspace (openvlt.workspace): skipped when complet
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -216,6 +217,9 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 
     def body(ctx):
         sets = {name: _inputs(ws, r, ref) for name, ref in r.data.eval.items()}
+        for name, rows in sets.items():
+            if not rows:
+                raise ValueError(f"data.eval.{name}: {r.data.eval[name].path} has no usable problems to evaluate")
         if r.evaluate.max_problems:
             sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
@@ -231,8 +235,10 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
-    """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows."""
-    quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}.jsonl" if r.data.skip_bad_rows else None
+    """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows
+    (one file per data file, named after it plus a hash of its path: two test.parquet stay apart)."""
+    tag = hashlib.sha256(str(Path(ref.path).resolve()).encode()).hexdigest()[:8]
+    quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
     return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
 
 

@@ -284,10 +284,12 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
     """Write bad rows, losslessly (images base64), to a JSON-lines side file next to `path`."""
     target = Path(quarantine_path) if quarantine_path else path.with_name(path.stem + ".quarantine.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", encoding="utf-8") as f:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
         for index, row, reason in bad:
             entry = {"file": str(path), "row": index, "id": row.get("id"), "reason": reason, "record": _jsonable(row)}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
     log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
 
 

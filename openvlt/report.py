@@ -14,10 +14,13 @@ import base64
 import html
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from openvlt.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 _YIELD_KEYS = ("in", "traces", "correct_traces", "trace_yield", "out", "problem_yield", "no_correct", "too_long",
                "truncated", "kept_previous", "quarantined", "reward_errors", "reward_timeouts")
@@ -42,6 +45,8 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
         })
+    summary["quarantined_rows"] = {str(q.relative_to(run_dir)): len(q.read_text().splitlines())
+                                   for q in sorted((run_dir / "quarantine").glob("*.jsonl"))}  # user data rows set aside
     summary["seconds"] = round(sum(s.get("seconds", 0) for s in manifest.values()), 1)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -60,6 +65,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         yield_ = "-" if d.get("select_trace_yield") is None else f"{d['select_trace_yield']:.2f}"
         lines.append(f"{'iter ' + str(it['iter']):<10}{acc(it['sft']):>8}{acc(it['grpo']):>8}"
                      f"{d.get('select_out', '-')!s:>10}{yield_:>13}{d.get('rl_problems_kept', '-')!s:>13}")
+    for path, n in summary.get("quarantined_rows", {}).items():
+        lines.append(f"{n} bad input row(s) set aside in {path}")
     lines.append(f"total stage time {summary['seconds']:.0f} s")
     return "\n".join(lines)
 
@@ -100,6 +107,11 @@ def _accuracies(stage_dir: Path, headline: str) -> dict[str, Any]:
     if not path.exists():
         return {"accuracy": None}
     sets = json.loads(path.read_text())["sets"]
+    if headline not in sets:  # data.eval changed with --force after this evaluation ran
+        stage = stage_dir.name if stage_dir.name == "base" else f"{stage_dir.parent.name}/{stage_dir.name}"
+        log.warning("%s has no accuracy on %r (evaluated on: %s); `openvlt run RECIPE --redo %s/evaluate` adds it",
+                    path, headline, ", ".join(sets), stage)
+        return {"accuracy": None, "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
     return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
 
 

@@ -245,11 +245,17 @@ def grpo_advantages(
     rewards: torch.Tensor, valid: torch.Tensor, resp_mask: torch.Tensor, group: np.ndarray, norm_by_std: bool
 ) -> torch.Tensor:
     """(B, R) advantages: verl's GRPO outcome advantage over the rollouts that were judged;
-    rollouts whose reward failed get 0 and do not count in their group's mean and std."""
+    rollouts whose reward failed get 0 and do not count in their group's mean and std. A rollout
+    left alone in its group has nothing to be compared with, so it gets 0 too (verl would give a
+    group of one its raw reward, which is meant for n = 1 rollouts, not for a group cut down by errors)."""
     from verl.trainer.ppo import core_algos
 
     advantages = torch.zeros(resp_mask.shape, dtype=torch.float32)
-    rows = valid.nonzero().squeeze(1)
+    judged = valid.numpy().astype(bool)
+    _, where, sizes = np.unique(group[judged], return_inverse=True, return_counts=True)
+    compared = np.zeros_like(judged)
+    compared[judged] = sizes[where] > 1
+    rows = torch.from_numpy(compared.nonzero()[0])
     if len(rows) == 0:
         return advantages
     token_rewards = torch.zeros(resp_mask.shape, dtype=torch.float32)

@@ -183,11 +183,14 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     done = run(recipe, "data.skip_bad_rows=true", "--force")
     assert done.returncode == 0, done.stderr[-3000:]
     assert stages(run_dir)["base/evaluate"] == base  # and not redone
-    quarantined = [json.loads(line) for line in (run_dir / "quarantine" / "their_data.jsonl").read_text().splitlines()]
+    [path] = (run_dir / "quarantine").glob("their_data-*.jsonl")
+    quarantined = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(q["row"], q["id"]) for q in quarantined] == [(3, "toyworld-3-train-000003"), (5, "toyworld-3-train-000005"),
                                                         (7, "toyworld-3-train-000007")]
     assert "empty 'answer'" in quarantined[1]["reason"] and "image file is truncated" in quarantined[2]["reason"]
     assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 29
+    assert f"3 bad input row(s) set aside in quarantine/{path.name}" in done.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["quarantined_rows"] == {f"quarantine/{path.name}": 3}
 
 
 def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):
@@ -218,3 +221,46 @@ def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(r
     assert [after[k]["attempts"] for k in redone] == [before[k]["attempts"] + 1 for k in redone]
     assert after["iter_2/grpo"]["outputs"]["model"]["hash"] != before["iter_2/grpo"]["outputs"]["model"]["hash"]
     assert all(after[k]["status"] == "complete" for k in after)
+
+
+def test_a_held_out_set_changed_with_force_after_its_evaluations_ran_shows_as_missing(reference, tmp_path):
+    shutil.copytree(reference, tmp_path / "run")
+    test = str(reference / "data" / "toyworld" / "test.parquet")
+    data = {**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["data"], "eval": {"new": test, "toyworld": test}}
+    done = run(micro_recipe(tmp_path, tmp_path / "run", data=data), "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "base/eval.json has no accuracy on 'new' (evaluated on: toyworld); `openvlt run RECIPE --redo base/evaluate`" in done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_set"] == "new" and summary["base"]["accuracy"] is None
+    assert summary["iterations"][1]["grpo"]["all_sets"] == {"toyworld": stages(reference)["iter_2/grpo/evaluate"]["counts"]["accuracy/toyworld"]}
+
+
+def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
+    import pyarrow.parquet as pq
+
+    train, bad = _bad_data(tmp_path, reference), tmp_path / "held.parquet"
+    pq.write_table(pq.read_table(train).slice(3, 1), bad)  # only the corrupt-image row
+    data = {"sft": str(train), "rl": str(train), "eval": {"held": str(bad)}, "skip_bad_rows": True}
+    recipe = micro_recipe(tmp_path, tmp_path / "run", data=data, prepare={},
+                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
+                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    done = run(recipe)
+    assert done.returncode == 1 and f"data.eval.held: {bad} has no usable problems to evaluate" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(reference, tmp_path):
+    from types import SimpleNamespace
+
+    from openvlt.loop import _inputs
+    from openvlt.recipe import DataRef
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(_bad_data(tmp_path, reference), tmp_path / d / "test.parquet")
+    ws, r = SimpleNamespace(root=tmp_path / "run"), SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True))
+    for d in ("a", "b"):
+        assert len(_inputs(ws, r, DataRef(str(tmp_path / d / "test.parquet")))) == 29
+    files = sorted((tmp_path / "run" / "quarantine").glob("test-*.jsonl"))
+    assert len(files) == 2
+    assert {json.loads(f.read_text().splitlines()[0])["file"] for f in files} == {str(tmp_path / d / "test.parquet") for d in "ab"}
