@@ -77,7 +77,7 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
         f"{it}/caption",
         lambda ctx: caption_problems(
             _inputs(ws, r, ref), _engine(r.roles.captioner), ctx.out["captions"],
-            prompt=r.roles.captioner.prompt, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
+            prompt=r.roles.captioner.prompt, system=r.roles.captioner.system, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
             sampling=Sampling(n=1, temperature=r.caption.temperature, max_tokens=r.caption.max_tokens, seed=r.seed),
             source=_label("captioner", r.roles.captioner),
         ),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.recipe import Recipe
+from openvlt.workspace import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
     summary["quarantined_rows"] = {str(q.relative_to(run_dir)): len(q.read_text().splitlines())
                                    for q in sorted((run_dir / "quarantine").glob("*.jsonl"))}  # user data rows set aside
     summary["seconds"] = round(sum(s.get("seconds", 0) for s in manifest.values()), 1)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -92,7 +93,7 @@ def write_report(run_dir: Path, recipe: Recipe) -> Path:
              ".trace{font-family:monospace;white-space:pre-wrap;max-width:700px}img.scene{image-rendering:pixelated;width:84px}")
     page = f"<!doctype html><meta charset='utf-8'><title>openvlt {html.escape(recipe.name)}</title><style>{style}</style>" + "".join(parts)
     out = run_dir / "report.html"
-    out.write_text(page)
+    atomic_write(out, page)
     return out
 
 

@@ -22,6 +22,7 @@ def caption_problems(
     sampling: Sampling,
     scratch: Path,
     chunk_size: int = 256,
+    system: str | None = None,
     source: str = "captioner",
 ) -> dict[str, Any]:
     """Write the problems plus a `caption` column to `out_path`; return counts."""
@@ -29,7 +30,7 @@ def caption_problems(
         raise ValueError(f"roles.captioner.prompt must contain exactly one {IMAGE_PLACEHOLDER} (all of a problem's images go there)")
     requests = [
         Request(fill(prompt, question=text_of(p["question"])).replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * len(p["images"])),
-                tuple(p["images"]))
+                tuple(p["images"]), system)
         for p in problems
     ]
     captions = generate_in_chunks(captioner, requests, sampling, scratch, chunk_size, "caption", "caption")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from openvlt.engines import Engine, Request, Sampling
+from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.records import write_records
 from openvlt.stages.common import fill, generate_in_chunks, text_of
 
@@ -28,7 +28,9 @@ def distill_traces(
     """Write the captioned problems plus `traces` (k per problem) and `trace_source`; return counts."""
     if "{caption}" not in prompt or "{question}" not in prompt:
         raise ValueError("roles.reasoner.prompt must contain {caption} and {question}")
-    requests = [Request(fill(prompt, caption=p["caption"], question=text_of(p["question"])), (), system) for p in captioned]
+    # a caption is model output: an "<image>" in it would ask the text-only reasoner for an image it does not get
+    requests = [Request(fill(prompt, caption=p["caption"].replace(IMAGE_PLACEHOLDER, "image"), question=text_of(p["question"])),
+                        (), system) for p in captioned]
     traces = generate_in_chunks(reasoner, requests, sampling, scratch, chunk_size, "distill", "distill")
     rows = [{**p, "traces": list(t), "trace_source": source} for p, t in zip(captioned, traces)]
     write_records(rows, out_path)

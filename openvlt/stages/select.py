@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import count_failures, score_responses
+from openvlt.workspace import atomic_write
 
 POLICIES = ("shortest", "longest", "first", "random")
 
@@ -85,7 +86,7 @@ def select_traces(
     write_records(rows, out_path)
     if quarantined:
         target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
-        target.write_text("".join(json.dumps(q) + "\n" for q in quarantined))
+        atomic_write(target, "".join(json.dumps(q) + "\n" for q in quarantined))
 
     traces = sum(len(r) for r in verdicts)
     correct_traces = sum(judge.is_correct(r) for rs in verdicts for r in rs)

@@ -39,6 +39,28 @@ def distilled(toyworld_dir, tmp_path_factory):
     return out
 
 
+def test_the_captioner_gets_its_system_prompt(toyworld_dir, tmp_path):
+    seen = []
+
+    class Recording:
+        def generate(self, requests, sampling):
+            seen.extend(requests)
+            return [["a grid"] for _ in requests]
+
+    caption_problems(load_problems(toyworld_dir / "train.parquet", 0, 3), Recording(), tmp_path / "c.parquet",
+                     prompt="<image> Describe it.", sampling=Sampling(), scratch=tmp_path / "s", system="You describe images.")
+    assert [r.system for r in seen] == ["You describe images."] * 3
+
+
+def test_a_caption_that_mentions_an_image_placeholder_does_not_stop_distillation(distilled, tmp_path):
+    captioned = [{**p, "caption": "An <image> of a grid."} for p in load_problems(distilled / "captions.parquet")[:3]]
+    prompts = []
+    reasoner = ScriptedEngine(lambda prompt, k: prompts.append(prompt) or "1")
+    assert distill_traces(captioned, reasoner, tmp_path / "t.parquet", prompt=PROMPT, sampling=Sampling(),
+                          scratch=tmp_path / "s")["traces"] == 3
+    assert all("An image of a grid." in p and "<image>" not in p for p in prompts)
+
+
 def test_caption_and_distill_keep_lineage_and_columns(distilled, toyworld_dir):
     traced = read_records(distilled / "traces.parquet")
     source = read_records(toyworld_dir / "train.parquet")
