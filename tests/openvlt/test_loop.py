@@ -98,11 +98,17 @@ def test_the_loop_runs_every_stage_and_writes_summary_report_and_lineage(referen
     assert (reference / "iter_2" / "grpo" / "model" / "config.json").exists()
 
 
-CRASH_CHAIN = [
-    "before:prepare", "after:prepare", "evaluate:toyworld:chunk:0", "caption:chunk:1", "after:iter_1/caption",
-    "distill:chunk:0", "before:iter_1/select", "after:iter_1/select", "sft:step:3", "after:iter_1/sft",
-    "before:iter_1/sft/evaluate", "rl_data:chunk:0", "grpo:step:2", "after:iter_1/grpo", "regenerate:chunk:1",
-    "regenerate:retry1:chunk:0", "after:iter_2/select", "sft:step:5", "after:iter_2/rl_data", "grpo:step:1", "after:iter_2/grpo/evaluate",
+CRASH_CHAIN = [  # every stage boundary ("before:" and "after:" each stage) and points in the middle of stages
+    "before:prepare", "after:prepare", "before:base/evaluate", "evaluate:toyworld:chunk:0", "after:base/evaluate",
+    "before:iter_1/caption", "caption:chunk:1", "after:iter_1/caption",
+    "before:iter_1/distill", "distill:chunk:0", "after:iter_1/distill",
+    "before:iter_1/select", "after:iter_1/select", "before:iter_1/sft", "sft:step:3", "after:iter_1/sft",
+    "before:iter_1/sft/evaluate", "after:iter_1/sft/evaluate", "before:iter_1/rl_data", "rl_data:chunk:0", "after:iter_1/rl_data",
+    "before:iter_1/grpo", "grpo:step:2", "after:iter_1/grpo", "before:iter_1/grpo/evaluate", "after:iter_1/grpo/evaluate",
+    "before:iter_2/regenerate", "regenerate:chunk:1", "regenerate:retry1:chunk:0", "after:iter_2/regenerate",
+    "before:iter_2/select", "after:iter_2/select", "before:iter_2/sft", "sft:step:5", "after:iter_2/sft",
+    "before:iter_2/sft/evaluate", "after:iter_2/sft/evaluate", "before:iter_2/rl_data", "after:iter_2/rl_data",
+    "before:iter_2/grpo", "grpo:step:1", "after:iter_2/grpo", "before:iter_2/grpo/evaluate", "after:iter_2/grpo/evaluate",
 ]
 
 
@@ -111,10 +117,12 @@ def test_kill_minus_nine_anywhere_then_rerun_finishes_the_same_run(reference, tm
     redone or rewritten, and the result is the uninterrupted run's, row for row."""
     recipe = micro_recipe(tmp_path, tmp_path / "run")
     run_dir = tmp_path / "run"
-    for point in CRASH_CHAIN:
+    for previous, point in zip([None, *CRASH_CHAIN], CRASH_CHAIN):
         before = stages(run_dir) if (run_dir / "manifest.json").exists() else {}
         done = run(recipe, crash_at=point)
         assert done.returncode == -signal.SIGKILL, (point, done.returncode, done.stderr[-2000:])
+        if previous and previous.startswith("after:"):  # killed after its work, before the manifest said so
+            assert f"{previous.removeprefix('after:')}: finished by the interrupted attempt" in done.stderr, previous
         after = stages(run_dir)
         for key, entry in before.items():
             if entry["status"] == "complete":
@@ -133,7 +141,8 @@ def test_kill_minus_nine_anywhere_then_rerun_finishes_the_same_run(reference, tm
     for k in (1, 2):
         ids = read_records(run_dir / f"iter_{k}" / "sft.parquet").column("id")
         assert ids == read_records(reference / f"iter_{k}" / "sft.parquet").column("id") and len(set(ids)) == len(ids)
-    assert not list(run_dir.rglob("*.partial")) and not (run_dir / ".scratch").exists() or not any((run_dir / ".scratch").iterdir())
+    assert not list(run_dir.rglob("*.partial"))
+    assert not (run_dir / ".scratch").exists() or not any((run_dir / ".scratch").iterdir())
 
 
 def test_rerunning_a_finished_run_redoes_nothing(reference):
