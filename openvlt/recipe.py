@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import difflib
 import hashlib
+import inspect
 import json
 import re
 import types
@@ -219,15 +220,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
     for item in overrides:
         apply_override(raw, item)
     recipe = _build(Recipe, raw, "")
-    for k in recipe.per_iteration:
+    for k, extra in recipe.per_iteration.items():
         if not isinstance(k, int) or not 1 <= k <= recipe.iterations:
             raise RecipeError(f"per_iteration.{k}: iterations are numbered 1..{recipe.iterations}")
-    for k in range(1, recipe.iterations + 1):
-        if not recipe.for_iteration(k).grpo.temperature > 0:  # for_iteration also validates the overrides
-            overridden = "temperature" in recipe.per_iteration.get(k, {}).get("grpo", {})
-            where = f"per_iteration.{k}.grpo.temperature" if overridden else "grpo.temperature"
-            raise RecipeError(f"{where}: GRPO samples its rollouts, so the temperature must be > 0 "
-                              "(log-probabilities are taken at the rollout temperature, as in verl)")
+        _build(Recipe, copy.deepcopy(extra), f"per_iteration.{k}")  # keys and types, named where they are
+    check_values(recipe)
     recipe = _expand_run_dir(recipe)
     if check_paths:
         check_inputs(recipe)
@@ -250,6 +247,107 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             node = node.setdefault(_key(part), {})
             if not isinstance(node, dict):
                 raise RecipeError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+
+
+# Values that would otherwise fail only when their stage starts, or quietly do the wrong thing.
+_CHOICES = {
+    "select.policy": ("shortest", "longest", "first", "random"),
+    "sft.schedule": ("cosine", "linear", "constant"),
+    "grpo.schedule": ("cosine", "linear", "constant"),
+    "grpo.kl_penalty": ("low_var_kl", "k3", "kl", "k1", "mse", "k2", "abs", "low_var_kl+", "k3+", "kl+", "k1+", "abs+"),  # verl's
+    "grpo.loss_agg_mode": ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
+}
+_AT_LEAST_ONE = (
+    "iterations", "caption.max_tokens", "caption.chunk_size", "distill.samples", "distill.max_tokens", "distill.chunk_size",
+    "rl_data.samples", "rl_data.max_tokens", "evaluate.max_tokens", "regenerate.samples", "regenerate.max_tokens",
+    "regenerate.chunk_size", "sft.steps", "sft.batch_size", "sft.grad_accum", "grpo.steps", "grpo.prompts_per_step",
+    "grpo.max_tokens", "grpo.ppo_epochs", "grpo.mini_batches", "grpo.micro_batch_size",
+    "reward.workers",  # every reward call runs in a worker with a hard time limit
+)
+_POSITIVE = {
+    "sft.lr": "", "grpo.lr": "", "reward.timeout": " (seconds per reward call)",
+    "grpo.temperature": " (GRPO samples its rollouts; log-probabilities are taken at the rollout temperature, as in verl)",
+}
+
+
+def check_values(recipe: Recipe) -> None:
+    """Choices, counts, engines, backend and reward names, and option names, for every iteration; an
+    error names the key (under `per_iteration.k.` when that iteration sets it)."""
+    from openvlt.backends import BACKENDS, backend_options
+    from openvlt.engines import ENGINES, engine_options
+    from rewards import RewardError, get_reward
+
+    for k in range(1, recipe.iterations + 1):
+        r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
+
+        def where(key: str) -> str:
+            node: Any = extra
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    return key
+                node = node[part]
+            return f"per_iteration.{k}.{key}"
+
+        def value(key: str) -> Any:
+            return _lookup(r, key)
+
+        for key, allowed in {**_CHOICES, "backend.name": BACKENDS,
+                             **{f"roles.{n}.engine": ENGINES for n in ("captioner", "reasoner", "student", "evaluator")}}.items():
+            if value(key) not in allowed:
+                raise RecipeError(_not_one_of(where(key), value(key), allowed))
+        for key in _AT_LEAST_ONE:
+            if value(key) < 1:
+                raise RecipeError(f"{where(key)}: must be >= 1, got {value(key)!r}")
+        if value("grpo.rollouts") < 2:
+            raise RecipeError(f"{where('grpo.rollouts')}: GRPO compares rollouts within a group: at least 2, got {value('grpo.rollouts')}")
+        for key, why in _POSITIVE.items():
+            if not value(key) > 0:
+                raise RecipeError(f"{where(key)}: must be > 0, got {value(key)!r}{why}")
+        for name in ("captioner", "reasoner", "student", "evaluator"):
+            role = getattr(r.roles, name)
+            if role.options or role.engine == "program":
+                try:
+                    known = engine_options(role.engine, role.model)
+                except ValueError as exc:
+                    raise RecipeError(f"{where(f'roles.{name}.model')}: {exc}") from exc
+                for option in role.options:
+                    if option not in known:
+                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, known)
+                                          .replace("unknown recipe key", f"unknown {role.engine} engine option"))
+        known = backend_options(r.backend.name)
+        for option in r.backend.options:
+            if option not in known:
+                raise RecipeError(_unknown(f"backend.options.{option}", option, known)
+                                  .replace("unknown recipe key", f"unknown {r.backend.name} backend option"))
+        if r.reward.override is not None:
+            try:
+                get_reward(r.reward.override)
+            except RewardError as exc:
+                raise RecipeError(f"{where('reward.override')}: {exc}") from exc
+    _check_prepare(recipe.prepare)
+
+
+def _check_prepare(prepare: Prepare) -> None:
+    from data_tools.tiny_model import TinySize
+    from data_tools.toyworld.dataset import build_toyworld
+
+    for block, known in (("toyworld", list(inspect.signature(build_toyworld).parameters)[1:] + ["out"]),
+                         ("tiny_student", [f.name for f in dataclasses.fields(TinySize)] + ["seed", "out"])):
+        for key in getattr(prepare, block) or {}:
+            if key not in known:
+                raise RecipeError(_unknown(f"prepare.{block}.{key}", key, known))
+
+
+def _lookup(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _not_one_of(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{where}: {value!r} is not one of {', '.join(allowed)}; {hint}".rstrip("; ").rstrip()
 
 
 def check_inputs(recipe: Recipe) -> None:

@@ -8,7 +8,7 @@ recipe's `sft:` and `grpo:` blocks) plus the recipe's `backend.options`, passed 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Protocol, Sequence
@@ -66,9 +66,20 @@ class Backend(Protocol):
     ) -> Path: ...
 
 
+BACKENDS = ("local",)
+
+
 def get_backend(name: str) -> ModuleType:
     if name == "local":
         from openvlt.backends import local
 
         return local
-    raise ValueError(f"unknown training backend {name!r} (known: local)")
+    raise ValueError(f"unknown training backend {name!r} (known: {', '.join(BACKENDS)})")
+
+
+def backend_options(name: str) -> list[str]:
+    """The names a backend reads from the recipe's `backend.options` (checked before anything runs)."""
+    get_backend(name)  # an unknown backend is named there
+    from openvlt.backends.local import LocalOptions
+
+    return [f.name for f in fields(LocalOptions)]

@@ -14,6 +14,7 @@ Engines are imported lazily, so importing openvlt never requires torch, vLLM or 
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -62,6 +63,9 @@ class EngineSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+ENGINES = ("program", "hf")
+
+
 def build_engine(spec: EngineSpec) -> Engine:
     if spec.engine == "program":
         from data_tools.toyworld.teacher import build_program
@@ -71,4 +75,22 @@ def build_engine(spec: EngineSpec) -> Engine:
         from openvlt.engines.hf import HFEngine
 
         return HFEngine(spec.model, **spec.options)
-    raise ValueError(f"unknown engine {spec.engine!r} (known: program, hf)")
+    raise ValueError(f"unknown engine {spec.engine!r} (known: {', '.join(ENGINES)})")
+
+
+def engine_options(engine: str, model: str) -> list[str]:
+    """The options `build_engine` accepts for this engine (a program's depend on the program), so a
+    recipe is checked before anything runs."""
+    if engine == "program":
+        from data_tools.toyworld.teacher import PROGRAMS
+
+        if model not in PROGRAMS:
+            raise ValueError(f"unknown program model {model!r} (known: {', '.join(PROGRAMS)})")
+        params = list(inspect.signature(PROGRAMS[model]).parameters.values())
+    elif engine == "hf":
+        from openvlt.engines.hf import HFEngine
+
+        params = list(inspect.signature(HFEngine).parameters.values())[1:]  # after the model
+    else:
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -51,9 +51,36 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"grpo": {"lr": [1]}}, "grpo.lr: expected float"),
         ({"regenerate": {"retries": -1}}, "regenerate.retries: must be >= 0, got int -1"),
         ({"per_iteration": {5: {"sft": {"steps": 1}}}}, "per_iteration.5: iterations are numbered 1..2"),
-        ({"per_iteration": {2: {"sft": {"setps": 1}}}}, "did you mean 'sft.steps'?"),
-        ({"grpo": {"temperature": 0}}, "grpo.temperature: GRPO samples its rollouts, so the temperature must be > 0"),
-        ({"per_iteration": {2: {"grpo": {"temperature": 0.0}}}}, "per_iteration.2.grpo.temperature: GRPO samples"),
+        ({"per_iteration": {2: {"sft": {"setps": 1}}}},
+         "unknown recipe key 'per_iteration.2.sft.setps'; did you mean 'per_iteration.2.sft.steps'?"),
+        ({"per_iteration": {2: {"grpo": {"lr": "fast"}}}}, "per_iteration.2.grpo.lr: expected float, got str 'fast'"),
+        ({"grpo": {"temperature": 0}}, "grpo.temperature: must be > 0, got 0.0 (GRPO samples its rollouts"),
+        ({"per_iteration": {2: {"grpo": {"temperature": 0.0}}}}, "per_iteration.2.grpo.temperature: must be > 0"),
+        # values checked before anything runs, not when their stage starts
+        ({"select": {"policy": "shortst"}}, "select.policy: 'shortst' is not one of shortest, longest, first, random; "
+                                            "did you mean 'shortest'?"),
+        ({"sft": {"schedule": "cosin"}}, "sft.schedule: 'cosin' is not one of cosine, linear, constant; did you mean 'cosine'?"),
+        ({"grpo": {"kl_penalty": "k9"}}, "grpo.kl_penalty: 'k9' is not one of low_var_kl, k3"),
+        ({"grpo": {"loss_agg_mode": "tokenmean"}}, "did you mean 'token-mean'?"),
+        ({"backend": {"name": "verl"}}, "backend.name: 'verl' is not one of local"),
+        ({"roles": {"student": {"engine": "hff", "model": "MODEL"}}}, "roles.student.engine: 'hff' is not one of program, hf; "
+                                                                      "did you mean 'hf'?"),
+        ({"roles": {"student": {"model": "MODEL", "options": {"batchsize": 4}}}},
+         "unknown hf engine option 'roles.student.options.batchsize'; did you mean 'roles.student.options.batch_size'?"),
+        ({"roles": {"student": {"model": "MODEL"}, "reasoner": {"engine": "program", "model": "toyworld-reasonr"}}},
+         "roles.reasoner.model: unknown program model 'toyworld-reasonr'"),
+        ({"roles": {"student": {"model": "MODEL"}, "captioner": {"engine": "program", "model": "toyworld-captioner",
+                                                               "options": {"miss": 0.1}}}},
+         "unknown program engine option 'roles.captioner.options.miss'; did you mean 'roles.captioner.options.miss_rate'?"),
+        ({"backend": {"options": {"devcie": "cpu"}}}, "unknown local backend option 'backend.options.devcie'; "
+                                                      "did you mean 'backend.options.device'?"),
+        ({"prepare": {"toyworld": {"n_trian": 5}}}, "unknown recipe key 'prepare.toyworld.n_trian'; did you mean 'prepare.toyworld.n_train'?"),
+        ({"distill": {"samples": 0}}, "distill.samples: must be >= 1, got 0"),
+        ({"per_iteration": {2: {"sft": {"batch_size": 0}}}}, "per_iteration.2.sft.batch_size: must be >= 1, got 0"),
+        ({"grpo": {"rollouts": 1}}, "grpo.rollouts: GRPO compares rollouts within a group: at least 2, got 1"),
+        ({"reward": {"workers": 0}}, "reward.workers: must be >= 1, got 0"),
+        ({"reward": {"timeout": 0}}, "reward.timeout: must be > 0, got 0.0 (seconds per reward call)"),
+        ({"reward": {"override": "mth"}}, "reward.override: "),
     ],
 )
 def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
@@ -199,4 +226,4 @@ def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_othe
     path = write(tmp_path, toyworld_dir, tiny_student, grpo={"temperature": 0}, per_iteration={1: {"grpo": {"lr": 1e-4}}})
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
-    assert str(err.value).startswith("grpo.temperature: GRPO samples its rollouts")
+    assert str(err.value).startswith("grpo.temperature: must be > 0")
