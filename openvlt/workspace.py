@@ -143,7 +143,8 @@ class Workspace:
         started = time.time()
         result = scratch / "result.json"  # written once fn has finished: a kill after it never runs fn again
         if result.exists():
-            counts = json.loads(result.read_text())
+            done = json.loads(result.read_text())
+            counts, started = done["counts"], started - done["seconds"]  # report the time that attempt took
             log.info("%s: finished by the interrupted attempt; recording its outputs", key)
         else:
             try:
@@ -155,7 +156,7 @@ class Workspace:
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
                 self._save()
                 raise
-            atomic_write(result, json.dumps(counts))
+            atomic_write(result, json.dumps({"counts": counts, "seconds": time.time() - started}))
         for name, final in finals.items():
             if partial[name].exists():  # else the interrupted attempt had renamed it already
                 _remove(final)  # the previous run's output (--redo)

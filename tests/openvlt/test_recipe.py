@@ -1,5 +1,6 @@
 """Recipes: validated before anything runs, overridable, frozen into the run directory."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,7 @@ def test_a_stage_killed_after_its_work_finished_is_recorded_not_run_again(tmp_pa
 
     def body(ctx):
         calls.append(1)
+        time.sleep(0.3)
         ctx.out["x"].write_text("work")
         return {"in": 3, "out": 2}
 
@@ -213,11 +215,12 @@ def test_a_stage_killed_after_its_work_finished_is_recorded_not_run_again(tmp_pa
     ws = Workspace.open(recipe)
     assert ws.stage("gen", body, outputs={"x": out}) == {"in": 3, "out": 2}
     assert calls == [1] and ws.complete("gen") and out.read_text() == "work"
+    assert ws.manifest["stages"]["gen"]["seconds"] >= 0.3  # the time the attempt that did the work took
     assert not (tmp_path / "run" / ".scratch" / "gen").exists()
     leftover = tmp_path / "run" / ".scratch" / "gen"  # as if killed before that cleanup ...
     leftover.mkdir(parents=True)
     (leftover / "made_from.json").write_text(json.dumps({"recipe": ws.manifest["recipe"], "inputs": {}}))
-    (leftover / "result.json").write_text("{}")
+    (leftover / "result.json").write_text(json.dumps({"counts": {}, "seconds": 9}))
     assert Workspace.open(recipe, redo="gen").stage("gen", body, outputs={"x": out}) == {"in": 3, "out": 2}
     assert calls == [1, 1]  # ... a --redo still runs it again
 
