@@ -251,18 +251,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 # Values that would otherwise fail only when their stage starts, or quietly do the wrong thing.
 _CHOICES = {
-    "select.policy": ("shortest", "longest", "first", "random"),
     "sft.schedule": ("cosine", "linear", "constant"),
     "grpo.schedule": ("cosine", "linear", "constant"),
-    "grpo.kl_penalty": ("low_var_kl", "k3", "kl", "k1", "mse", "k2", "abs", "low_var_kl+", "k3+", "kl+", "k1+", "abs+"),  # verl's
+    "grpo.kl_penalty": tuple(name + plus for plus in ("", "+") for name in ("low_var_kl", "k3", "kl", "k1", "mse", "k2", "abs")),  # verl's
     "grpo.loss_agg_mode": ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
 }
 _AT_LEAST_ONE = (
-    "iterations", "caption.max_tokens", "caption.chunk_size", "distill.samples", "distill.max_tokens", "distill.chunk_size",
+    "caption.max_tokens", "caption.chunk_size", "distill.samples", "distill.max_tokens", "distill.chunk_size",
     "rl_data.samples", "rl_data.max_tokens", "evaluate.max_tokens", "regenerate.samples", "regenerate.max_tokens",
     "regenerate.chunk_size", "sft.steps", "sft.batch_size", "sft.grad_accum", "grpo.steps", "grpo.prompts_per_step",
     "grpo.max_tokens", "grpo.ppo_epochs", "grpo.mini_batches", "grpo.micro_batch_size",
-    "reward.workers",  # every reward call runs in a worker with a hard time limit
 )
 _POSITIVE = {
     "sft.lr": "", "grpo.lr": "", "reward.timeout": " (seconds per reward call)",
@@ -275,8 +273,11 @@ def check_values(recipe: Recipe) -> None:
     error names the key (under `per_iteration.k.` when that iteration sets it)."""
     from openvlt.backends import BACKENDS, backend_options
     from openvlt.engines import ENGINES, engine_options
+    from openvlt.stages.select import POLICIES
     from rewards import RewardError, get_reward
 
+    if recipe.iterations < 1:
+        raise RecipeError(f"iterations: must be >= 1, got {recipe.iterations}")
     for k in range(1, recipe.iterations + 1):
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
 
@@ -291,13 +292,16 @@ def check_values(recipe: Recipe) -> None:
         def value(key: str) -> Any:
             return _lookup(r, key)
 
-        for key, allowed in {**_CHOICES, "backend.name": BACKENDS,
+        for key, allowed in {**_CHOICES, "select.policy": POLICIES, "backend.name": tuple(BACKENDS),
                              **{f"roles.{n}.engine": ENGINES for n in ("captioner", "reasoner", "student", "evaluator")}}.items():
             if value(key) not in allowed:
                 raise RecipeError(_not_one_of(where(key), value(key), allowed))
         for key in _AT_LEAST_ONE:
             if value(key) < 1:
                 raise RecipeError(f"{where(key)}: must be >= 1, got {value(key)!r}")
+        if value("reward.workers") < 1:
+            raise RecipeError(f"{where('reward.workers')}: must be >= 1, got {value('reward.workers')} (the loop judges in worker "
+                              "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")
         if value("grpo.rollouts") < 2:
             raise RecipeError(f"{where('grpo.rollouts')}: GRPO compares rollouts within a group: at least 2, got {value('grpo.rollouts')}")
         for key, why in _POSITIVE.items():
@@ -312,13 +316,11 @@ def check_values(recipe: Recipe) -> None:
                     raise RecipeError(f"{where(f'roles.{name}.model')}: {exc}") from exc
                 for option in role.options:
                     if option not in known:
-                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, known)
-                                          .replace("unknown recipe key", f"unknown {role.engine} engine option"))
+                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, known, f"{role.engine} engine option"))
         known = backend_options(r.backend.name)
         for option in r.backend.options:
             if option not in known:
-                raise RecipeError(_unknown(f"backend.options.{option}", option, known)
-                                  .replace("unknown recipe key", f"unknown {r.backend.name} backend option"))
+                raise RecipeError(_unknown(f"backend.options.{option}", option, known, f"{r.backend.name} backend option"))
         if r.reward.override is not None:
             try:
                 get_reward(r.reward.override)
@@ -328,14 +330,21 @@ def check_values(recipe: Recipe) -> None:
 
 
 def _check_prepare(prepare: Prepare) -> None:
-    from data_tools.tiny_model import TinySize
-    from data_tools.toyworld.dataset import build_toyworld
+    """The prepare blocks are keyword arguments of the builders: a typo would fail only when they run."""
+    if prepare.toyworld:
+        from data_tools.toyworld.dataset import build_toyworld
 
-    for block, known in (("toyworld", list(inspect.signature(build_toyworld).parameters)[1:] + ["out"]),
-                         ("tiny_student", [f.name for f in dataclasses.fields(TinySize)] + ["seed", "out"])):
-        for key in getattr(prepare, block) or {}:
-            if key not in known:
-                raise RecipeError(_unknown(f"prepare.{block}.{key}", key, known))
+        _check_names("prepare.toyworld", prepare.toyworld, list(inspect.signature(build_toyworld).parameters)[1:] + ["out"])
+    if prepare.tiny_student:
+        from data_tools.tiny_model import TinySize
+
+        _check_names("prepare.tiny_student", prepare.tiny_student, [f.name for f in dataclasses.fields(TinySize)] + ["seed", "out"])
+
+
+def _check_names(where: str, given: dict[str, Any], known: list[str]) -> None:
+    for key in given:
+        if key not in known:
+            raise RecipeError(_unknown(f"{where}.{key}", key, known))
 
 
 def _lookup(obj: Any, key: str) -> Any:
@@ -465,11 +474,11 @@ def _field_type(schema: Any, part: str, where: str) -> Any:
     return Any
 
 
-def _unknown(full: str, name: Any, names: list[str]) -> str:
+def _unknown(full: str, name: Any, names: list[str], what: str = "recipe key") -> str:
     close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
     prefix = full.rsplit(".", 1)[0] + "." if "." in full else ""
     hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(names)}"
-    return f"unknown recipe key '{full}'{hint}"
+    return f"unknown {what} '{full}'{hint}"
 
 
 def _key(key: Any) -> Any:

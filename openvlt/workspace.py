@@ -103,9 +103,8 @@ class Workspace:
         if request.get("stages") == keys and any(stages[k].get("status") != "complete" for k in keys):
             log.info("--redo %s: continuing the unfinished redo", keys[0])
             return
-        for k in keys:
-            if stages[k].get("status") == "complete":  # a finished stage's leftovers (a kill before cleanup) are not reused
-                shutil.rmtree(self._scratch(k), ignore_errors=True)
+        for k in keys:  # saved work of an interrupted or just-finished attempt is not reused by a redo
+            shutil.rmtree(self._scratch(k), ignore_errors=True)
             stages[k]["status"] = "redo"
         self.manifest["redo"] = {"stages": keys, "requested": _now()}
         log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
@@ -189,8 +188,9 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
         return
     left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
     if left:
-        log.warning("%s: the interrupted attempt's saved work (%s) was made from another recipe or other inputs; "
-                    "starting the stage over", key, ", ".join(str(p) for p in left))
+        why = "was made from another recipe or other inputs" if stamp.exists() else "does not record what it was made from"
+        log.warning("%s: the interrupted attempt's saved work (%s) %s; starting the stage over",
+                    key, ", ".join(str(p) for p in left), why)
     for p in (scratch, *partials):
         _remove(p)
     scratch.mkdir(parents=True)

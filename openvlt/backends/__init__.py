@@ -66,7 +66,19 @@ class Backend(Protocol):
     ) -> Path: ...
 
 
-BACKENDS = ("local",)
+@dataclass
+class LocalOptions:
+    """The `local` backend's `backend.options` (kept here so checking a recipe imports no torch)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None
+    checkpoint_every: int = 100   # steps; 0 = never
+    cache_mb: int = 2048          # SFT encodings kept in memory
+    generate_batch: int = 128     # sequences per generate call
+
+
+BACKENDS = {"local": LocalOptions}  # name -> its options
 
 
 def get_backend(name: str) -> ModuleType:
@@ -79,7 +91,6 @@ def get_backend(name: str) -> ModuleType:
 
 def backend_options(name: str) -> list[str]:
     """The names a backend reads from the recipe's `backend.options` (checked before anything runs)."""
-    get_backend(name)  # an unknown backend is named there
-    from openvlt.backends.local import LocalOptions
-
-    return [f.name for f in fields(LocalOptions)]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown training backend {name!r} (known: {', '.join(BACKENDS)})")
+    return [f.name for f in fields(BACKENDS[name])]

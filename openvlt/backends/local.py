@@ -13,7 +13,8 @@ Deliberate simplifications against verl (numbered, as the style guide asks):
    (SFT's `grad_accum`, GRPO's `micro_batch_size`). Micro-batches are cut in length order, like
    verl's dynamic batch size, so they pad little; the update is the same however a batch is cut.
 3. Rollouts whose reward errored or timed out are left out of the advantage groups and the loss
-   (verl would score them 0); they are counted in the metrics.
+   (verl would score them 0); they are counted in the metrics. A rollout left alone in its group
+   gets advantage 0 (verl gives a group of one its raw reward, its rule for n = 1).
 
 Backend options (recipe `backend.options`, verbatim): device ("cpu"), dtype ("float32"),
 threads (torch threads), checkpoint_every (steps; 0 = never), cache_mb (SFT encodings kept in
@@ -33,7 +34,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,22 +41,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from openvlt.backends import GRPOConfig, SFTConfig
+from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LocalOptions:
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int | None = None
-    checkpoint_every: int = 100
-    cache_mb: int = 2048
-    generate_batch: int = 128
 
 
 def sft(

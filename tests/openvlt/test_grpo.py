@@ -32,10 +32,12 @@ def test_advantages_are_group_normalised_and_skip_failed_rollouts():
     assert adv[1, 3:].abs().sum() == 0 and adv[1, :3].tolist() == pytest.approx([adv[1, 0].item()] * 3)
     dr = grpo_advantages(rewards, valid, mask, group, norm_by_std=False)  # Dr.GRPO: centred, not scaled
     assert dr[0, 0].item() == pytest.approx(1.0 - 0.5)
-    # a group whose other rollouts all failed: the one left has no baseline, so no push either way
-    lone = grpo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([True, False, False, False]),
-                           torch.ones(4, 5), np.array([0, 0, 0, 0]), norm_by_std=True)
-    assert lone.abs().sum() == 0
+    # group 0's other rollout failed: the one left has no baseline, so no push either way; group 1 as usual
+    lone = grpo_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]), torch.tensor([True, False, True, True, True]),
+                           torch.ones(5, 5), np.array([0, 0, 1, 1, 1]), norm_by_std=True)
+    assert lone[:2].abs().sum() == 0
+    r = torch.tensor([1.0, 0.0, 0.0])
+    assert lone[2:, 0].tolist() == pytest.approx(((r - r.mean()) / (r.std(unbiased=True) + 1e-6)).tolist(), abs=1e-5)
 
 
 def test_loss_is_the_clipped_objective_plus_low_variance_kl():

@@ -1,0 +1,144 @@
+"""The run directory: resume rules, saved work of interrupted stages, and --redo."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from openvlt.recipe import load_recipe
+from openvlt.workspace import Workspace, format_status
+
+from .test_recipe import write
+
+
+def test_redo_runs_a_stage_and_every_later_one_again_and_a_repeated_redo_continues(tmp_path, toyworld_dir, tiny_student):
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    runs = []
+
+    def run_stages(ws, keys):  # each stage writes its name and the number of stage runs before it
+        for key in keys:
+            def body(ctx, key=key):
+                ctx.out["x"].write_text(f"{key} {len(runs)}")
+                runs.append(key)
+                return {}
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"})
+
+    run_stages(Workspace.open(recipe), ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"--redo 'bb': .*manifest.json has no such stage; did you mean 'b'\? stages: a, b, c"):
+        Workspace.open(recipe, redo="bb")
+    ws = Workspace.open(recipe, redo="b")
+    assert [ws.complete(k) for k in "abc"] == [True, False, False]
+    assert "marked by --redo" in format_status(tmp_path / "run").splitlines()[-1]
+    assert (tmp_path / "run" / "c.txt").read_text() == "c 2"  # kept until the new run of c completes
+    run_stages(ws, ["a", "b"])  # ... and the process dies before c
+    ws = Workspace.open(recipe, redo="b")  # the same command again: continues, b is not redone
+    run_stages(ws, ["a", "b", "c"])
+    assert runs == ["a", "b", "c", "b", "c"]
+    assert [(tmp_path / "run" / f"{k}.txt").read_text() for k in "abc"] == ["a 0", "b 3", "c 4"]
+    run_stages(Workspace.open(recipe, redo="c"), ["a", "b", "c"])  # a finished redo does not block the next one
+    assert runs[-1] == "c" and len(runs) == 6
+
+
+class Killed(BaseException):
+    """Stands in for kill -9 inside one process."""
+
+
+def test_an_interrupted_stage_reuses_its_saved_work_only_if_made_from_the_same_recipe_and_inputs(
+        tmp_path, toyworld_dir, tiny_student, caplog):
+    path, run, data = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")), tmp_path / "run", tmp_path / "in.txt"
+    data.write_text("v1")
+    seen = []
+
+    def killed_mid_stage(recipe, force=False):  # each attempt saves a chunk and a partial output, then dies
+        def body(ctx):
+            seen.append((sorted(p.name for p in ctx.scratch.glob("chunk-*")), ctx.out["x"].exists()))
+            (ctx.scratch / f"chunk-{len(seen)}").write_text(data.read_text())
+            ctx.out["x"].write_text("half")
+            raise Killed
+        with pytest.raises(Killed):
+            Workspace.open(recipe, force=force).stage("gen", body, outputs={"x": run / "x.txt"}, inputs={"data": data})
+
+    killed_mid_stage(load_recipe(path))
+    killed_mid_stage(load_recipe(path))
+    assert seen == [([], False), (["chunk-1"], True)]  # same recipe and inputs: the saved work is there
+    data.write_text("v2")
+    killed_mid_stage(load_recipe(path))
+    assert seen[-1] == ([], False) and "made from another recipe or other inputs" in caplog.text
+    killed_mid_stage(load_recipe(path))
+    assert seen[-1] == (["chunk-3"], True)
+    killed_mid_stage(load_recipe(path, ["sft.lr=0.5"]), force=True)  # e.g. a new learning rate: no old checkpoint
+    assert seen[-1] == ([], False)
+
+
+def test_a_stage_killed_after_its_work_finished_is_recorded_not_run_again(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    recipe, out = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))), tmp_path / "run" / "x.txt"
+    calls = []
+
+    def body(ctx):
+        calls.append(1)
+        time.sleep(0.3)
+        ctx.out["x"].write_text("work")
+        return {"in": 3, "out": 2}
+
+    def crash_after(name):
+        if name == "after:gen":
+            raise Killed
+    monkeypatch.setattr("openvlt.workspace.crashpoint", crash_after)
+    with pytest.raises(Killed):  # killed between renaming the output and recording the stage
+        Workspace.open(recipe).stage("gen", body, outputs={"x": out})
+    monkeypatch.setattr("openvlt.workspace.crashpoint", lambda name: None)
+    ws = Workspace.open(recipe)
+    assert ws.stage("gen", body, outputs={"x": out}) == {"in": 3, "out": 2}
+    assert calls == [1] and ws.complete("gen") and out.read_text() == "work"
+    assert ws.manifest["stages"]["gen"]["seconds"] >= 0.3  # the time the attempt that did the work took
+    assert not (tmp_path / "run" / ".scratch" / "gen").exists()
+    leftover = tmp_path / "run" / ".scratch" / "gen"  # as if killed before that cleanup ...
+    leftover.mkdir(parents=True)
+    (leftover / "made_from.json").write_text(json.dumps({"recipe": ws.manifest["recipe"], "inputs": {}}))
+    (leftover / "result.json").write_text(json.dumps({"counts": {}, "seconds": 9}))
+    assert Workspace.open(recipe, redo="gen").stage("gen", body, outputs={"x": out}) == {"in": 3, "out": 2}
+    assert calls == [1, 1]  # ... a --redo still runs it again
+
+
+def test_a_stage_killed_between_renaming_its_outputs_finishes_them_unless_its_inputs_changed(
+        tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    recipe, run, data = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))), tmp_path / "run", tmp_path / "in.txt"
+    data.write_text("v1")
+    calls = []
+
+    def body(ctx):  # two outputs, like the prepare stage
+        calls.append(data.read_text())
+        for name in ("a", "b"):
+            ctx.out[name].write_text(f"{name} from {data.read_text()}")
+        return {"out": 2}
+
+    def stage(ws):
+        return ws.stage("two", body, outputs={"a": run / "a.txt", "b": run / "b.txt"}, inputs={"data": data})
+
+    real_replace = os.replace
+
+    def killed_after_renaming_a(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name == "a.txt":
+            raise Killed
+    monkeypatch.setattr(os, "replace", killed_after_renaming_a)
+    with pytest.raises(Killed):
+        stage(Workspace.open(recipe))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (run / "a.txt").exists() and not (run / "b.txt").exists()
+    assert stage(Workspace.open(recipe)) == {"out": 2} and calls == ["v1"]  # b renamed, the work not redone
+    assert [(run / f"{n}.txt").read_text() for n in "ab"] == ["a from v1", "b from v1"]
+
+    def killed_before_renaming(src, dst):
+        if Path(dst).name == "a.txt":
+            raise Killed
+        real_replace(src, dst)
+    ws = Workspace.open(recipe, redo="two")
+    monkeypatch.setattr(os, "replace", killed_before_renaming)
+    with pytest.raises(Killed):  # the work is done (result.json written), its outputs not yet in place ...
+        stage(ws)
+    monkeypatch.setattr(os, "replace", real_replace)
+    data.write_text("v2")  # ... and then the input changes: that finished work is not what the stage needs now
+    assert stage(Workspace.open(recipe)) == {"out": 2} and calls == ["v1", "v1", "v2"]
+    assert [(run / f"{n}.txt").read_text() for n in "ab"] == ["a from v2", "b from v2"]
