@@ -38,6 +38,11 @@ DEFAULT_DISTILL_PROMPT = (
 )
 
 
+# Knobs that change memory use or speed, not what a stage computes (the update is a token mean over
+# the whole batch however it is split): the usual fix after an out-of-memory kill at 3 a.m.
+MEMORY_ONLY = ("sft.grad_accum", "grpo.micro_batch_size", "backend.options.checkpoint_every", "backend.options.cache_mb",
+               "backend.options.threads")
+
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -204,6 +209,22 @@ class Recipe:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def work_digest(self) -> str:
+        """The digest of what the stages compute: the recipe without the knobs in `MEMORY_ONLY`, so
+        an interrupted stage resumed with `--force` and a smaller micro-batch keeps its checkpoint."""
+        resolved = []
+        for k in range(1, self.iterations + 1):  # each iteration as it runs, per_iteration applied
+            raw = to_dict(self.for_iteration(k))
+            raw.pop("per_iteration")
+            for key in MEMORY_ONLY:
+                *path, last = key.split(".")
+                node = raw
+                for part in path:
+                    node = node[part]
+                node.pop(last, None)
+            resolved.append(raw)
+        return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: bool = True) -> Recipe:

@@ -49,6 +49,7 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = root
         self.manifest_path = root / "manifest.json"
+        self.work_digest: str | None = None  # set by `open`: what the stages compute (Recipe.work_digest)
         self.manifest: dict[str, Any] = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
         )
@@ -81,6 +82,7 @@ class Workspace:
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest["recipe"] = recipe.digest()
+        ws.work_digest = recipe.work_digest()
         if marked:
             ws._mark_for_redo(marked)
         ws._save()
@@ -135,7 +137,7 @@ class Workspace:
         crashpoint(f"before:{key}")
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
         scratch = self._scratch(key)
-        made_from = {"recipe": self.manifest.get("recipe"), "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,8 @@ def test_an_interrupted_stage_reuses_its_saved_work_only_if_made_from_the_same_r
     assert seen[-1] == ([], False) and "made from another recipe or other inputs" in caplog.text
     killed_mid_stage(load_recipe(path))
     assert seen[-1] == (["chunk-3"], True)
+    killed_mid_stage(load_recipe(path, ["grpo.micro_batch_size=2", "per_iteration.2.sft.grad_accum=2"]), force=True)
+    assert seen[-1] == (["chunk-3", "chunk-4"], True)  # memory-only knobs (the fix after an OOM kill): work kept
     killed_mid_stage(load_recipe(path, ["sft.lr=0.5"]), force=True)  # e.g. a new learning rate: no old checkpoint
     assert seen[-1] == ([], False)
 
