@@ -230,8 +230,8 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
         )
 
-    sets = {f"eval.{name}": ref.path for name, ref in r.data.eval.items()}  # what it is evaluated on counts as input too
-    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **sets})
+    held_out = {f"eval.{name}": ref.path for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
+    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **held_out})
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 
@@ -375,9 +375,8 @@ def _lookup(obj: Any, key: str) -> Any:
 
 
 def _not_one_of(where: str, value: Any, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{where}: {value!r} is not one of {', '.join(allowed)}; {hint}".rstrip("; ").rstrip()
+    close = _closest(value, allowed)
+    return f"{where}: {value!r} is not one of {', '.join(allowed)}" + (f"; did you mean {close!r}?" if close else "")
 
 
 def check_inputs(recipe: Recipe) -> None:
@@ -496,10 +495,15 @@ def _field_type(schema: Any, part: str, where: str) -> Any:
 
 
 def _unknown(full: str, name: Any, names: list[str], what: str = "recipe key") -> str:
-    close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+    close = _closest(name, names)
     prefix = full.rsplit(".", 1)[0] + "." if "." in full else ""
-    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(names)}"
+    hint = f"; did you mean '{prefix}{close}'?" if close else f"; valid keys here: {', '.join(names)}"
     return f"unknown {what} '{full}'{hint}"
+
+
+def _closest(name: Any, names: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.5)
+    return close[0] if close else None
 
 
 def _key(key: Any) -> Any:

@@ -54,10 +54,14 @@ class ToyWorldReasoner:
 PROGRAMS = {"toyworld-captioner": ToyWorldCaptioner, "toyworld-reasoner": ToyWorldReasoner}
 
 
-def build_program(name: str, **options) -> ToyWorldCaptioner | ToyWorldReasoner:
+def program_class(name: str) -> type[ToyWorldCaptioner] | type[ToyWorldReasoner]:
     if name not in PROGRAMS:
         raise ValueError(f"unknown program model {name!r} (known: {', '.join(PROGRAMS)})")
-    return PROGRAMS[name](**options)
+    return PROGRAMS[name]
+
+
+def build_program(name: str, **options) -> ToyWorldCaptioner | ToyWorldReasoner:
+    return program_class(name)(**options)
 
 
 def _rng(request: Request, sampling: Sampling, k: int) -> random.Random:

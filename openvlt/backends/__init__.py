@@ -82,15 +82,18 @@ BACKENDS = {"local": LocalOptions}  # name -> its options
 
 
 def get_backend(name: str) -> ModuleType:
-    if name == "local":
-        from openvlt.backends import local
+    _check_known(name)
+    from openvlt.backends import local
 
-        return local
-    raise ValueError(f"unknown training backend {name!r} (known: {', '.join(BACKENDS)})")
+    return local
 
 
 def backend_options(name: str) -> list[str]:
     """The names a backend reads from the recipe's `backend.options` (checked before anything runs)."""
+    _check_known(name)
+    return [f.name for f in fields(BACKENDS[name])]
+
+
+def _check_known(name: str) -> None:
     if name not in BACKENDS:
         raise ValueError(f"unknown training backend {name!r} (known: {', '.join(BACKENDS)})")
-    return [f.name for f in fields(BACKENDS[name])]

@@ -67,30 +67,26 @@ ENGINES = ("program", "hf")
 
 
 def build_engine(spec: EngineSpec) -> Engine:
-    if spec.engine == "program":
-        from data_tools.toyworld.teacher import build_program
-
-        return build_program(spec.model, **spec.options)
-    if spec.engine == "hf":
-        from openvlt.engines.hf import HFEngine
-
-        return HFEngine(spec.model, **spec.options)
-    raise ValueError(f"unknown engine {spec.engine!r} (known: {', '.join(ENGINES)})")
+    cls, args = _constructor(spec.engine, spec.model)
+    return cls(*args, **spec.options)
 
 
 def engine_options(engine: str, model: str) -> list[str]:
     """The options `build_engine` accepts for this engine (a program's depend on the program), so a
     recipe is checked before anything runs."""
-    if engine == "program":
-        from data_tools.toyworld.teacher import PROGRAMS
+    cls, args = _constructor(engine, model)
+    params = list(inspect.signature(cls).parameters.values())[len(args):]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
-        if model not in PROGRAMS:
-            raise ValueError(f"unknown program model {model!r} (known: {', '.join(PROGRAMS)})")
-        params = list(inspect.signature(PROGRAMS[model]).parameters.values())
-    elif engine == "hf":
+
+def _constructor(engine: str, model: str) -> tuple[Any, tuple[str, ...]]:
+    """The engine's class and the arguments it takes before its options."""
+    if engine == "program":
+        from data_tools.toyworld.teacher import program_class
+
+        return program_class(model), ()
+    if engine == "hf":
         from openvlt.engines.hf import HFEngine
 
-        params = list(inspect.signature(HFEngine).parameters.values())[1:]  # after the model
-    else:
-        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        return HFEngine, (model,)
+    raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
