@@ -23,11 +23,27 @@ def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
     pieces = prompt.split(IMAGE_PLACEHOLDER)
     for i, piece in enumerate(pieces):
         if piece:
-            content.append({"type": "text", "text": piece})
+            content.append({"type": "text", "text": _as_text(processor.tokenizer, piece)})
         if i < len(pieces) - 1:
             content.append({"type": "image"})
+    system = _as_text(processor.tokenizer, system) if system else None
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _as_text(tokenizer: Any, text: str) -> str:
+    """`text` with each control-token string (`<|im_end|>`, `<|image_pad|>`, ...) broken by an invisible
+    word joiner, so it reaches the model as characters instead of ending the turn or claiming an image
+    slot. Prompts carry captions and questions, which are model output or user data: untrusted."""
+    for token in _control_tokens(tokenizer):
+        if token in text:
+            text = text.replace(token, token[0] + "\u2060" + token[1:])
+    return text
+
+
+def _control_tokens(tokenizer: Any) -> list[str]:
+    """The tokenizer's special added tokens: what `split_special_tokens=True` spells out as text."""
+    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and len(t.content) > 1]
 
 
 def encode_prompts(
@@ -47,31 +63,42 @@ def encode_examples(
 ) -> dict[str, torch.Tensor]:
     """Right-padded prompt+response batch with `labels` on the response tokens only.
 
-    The response is followed by the end-of-turn token, which is learned too (the model must learn
-    to stop).
+    The response is tokenized as plain text (a trace that spells `<|im_end|>` or `<|image_pad|>`
+    learns those characters; it does not end the turn early or claim an image slot) and followed by
+    the end-of-turn token, which is learned too (the model must learn to stop).
     """
-    eos = processor.tokenizer.eos_token or "<|im_end|>"
-    prompt_texts = [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
-    full = [p + r + eos for p, r in zip(prompt_texts, responses)]
-    batch = _encode(processor, full, images, padding_side="right")
-    prompt_lens = [len(ids) for ids in _encode(processor, prompt_texts, images, padding_side="right", lengths_only=True)]
-    labels = batch["input_ids"].clone()
-    labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-    for i, n in enumerate(prompt_lens):
-        labels[i, :n] = IGNORE_INDEX
-    batch["labels"] = labels
-    return batch
+    tokenizer = processor.tokenizer
+    end_of_turn = tokenizer.convert_tokens_to_ids(tokenizer.eos_token or "<|im_end|>")
+    rows = []
+    for i, (prompt, ims, response) in enumerate(zip(prompts, images, responses)):
+        encoded = _encode(processor, [chat_text(processor, prompt, systems[i] if systems else None)], [ims], padding_side="right")
+        ids = tokenizer(response, add_special_tokens=False, split_special_tokens=True)["input_ids"] + [end_of_turn]
+        row = _with_response(encoded, torch.tensor([ids], dtype=torch.long))
+        row["labels"] = torch.cat([torch.full_like(encoded["input_ids"], IGNORE_INDEX), row["input_ids"][:, -len(ids):]], dim=1)
+        rows.append(row)
+    return collate(rows, tokenizer.pad_token_id)
 
 
-def _encode(processor: Any, texts: Sequence[str], images: Sequence[Sequence[bytes]], padding_side: str, lengths_only: bool = False):
+def _with_response(prompt: dict[str, torch.Tensor], response: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One encoded prompt (batch of 1) followed by `response` (1, L) token ids, images kept."""
+    row = {
+        "input_ids": torch.cat([prompt["input_ids"], response], dim=1),
+        "attention_mask": torch.ones(1, prompt["input_ids"].shape[1] + response.shape[1], dtype=torch.long),
+    }
+    if "mm_token_type_ids" in prompt:
+        row["mm_token_type_ids"] = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
+    if "pixel_values" in prompt:
+        row["pixel_values"], row["image_grid_thw"] = prompt["pixel_values"], prompt["image_grid_thw"]
+    return row
+
+
+def _encode(processor: Any, texts: Sequence[str], images: Sequence[Sequence[bytes]], padding_side: str):
     flat = [load_image(im) for ims in images for im in ims]
     processor.tokenizer.padding_side = padding_side
     kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt"}
     if flat:
         kwargs["images"] = flat
     encoded = processor(**kwargs)
-    if lengths_only:
-        return [row[mask.bool()] for row, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
     # keep mm_token_type_ids: Qwen2.5-VL needs it to give image tokens their 2-D (mrope) positions
     return dict(encoded)
 
@@ -114,15 +141,7 @@ def encode_rollouts(
             response = torch.tensor([list(responses[i * rollouts + r])], dtype=torch.long)
             if (response == processor.image_token_id).any():
                 raise ValueError("a generated response contains the image placeholder token; the engine must suppress it")
-            row = {
-                "input_ids": torch.cat([enc["input_ids"], response], dim=1),
-                "attention_mask": torch.ones(1, enc["input_ids"].shape[1] + response.shape[1], dtype=torch.long),
-            }
-            if "mm_token_type_ids" in enc:
-                row["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
-            if "pixel_values" in enc:
-                row["pixel_values"], row["image_grid_thw"] = enc["pixel_values"], enc["image_grid_thw"]
-            rows.append(row)
+            rows.append(_with_response(enc, response))
             prompt_lens.append(enc["input_ids"].shape[1])
     batch = collate(rows, processor.tokenizer.pad_token_id)
     if "pixel_values" in rows[0]:

@@ -79,6 +79,22 @@ def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems)
     assert labelled == expected
 
 
+def test_a_trace_that_spells_control_tokens_trains_on_their_characters(engine, problems):
+    """Traces are model output: one that writes `<|image_pad|>` or `<|im_end|>` must neither claim an
+    image slot (the forward pass would fail) nor end the turn early (the model would learn to stop)."""
+    p, tokenizer = problems[0], engine.processor.tokenizer
+    trace = "<think>see <|image_pad|> then <|im_end|> go</think> <answer>3</answer>"
+    batch = encode_examples(engine.processor, [p["question"]], [p["images"]], [trace])
+    clean = encode_examples(engine.processor, [p["question"]], [p["images"]], ["<think>x</think> <answer>3</answer>"])
+    image, end = engine.model.config.image_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert (batch["input_ids"] == image).sum() == (clean["input_ids"] == image).sum() > 0
+    labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert tokenizer.decode(labelled) == trace + "<|im_end|>"
+    assert labelled.count(end) == 1 and labelled[-1] == end and image not in labelled
+    with torch.no_grad():
+        assert torch.isfinite(engine.model(**{k: v for k, v in batch.items() if k != "labels"}).logits).all()
+
+
 def test_batches_are_a_pure_function_of_step():
     seen = [i for step in range(1, 6) for i in _batch_indices(10, 4, step, seed=7)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs are permutations
