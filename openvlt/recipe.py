@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import logging
 import re
 import types
 import typing
@@ -27,6 +28,8 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from openvlt.backends import GRPOConfig, SFTConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAPTION_PROMPT = (
     "<image>\nDescribe this image in detail, so that another AI model that cannot see it could understand it "
@@ -382,7 +385,7 @@ def _not_one_of(where: str, value: Any, allowed: tuple[str, ...]) -> str:
 def check_inputs(recipe: Recipe) -> None:
     """Every data file and model folder must exist, unless the prepare block builds it."""
     prepared = prepared_paths(recipe)
-    missing = []
+    missing, downloads = [], {}
     for k in range(1, recipe.iterations + 1):
         r = recipe.for_iteration(k)
         for name, refs in (("data.sft", r.data.sft), ("data.rl", r.data.rl)):
@@ -392,8 +395,15 @@ def check_inputs(recipe: Recipe) -> None:
                 missing.append(f"data.eval.{name}: {ref.path}")
         for role in ("captioner", "reasoner", "student", "evaluator"):
             spec = getattr(r.roles, role)
-            if spec.engine == "hf" and spec.model and _looks_local(spec.model) and not _exists(spec.model, prepared):
+            if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared) or _in_hub_cache(spec.model):
+                continue
+            if _looks_local(spec.model):
                 missing.append(f"roles.{role}.model: {spec.model}")
+            elif _hub_offline():
+                missing.append(f"roles.{role}.model: {spec.model} (no such folder, and not in the Hugging Face cache, "
+                               "which is all HF_HUB_OFFLINE=1 allows)")
+            else:
+                downloads[f"roles.{role}.model"] = spec.model
     if not recipe.data.sft:
         raise RecipeError("data.sft: no SFT problems given")
     if not recipe.data.eval:
@@ -405,6 +415,9 @@ def check_inputs(recipe: Recipe) -> None:
                           "(set its engine and options only)")
     if missing:
         raise RecipeError("missing input(s):\n  " + "\n  ".join(dict.fromkeys(missing)))
+    for key, model in downloads.items():
+        log.warning("%s: %r is no local folder and not in the Hugging Face cache: the hf engine will download it "
+                    "from the hub (write './%s' if you meant a folder)", key, model, model)
 
 
 def prepared_paths(recipe: Recipe) -> dict[str, str]:
@@ -542,6 +555,18 @@ def _expand_run_dir(recipe: Recipe) -> Recipe:
 
 def _exists(path: str, prepared: dict[str, str]) -> bool:
     return Path(path).exists() or any(Path(path).is_relative_to(p) or path == p for p in prepared.values())
+
+
+def _in_hub_cache(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return not _looks_local(model) and isinstance(try_to_load_from_cache(model, "config.json"), str)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _looks_local(model: str) -> bool:

@@ -1,4 +1,5 @@
 """Recipes: validated before anything runs, overridable, frozen into the run directory."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,33 @@ def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": "./no-model"}})
     with pytest.raises(RecipeError, match=r"roles.student.model: ./no-model"):
         load_recipe(path)
+
+
+def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tmp_path, toyworld_dir, tiny_student,
+                                                                           monkeypatch, caplog):
+    """`checkpoints/qwen7b` is a hub name or a folder that is not there: offline, only the cache can
+    serve it, so a miss is a missing input; online, the download is announced with the key."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": "checkpoints/qwen7b"}})
+    with pytest.raises(RecipeError, match=r"roles.student.model: checkpoints/qwen7b \(no such folder, and not in the "
+                                          r"Hugging Face cache"):
+        load_recipe(path)
+    snapshot = tmp_path / "hub" / "models--checkpoints--qwen7b" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--checkpoints--qwen7b" / "refs").mkdir()
+    (tmp_path / "hub" / "models--checkpoints--qwen7b" / "refs" / "main").write_text("abc123")
+    assert load_recipe(path).roles.student.model == "checkpoints/qwen7b"  # cached: loads offline
+    shutil.rmtree(tmp_path / "hub")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with caplog.at_level("WARNING", logger="openvlt.recipe"):
+        load_recipe(path)
+    assert "roles.student.model: 'checkpoints/qwen7b' is no local folder" in caplog.text
+    assert "'./checkpoints/qwen7b'" in caplog.text
 
 
 def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):
