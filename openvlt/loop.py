@@ -237,12 +237,9 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 # ----------------------------------------------------------------------------- helpers
 def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
     """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows
-    (one file per data file, named after it plus a hash of its path: two test.parquet stay apart).
-    Each read rewrites that file: a data file fixed since the last read leaves no stale rows counted."""
+    (one file per data file, named after it plus a hash of its path: two test.parquet stay apart)."""
     tag = hashlib.sha256(str(Path(ref.path).resolve()).encode()).hexdigest()[:8]
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
-    if quarantine is not None:
-        quarantine.unlink(missing_ok=True)
     return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
 
 
