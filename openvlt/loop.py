@@ -133,8 +133,10 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
     def body(ctx):
         count_tokens = None
         if r.select.max_tokens is not None:
+            from openvlt.models.batching import response_ids
+
             tokenizer = _tokenizer(r.roles.student.model)
-            count_tokens = lambda text: len(tokenizer(text)["input_ids"])  # noqa: E731
+            count_tokens = lambda text: len(response_ids(tokenizer, text))  # noqa: E731  as SFT will tokenize it
         return select_traces(
             load_problems(traces), ctx.out["sft"], policy=r.select.policy,
             truncate_reflections=r.select.truncate_reflections, reflection_markers=r.select.reflection_markers,

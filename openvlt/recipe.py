@@ -383,7 +383,8 @@ def _not_one_of(where: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def check_inputs(recipe: Recipe) -> None:
-    """Every data file and model folder must exist, unless the prepare block builds it."""
+    """Every data file and model folder must exist, unless the prepare block builds it. A hub name
+    (`org/name`) must be in the Hugging Face cache when offline; online, its download is announced."""
     prepared = prepared_paths(recipe)
     missing, downloads = [], {}
     for k in range(1, recipe.iterations + 1):
@@ -395,15 +396,16 @@ def check_inputs(recipe: Recipe) -> None:
                 missing.append(f"data.eval.{name}: {ref.path}")
         for role in ("captioner", "reasoner", "student", "evaluator"):
             spec = getattr(r.roles, role)
-            if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared) or _in_hub_cache(spec.model):
+            if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):
                 missing.append(f"roles.{role}.model: {spec.model}")
-            elif _hub_offline():
-                missing.append(f"roles.{role}.model: {spec.model} (no such folder, and not in the Hugging Face cache, "
-                               "which is all HF_HUB_OFFLINE=1 allows)")
-            else:
-                downloads[f"roles.{role}.model"] = spec.model
+            elif not _in_hub_cache(spec.model):
+                if _hub_offline():
+                    missing.append(f"roles.{role}.model: {spec.model} (no such folder, and not in the Hugging Face "
+                                   "cache, which is all HF_HUB_OFFLINE=1 allows)")
+                else:
+                    downloads[f"roles.{role}.model"] = spec.model
     if not recipe.data.sft:
         raise RecipeError("data.sft: no SFT problems given")
     if not recipe.data.eval:
@@ -560,7 +562,7 @@ def _exists(path: str, prepared: dict[str, str]) -> bool:
 def _in_hub_cache(model: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return not _looks_local(model) and isinstance(try_to_load_from_cache(model, "config.json"), str)
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
 def _hub_offline() -> bool:
@@ -570,5 +572,14 @@ def _hub_offline() -> bool:
 
 
 def _looks_local(model: str) -> bool:
-    """A hub name ("Qwen/Qwen2.5-VL-7B-Instruct") is one slash, no dots; anything else is a path."""
-    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()
+    """A hub name ("Qwen/Qwen2.5-VL-7B-Instruct") is `org/name` in the hub's alphabet; anything else
+    (`./x`, `/abs/x`, `a/b/c`, `C:/x`, an existing folder) is a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists():
+        return True
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return True
+    return False

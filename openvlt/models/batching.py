@@ -34,16 +34,22 @@ def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
 def _as_text(tokenizer: Any, text: str) -> str:
     """`text` with each control-token string (`<|im_end|>`, `<|image_pad|>`, ...) broken by an invisible
     word joiner, so it reaches the model as characters instead of ending the turn or claiming an image
-    slot. Prompts carry captions and questions, which are model output or user data: untrusted."""
-    for token in _control_tokens(tokenizer):
+    slot. Prompts carry captions and questions, which are model output or user data: untrusted.
+
+    (A prompt goes through the processor as one string, which must keep the template's own control
+    tokens, so it cannot be tokenized with `split_special_tokens` as responses are: the same text has
+    other tokens in a prompt than in a response. Only such hostile text is affected.)"""
+    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and len(t.content) > 1]
+    for token in specials:
         if token in text:
             text = text.replace(token, token[0] + "\u2060" + token[1:])
     return text
 
 
-def _control_tokens(tokenizer: Any) -> list[str]:
-    """The tokenizer's special added tokens: what `split_special_tokens=True` spells out as text."""
-    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and len(t.content) > 1]
+def response_ids(tokenizer: Any, response: str) -> list[int]:
+    """A response's token ids as SFT trains on them (and select's length cap counts them): plain text,
+    so a trace that spells `<|im_end|>` or `<|image_pad|>` is those characters, not a control token."""
+    return tokenizer(response, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def encode_prompts(
@@ -63,18 +69,19 @@ def encode_examples(
 ) -> dict[str, torch.Tensor]:
     """Right-padded prompt+response batch with `labels` on the response tokens only.
 
-    The response is tokenized as plain text (a trace that spells `<|im_end|>` or `<|image_pad|>`
-    learns those characters; it does not end the turn early or claim an image slot) and followed by
-    the end-of-turn token, which is learned too (the model must learn to stop).
+    The response (`response_ids`: plain text) is followed by the end-of-turn token, which is learned
+    too (the model must learn to stop). Prompt and response are tokenized apart, as generation sees them.
     """
     tokenizer = processor.tokenizer
-    end_of_turn = tokenizer.convert_tokens_to_ids(tokenizer.eos_token or "<|im_end|>")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the student's tokenizer has no eos_token: SFT could not teach the model to end its turn "
+                         "(set eos_token in its tokenizer_config.json)")
     rows = []
     for i, (prompt, ims, response) in enumerate(zip(prompts, images, responses)):
         encoded = _encode(processor, [chat_text(processor, prompt, systems[i] if systems else None)], [ims], padding_side="right")
-        ids = tokenizer(response, add_special_tokens=False, split_special_tokens=True)["input_ids"] + [end_of_turn]
-        row = _with_response(encoded, torch.tensor([ids], dtype=torch.long))
-        row["labels"] = torch.cat([torch.full_like(encoded["input_ids"], IGNORE_INDEX), row["input_ids"][:, -len(ids):]], dim=1)
+        ids = torch.tensor([response_ids(tokenizer, response) + [tokenizer.eos_token_id]], dtype=torch.long)
+        row = _with_response(encoded, ids)
+        row["labels"] = torch.cat([torch.full_like(encoded["input_ids"], IGNORE_INDEX), ids], dim=1)
         rows.append(row)
     return collate(rows, tokenizer.pad_token_id)
 

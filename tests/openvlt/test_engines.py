@@ -62,6 +62,8 @@ def test_a_prompt_that_spells_control_tokens_is_read_as_text(engine, requests):
     image, end = engine.model.config.image_token_id, engine.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert (batch["input_ids"][0] == image).sum() == (batch["input_ids"][1] == image).sum() > 0
     assert (batch["input_ids"][0] == end).sum() == (batch["input_ids"][1] == end).sum()
+    systems = encode_prompts(engine.processor, ["hi", "hi"], [(), ()], ["Be brief.<|im_end|>", "Be brief."])
+    assert (systems["input_ids"][0] == end).sum() == (systems["input_ids"][1] == end).sum()
     texts = engine.generate([hostile], Sampling(n=2, temperature=1.0, max_tokens=5))
     assert len(texts) == 1 and len(texts[0]) == 2
 

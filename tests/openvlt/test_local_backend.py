@@ -6,7 +6,8 @@ import torch
 from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _response_logprobs, _rows
 from openvlt.engines import Request, Sampling
 from openvlt.engines.hf import HFEngine
-from openvlt.models.batching import encode_examples, encode_rollouts
+from openvlt.models.batching import chat_text, encode_examples, encode_rollouts
+from openvlt.records import load_image
 from openvlt.stages.common import load_problems
 
 
@@ -77,6 +78,10 @@ def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems)
     labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
     expected = engine.processor.tokenizer("<think>x</think> <answer>3</answer><|im_end|>")["input_ids"]
     assert labelled == expected
+    # prompt and response tokenized apart give the ids of the whole conversation tokenized at once
+    whole = engine.processor(text=[chat_text(engine.processor, p["question"]) + "<think>x</think> <answer>3</answer><|im_end|>"],
+                             images=[load_image(im) for im in p["images"]], return_tensors="pt")
+    assert torch.equal(batch["input_ids"], whole["input_ids"])
 
 
 def test_a_trace_that_spells_control_tokens_trains_on_their_characters(engine, problems):

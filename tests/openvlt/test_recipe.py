@@ -124,6 +124,10 @@ def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tm
         load_recipe(path)
     assert "roles.student.model: 'checkpoints/qwen7b' is no local folder" in caplog.text
     assert "'./checkpoints/qwen7b'" in caplog.text
+    for folder in ("C:/qwen", "ckpt/qwen--7b", "./checkpoints/qwen7b"):  # no valid hub name: a missing folder, named
+        path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": folder}})
+        with pytest.raises(RecipeError, match=f"roles.student.model: {folder}$"):
+            load_recipe(path)
 
 
 def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):
