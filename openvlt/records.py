@@ -208,6 +208,13 @@ def load_image(data: bytes | dict[str, Any]) -> Image.Image:
         return im.convert("RGB")
 
 
+def image_size(data: bytes | dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of one stored image, read from its header only."""
+    raw = data["bytes"] if isinstance(data, dict) else data
+    with Image.open(io.BytesIO(raw)) as im:
+        return im.height, im.width
+
+
 def _to_storage(row: dict[str, Any]) -> dict[str, Any]:
     """The row as it is stored: images as {'bytes', 'path'} structs, extra_info as JSON text."""
     out = dict(row)

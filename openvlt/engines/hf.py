@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from openvlt.engines import Request, Sampling
 from openvlt.models import load_model, load_processor
-from openvlt.models.batching import encode_prompts
+from openvlt.models.batching import encode_prompts, prompt_lengths
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,20 @@ class HFEngine:
         tokenizer = self.processor.tokenizer
         stop_ids = set(_stop_ids(self.model, tokenizer))
         never = _vision_token_ids(self.model)
-        texts: list[list[str]] = []
-        ids: list[list[list[int]]] = []
+        texts: list[list[str]] = [[] for _ in requests]
+        ids: list[list[list[int]]] = [[] for _ in requests]
+        # A batch is padded to its longest prompt and runs until its longest answer ends, so requests
+        # go in batches of like prompt lengths (like questions tend to get like-sized answers): the
+        # embedded default generates twice as fast as in data order. Results come back in request order.
+        lengths = prompt_lengths(self.processor, [r.prompt for r in requests], [r.images for r in requests],
+                                 [r.system for r in requests])
+        order = sorted(range(len(requests)), key=lengths.__getitem__)
         # Keep about `batch_size` sequences per generate call whatever n is.
         per_call = max(1, self.batch_size // sampling.n)
         starts = range(0, len(requests), per_call)
         for k, start in enumerate(tqdm(starts, desc="generate", unit="batch", disable=not progress)):
-            chunk = requests[start : start + per_call]
+            where = order[start : start + per_call]
+            chunk = [requests[i] for i in where]
             batch = encode_prompts(self.processor, [r.prompt for r in chunk], [r.images for r in chunk], [r.system for r in chunk])
             batch = {key: value.to(self.device) for key, value in batch.items()}
             torch.manual_seed(sampling.seed * 1_000_003 + k)
@@ -79,10 +86,10 @@ class HFEngine:
             generated = out[:, batch["input_ids"].shape[1] :].tolist()
             if greedy:  # n identical greedy samples: decode once, copy
                 generated = [g for g in generated for _ in range(sampling.n)]
-            for i in range(len(chunk)):
+            for i, request_index in enumerate(where):
                 rows = [_trim(g, stop_ids) for g in generated[i * sampling.n : (i + 1) * sampling.n]]
-                ids.append(rows)
-                texts.append([tokenizer.decode(r, skip_special_tokens=True) for r in rows])
+                ids[request_index] = rows
+                texts[request_index] = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         self.model.train(was_training)
         return texts, ids
 

@@ -25,6 +25,27 @@ def test_greedy_output_does_not_depend_on_batching(engine, requests):
     assert len(text_only) == 1 and isinstance(text_only[0][0], str)
 
 
+def test_requests_go_in_batches_of_like_prompt_length_and_come_back_in_order(tiny_student, requests):
+    """A batch is padded to its longest prompt, so the engine batches like lengths together (counted
+    without running the image processor), whatever order the requests come in."""
+    from openvlt.models.batching import encode_prompts, prompt_lengths
+
+    engine = HFEngine(str(tiny_student), batch_size=2)
+    short, long = requests[0], Request(requests[1].prompt + " Count carefully, row by row." * 3, requests[1].images)
+    mixed = [short, long, Request(short.prompt, requests[2].images), Request(long.prompt, requests[3].images, "Be brief.")]
+    counted = prompt_lengths(engine.processor, [r.prompt for r in mixed], [r.images for r in mixed], [r.system for r in mixed])
+    encoded = [encode_prompts(engine.processor, [r.prompt], [r.images], [r.system])["input_ids"].shape[1] for r in mixed]
+    assert counted == encoded and counted[0] < counted[1]
+
+    padding = []
+    generate = engine.model.generate
+    engine.model.generate = lambda **kw: padding.append(int((kw["attention_mask"] == 0).sum())) or generate(**kw)
+    together = engine.generate(mixed, Sampling(n=1, temperature=0, max_tokens=6))
+    engine.model.generate = generate
+    assert len(padding) == 2 and sum(padding) < abs(counted[1] - counted[0])  # data order would pad each batch
+    assert together == [engine.generate([r], Sampling(n=1, temperature=0, max_tokens=6))[0] for r in mixed]
+
+
 def test_sampling_gives_n_texts_reproducible_by_seed(engine, requests):
     first = engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=5))
     assert [len(t) for t in first] == [3, 3]
