@@ -203,16 +203,19 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
 
 def load_image(data: bytes | dict[str, Any]) -> Image.Image:
     """Decode one stored image (bytes, or the {'bytes', 'path'} struct) to an RGB PIL image."""
-    raw = data["bytes"] if isinstance(data, dict) else data
-    with Image.open(io.BytesIO(raw)) as im:
+    with _open_stored(data) as im:
         return im.convert("RGB")
 
 
 def image_size(data: bytes | dict[str, Any]) -> tuple[int, int]:
     """(height, width) of one stored image, read from its header only."""
-    raw = data["bytes"] if isinstance(data, dict) else data
-    with Image.open(io.BytesIO(raw)) as im:
+    with _open_stored(data) as im:
         return im.height, im.width
+
+
+def _open_stored(data: bytes | dict[str, Any]) -> Image.Image:
+    """PIL opens lazily: this reads the header; pixels are decoded only when asked for."""
+    return Image.open(io.BytesIO(data["bytes"] if isinstance(data, dict) else data))
 
 
 def _to_storage(row: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def encode_prompts(
     processor: Any, prompts: Sequence[str], images: Sequence[Sequence[bytes]], systems: Sequence[str | None] | None = None
 ) -> dict[str, torch.Tensor]:
     """Left-padded prompt batch, ready for `model.generate`."""
-    texts = [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
+    texts = _chat_texts(processor, prompts, systems)
     return _encode(processor, texts, images, padding_side="left")
 
 
@@ -66,7 +66,7 @@ def prompt_lengths(
     """Each prompt's length in tokens, without running the image processor: an image counts the
     tokens its size gives (`_get_num_multimodal_tokens`, as vLLM counts them), or 0 for a processor
     that cannot say. Cheap enough to order thousands of requests before batching them."""
-    texts = [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
+    texts = _chat_texts(processor, prompts, systems)
     lengths = [len(ids) for ids in processor.tokenizer(texts)["input_ids"]]
     count_image_tokens = getattr(processor, "_get_num_multimodal_tokens", None)
     for i, ims in enumerate(images):
@@ -114,6 +114,10 @@ def _with_response(prompt: dict[str, torch.Tensor], response: torch.Tensor) -> d
     if "pixel_values" in prompt:
         row["pixel_values"], row["image_grid_thw"] = prompt["pixel_values"], prompt["image_grid_thw"]
     return row
+
+
+def _chat_texts(processor: Any, prompts: Sequence[str], systems: Sequence[str | None] | None) -> list[str]:
+    return [chat_text(processor, p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
 
 
 def _encode(processor: Any, texts: Sequence[str], images: Sequence[Sequence[bytes]], padding_side: str):
