@@ -345,6 +345,11 @@ def check_values(recipe: Recipe) -> None:
         for option in r.backend.options:
             if option not in known:
                 raise RecipeError(_unknown(f"backend.options.{option}", option, known, f"{r.backend.name} backend option"))
+        try:
+            BACKENDS[r.backend.name](**r.backend.options)
+        except ValueError as exc:  # a value the backend would refuse only when its first stage starts
+            key = str(exc).split(":", 1)[0]  # "backend.options.NAME"
+            raise RecipeError(where(key) + str(exc)[len(key):]) from exc
         if r.reward.override is not None:
             try:
                 get_reward(r.reward.override)

@@ -31,3 +31,20 @@ def tiny_student(tmp_path_factory) -> Path:
     from data_tools.tiny_model import TinySize, build_tiny_student
 
     return build_tiny_student(tmp_path_factory.mktemp("models") / "tiny", TinySize(hidden=64, intermediate=128, vocab=600))
+
+
+@pytest.fixture
+def logit_dtypes(monkeypatch):
+    """The dtypes the local backend's models compute their logits in, one entry per forward pass."""
+    from openvlt.backends import local
+
+    seen: list = []
+    loaded = local.load_model
+
+    def load_and_watch(*args, **kwargs):
+        model = loaded(*args, **kwargs)
+        model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        return model
+
+    monkeypatch.setattr(local, "load_model", load_and_watch)
+    return seen

@@ -71,11 +71,17 @@ class LocalOptions:
     """The `local` backend's `backend.options` (kept here so checking a recipe imports no torch)."""
 
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"        # of the weights (and AdamW's state)
+    autocast: str = "none"        # "bfloat16": SFT and GRPO passes run under torch.autocast, weights stay `dtype`
     threads: int | None = None
     checkpoint_every: int = 100   # steps; 0 = never
     cache_mb: int = 2048          # SFT encodings kept in memory
     generate_batch: int = 128     # sequences per generate call
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("dtype", ("float32", "bfloat16", "float16")), ("autocast", ("none", "bfloat16"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"backend.options.{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 BACKENDS = {"local": LocalOptions}  # name -> its options

@@ -17,7 +17,7 @@ Deliberate simplifications against verl (numbered, as the style guide asks):
    gets advantage 0 (verl gives a group of one its raw reward, its rule for n = 1).
 
 Backend options (recipe `backend.options`, verbatim): device ("cpu"), dtype ("float32"),
-threads (torch threads), checkpoint_every (steps; 0 = never), cache_mb (SFT encodings kept in
+autocast ("none"; "bfloat16" for mixed precision), threads (torch threads), checkpoint_every (steps; 0 = never), cache_mb (SFT encodings kept in
 memory), generate_batch (sequences per generate call).
 
 A stage that is killed resumes from its last checkpoint: `out_dir` keeps `_checkpoint/` (model,
@@ -26,6 +26,7 @@ function of (seed, step), so a resumed run sees exactly the batches it would hav
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig
+from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_options
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
@@ -86,7 +87,8 @@ def sft(
         for m in range(config.grad_accum):
             batch = _to(collate(encoded[m * micro : (m + 1) * micro], processor.tokenizer.pad_token_id), opts.device)
             labels = batch.pop("labels")
-            logits = model(**batch).logits[:, :-1]  # (B, T-1, V)
+            with _autocast(opts):
+                logits = model(**batch).logits[:, :-1]  # (B, T-1, V)
             loss_sum = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
             )
@@ -162,7 +164,7 @@ def grpo(
         )
         resp_mask = resp_mask * valid[:, None]  # errored rollouts: out of the loss
         advantages = grpo_advantages(rewards, valid, resp_mask, group, config.norm_adv_by_std)
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(opts):
             ref_logp = _logprobs_in_chunks(reference, batch, resp_pos, config.micro_batch_size, opts.device, config.temperature)
             reuse_current = config.ppo_epochs == 1 and config.mini_batches == 1
             old_logp = None if reuse_current else _logprobs_in_chunks(
@@ -179,7 +181,8 @@ def grpo(
                 actor.global_batch_info.update(batch_num_tokens=n_tokens, dp_size=1)
                 for micro in _by_length(mb, batch).split(config.micro_batch_size):
                     sub = _to(_rows(batch, micro), opts.device)
-                    logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
+                    with _autocast(opts):
+                        logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
                     mask = resp_mask[micro].to(opts.device).float()
                     old = logp.detach() if old_logp is None else old_logp[micro].to(opts.device)
                     loss, pg_loss, kl_loss, clipfrac = grpo_loss(
@@ -288,8 +291,7 @@ def _options(options: dict[str, Any] | None) -> LocalOptions:
     try:
         opts = LocalOptions(**(options or {}))
     except TypeError as exc:
-        raise ValueError(f"backend.options: {exc} (local backend options: device, dtype, threads, checkpoint_every, "
-                         "cache_mb, generate_batch)") from exc
+        raise ValueError(f"backend.options: {exc} (local backend options: {', '.join(backend_options('local'))})") from exc
     if opts.threads:
         torch.set_num_threads(opts.threads)
     return opts
@@ -393,6 +395,15 @@ class _EncodedExamples:
             self.cache[index] = encoded
             self.budget -= size
         return encoded
+
+
+def _autocast(opts: LocalOptions) -> contextlib.AbstractContextManager:
+    """Mixed precision for the training passes (`autocast: bfloat16`): matrix products in bfloat16, weights,
+    gradients and optimiser state in `dtype`. Measured on 2 CPU cores with AVX512-BF16: SFT steps of the
+    embedded default 17 % faster."""
+    if opts.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(opts.device).type, dtype=getattr(torch, opts.autocast))
 
 
 def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:

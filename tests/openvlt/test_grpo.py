@@ -116,6 +116,17 @@ def test_freeze_vision_leaves_the_vision_tower_untouched(tiny_student, toyworld_
         freeze_vision_tower(torch.nn.Linear(2, 2))
 
 
+def test_autocast_computes_the_log_probabilities_in_bfloat16_and_updates_float32_weights(tiny_student, toyworld_dir,
+                                                                                          tmp_path, logit_dtypes):
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01)
+    _grpo_on_digit_share(problems, tiny_student, tmp_path / "g", config, autocast="bfloat16")
+    assert torch.bfloat16 in logit_dtypes  # reference and policy passes (rollouts are sampled in float32)
+    before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in after.values())
+    assert any(not torch.equal(before[n], t) for n, t in after.items())
+
+
 def test_a_direct_caller_with_greedy_rollouts_gets_an_error_before_any_work(tiny_student, toyworld_dir, tmp_path):
     problems = load_problems(toyworld_dir / "train.parquet", 0, 2)
     with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
@@ -123,7 +134,7 @@ def test_a_direct_caller_with_greedy_rollouts_gets_an_error_before_any_work(tiny
     assert not (tmp_path / "g").exists()
 
 
-def _grpo_on_digit_share(problems, tiny_student, out, config):
+def _grpo_on_digit_share(problems, tiny_student, out, config, **options):
     """GRPO on a dense reward a random-init policy can climb: the share of digits it writes."""
     return train_grpo(problems, tiny_student, out, config=config, judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"),
-                      seed=0, options={"checkpoint_every": 0})
+                      seed=0, options={"checkpoint_every": 0, **options})

@@ -1,4 +1,6 @@
 """The local backend: the tensors GRPO trains on are the tokens the policy sampled, and its maths is verl's."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +125,30 @@ def test_gradient_accumulation_does_not_change_the_update(tiny_student, toyworld
         weights.append(load_file(out / "model.safetensors"))
     for name, tensor in weights[0].items():
         assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
+
+
+def test_autocast_runs_the_passes_in_bfloat16_and_keeps_float32_weights(tiny_student, toyworld_dir, tmp_path, logit_dtypes):
+    from safetensors.torch import load_file
+
+    from openvlt.backends import SFTConfig, local
+
+    rows = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<think>red</think> <answer>{p['answer']}</answer>"}
+                for p in rows]
+    curves, weights = {}, {}
+    for autocast in ("none", "bfloat16"):
+        logit_dtypes.clear()
+        out = local.sft(examples, tiny_student, tmp_path / autocast, SFTConfig(steps=3, batch_size=8, lr=1e-3),
+                        options={"checkpoint_every": 0, "autocast": autocast})
+        assert set(logit_dtypes) == {torch.float32 if autocast == "none" else torch.bfloat16}
+        curves[autocast] = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        weights[autocast] = load_file(out / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in weights["bfloat16"].values())  # the master weights stay float32
+    first_fp32, first_bf16 = curves["none"][0], curves["bfloat16"][0]
+    assert first_bf16 != first_fp32 and abs(first_bf16 - first_fp32) < 0.02 * first_fp32  # rounded, not different maths
+    assert curves["bfloat16"][-1] < curves["bfloat16"][0]
+    with pytest.raises(ValueError, match="backend.options.autocast: must be one of none, bfloat16, got 'float16'"):
+        local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"autocast": "float16"})
 
 
 def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_student, tmp_path):
