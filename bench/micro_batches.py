@@ -1,12 +1,16 @@
 """Length-ordered micro-batches: how much faster SFT steps get, and that the update stays the same.
 
     .venv/bin/python bench/micro_batches.py [--run runs/tiny-cpu] [--steps 30] [--splits 1 2 4 8]
+                                            [--examples 320] [--device cuda] [--autocast bfloat16]
 
 Needs a run of the embedded default (its student and iteration 1's SFT set). Trains the local SFT
-backend for --steps steps from the base student once per micro-batch split (`sft.grad_accum`):
+backend on the first --examples traces from the base student once per micro-batch split (`sft.grad_accum`):
+one pass over them first, untimed (it encodes the examples, which a run does once), then --steps timed steps;
 split 1 pads the whole 32-example batch to its longest example; more splits are cut in length order
-and pad less. Prints seconds per step, the speed-up over split 1, and the largest weight difference
-from split 1 (float rounding only: the loss is a token mean over the whole batch).
+and pad less. Prints seconds per step, the speed-up over split 1, the largest weight difference
+from split 1 (float rounding only: the loss is a token mean over the whole batch) and, on a GPU, the
+peak memory PyTorch allocated. On a CPU more splits are faster; on a GPU, where a model this small
+costs kernel launches rather than arithmetic, fewer are.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from openvlt.backends import SFTConfig
@@ -28,30 +33,39 @@ def main() -> None:
     parser.add_argument("--run", default="runs/tiny-cpu", help="a run directory of recipes/tiny-cpu.yaml")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--examples", type=int, default=320, help="traces used (the untimed first pass encodes them)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autocast", default="none", help="backend.options.autocast: none or bfloat16")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     run = Path(args.run)
     rows = load_problems(run / "iter_1" / "sft.parquet")
-    examples = [{"prompt": r["question"], "images": r["images"], "response": r["response"]} for r in rows]
+    examples = [{"prompt": r["question"], "images": r["images"], "response": r["response"]} for r in rows[: args.examples]]
+    warm_up = -(-len(examples) // 32)  # steps of the first pass
     student = run / "models" / "student"
 
+    gpu = args.device.startswith("cuda")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for split in args.splits:
-            config = SFTConfig(steps=args.steps, batch_size=32, grad_accum=split, lr=1e-3)
+            config = SFTConfig(steps=warm_up + args.steps, batch_size=32, grad_accum=split, lr=1e-3)
             seconds = []
             callback = lambda step, model, processor: seconds.append(time.perf_counter())  # noqa: E731
-            out = sft(examples, student, Path(tmp) / f"split{split}", config, options={"checkpoint_every": 0},
-                      callback=callback)
-            per_step = (seconds[-1] - seconds[0]) / (len(seconds) - 1)  # the first step also encodes: left out
-            results[split] = (per_step, load_file(out / "model.safetensors"))
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
+            out = sft(examples, student, Path(tmp) / f"split{split}", config, callback=callback,
+                      options={"checkpoint_every": 0, "device": args.device, "autocast": args.autocast})
+            per_step = (seconds[-1] - seconds[warm_up - 1]) / args.steps
+            peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
+            results[split] = (per_step, peak, load_file(out / "model.safetensors"))
 
-    base_time, base_weights = results[args.splits[0]]
-    print(f"SFT on {len(examples)} examples of {run}, batch 32, {args.steps} steps")
-    print("split  s/step  speed-up  max |weight difference|")
-    for split, (per_step, weights) in results.items():
+    base_time, _, base_weights = results[args.splits[0]]
+    print(f"SFT on {len(examples)} examples of {run}, batch 32, {args.steps} steps timed after {warm_up}, "
+          f"{args.device}, autocast {args.autocast}")
+    print("split  s/step  speed-up  max |weight difference|  peak MiB")
+    for split, (per_step, peak, weights) in results.items():
         diff = max(float((weights[k] - base_weights[k]).abs().max()) for k in weights)
-        print(f"{split:5d}  {per_step:6.3f}  {base_time / per_step:7.2f}x  {diff:.1e}")
+        print(f"{split:5d}  {per_step:6.3f}  {base_time / per_step:7.2f}x  {diff:22.1e}  {peak:8.0f}")
 
 
 if __name__ == "__main__":

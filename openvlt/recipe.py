@@ -245,8 +245,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
         apply_override(raw, item)
     recipe = _build(Recipe, raw, "")
     for k, extra in recipe.per_iteration.items():
-        if not isinstance(k, int) or not 1 <= k <= recipe.iterations:
-            raise RecipeError(f"per_iteration.{k}: iterations are numbered 1..{recipe.iterations}")
+        if not isinstance(k, int) or k < 1:
+            raise RecipeError(f"per_iteration.{k}: iterations are numbered from 1")
+        if k > recipe.iterations:  # e.g. `iterations=1` on the command line, for a quicker look
+            log.warning("per_iteration.%s is not used: the recipe runs %s", k,
+                        "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
         _build(Recipe, copy.deepcopy(extra), f"per_iteration.{k}")  # keys and types, named where they are
     check_values(recipe)
     recipe = _expand_run_dir(recipe)
@@ -302,7 +305,7 @@ def check_values(recipe: Recipe) -> None:
 
     if recipe.iterations < 1:
         raise RecipeError(f"iterations: must be >= 1, got {recipe.iterations}")
-    for k in range(1, recipe.iterations + 1):
+    for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
 
         def where(key: str) -> str:

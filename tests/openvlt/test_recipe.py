@@ -31,7 +31,11 @@ def test_every_recipe_in_the_repo_loads():
         recipe = load_recipe(path, check_paths=False)
         assert recipe.iterations >= 1 and recipe.data.eval, path
         header = path.read_text().splitlines()[:12]
-        assert any(f"openvlt run recipes/{path.name}" in line for line in header), f"{path.name}: no launch command in header"
+        commands = [line.split("#")[1].split(f"openvlt run recipes/{path.name}")[1] for line in header
+                    if f"openvlt run recipes/{path.name}" in line]
+        assert commands, f"{path.name}: no launch command in header"
+        for command in commands:  # the overrides the header suggests load too
+            load_recipe(path, [word for word in command.split() if "=" in word], check_paths=False)
 
 
 def test_embedded_default_is_fully_offline_and_self_building():
@@ -50,7 +54,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"sft": {"steps": "many"}}, "sft.steps: expected int, got str 'many'"),
         ({"grpo": {"lr": [1]}}, "grpo.lr: expected float"),
         ({"regenerate": {"retries": -1}}, "regenerate.retries: must be >= 0, got int -1"),
-        ({"per_iteration": {5: {"sft": {"steps": 1}}}}, "per_iteration.5: iterations are numbered 1..2"),
+        ({"per_iteration": {0: {"sft": {"steps": 1}}}}, "per_iteration.0: iterations are numbered from 1"),
         ({"per_iteration": {2: {"sft": {"setps": 1}}}},
          "unknown recipe key 'per_iteration.2.sft.setps'; did you mean 'per_iteration.2.sft.steps'?"),
         ({"per_iteration": {2: {"grpo": {"lr": "fast"}}}}, "per_iteration.2.grpo.lr: expected float, got str 'fast'"),
@@ -145,6 +149,15 @@ def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_studen
         load_recipe(path, ["sft.steps"])
     default_dir = load_recipe(path)
     assert default_dir.run_dir == "runs/unit"
+
+
+def test_per_iteration_entries_past_the_last_iteration_are_unused_but_checked(tmp_path, toyworld_dir, tiny_student, caplog):
+    path = write(tmp_path, toyworld_dir, tiny_student, iterations=2, per_iteration={2: {"sft": {"steps": 7}}})
+    recipe = load_recipe(path, ["iterations=1"])  # a quicker look at a two-iteration recipe
+    assert recipe.iterations == 1 and recipe.per_iteration == {2: {"sft": {"steps": 7}}}
+    assert "per_iteration.2 is not used: the recipe runs 1 iteration" in caplog.text
+    with pytest.raises(RecipeError, match="per_iteration.2.sft.batch_size: must be >= 1, got 0"):
+        load_recipe(path, ["iterations=1", "per_iteration.2.sft.batch_size=0"])  # the next run may use it
 
 
 def test_run_dir_placeholder_and_prepared_paths(tmp_path, tiny_student):
