@@ -309,12 +309,7 @@ def check_values(recipe: Recipe) -> None:
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
 
         def where(key: str) -> str:
-            node: Any = extra
-            for part in key.split("."):
-                if not isinstance(node, dict) or part not in node:
-                    return key
-                node = node[part]
-            return f"per_iteration.{k}.{key}"
+            return _named(key, k, extra)
 
         def value(key: str) -> Any:
             return _lookup(r, key)
@@ -379,6 +374,16 @@ def _check_names(where: str, given: dict[str, Any], known: list[str]) -> None:
             raise RecipeError(_unknown(f"{where}.{key}", key, known))
 
 
+def _named(key: str, k: int, extra: dict[str, Any]) -> str:
+    """`key` as a message names it: `per_iteration.k.key` when iteration k's entry (`extra`) sets it."""
+    node: Any = extra
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return key
+        node = node[part]
+    return f"per_iteration.{k}.{key}"
+
+
 def _lookup(obj: Any, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
@@ -397,6 +402,9 @@ def check_inputs(recipe: Recipe) -> None:
     missing, downloads = [], {}
     for k in range(1, recipe.iterations + 1):
         r = recipe.for_iteration(k)
+        for key, device in _devices(r):
+            if (problem := _device_problem(device)) is not None:
+                raise RecipeError(f"{_named(key, k, recipe.per_iteration.get(k, {}))}: {problem}")
         for name, refs in (("data.sft", r.data.sft), ("data.rl", r.data.rl)):
             missing += [f"{name}: {ref.path}" for ref in refs if not _exists(ref.path, prepared)]
         for name, ref in r.data.eval.items():
@@ -428,6 +436,37 @@ def check_inputs(recipe: Recipe) -> None:
     for key, model in downloads.items():
         log.warning("%s: %r is no local folder and not in the Hugging Face cache: the hf engine will download it "
                     "from the hub (write './%s' if you meant a folder)", key, model, model)
+
+
+def _devices(recipe: Recipe) -> list[tuple[str, Any]]:
+    """The devices a recipe asks for: (key, value) of the training backend's and the engines' `device`."""
+    found = [("backend.options.device", recipe.backend.options["device"])] if "device" in recipe.backend.options else []
+    for role in ("captioner", "reasoner", "student", "evaluator"):
+        options = getattr(recipe.roles, role).options
+        if "device" in options:
+            found.append((f"roles.{role}.options.device", options["device"]))
+    return found
+
+
+def _device_problem(device: Any) -> str | None:
+    """Why this machine cannot run on `device`, or None. Imports torch only for a device other than "cpu"."""
+    if device == "cpu":
+        return None
+    import torch
+
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        return f"{device!r} is not a torch device ({exc})"
+    if wanted.type == "cpu":
+        return None
+    have = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if have is None or have.type != wanted.type:
+        return (f"{device!r}: this torch ({torch.__version__}) sees no {wanted.type} device on this machine "
+                f"(it sees {'a ' + have.type + ' device' if have else 'the CPU only'})")
+    if wanted.index is not None and wanted.index >= torch.accelerator.device_count():
+        return f"{device!r}: this machine has {torch.accelerator.device_count()} {wanted.type} device(s), numbered from 0"
+    return None
 
 
 def prepared_paths(recipe: Recipe) -> dict[str, str]:

@@ -106,6 +106,23 @@ def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
         load_recipe(path)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("backend.options.device=gpu0", "backend.options.device: 'gpu0' is not a torch device"),
+        # no machine has 100 GPUs: on a CPU machine "sees no cuda device", on a GPU machine "has N cuda device(s)"
+        ("roles.student.options.device=cuda:99", r"roles.student.options.device: 'cuda:99': this (torch|machine)"),
+        ("per_iteration.2.roles.evaluator.options.device=cuda:99", "per_iteration.2.roles.evaluator.options.device: 'cuda:99'"),
+    ],
+)
+def test_a_device_the_machine_lacks_is_named_before_anything_runs(tmp_path, toyworld_dir, tiny_student, override, message):
+    path = write(tmp_path, toyworld_dir, tiny_student, iterations=2, roles={"student": {"engine": "hf", "model": "MODEL"},
+                                                                          "evaluator": {"engine": "hf"}})
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path, [override])
+    assert load_recipe(path, ["backend.options.device=cpu", "roles.student.options.device=cpu"]).backend.options == {"device": "cpu"}
+
+
 def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tmp_path, toyworld_dir, tiny_student,
                                                                            monkeypatch, caplog):
     """`checkpoints/qwen7b` is a hub name or a folder that is not there: offline, only the cache can
