@@ -36,19 +36,20 @@ def main() -> None:
     requests = [student_request(p, "{question}") for p in problems]
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
 
+    gpu = args.device.startswith("cuda")
     print(f"greedy answers to {len(requests)} held-out questions by {model} on {args.device}")
     print("batch  seconds  tokens  tokens/s  peak MiB")
     for batch_size in args.batch_sizes:
         engine = HFEngine(model, device=args.device, batch_size=batch_size)
         engine.generate_ids(requests[:batch_size], sampling)  # warm-up: kernels, allocator
-        if args.device.startswith("cuda"):
+        if gpu:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         _, ids = engine.generate_ids(requests, sampling)
         seconds = time.perf_counter() - started
         tokens = sum(len(row) for rows in ids for row in rows)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
+        peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
         print(f"{batch_size:5d}  {seconds:7.2f}  {tokens:6d}  {tokens / seconds:8.0f}  {peak:8.0f}")
 
 

@@ -77,6 +77,9 @@ class Roles:
                 getattr(self, role).prompt = default
 
 
+ROLE_NAMES = tuple(f.name for f in dataclasses.fields(Roles))  # captioner, reasoner, student, evaluator
+
+
 @dataclass
 class DataRef:
     """Rows [start, stop) of a problem-record file (stop null: to the end)."""
@@ -315,7 +318,7 @@ def check_values(recipe: Recipe) -> None:
             return _lookup(r, key)
 
         for key, allowed in {**_CHOICES, "select.policy": POLICIES, "backend.name": tuple(BACKENDS),
-                             **{f"roles.{n}.engine": ENGINES for n in ("captioner", "reasoner", "student", "evaluator")}}.items():
+                             **{f"roles.{n}.engine": ENGINES for n in ROLE_NAMES}}.items():
             if value(key) not in allowed:
                 raise RecipeError(_not_one_of(where(key), value(key), allowed))
         for key in _AT_LEAST_ONE:
@@ -329,7 +332,7 @@ def check_values(recipe: Recipe) -> None:
         for key, why in _POSITIVE.items():
             if not value(key) > 0:
                 raise RecipeError(f"{where(key)}: must be > 0, got {value(key)!r}{why}")
-        for name in ("captioner", "reasoner", "student", "evaluator"):
+        for name in ROLE_NAMES:
             role = getattr(r.roles, name)
             if role.options or role.engine == "program":
                 try:
@@ -410,7 +413,7 @@ def check_inputs(recipe: Recipe) -> None:
         for name, ref in r.data.eval.items():
             if not _exists(ref.path, prepared):
                 missing.append(f"data.eval.{name}: {ref.path}")
-        for role in ("captioner", "reasoner", "student", "evaluator"):
+        for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
@@ -441,7 +444,7 @@ def check_inputs(recipe: Recipe) -> None:
 def _devices(recipe: Recipe) -> list[tuple[str, Any]]:
     """The devices a recipe asks for: (key, value) of the training backend's and the engines' `device`."""
     found = [("backend.options.device", recipe.backend.options["device"])] if "device" in recipe.backend.options else []
-    for role in ("captioner", "reasoner", "student", "evaluator"):
+    for role in ROLE_NAMES:
         options = getattr(recipe.roles, role).options
         if "device" in options:
             found.append((f"roles.{role}.options.device", options["device"]))
