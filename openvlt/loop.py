@@ -34,29 +34,30 @@ log = logging.getLogger(__name__)
 def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict[str, Any]:
     """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json.
     `redo` names a completed stage to run again, with every stage after it (e.g. "iter_2/grpo")."""
-    ws = Workspace.open(recipe, force=force, redo=redo)
-    log.info("run directory %s (recipe %s)", ws.root, recipe.digest())
-    prepare(ws, recipe)
-    base = recipe.roles.student.model
-    evaluate(ws, recipe, "base", base)
-    previous_grpo = None
-    for k in range(1, recipe.iterations + 1):
-        r = recipe.for_iteration(k)
-        if k == 1:
-            caption(ws, r, k)
-            distill(ws, r, k)
-        else:
-            regenerate(ws, r, k, previous_grpo)
-        select(ws, r, k)
-        sft_model = sft(ws, r, k, base)
-        evaluate(ws, r, f"iter_{k}/sft", sft_model)
-        rl_data(ws, r, k, sft_model)
-        previous_grpo = grpo(ws, r, k, sft_model)
-        evaluate(ws, r, f"iter_{k}/grpo", previous_grpo)
     from openvlt.report import write_report, write_summary
 
-    summary = write_summary(ws.root, recipe)
-    write_report(ws.root, recipe)
+    with Workspace.open(recipe, force=force, redo=redo) as ws:  # one process at a time in a run directory
+        log.info("run directory %s (recipe %s)", ws.root, recipe.digest())
+        prepare(ws, recipe)
+        base = recipe.roles.student.model
+        evaluate(ws, recipe, "base", base)
+        previous_grpo = None
+        for k in range(1, recipe.iterations + 1):
+            r = recipe.for_iteration(k)
+            if k == 1:
+                caption(ws, r, k)
+                distill(ws, r, k)
+            else:
+                regenerate(ws, r, k, previous_grpo)
+            select(ws, r, k)
+            sft_model = sft(ws, r, k, base)
+            evaluate(ws, r, f"iter_{k}/sft", sft_model)
+            rl_data(ws, r, k, sft_model)
+            previous_grpo = grpo(ws, r, k, sft_model)
+            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo)
+        summary = write_summary(ws.root, recipe)
+        write_report(ws.root, recipe)
+        ws.finish()
     return summary
 
 
@@ -76,7 +77,7 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
     ws.stage(
         f"{it}/caption",
         lambda ctx: caption_problems(
-            _inputs(ws, r, ref), _engine(r.roles.captioner), ctx.out["captions"],
+            _inputs(ws, r, ref), _engine(r, "captioner"), ctx.out["captions"],
             prompt=r.roles.captioner.prompt, system=r.roles.captioner.system, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
             sampling=Sampling(n=1, temperature=r.caption.temperature, max_tokens=r.caption.max_tokens, seed=r.seed),
             source=_label("captioner", r.roles.captioner),
@@ -94,7 +95,7 @@ def distill(ws: Workspace, r: Recipe, k: int) -> None:
     ws.stage(
         f"{it}/distill",
         lambda ctx: distill_traces(
-            load_problems(captions), _engine(r.roles.reasoner), ctx.out["traces"], prompt=r.roles.reasoner.prompt,
+            load_problems(captions), _engine(r, "reasoner"), ctx.out["traces"], prompt=r.roles.reasoner.prompt,
             sampling=Sampling(n=r.distill.samples, temperature=r.distill.temperature, top_p=r.distill.top_p,
                               max_tokens=r.distill.max_tokens, seed=r.seed),
             scratch=ctx.scratch, chunk_size=r.distill.chunk_size, system=r.roles.reasoner.system,
@@ -112,7 +113,7 @@ def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/regenerate",
         lambda ctx: regenerate_traces(
-            _inputs(ws, r, ref), _engine(r.roles.student, model), ctx.out["traces"],
+            _inputs(ws, r, ref), _engine(r, "student", model), ctx.out["traces"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.regenerate.samples, temperature=r.regenerate.temperature, top_p=r.regenerate.top_p,
                               max_tokens=r.regenerate.max_tokens, seed=r.seed + k),
@@ -182,7 +183,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/rl_data",
         lambda ctx: select_rl_problems(
-            _inputs(ws, r, ref), _engine(r.roles.student, model), ctx.out["rl"],
+            _inputs(ws, r, ref), _engine(r, "student", model), ctx.out["rl"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
                               seed=r.seed + 100 * k),
@@ -226,7 +227,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
             sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
-            sets, label, _engine(role, model), ctx.out["eval"],
+            sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
             prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
@@ -245,8 +246,9 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
     return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
 
 
-def _engine(role: Role, model: str | None = None):
-    return build_engine(EngineSpec(role.engine, model or role.model, dict(role.options)))
+def _engine(r: Recipe, role: str, model: str | None = None):
+    spec = getattr(r.roles, role)
+    return build_engine(EngineSpec(spec.engine, model or spec.model, r.engine_options(role)))
 
 
 def _label(name: str, role: Role) -> str:

@@ -213,6 +213,16 @@ class Recipe:
             raise RecipeError(f"data.{which} is empty")
         return refs[min(k, len(refs)) - 1]
 
+    def engine_options(self, role: str) -> dict[str, Any]:
+        """The options `role`'s engine is built with: its own, plus, for an hf engine that names no
+        device, the local backend's, so one `backend.options.device=cuda` puts the whole loop on a GPU."""
+        spec = getattr(self.roles, role)
+        options = dict(spec.options)
+        training_device = self.backend.options.get("device") if self.backend.name == "local" else None
+        if spec.engine == "hf" and training_device is not None:
+            options.setdefault("device", training_device)
+        return options
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import fcntl
+import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,10 @@ from openvlt.recipe import Recipe, RecipeError, _build, dump_recipe, to_dict
 log = logging.getLogger(__name__)
 
 _HASH_LIMIT = 64 * 2**20  # files larger than this are fingerprinted by size, not content
+
+
+class RunDirectoryBusy(OSError):
+    """Another live process is running in this run directory."""
 
 
 @dataclass
@@ -60,6 +67,16 @@ class Workspace:
         `redo` names a stage to run again, with every stage after it."""
         root = Path(recipe.run_dir)
         root.mkdir(parents=True, exist_ok=True)
+        _lock(root)
+        try:
+            return cls._open(root, recipe, force, redo)
+        except BaseException:
+            _unlock(root)
+            raise
+
+    @classmethod
+    def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | None) -> "Workspace":
+        _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml"])
         ws = cls(root)
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
@@ -99,17 +116,34 @@ class Workspace:
         return keys[keys.index(key):]
 
     def _mark_for_redo(self, keys: list[str]) -> None:
-        """Mark `keys` to be run again. Repeating the same --redo after a crash continues the unfinished
-        redo instead of starting it over."""
+        """Mark `keys` to be run again. The same --redo repeated after a crash (same stage, same recipe)
+        continues the unfinished redo, however far it got, instead of starting it over; with other
+        values, or once the run has finished (`finish`), it is a new redo."""
         stages, request = self.manifest["stages"], self.manifest.get("redo", {})
-        if request.get("stages") == keys and any(stages[k].get("status") != "complete" for k in keys):
+        if request.get("stage") == keys[0] and request.get("recipe") == self.work_digest and "finished" not in request:
             log.info("--redo %s: continuing the unfinished redo", keys[0])
             return
         for k in keys:  # saved work of an interrupted or just-finished attempt is not reused by a redo
             shutil.rmtree(self._scratch(k), ignore_errors=True)
             stages[k]["status"] = "redo"
-        self.manifest["redo"] = {"stages": keys, "requested": _now()}
+        self.manifest["redo"] = {"stage": keys[0], "recipe": self.work_digest, "stages": keys, "requested": _now()}
         log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
+
+    def finish(self) -> None:
+        """Record that the run went through to the end: a --redo given from now on is a new one."""
+        if "redo" in self.manifest and "finished" not in self.manifest["redo"]:
+            self.manifest["redo"]["finished"] = _now()
+            self._save()
+
+    def close(self) -> None:
+        """Let other processes use the run directory (a process that dies lets go of it too)."""
+        _unlock(self.root)
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def complete(self, key: str) -> bool:
         return self.manifest["stages"].get(key, {}).get("status") == "complete"
@@ -136,6 +170,8 @@ class Workspace:
         self._save()
         crashpoint(f"before:{key}")
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
+        for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
+            _remove_stale_temporaries(final.parent, [final.name, p.name])
         scratch = self._scratch(key)
         made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
@@ -202,10 +238,14 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
 def format_status(run_dir: Path) -> str:
     """The manifest as a table: what is done, what failed (and why), what a rerun will do."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})",
-             f"{'stage':<24}{'status':<10}{'tries':>6}{'seconds':>9}  counts"]
+    holder = _holder(run_dir)
+    lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})"]
+    if holder:
+        lines.append(f"in progress: {holder}")
+    lines.append(f"{'stage':<24}{'status':<10}{'tries':>6}{'seconds':>9}  counts")
+    running = "running now" if holder else "interrupted; a rerun restarts it"
     for key, s in manifest["stages"].items():
-        detail = {"running": "interrupted; a rerun restarts it", "redo": "marked by --redo; a rerun runs it again"}.get(
+        detail = {"running": running, "redo": "marked by --redo; a rerun runs it again"}.get(
             s.get("status"), s.get("error") or _summary(s.get("counts", {})))
         lines.append(f"{key:<24}{s.get('status', ''):<10}{s.get('attempts', 0):>6}{s.get('seconds', 0):>9.1f}  {detail}")
     return "\n".join(lines)
@@ -248,6 +288,58 @@ def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+_LOCKS: dict[Path, int] = {}  # run directory -> this process's open .lock (held until `_unlock` or exit)
+
+
+def _lock(root: Path) -> None:
+    """One process at a time in a run directory: two would overwrite each other's manifest and
+    checkpoints. An exclusive flock on `<run_dir>/.lock`, which the kernel drops when the process
+    dies (so a kill -9 never leaves a stale lock). Re-entrant within one process."""
+    key = root.resolve()
+    if key in _LOCKS:
+        return
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirectoryBusy(f"{root} is in use by another openvlt run: {holder}. Let it finish or stop it, "
+                               "then run the same command again (`openvlt status` shows where it is)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {_now()}".encode())
+    _LOCKS[key] = fd
+
+
+def _unlock(root: Path) -> None:
+    fd = _LOCKS.pop(root.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # releases the flock
+
+
+def _holder(root: Path) -> str | None:
+    """Who holds the run directory's lock now (as `_lock` wrote it), or None when nobody does."""
+    try:
+        fd = os.open(root / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 4096).decode(errors="replace").strip() or "a live process"
+    finally:
+        os.close(fd)  # also drops the shared lock, if it was taken
+
+
+def _remove_stale_temporaries(folder: Path, names: list[str]) -> None:
+    """Delete `.NAME.tmp-PID` files that a process killed inside `atomic_write` / `write_records` left
+    (safe: the run directory's lock means no other process is writing them)."""
+    for name in names:
+        for stale in folder.glob(f".{glob.escape(name)}.tmp-*"):
+            _remove(stale)
 
 
 def _remove(path: Path) -> None:

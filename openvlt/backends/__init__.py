@@ -79,7 +79,11 @@ class LocalOptions:
     generate_batch: int = 128     # sequences per generate call
 
     def __post_init__(self) -> None:
-        for name, allowed in (("dtype", ("float32", "bfloat16", "float16")), ("autocast", ("none", "bfloat16"))):
+        if self.dtype == "float16":  # AdamW's eps (1e-8) and small squared gradients round to 0 in float16
+            raise ValueError("backend.options.dtype: float16 weights cannot be trained with plain AdamW (no loss "
+                             "scaling, no float32 master weights: the first step turns them into inf/NaN); use dtype "
+                             "float32 with autocast bfloat16")
+        for name, allowed in (("dtype", ("float32", "bfloat16")), ("autocast", ("none", "bfloat16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"backend.options.{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

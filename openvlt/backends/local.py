@@ -46,6 +46,7 @@ from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_option
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
+from openvlt.workspace import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,10 @@ def grpo(
                 n_tokens = int(resp_mask[mb].sum())
                 if n_tokens == 0:
                     continue
-                actor.global_batch_info.update(batch_num_tokens=n_tokens, dp_size=1)
+                # what verl's agg_loss divides by, so every loss_agg_mode means the whole mini-batch, however
+                # it is cut into micro-batches (seq-mean-token-sum-norm by the response budget, as verl pads to it)
+                actor.global_batch_info.update(batch_num_tokens=n_tokens, global_batch_size=int((resp_mask[mb].sum(1) > 0).sum()),
+                                               loss_scale_factor=config.max_tokens, dp_size=1)
                 for micro in _by_length(mb, batch).split(config.micro_batch_size):
                     sub = _to(_rows(batch, micro), opts.device)
                     with _autocast(opts):
@@ -367,14 +371,22 @@ class _Metrics:
     def __init__(self, path: Path, resume_step: int):
         self.path, self.last = path, {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-        kept = [r for r in rows if r["step"] <= resume_step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [row for row in map(_json_or_none, lines) if isinstance(row, dict) and row.get("step", math.inf) <= resume_step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))  # a kill now loses no kept row
 
     def write(self, row: dict[str, Any]) -> None:
         self.last = row
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    """A metrics row, or None for a blank line or one torn by a crash mid-write (it is rewritten anyway)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 class _EncodedExamples:
@@ -422,7 +434,7 @@ def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch
     (`pixel_values` is per image, not per row)."""
     width = int(batch["attention_mask"][rows].sum(1).max())
     sub = {k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch}
-    if "pixel_values" in batch:
+    if "pixel_values" in batch and int(batch["row_patches"][rows].sum()):  # text-only rows have no patches
         counts = batch["row_patches"]
         starts = torch.cumsum(counts, 0) - counts
         sub["pixel_values"] = torch.cat([batch["pixel_values"][starts[r] : starts[r] + counts[r]] for r in rows.tolist()])

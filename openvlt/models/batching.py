@@ -137,13 +137,13 @@ def collate(examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> d
     fills = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
     batch: dict[str, torch.Tensor] = {}
     for key, fill in fills.items():
-        if key in examples[0]:
-            batch[key] = torch.cat(
-                [torch.nn.functional.pad(e[key], (0, width - e[key].shape[1]), value=fill) for e in examples]
-            )
-    for key in ("pixel_values", "image_grid_thw"):
-        if key in examples[0]:
-            batch[key] = torch.cat([e[key] for e in examples])
+        if any(key in e for e in examples):  # a text-only row may lack mm_token_type_ids: all its tokens are text (0)
+            batch[key] = torch.cat([torch.nn.functional.pad(
+                e[key] if key in e else torch.full_like(e["input_ids"], fill), (0, width - e["input_ids"].shape[1]), value=fill)
+                for e in examples])
+    for key in ("pixel_values", "image_grid_thw"):  # per image, in row order; text-only rows add none
+        if any(key in e for e in examples):
+            batch[key] = torch.cat([e[key] for e in examples if key in e])
     return batch
 
 
@@ -172,9 +172,9 @@ def encode_rollouts(
             rows.append(_with_response(enc, response))
             prompt_lens.append(enc["input_ids"].shape[1])
     batch = collate(rows, processor.tokenizer.pad_token_id)
-    if "pixel_values" in rows[0]:
-        batch["row_patches"] = torch.tensor([r["pixel_values"].shape[0] for r in rows])
-        grids = torch.tensor([r["image_grid_thw"].shape[0] for r in rows])  # images per row
+    if "pixel_values" in batch:
+        batch["row_patches"] = torch.tensor([r["pixel_values"].shape[0] if "pixel_values" in r else 0 for r in rows])
+        grids = torch.tensor([r["image_grid_thw"].shape[0] if "image_grid_thw" in r else 0 for r in rows])  # images per row
         ends = grids.cumsum(0)
         batch["row_grids"] = torch.stack([ends - grids, ends], 1)
     lengths = torch.tensor([len(r) for r in responses])

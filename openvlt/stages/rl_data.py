@@ -34,14 +34,23 @@ def select_rl_problems(
     requests = [student_request(p, prompt, system) for p in problems]
     samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates")
     verdicts = score_responses(problems, samples, judge)
-    rates = [sum(judge.is_correct(r) for r in rs) / len(rs) for rs in verdicts]
-    kept = [{**p, "pass_rate": rate} for p, rate in zip(problems, rates) if min_pass < rate < max_pass]
+    # the pass rate among the samples the reward could judge: an error or a timeout is no evidence of a
+    # wrong answer; a problem with no judged sample has no rate and is left out (counted as `unjudged`)
+    rates = [_pass_rate([judge.is_correct(r) for r in rs if r.ok]) for rs in verdicts]
+    kept = [{**p, "pass_rate": rate} for p, rate in zip(problems, rates) if rate is not None and min_pass < rate < max_pass]
     if max_problems is not None:
         kept = kept[:max_problems]
+    judged = [r for r in rates if r is not None]
     if not kept:
-        histogram = {f"{v:.2f}": rates.count(v) for v in sorted(set(rates))}
+        histogram = {f"{v:.2f}": judged.count(v) for v in sorted(set(judged))}
         raise ValueError(f"rl_data kept none of {len(problems)} problems with {min_pass} < pass rate < {max_pass} "
-                         f"(pass rates: {histogram}); widen rl_data.min_pass/max_pass or set rl_data.enabled=false")
+                         f"(pass rates: {histogram}, unjudged: {len(rates) - len(judged)}); widen "
+                         "rl_data.min_pass/max_pass or set rl_data.enabled=false")
     write_records(kept, out_path)
-    return {"in": len(problems), "out": len(kept), "mean_pass_rate": sum(rates) / len(rates),
-            "all_pass": sum(r >= 1 for r in rates), "none_pass": sum(r <= 0 for r in rates), **count_failures(verdicts)}
+    return {"in": len(problems), "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
+            "all_pass": sum(r >= 1 for r in judged), "none_pass": sum(r <= 0 for r in judged),
+            "unjudged": len(rates) - len(judged), **count_failures(verdicts)}
+
+
+def _pass_rate(correct: list[bool]) -> float | None:
+    return sum(correct) / len(correct) if correct else None

@@ -7,8 +7,9 @@ lifted MathVista from 48.4 to 62.5). A length cap drops traces that are too long
 is counted: traces in, correct, problems kept, dropped and why.
 
 With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
-accepted keeps the trace selected for it in the previous iteration, with that trace's lineage, so
-the curriculum does not shrink to the problems the model already solves.
+accepted (none correct, none short enough, or none judged) keeps the trace selected for it in the
+previous iteration, with that trace's lineage, so the curriculum does not shrink to the problems
+the model already solves.
 
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
@@ -54,33 +55,24 @@ def select_traces(
     if previous is not None:
         yields["kept_previous"] = 0
     for problem, results in zip(traced, verdicts):
-        if results and all(not r.ok for r in results):
-            quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
-                                f"{results[0].status}: {results[0].error}"})
-            continue
         correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
-        if not correct and problem["id"] in earlier:
+        fitting = [j for j in correct if max_tokens is None or count_tokens(problem["traces"][j]) <= max_tokens]
+        record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
+        if fitting:
+            chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
+            rows.append({**record, "response": problem["traces"][chosen], "sample_index": chosen, "n_correct": len(correct)})
+        elif problem["id"] in earlier:  # wrong, too long or unjudged this time: the verified trace of last time stays
             yields["kept_previous"] += 1
             kept = earlier[problem["id"]]
-            rows.append({**{k: v for k, v in problem.items() if k != "traces"}, "trace_source": kept["trace_source"],
-                         "response": kept["response"], "sample_index": kept["sample_index"],
-                         "verdicts": [r.score if r.ok else None for r in results], "n_correct": 0})
-            continue
-        if not correct:
-            yields["no_correct"] += 1
-            continue
-        fitting = [j for j in correct if max_tokens is None or count_tokens(problem["traces"][j]) <= max_tokens]
-        if not fitting:
+            rows.append({**record, "trace_source": kept["trace_source"], "response": kept["response"],
+                         "sample_index": kept["sample_index"], "n_correct": len(correct)})
+        elif results and all(not r.ok for r in results):
+            quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
+                                f"{results[0].status}: {results[0].error}"})
+        elif correct:
             yields["too_long"] += 1
-            continue
-        chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
-        rows.append({
-            **{k: v for k, v in problem.items() if k != "traces"},
-            "response": problem["traces"][chosen],
-            "sample_index": chosen,
-            "verdicts": [r.score if r.ok else None for r in results],
-            "n_correct": len(correct),
-        })
+        else:
+            yields["no_correct"] += 1
     if truncate_reflections:
         _truncate(rows, reflection_markers, yields, judge)
     write_records(rows, out_path)

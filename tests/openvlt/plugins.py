@@ -6,6 +6,14 @@ def raises(response: str, ground_truth: str, *, extra_info: dict) -> float:
     raise RuntimeError("boom")
 
 
+def raises_on_unclear(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """Checks the `<answer>` exactly, but fails on the answer "unclear" (a plugin that breaks on some outputs)."""
+    answer = response.rsplit("<answer>", 1)[-1].split("</answer>", 1)[0].strip()
+    if answer == "unclear":
+        raise RuntimeError("cannot judge this one")
+    return float(answer == ground_truth.strip())
+
+
 def hangs(response: str, ground_truth: str, *, extra_info: dict) -> float:
     time.sleep(3600)
     return 1.0

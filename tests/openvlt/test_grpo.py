@@ -87,13 +87,15 @@ def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_p
     assert (tmp_path / "grpo" / "model.safetensors").exists() and not (tmp_path / "grpo" / "_checkpoint").exists()
 
 
-def test_micro_batch_size_does_not_change_the_update(tiny_student, toyworld_dir, tmp_path):
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batch_size_does_not_change_the_update(tiny_student, toyworld_dir, tmp_path, loss_agg_mode):
     """Micro-batches (taken in length order, cut to their longest rollout) are for memory and speed
-    only: the loss is a token mean over the whole mini-batch, so the weights come out the same."""
+    only: every aggregation is over the whole mini-batch (tokens, or sequences), so the weights come out the same."""
     problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
     weights = []
     for micro in (64, 3):
-        config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01, micro_batch_size=micro)
+        config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01, micro_batch_size=micro,
+                            loss_agg_mode=loss_agg_mode)
         _grpo_on_digit_share(problems, tiny_student, tmp_path / f"m{micro}", config)
         weights.append(load_file(tmp_path / f"m{micro}" / "model.safetensors"))
     moved = load_file(tiny_student / "model.safetensors")

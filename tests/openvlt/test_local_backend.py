@@ -8,7 +8,7 @@ import torch
 from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _response_logprobs, _rows
 from openvlt.engines import Request, Sampling
 from openvlt.engines.hf import HFEngine
-from openvlt.models.batching import chat_text, encode_examples, encode_rollouts
+from openvlt.models.batching import chat_text, collate, encode_examples, encode_rollouts
 from openvlt.records import load_image
 from openvlt.stages.common import load_problems
 
@@ -86,6 +86,28 @@ def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems)
     assert torch.equal(batch["input_ids"], whole["input_ids"])
 
 
+def test_a_batch_mixing_text_only_and_image_rows_keeps_every_image_in_place(engine, problems):
+    """Records may have no image. Whichever row comes first, the batch carries every image row's
+    patches, and each row computes what it computes alone (SFT collate and GRPO rollout rows)."""
+    p = problems[0]
+    image_row = encode_examples(engine.processor, [p["question"]], [p["images"]], ["<think>red</think> <answer>3</answer>"])
+    text_row = encode_examples(engine.processor, ["What is 2 + 1?"], [[]], ["<answer>3</answer>"])
+    assert "pixel_values" not in text_row
+    pad = engine.processor.tokenizer.pad_token_id
+    with torch.no_grad():
+        alone = engine.model(**{k: v for k, v in image_row.items() if k != "labels"}).logits[0]
+        for rows, at in (([text_row, image_row], 1), ([image_row, text_row], 0)):
+            batch = collate(rows, pad)
+            assert torch.equal(batch["pixel_values"], image_row["pixel_values"])
+            logits = engine.model(**{k: v for k, v in batch.items() if k != "labels"}).logits[at, : alone.shape[0]]
+            assert torch.allclose(logits, alone, atol=1e-4)
+    ids = engine.processor.tokenizer("<answer>3</answer>")["input_ids"]
+    rollouts, _, _ = encode_rollouts(engine.processor, ["What is 2 + 1?", p["question"]], [[], p["images"]], [ids, ids[:2]], 1)
+    assert rollouts["row_patches"].tolist() == [0, image_row["pixel_values"].shape[0]]
+    assert "pixel_values" not in _rows(rollouts, torch.tensor([0]))  # a micro-batch of text-only rows
+    assert torch.equal(_rows(rollouts, torch.tensor([1, 0]))["pixel_values"], image_row["pixel_values"])
+
+
 def test_a_trace_that_spells_control_tokens_trains_on_their_characters(engine, problems):
     """Traces are model output: one that writes `<|image_pad|>` or `<|im_end|>` must neither claim an
     image slot (the forward pass would fail) nor end the turn early (the model would learn to stop)."""
@@ -149,6 +171,8 @@ def test_autocast_runs_the_passes_in_bfloat16_and_keeps_float32_weights(tiny_stu
     assert curves["bfloat16"][-1] < curves["bfloat16"][0]
     with pytest.raises(ValueError, match="backend.options.autocast: must be one of none, bfloat16, got 'float16'"):
         local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"autocast": "float16"})
+    with pytest.raises(ValueError, match="backend.options.dtype: float16 weights cannot be trained with plain AdamW"):
+        local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"dtype": "float16"})
 
 
 def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_student, tmp_path):

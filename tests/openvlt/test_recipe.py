@@ -80,7 +80,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
                                                       "did you mean 'backend.options.device'?"),
         ({"backend": {"options": {"autocast": "bf16"}}}, "backend.options.autocast: must be one of none, bfloat16, got 'bf16'"),
         ({"per_iteration": {2: {"backend": {"options": {"dtype": "fp16"}}}}},
-         "per_iteration.2.backend.options.dtype: must be one of float32, bfloat16, float16, got 'fp16'"),
+         "per_iteration.2.backend.options.dtype: must be one of float32, bfloat16, got 'fp16'"),
         ({"prepare": {"toyworld": {"n_trian": 5}}}, "unknown recipe key 'prepare.toyworld.n_trian'; did you mean 'prepare.toyworld.n_train'?"),
         ({"distill": {"samples": 0}}, "distill.samples: must be >= 1, got 0"),
         ({"per_iteration": {2: {"sft": {"batch_size": 0}}}}, "per_iteration.2.sft.batch_size: must be >= 1, got 0"),
@@ -121,6 +121,24 @@ def test_a_device_the_machine_lacks_is_named_before_anything_runs(tmp_path, toyw
     with pytest.raises(RecipeError, match=message):
         load_recipe(path, [override])
     assert load_recipe(path, ["backend.options.device=cpu", "roles.student.options.device=cpu"]).backend.options == {"device": "cpu"}
+
+
+def test_hf_engines_without_a_device_run_where_the_local_backend_trains(tmp_path, toyworld_dir, tiny_student):
+    """One `backend.options.device=...` moves generation too; a role's own device wins; program
+    engines take no device. (A device string any torch accepts; paths are not checked here.)"""
+    path = write(tmp_path, toyworld_dir, tiny_student, iterations=2,
+                 roles={"captioner": {"engine": "program", "model": "toyworld-captioner"},
+                        "student": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 8}},
+                        "evaluator": {"engine": "hf", "options": {"device": "cpu"}}})
+    on_cpu = load_recipe(path, check_paths=False)
+    assert [on_cpu.engine_options(role) for role in ("captioner", "student", "evaluator")] == [{}, {"batch_size": 8}, {"device": "cpu"}]
+    moved = load_recipe(path, ["backend.options.device=cuda:3"], check_paths=False)
+    assert moved.engine_options("student") == {"batch_size": 8, "device": "cuda:3"}
+    assert moved.engine_options("evaluator") == {"device": "cpu"} and moved.engine_options("captioner") == {}
+    assert moved.roles.student.options == {"batch_size": 8}  # the recipe itself is unchanged (and so is its digest)
+    later = load_recipe(path, ["per_iteration.2.backend.options.device=cuda:1"], check_paths=False)
+    assert later.for_iteration(1).engine_options("student") == {"batch_size": 8}
+    assert later.for_iteration(2).engine_options("student") == {"batch_size": 8, "device": "cuda:1"}
 
 
 def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tmp_path, toyworld_dir, tiny_student,

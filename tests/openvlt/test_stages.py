@@ -154,9 +154,20 @@ def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path
     assert [r["id"] for r in kept] == [p["id"] for i, p in enumerate(problems) if i % 3 == 1]
     assert all(r["pass_rate"] == 0.5 for r in kept)
     assert counts["all_pass"] == 4 and counts["none_pass"] == 4 and counts["out"] == 4
-    with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}"):
+    with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}, unjudged: 0\)"):
         select_rl_problems(problems, ScriptedEngine(lambda p, k: "wrong"), tmp_path / "rl2.parquet", prompt="{question}",
                            sampling=Sampling(n=2), scratch=tmp_path / "s2", judge=SCRIPTED)
+
+    # samples the reward could not judge are no evidence either way: right + unjudged is a pass rate of 1,
+    # and a problem with no judged sample has no pass rate at all
+    def right_then_unclear(prompt, k):
+        return "unclear" if index[prompt] % 3 == 0 or k == 1 else answers[prompt]
+    counts = select_rl_problems(problems, ScriptedEngine(right_then_unclear), tmp_path / "rl3.parquet", prompt="{question}",
+                                sampling=Sampling(n=3), scratch=tmp_path / "s3", min_pass=0.0, max_pass=1.01,
+                                judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises_on_unclear"))
+    assert counts["unjudged"] == 4 and counts["all_pass"] == 8 and counts["none_pass"] == 0 and counts["reward_errors"] == 20
+    assert counts["mean_pass_rate"] == 1.0 and counts["out"] == 8
+    assert all(r["pass_rate"] == 1.0 for r in read_records(tmp_path / "rl3.parquet"))
 
 
 def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
@@ -239,3 +250,13 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
         assert rows[i]["response"] == earlier[i]["response"] and rows[i]["trace_source"] == earlier[i]["trace_source"]
         assert rows[i]["n_correct"] == 0
     assert all(rows[p["id"]]["trace_source"] == "student" for p in regenerated[:20])
+
+    # right but too long this time, or not judged at all (the plugin fails): the earlier trace stays too
+    too_long = [{**p, "traces": [f"<think>{' x' * 50}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]
+    counts = select_traces(too_long, tmp_path / "long.parquet", previous=list(earlier.values()), max_tokens=20,
+                           judge=RewardSettings(workers=1, override="math"))
+    assert 0 < counts["kept_previous"] == len(earlier) and counts["too_long"] == len(regenerated) - len(earlier) > 0
+    assert {r["id"]: r["response"] for r in read_records(tmp_path / "long.parquet")} == {i: r["response"] for i, r in earlier.items()}
+    counts = select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),
+                           judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"))
+    assert counts["kept_previous"] == len(earlier) and counts["quarantined"] == len(regenerated) - len(earlier)

@@ -1,13 +1,15 @@
 """The run directory: resume rules, saved work of interrupted stages, and --redo."""
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from openvlt.recipe import load_recipe
-from openvlt.workspace import Workspace, format_status
+from openvlt.workspace import RunDirectoryBusy, Workspace, format_status
 
 from .test_recipe import write
 
@@ -38,6 +40,71 @@ def test_redo_runs_a_stage_and_every_later_one_again_and_a_repeated_redo_continu
     assert [(tmp_path / "run" / f"{k}.txt").read_text() for k in "abc"] == ["a 0", "b 3", "c 4"]
     run_stages(Workspace.open(recipe, redo="c"), ["a", "b", "c"])  # a finished redo does not block the next one
     assert runs[-1] == "c" and len(runs) == 6
+
+
+def test_a_repeated_redo_continues_past_new_stages_and_new_values_start_a_new_one(tmp_path, toyworld_dir, tiny_student):
+    """The same --redo after a crash continues however far the redo got, even into stages that ran
+    for the first time after it began; the same stage with new values, or after the run finished,
+    is a new redo."""
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
+    runs = []
+
+    def run_stages(ws, keys, value="v1"):
+        for key in keys:
+            if key is Killed:
+                raise Killed
+            def body(ctx, key=key):
+                ctx.out["x"].write_text(f"{key} {value}")
+                runs.append(f"{key} {value}")
+                return {}
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"})
+
+    run_stages(Workspace.open(load_recipe(path)), ["a", "b"])  # ... killed before c ever ran
+    with pytest.raises(Killed):
+        run_stages(Workspace.open(load_recipe(path), redo="b"), ["a", "b", "c", Killed])
+    run_stages(Workspace.open(load_recipe(path), redo="b"), ["a", "b", "c"])  # the same command again
+    assert runs == ["a v1", "b v1", "b v1", "c v1"]  # b was not redone a second time
+
+    new = load_recipe(path, ["grpo.lr=0.5"])
+    with pytest.raises(Killed):  # b redone with the new value, then killed before c
+        run_stages(Workspace.open(new, force=True, redo="b"), ["a", "b", Killed], "v2")
+    with pytest.raises(Killed):
+        run_stages(Workspace.open(load_recipe(path, ["grpo.lr=0.25"]), force=True, redo="b"), ["a", "b", Killed], "v3")
+    assert runs[-2:] == ["b v2", "b v3"]  # other values: b is redone again, not skipped as "continued"
+
+    ws = Workspace.open(load_recipe(path, ["grpo.lr=0.25"]), redo="b")
+    run_stages(ws, ["a", "b", "c"], "v3")
+    ws.finish()  # the loop calls this when the whole run is through
+    assert runs[-1] == "c v3"
+    run_stages(Workspace.open(load_recipe(path, ["grpo.lr=0.25"]), redo="b"), ["a", "b", "c"], "v3")
+    assert runs[-2:] == ["b v3", "c v3"]  # after the run finished, the same --redo runs b and c again
+
+
+def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_student):
+    """A second `openvlt run` on a live run directory is refused with who holds it; `status` says the
+    stage is running now, not interrupted; once the holder dies (kill -9), the directory is free."""
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom openvlt.recipe import load_recipe\nfrom openvlt.workspace import Workspace\n"
+         "ws = Workspace.open(load_recipe(sys.argv[1]))\nws.manifest['stages']['sft'] = {'status': 'running'}\nws._save()\n"
+         "print('ready', flush=True)\ntime.sleep(120)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(RunDirectoryBusy, match=rf"run is in use by another openvlt run: pid {holder.pid} on .*, since "):
+            Workspace.open(load_recipe(path))
+        status = format_status(tmp_path / "run")
+        assert f"in progress: pid {holder.pid}" in status and "running now" in status and "interrupted" not in status
+    finally:
+        holder.kill()
+        holder.wait()
+    status = format_status(tmp_path / "run")
+    assert "in progress" not in status and "interrupted; a rerun restarts it" in status
+    with Workspace.open(load_recipe(path)) as ws:  # free again; and one process may open it more than once
+        assert Workspace.open(load_recipe(path)).root == ws.root
+        assert f"pid {os.getpid()}" in format_status(tmp_path / "run")
+    assert "in progress" not in format_status(tmp_path / "run")  # closed: free for other processes
 
 
 class Killed(BaseException):
