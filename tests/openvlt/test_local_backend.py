@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _response_logprobs, _rows
+from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _Metrics, _response_logprobs, _rows
 from openvlt.engines import Request, Sampling
 from openvlt.engines.hf import HFEngine
 from openvlt.models.batching import chat_text, collate, encode_examples, encode_rollouts
@@ -122,6 +122,16 @@ def test_a_trace_that_spells_control_tokens_trains_on_their_characters(engine, p
     assert labelled.count(end) == 1 and labelled[-1] == end and image not in labelled
     with torch.no_grad():
         assert torch.isfinite(engine.model(**{k: v for k, v in batch.items() if k != "labels"}).logits).all()
+
+
+def test_resumed_metrics_keep_the_rows_up_to_the_checkpoint_and_survive_a_torn_line(tmp_path):
+    """A crash mid-append can leave half a JSON line: the resumed stage drops it with the rows past its
+    checkpoint instead of failing on every restart."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    metrics = _Metrics(path, resume_step=2)
+    metrics.write({"step": 3, "loss": 0.5})
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
 def test_batches_are_a_pure_function_of_step():

@@ -107,6 +107,24 @@ def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_s
     assert "in progress" not in format_status(tmp_path / "run")  # closed: free for other processes
 
 
+def test_half_written_files_of_a_killed_process_are_removed(tmp_path, toyworld_dir, tiny_student):
+    """A kill inside `atomic_write` or `write_records` leaves `.NAME.tmp-PID` (a data set's size, for
+    captions with their images); the next start removes them, and nothing else."""
+    recipe, run = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))), tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".manifest.json.tmp-99", run / ".x.txt.tmp-99", run / "..x.txt.partial.tmp-99"]
+    keep = [run / "notes.txt", run / ".y.txt.tmp-99"]  # another stage's file: left for that stage
+    for p in stale + keep:
+        p.write_text("half")
+    ws = Workspace.open(recipe)
+    assert not stale[0].exists() and stale[1].exists()  # the manifest's at once, a stage's when that stage starts
+    def body(ctx):
+        ctx.out["x"].write_text("done")
+        return {}
+    ws.stage("x", body, outputs={"x": run / "x.txt"})
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
 class Killed(BaseException):
     """Stands in for kill -9 inside one process."""
 
