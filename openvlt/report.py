@@ -164,7 +164,7 @@ def _curves_plot(run_dir: Path, iterations: int) -> bytes:
         for ax, stage, key in ((left, "sft", "loss"), (right, "grpo", "reward")):
             path = run_dir / f"iter_{k}" / stage / "model" / "metrics.jsonl"
             if path.exists():
-                rows = [json.loads(line) for line in path.read_text().splitlines()]
+                rows = [row for line in path.read_text().splitlines() if (row := json.loads(line)).get(key) is not None]
                 ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"iter {k}", linewidth=1)
     left.set(title="SFT loss", xlabel="step", yscale="log")
     right.set(title="GRPO mean reward", xlabel="step")

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import yaml
 
 from openvlt.faults import crashpoint
-from openvlt.recipe import Recipe, RecipeError, _build, dump_recipe, to_dict
+from openvlt.recipe import Recipe, RecipeError, dump_recipe, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ class Workspace:
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         if frozen.exists():
-            old = _build(Recipe, yaml.safe_load(frozen.read_text()), "")
-            changes = _diff(to_dict(old), to_dict(recipe))
+            # compared as plain values: a frozen recipe with a key this version no longer has is a change
+            # like any other (refused, or taken with --force), not an error that blocks the run directory
+            changes = _diff(yaml.safe_load(frozen.read_text()) or {}, to_dict(recipe))
             if changes and not force:
                 raise RecipeError(
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "

@@ -172,6 +172,7 @@ def grpo(
                 policy, batch, resp_pos, config.micro_batch_size, opts.device, config.temperature)
 
         stats: dict[str, list[float]] = {"pg_loss": [], "kl": [], "clipfrac": []}
+        updates = 0  # optimiser steps taken (a mini-batch with no judged token is skipped)
         policy.train()
         for _ in range(config.ppo_epochs):
             order = torch.randperm(len(rewards), generator=torch.Generator().manual_seed(seed + step))
@@ -199,22 +200,23 @@ def grpo(
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                updates += 1
         scheduler.step()
 
         ok = [r for r in results if r.ok]
         row = {
             "step": step,
-            "reward": sum(r.score for r in ok) / max(len(ok), 1),
-            "accuracy": sum(r.score >= 1.0 for r in ok) / max(len(ok), 1),
-            "kl": sum(stats["kl"]) / (config.ppo_epochs * config.mini_batches),
-            "pg_loss": sum(stats["pg_loss"]) / (config.ppo_epochs * config.mini_batches),
+            "reward": sum(r.score for r in ok) / len(ok) if ok else None,  # nothing judged: no reward, not 0
+            "accuracy": sum(r.score >= 1.0 for r in ok) / len(ok) if ok else None,
+            "kl": sum(stats["kl"]) / max(updates, 1),
+            "pg_loss": sum(stats["pg_loss"]) / max(updates, 1),
             "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
             "response_tokens": float(torch.tensor([len(i) for row in token_ids for i in row], dtype=torch.float32).mean()),
             "reward_errors": sum(not r.ok for r in results),
             "lr": scheduler.get_last_lr()[0],
         }
         metrics.write(row)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
+        bar.set_postfix(reward="-" if row["reward"] is None else f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
         _checkpoint(out, step, config.steps, opts.checkpoint_every, policy, optimizer, scheduler)
         crashpoint(f"grpo:step:{step}")
         if callback is not None:

@@ -44,12 +44,17 @@ def train_grpo(
     )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     return {
         "in": len(rl_problems), "steps": len(curve),
-        "reward_start": mean(curve[:tenth], "reward"), "reward_end": mean(curve[-tenth:], "reward"),
-        "kl_end": mean(curve[-tenth:], "kl"), "reward_errors": sum(r["reward_errors"] for r in curve),
+        "reward_start": _mean(curve[:tenth], "reward"), "reward_end": _mean(curve[-tenth:], "reward"),
+        "kl_end": _mean(curve[-tenth:], "kl"), "reward_errors": sum(r["reward_errors"] for r in curve),
     }
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of `key` over the rows that have a value (a step whose rollouts were all unjudged has no reward)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _with_format(reward: str, weight: float) -> str:

@@ -136,6 +136,20 @@ def test_a_direct_caller_with_greedy_rollouts_gets_an_error_before_any_work(tiny
     assert not (tmp_path / "g").exists()
 
 
+def test_steps_whose_rollouts_all_failed_to_be_judged_report_no_reward_rather_than_zero(tiny_student, toyworld_dir, tmp_path):
+    """A reward plugin that raises leaves nothing to learn from: the policy is not updated, and the
+    curve and the stage's counts say "no reward" (None), not a reward of 0 the model never got."""
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 4)
+    config = GRPOConfig(steps=2, prompts_per_step=2, rollouts=2, max_tokens=8, lr=1e-3)
+    counts = train_grpo(problems, tiny_student, tmp_path / "g", config=config,
+                        judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
+    assert counts["reward_errors"] == 8 and counts["reward_start"] is None and counts["reward_end"] is None
+    curve = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["reward"], r["accuracy"], r["kl"]) for r in curve] == [(None, None, 0.0)] * 2
+    before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
 def _grpo_on_digit_share(problems, tiny_student, out, config, **options):
     """GRPO on a dense reward a random-init policy can climb: the share of digits it writes."""
     return train_grpo(problems, tiny_student, out, config=config, judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"),

@@ -216,6 +216,14 @@ def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_di
     Workspace.open(changed, force=True)
     assert "lr: 0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
     assert len(list((tmp_path / "run").glob("recipe.*.yaml"))) == 1  # the old one is kept
+    # frozen by a version that had a key this one lacks: a change like any other, not a locked directory
+    frozen = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    frozen["sft"]["old_knob"] = 3
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump(frozen))
+    with pytest.raises(RecipeError, match=r"sft.old_knob: 3 -> None"):
+        Workspace.open(changed)
+    Workspace.open(changed, force=True)
+    assert "old_knob" not in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
 def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_other_grpo_keys(tmp_path, toyworld_dir, tiny_student):
