@@ -18,6 +18,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 import types
 import typing
@@ -413,6 +414,11 @@ def check_inputs(recipe: Recipe) -> None:
     (`org/name`) must be in the Hugging Face cache when offline; online, its download is announced."""
     prepared = prepared_paths(recipe)
     missing, downloads = [], {}
+    if not Path(recipe.run_dir).is_absolute() and _in_ray_job():
+        raise RecipeError(
+            f"run_dir: {recipe.run_dir!r} is relative, and this is a Ray job, which runs in a temporary copy of its "
+            "working directory: the run would be lost with that copy, and a resubmitted job could not resume it. "
+            "Give an absolute path on storage that outlives the job (--run-dir /shared/runs/NAME)")
     for k in range(1, recipe.iterations + 1):
         r = recipe.for_iteration(k)
         for key, device in _devices(r):
@@ -449,6 +455,11 @@ def check_inputs(recipe: Recipe) -> None:
     for key, model in downloads.items():
         log.warning("%s: %r is no local folder and not in the Hugging Face cache: the hf engine will download it "
                     "from the hub (write './%s' if you meant a folder)", key, model, model)
+
+
+def _in_ray_job() -> bool:
+    """Started by `ray job submit` (Ray hands the entrypoint its job config in this variable)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
 def _devices(recipe: Recipe) -> list[tuple[str, Any]]:

@@ -141,6 +141,17 @@ def test_hf_engines_without_a_device_run_where_the_local_backend_trains(tmp_path
     assert later.for_iteration(2).engine_options("student") == {"batch_size": 8, "device": "cuda:1"}
 
 
+def test_a_ray_job_needs_a_run_directory_that_outlives_it(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """`ray job submit --working-dir .` runs the entrypoint in a temporary copy of the upload: a relative
+    run directory would vanish with it, and the resubmitted job could not resume."""
+    path = write(tmp_path, toyworld_dir, tiny_student)
+    assert load_recipe(path).run_dir == "runs/unit"  # not in a Ray job: relative to where you are
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"}}')
+    with pytest.raises(RecipeError, match=r"run_dir: 'runs/unit' is relative, and this is a Ray job.*--run-dir /shared/runs/NAME"):
+        load_recipe(path)
+    assert load_recipe(path, [f"run_dir={tmp_path / 'runs'}"]).run_dir == str(tmp_path / "runs")
+
+
 def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tmp_path, toyworld_dir, tiny_student,
                                                                            monkeypatch, caplog):
     """`checkpoints/qwen7b` is a hub name or a folder that is not there: offline, only the cache can
