@@ -250,17 +250,24 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    if isinstance(raw.get("per_iteration"), dict):  # `"2":` and `2:` are the same iteration (overrides write 2)
+        raw["per_iteration"] = _int_keys(raw["per_iteration"], "per_iteration")
     for item in overrides:
         apply_override(raw, item)
     recipe = _build(Recipe, raw, "")
+    if recipe.iterations < 1:
+        raise RecipeError(f"iterations: must be >= 1, got {recipe.iterations}")
     for k, extra in recipe.per_iteration.items():
         if not isinstance(k, int) or k < 1:
             raise RecipeError(f"per_iteration.{k}: iterations are numbered from 1")
+        for key, why in _NOT_PER_ITERATION.items():
+            if _lookup_raw(extra, key) is not _MISSING:
+                raise RecipeError(f"per_iteration.{k}.{key}: {why}")
         if k > recipe.iterations:  # e.g. `iterations=1` on the command line, for a quicker look
             log.warning("per_iteration.%s is not used: the recipe runs %s", k,
                         "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
@@ -273,21 +280,54 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one `key.sub=value` override (value parsed as YAML) to the raw recipe dict."""
+    """Apply one `key.sub=value` override to the raw recipe dict. The value is YAML (numbers, lists,
+    `{k: v}` mappings, which are merged into the block they name), except for a text key, which takes
+    the text as written (`roles.student.prompt=Answer: {question}`, `run_dir=runs/exp #3`)."""
     if "=" not in item:
         raise RecipeError(f"override {item!r} is not of the form key.sub=value")
-    key, value = item.split("=", 1)
+    key, text = item.split("=", 1)
     parts = key.strip().split(".")
     node: Any = raw
     schema: Any = Recipe
     for i, part in enumerate(parts):
         schema = _field_type(schema, part, ".".join(parts[: i + 1]))
         if i == len(parts) - 1:
-            node[_key(part)] = yaml.safe_load(value) if value.strip() else ""
-        else:
-            node = node.setdefault(_key(part), {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            value = _override_value(text, schema, key.strip())
+            if isinstance(value, dict) and isinstance(node.get(_key(part)), dict):
+                _merge(node[_key(part)], value)  # `sft={steps: 5}` changes steps, not the block's other keys
+            else:
+                node[_key(part)] = value
+            continue
+        child = node.setdefault(_key(part), {})
+        if not isinstance(child, dict):
+            here = ".".join(parts[: i + 1])
+            raise RecipeError(f"override {key}: {here} is {_kind(child)}, not a mapping: set it whole, e.g. "
+                              f"{here}={_whole_example(child)}")
+        node = child
+
+
+def _override_value(text: str, schema: Any, key: str) -> Any:
+    if not text.strip():
+        return ""
+    is_text = schema is str or (typing.get_origin(schema) in (Union, types.UnionType) and str in typing.get_args(schema))
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    if is_text and not quoted:  # YAML would cut `a #b` at the comment and read `a: {b}` as a mapping
+        return None if text.strip() in ("null", "~") and type(None) in typing.get_args(schema) else text
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override {key}: the value is not valid YAML ({exc})") from exc
+
+
+def _kind(value: Any) -> str:
+    shown = repr(value)
+    return "a list" if isinstance(value, list) else f"the value {shown if len(shown) <= 50 else shown[:46] + '...'}"
+
+
+def _whole_example(value: Any) -> str:
+    if isinstance(value, list):
+        return "[{path: ..., start: 0, stop: 100}]"
+    return "{path: ..., stop: 100}" if isinstance(value, str) else "{...}"
 
 
 # Values that would otherwise fail only when their stage starts, or quietly do the wrong thing.
@@ -306,19 +346,23 @@ _AT_LEAST_ONE = (
 _POSITIVE = {
     "sft.lr": "", "grpo.lr": "", "reward.timeout": " (seconds per reward call)",
     "grpo.temperature": " (GRPO samples its rollouts; log-probabilities are taken at the rollout temperature, as in verl)",
+    "sft.max_grad_norm": " (gradients are clipped to this norm)", "grpo.max_grad_norm": " (gradients are clipped to this norm)",
+    "reward.correct_at": " (a response is correct when its score is at least this; 0 would accept every answer)",
 }
+_NOT_NEGATIVE = ("caption.temperature", "distill.temperature", "regenerate.temperature", "evaluate.temperature",
+                 "grpo.kl_coef", "grpo.clip_ratio_low", "grpo.clip_ratio_high", "sft.weight_decay", "grpo.weight_decay")
+_TOP_P = ("distill.top_p", "regenerate.top_p", "grpo.top_p")  # a probability mass: 0 < top_p <= 1
+_AT_LEAST_ONE_IF_SET = ("select.max_tokens", "rl_data.max_problems", "evaluate.max_problems")  # null: no limit
 
 
 def check_values(recipe: Recipe) -> None:
     """Choices, counts, engines, backend and reward names, and option names, for every iteration; an
     error names the key (under `per_iteration.k.` when that iteration sets it)."""
     from openvlt.backends import BACKENDS, backend_options
-    from openvlt.engines import ENGINES, engine_options
+    from openvlt.engines import ENGINES, check_engine_options, engine_options
     from openvlt.stages.select import POLICIES
     from rewards import RewardError, get_reward
 
-    if recipe.iterations < 1:
-        raise RecipeError(f"iterations: must be >= 1, got {recipe.iterations}")
     for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
 
@@ -343,6 +387,34 @@ def check_values(recipe: Recipe) -> None:
         for key, why in _POSITIVE.items():
             if not value(key) > 0:
                 raise RecipeError(f"{where(key)}: must be > 0, got {value(key)!r}{why}")
+        for key in _NOT_NEGATIVE:
+            if value(key) < 0:
+                raise RecipeError(f"{where(key)}: must be >= 0, got {value(key)!r}")
+        for key in _TOP_P:
+            if not 0 < value(key) <= 1:
+                raise RecipeError(f"{where(key)}: must be in (0, 1], got {value(key)!r}")
+        for key in _AT_LEAST_ONE_IF_SET:
+            if value(key) is not None and value(key) < 1:
+                raise RecipeError(f"{where(key)}: must be >= 1, or null for no limit, got {value(key)!r}")
+        if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
+            raise RecipeError(f"{where('rl_data.max_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
+                              f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")
+        greedy_band = [p for p in (0.0, 1.0) if r.rl_data.min_pass < p < r.rl_data.max_pass]
+        if r.rl_data.enabled and not r.rl_data.temperature > 0 and not greedy_band:
+            raise RecipeError(f"{where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
+                              "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
+        for name in ("sft", "rl"):
+            refs = getattr(r.data, name)
+            if not refs:
+                raise RecipeError(f"{where('data.' + name)}: no {name.upper()} problems given")
+            for i, ref in enumerate(refs):
+                if not ref.path.strip():
+                    raise RecipeError(f"{where('data.' + name)}: entry {i} has no path")
+        if not r.data.eval:
+            raise RecipeError(f"{where('data.eval')}: give at least one held-out set")
+        for set_name, ref in r.data.eval.items():
+            if not ref.path.strip():
+                raise RecipeError(f"{where(f'data.eval.{set_name}')}: no path given")
         for name in ROLE_NAMES:
             role = getattr(r.roles, name)
             if role.options or role.engine == "program":
@@ -350,9 +422,14 @@ def check_values(recipe: Recipe) -> None:
                     known = engine_options(role.engine, role.model)
                 except ValueError as exc:
                     raise RecipeError(f"{where(f'roles.{name}.model')}: {exc}") from exc
-                for option in role.options:
+                for option, given in role.options.items():
                     if option not in known:
-                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, known, f"{role.engine} engine option"))
+                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, list(known), f"{role.engine} engine option"))
+                    _coerce(known[option], given, where(f"roles.{name}.options.{option}"))  # the type: a RecipeError names it
+                try:
+                    check_engine_options(role.engine, role.model, role.options)
+                except (ValueError, TypeError) as exc:
+                    raise RecipeError(f"{where(f'roles.{name}.options')}: {exc}") from exc
         known = backend_options(r.backend.name)
         for option in r.backend.options:
             if option not in known:
@@ -441,10 +518,6 @@ def check_inputs(recipe: Recipe) -> None:
                                    "cache, which is all HF_HUB_OFFLINE=1 allows)")
                 else:
                     downloads[f"roles.{role}.model"] = spec.model
-    if not recipe.data.sft:
-        raise RecipeError("data.sft: no SFT problems given")
-    if not recipe.data.eval:
-        raise RecipeError("data.eval: give at least one held-out set")
     if not recipe.roles.student.model:
         raise RecipeError("roles.student.model: the base student model is required")
     if recipe.roles.evaluator.model:
@@ -610,7 +683,7 @@ def _merge(base: dict, extra: dict) -> None:
 
 
 def _expand_run_dir(recipe: Recipe) -> Recipe:
-    run_dir = recipe.run_dir or f"runs/{recipe.name}"
+    run_dir = os.path.normpath(recipe.run_dir or f"runs/{recipe.name}")  # `runs/x/` and `runs/x` are one run
 
     def expand(value: Any) -> Any:
         if isinstance(value, str):
@@ -624,6 +697,52 @@ def _expand_run_dir(recipe: Recipe) -> Recipe:
     raw = expand(to_dict(recipe))
     raw["run_dir"] = run_dir
     return _build(Recipe, raw, "")
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """safe_load, plus: a key given twice in one mapping is an error (PyYAML keeps the last one
+    silently), and `1e-5` is a number, as in YAML 1.2 (YAML 1.1 reads it as text)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); the second would silently replace the first", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+_MISSING = object()
+_NOT_PER_ITERATION = {  # keys an iteration cannot change: they are read once, for the whole run
+    "name": "the run's name is one for all iterations", "run_dir": "one run directory holds every iteration",
+    "iterations": "set the number of iterations at the top level", "prepare": "prepare runs once, before iteration 1",
+    "per_iteration": "per_iteration entries do not nest",
+    "roles.student.model": "every iteration's SFT starts from the base student (roles.student.model), as in "
+                           "OpenVLThinker; later iterations' data come from the previous GRPO model",
+}
+
+
+def _lookup_raw(raw: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return _MISSING
+        raw = raw[part]
+    return raw
+
+
+def _int_keys(mapping: dict, where: str) -> dict:
+    out: dict = {}
+    for key, value in mapping.items():
+        if _key(key) in out:
+            raise RecipeError(f"{where}.{key}: given twice (as {key!r} and {_key(key)!r})")
+        out[_key(key)] = value
+    return out
 
 
 def _exists(path: str, prepared: dict[str, str]) -> bool:

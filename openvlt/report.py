@@ -24,7 +24,7 @@ from openvlt.workspace import atomic_write
 log = logging.getLogger(__name__)
 
 _YIELD_KEYS = ("in", "traces", "correct_traces", "trace_yield", "out", "problem_yield", "no_correct", "too_long",
-               "truncated", "kept_previous", "quarantined", "reward_errors", "reward_timeouts")
+               "truncated", "truncation_rejected", "kept_previous", "quarantined", "reward_errors", "reward_timeouts")
 
 
 def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
         regenerated = manifest.get(f"{it}/regenerate", {}).get("counts", {})
         data = {f"select_{key}": select[key] for key in _YIELD_KEYS if key in select}
         data |= {f"regenerate_{key}": n for key, n in regenerated.items() if key.startswith("retried_")}
-        data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"),
+        data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"), "rl_problems_unjudged": rl.get("unjudged"),
                  "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end")}
         summary["iterations"].append({
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),

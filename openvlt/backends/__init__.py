@@ -86,6 +86,12 @@ class LocalOptions:
         for name, allowed in (("dtype", ("float32", "bfloat16")), ("autocast", ("none", "bfloat16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"backend.options.{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"backend.options.device: expected a device name such as 'cpu' or 'cuda:0', got {self.device!r}")
+        for name, low in (("threads", 1), ("checkpoint_every", 0), ("cache_mb", 0), ("generate_batch", 1)):
+            value = getattr(self, name)
+            if not (name == "threads" and value is None) and (type(value) is not int or value < low):
+                raise ValueError(f"backend.options.{name}: must be an integer >= {low}, got {value!r}")
 
 
 BACKENDS = {"local": LocalOptions}  # name -> its options

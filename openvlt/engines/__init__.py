@@ -15,6 +15,7 @@ Engines are imported lazily, so importing openvlt never requires torch, vLLM or 
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -71,12 +72,29 @@ def build_engine(spec: EngineSpec) -> Engine:
     return cls(*args, **spec.options)
 
 
-def engine_options(engine: str, model: str) -> list[str]:
-    """The options `build_engine` accepts for this engine (a program's depend on the program), so a
-    recipe is checked before anything runs."""
+def engine_options(engine: str, model: str) -> dict[str, Any]:
+    """The options `build_engine` accepts for this engine (a program's depend on the program), with
+    their types, so a recipe is checked before anything runs."""
     cls, args = _constructor(engine, model)
     params = list(inspect.signature(cls).parameters.values())[len(args):]
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    hints = typing.get_type_hints(cls.__init__)
+    return {p.name: hints.get(p.name, Any) for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_engine_options(engine: str, model: str, options: dict[str, Any]) -> None:
+    """Raise ValueError for an option value the engine would refuse, without loading any model."""
+    if engine == "program":
+        _constructor(engine, model)[0](**options)  # a program teacher is cheap to build
+    elif engine == "hf":
+        check_hf_options(**options)
+
+
+def check_hf_options(device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None) -> None:
+    """The `hf` engine's option values (HFEngine checks them too, before it loads the model)."""
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype: must be one of float32, bfloat16, float16, got {dtype!r}")
+    if batch_size < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"batch_size and threads: must be >= 1, got {batch_size!r} and {threads!r}")
 
 
 def _constructor(engine: str, model: str) -> tuple[Any, tuple[str, ...]]:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from openvlt.engines import Request, Sampling
+from openvlt.engines import Request, Sampling, check_hf_options
 from openvlt.models import load_model, load_processor
 from openvlt.models.batching import encode_prompts, prompt_lengths
 
@@ -23,6 +23,7 @@ class HFEngine:
     def __init__(
         self, model: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None
     ):
+        check_hf_options(device, dtype, batch_size, threads)
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model, dtype=dtype, device=device)

@@ -86,7 +86,8 @@ def test_the_loop_runs_every_stage_and_writes_summary_report_and_lineage(referen
     assert summary["eval_set"] == "toyworld" and [it["iter"] for it in summary["iterations"]] == [1, 2]
     for it in summary["iterations"]:
         assert 0 <= it["sft"]["accuracy"] <= 1 and 0 <= it["grpo"]["accuracy"] <= 1
-        assert it["data"]["select_in"] == 32 and it["data"]["rl_problems_kept"] == 16
+        assert it["data"]["select_in"] == 32 and it["data"]["rl_problems_kept"] == 16 and it["data"]["rl_problems_unjudged"] == 0
+        assert "select_truncation_rejected" in it["data"]  # with select_truncated, the whole truncation story
     assert "<img" in (reference / "report.html").read_text()
     sft1, sft2 = read_records(reference / "iter_1" / "sft.parquet"), read_records(reference / "iter_2" / "sft.parquet")
     source = set(read_records(reference / "data" / "toyworld" / "train.parquet").column("id"))

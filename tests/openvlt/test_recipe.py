@@ -89,6 +89,29 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"iterations": 0}, "iterations: must be >= 1, got 0"),
         ({"reward": {"timeout": 0}}, "reward.timeout: must be > 0, got 0.0 (seconds per reward call)"),
         ({"reward": {"override": "mth"}}, "reward.override: "),
+        # values that would fail only when their stage starts, or quietly do the wrong thing
+        ({"data": {**MINIMAL["data"], "rl": []}}, "data.rl: no RL problems given"),
+        ({"data": {**MINIMAL["data"], "rl": {"stop": 5}}}, "data.rl: entry 0 has no path"),  # '' would read the cwd
+        ({"data": {**MINIMAL["data"], "eval": {"held": ""}}}, "data.eval.held: no path given"),
+        ({"rl_data": {"min_pass": 0.5, "max_pass": 0.2}}, "rl_data.max_pass: must be above rl_data.min_pass (0.5)"),
+        ({"rl_data": {"temperature": 0}}, "rl_data.temperature: must be > 0, got 0.0 (greedy samples all agree"),
+        ({"rl_data": {"max_problems": 0}}, "rl_data.max_problems: must be >= 1, or null for no limit, got 0"),
+        ({"grpo": {"top_p": 5}}, "grpo.top_p: must be in (0, 1], got 5.0"),
+        ({"grpo": {"kl_coef": -1}}, "grpo.kl_coef: must be >= 0, got -1.0"),
+        ({"reward": {"correct_at": 0}}, "reward.correct_at: must be > 0, got 0.0"),
+        ({"backend": {"options": {"threads": "four"}}}, "backend.options.threads: must be an integer >= 1, got 'four'"),
+        ({"backend": {"options": {"checkpoint_every": -1}}}, "backend.options.checkpoint_every: must be an integer >= 0, got -1"),
+        ({"roles": {"student": {"model": "MODEL", "options": {"batch_size": "abc"}}}},
+         "roles.student.options.batch_size: expected int, got str 'abc'"),
+        ({"roles": {"student": {"model": "MODEL"}, "evaluator": {"options": {"dtype": "fp16"}}}},
+         "roles.evaluator.options: dtype: must be one of float32, bfloat16, float16, got 'fp16'"),
+        ({"roles": {"student": {"model": "MODEL"}, "captioner": {"engine": "program", "model": "toyworld-captioner",
+                                                               "options": {"miss_rate": 5}}}},
+         "roles.captioner.options: miss_rate must be in [0, 1], got 5"),
+        ({"per_iteration": {2: {"roles": {"student": {"model": "other"}}}}},
+         "per_iteration.2.roles.student.model: every iteration's SFT starts from the base student"),
+        ({"per_iteration": {2: {"iterations": 5}}}, "per_iteration.2.iterations: set the number of iterations at the top level"),
+        ({"per_iteration": {"2": {"sft": {"steps": 3}}, 2: {"sft": {"steps": 4}}}}, "per_iteration.2: given twice"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
@@ -183,6 +206,31 @@ def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tm
             load_recipe(path)
 
 
+def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyworld_dir, tiny_student):
+    """A text key takes the text as written (YAML would cut `#3` as a comment, or read `a: {b}` as a
+    mapping); a `{k: v}` value changes those keys of its block and keeps the others; `"2":` in the file
+    and `per_iteration.2.` on the command line are one iteration; `runs/x/` and `runs/x` one run."""
+    path = write(tmp_path, toyworld_dir, tiny_student, sft={"steps": 9, "lr": 0.003, "grad_accum": 4},
+                 per_iteration={"2": {"sft": {"steps": 7}}})
+    r = load_recipe(path, ["run_dir=runs/exp #3", "roles.student.prompt=Answer: {question}", "sft={steps: 5}",
+                           "per_iteration.2.grpo.lr=1e-5", "roles.student.system='quoted'", "name=2024"], check_paths=False)
+    assert (r.run_dir, r.roles.student.prompt, r.roles.student.system, r.name) == ("runs/exp #3", "Answer: {question}", "quoted", "2024")
+    assert (r.sft.steps, r.sft.lr, r.sft.grad_accum) == (5, 0.003, 4)
+    assert r.per_iteration == {2: {"sft": {"steps": 7}, "grpo": {"lr": 1e-5}}}
+    assert load_recipe(path, ["reward.override=null"], check_paths=False).reward.override is None
+    assert load_recipe(path, [f"run_dir={tmp_path}/run/"]).run_dir == load_recipe(path, [f"run_dir={tmp_path}/x/../run"]).run_dir \
+        == f"{tmp_path}/run"
+    with pytest.raises(RecipeError, match=r"override data.eval.held.stop: data.eval.held is the value '/.*, not a "
+                                          r"mapping: set it whole, e.g. data.eval.held=\{path: ..., stop: 100\}"):
+        load_recipe(path, ["data.eval.held.stop=5"])
+    with pytest.raises(RecipeError, match=r"data.sft is a list, not a mapping: set it whole, e.g. data.sft=\[\{path: ..."):
+        load_recipe(path, ["data.sft=[{path: x}]", "data.sft.0.start=5"])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(path.read_text() + "sft: {steps: 500}\n")
+    with pytest.raises(RecipeError, match=r"key 'sft' appears twice in one mapping \(lines \d+ and \d+\)"):
+        load_recipe(twice)
+
+
 def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"sft": {"steps": 7}}})
     recipe = load_recipe(path, ["sft.steps=3", "grpo.lr=1e-4", "run_dir=" + str(tmp_path / "run"), "roles.student.options={device: cpu}"])
@@ -210,7 +258,8 @@ def test_run_dir_placeholder_and_prepared_paths(tmp_path, tiny_student):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
         "name": "p", "run_dir": str(tmp_path / "run"), "prepare": {"toyworld": {"n_train": 5}},
-        "data": {"sft": "{run_dir}/data/toyworld/train.parquet", "eval": {"t": "{run_dir}/data/toyworld/test.parquet"}},
+        "data": {"sft": "{run_dir}/data/toyworld/train.parquet", "rl": "{run_dir}/data/toyworld/train.parquet",
+                 "eval": {"t": "{run_dir}/data/toyworld/test.parquet"}},
         "roles": {"student": {"model": str(tiny_student)}},
     }))
     recipe = load_recipe(path)  # the files do not exist yet: prepare builds them
