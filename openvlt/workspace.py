@@ -99,6 +99,7 @@ class Workspace:
         else:
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)
+        ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest["recipe"] = recipe.digest()
         ws.work_digest = recipe.work_digest()
         if marked:
@@ -131,10 +132,12 @@ class Workspace:
         log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
 
     def finish(self) -> None:
-        """Record that the run went through to the end: a --redo given from now on is a new one."""
-        if "redo" in self.manifest and "finished" not in self.manifest["redo"]:
-            self.manifest["redo"]["finished"] = _now()
-            self._save()
+        """Record that the run went through to the end (`openvlt status` says so); a --redo given from
+        now on is a new one."""
+        self.manifest["finished"] = _now()
+        if "redo" in self.manifest:
+            self.manifest["redo"].setdefault("finished", self.manifest["finished"])
+        self._save()
 
     def close(self) -> None:
         """Let other processes use the run directory (a process that dies lets go of it too)."""
@@ -249,6 +252,10 @@ def format_status(run_dir: Path) -> str:
         detail = {"running": running, "redo": "marked by --redo; a rerun runs it again"}.get(
             s.get("status"), s.get("error") or _summary(s.get("counts", {})))
         lines.append(f"{key:<24}{s.get('status', ''):<10}{s.get('attempts', 0):>6}{s.get('seconds', 0):>9.1f}  {detail}")
+    if "finished" in manifest:
+        lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
+    elif not holder:
+        lines.append("not finished: the same command continues it (stages not listed have not started)")
     return "\n".join(lines)
 
 

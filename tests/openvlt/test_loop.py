@@ -152,6 +152,8 @@ def test_rerunning_a_finished_run_redoes_nothing(reference):
     assert done.returncode == 0, done.stderr[-2000:]
     assert stages(reference) == before
     assert "accuracy on held-out set 'toyworld'" in done.stdout
+    status = subprocess.run([OPENVLT, "status", str(reference)], capture_output=True, text=True, timeout=120).stdout
+    assert "finished 20" in status.splitlines()[-1] and "summary.json and report.html are up to date" in status
 
 
 def _bad_data(tmp_path: Path, reference: Path) -> Path:
@@ -189,6 +191,7 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert status.returncode == 0
     line = next(line for line in status.stdout.splitlines() if line.startswith("iter_1/caption"))
     assert "failed" in line and "row 3" in line and "cannot be decoded" in line
+    assert status.stdout.splitlines()[-1].startswith("not finished: the same command continues it")
 
     done = run(recipe, "data.skip_bad_rows=true", "--force")
     assert done.returncode == 0, done.stderr[-3000:]
