@@ -248,7 +248,7 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
 
 def _engine(r: Recipe, role: str, model: str | None = None):
     spec = getattr(r.roles, role)
-    return build_engine(EngineSpec(spec.engine, model or spec.model, r.engine_options(role)))
+    return build_engine(EngineSpec(spec.engine, model or spec.model, r.role_options(role)))
 
 
 def _label(name: str, role: Role) -> str:

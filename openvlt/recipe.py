@@ -214,7 +214,7 @@ class Recipe:
             raise RecipeError(f"data.{which} is empty")
         return refs[min(k, len(refs)) - 1]
 
-    def engine_options(self, role: str) -> dict[str, Any]:
+    def role_options(self, role: str) -> dict[str, Any]:
         """The options `role`'s engine is built with: its own, plus, for an hf engine that names no
         device, the local backend's, so one `backend.options.device=cuda` puts the whole loop on a GPU."""
         spec = getattr(self.roles, role)
@@ -291,43 +291,58 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     schema: Any = Recipe
     for i, part in enumerate(parts):
         schema = _field_type(schema, part, ".".join(parts[: i + 1]))
+        if i == 1 and parts[0] == "per_iteration":
+            schema = Recipe  # per_iteration.2.<any recipe key>
         if i == len(parts) - 1:
             value = _override_value(text, schema, key.strip())
-            if isinstance(value, dict) and isinstance(node.get(_key(part)), dict):
-                _merge(node[_key(part)], value)  # `sft={steps: 5}` changes steps, not the block's other keys
+            if isinstance(value, dict) and isinstance(node.get(_key(part)), dict) and dataclasses.is_dataclass(_unwrap(schema)):
+                _merge(node[_key(part)], value)  # a block: `sft={steps: 5}` keeps the recipe's other SFT values
             else:
-                node[_key(part)] = value
+                node[_key(part)] = value  # a value, or a mapping of names (data.eval, options): replaced whole
             continue
         child = node.setdefault(_key(part), {})
         if not isinstance(child, dict):
             here = ".".join(parts[: i + 1])
-            raise RecipeError(f"override {key}: {here} is {_kind(child)}, not a mapping: set it whole, e.g. "
-                              f"{here}={_whole_example(child)}")
+            example = "[{path: ..., start: 0, stop: 100}]" if isinstance(child, list) else (
+                "{path: ..., stop: 100}" if here.startswith("data.") else None)
+            raise RecipeError(f"override {key}: {here} is {_kind(child)}, not a mapping"
+                              + (f": set it whole, e.g. {here}={example}" if example else ""))
         node = child
 
 
 def _override_value(text: str, schema: Any, key: str) -> Any:
-    if not text.strip():
+    """A text key takes the text as written (YAML would cut `a #b` at the comment and read `a: {b}`
+    as a mapping); a quoted string is unquoted; anything else is YAML."""
+    text = text.strip()
+    if not text:
         return ""
-    is_text = schema is str or (typing.get_origin(schema) in (Union, types.UnionType) and str in typing.get_args(schema))
-    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
-    if is_text and not quoted:  # YAML would cut `a #b` at the comment and read `a: {b}` as a mapping
-        return None if text.strip() in ("null", "~") and type(None) in typing.get_args(schema) else text
+    if _unwrap(schema) is str:
+        if text in ("null", "~") and type(None) in typing.get_args(schema):
+            return None
+        if text[0] in "'\"":
+            try:
+                unquoted = yaml.load(text, Loader=_RecipeLoader)
+            except yaml.YAMLError:
+                unquoted = None
+            if isinstance(unquoted, str):
+                return unquoted
+        return text
     try:
         return yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as exc:
         raise RecipeError(f"override {key}: the value is not valid YAML ({exc})") from exc
 
 
+def _unwrap(schema: Any) -> Any:
+    """`Optional[X]` -> X."""
+    if typing.get_origin(schema) in (Union, types.UnionType):
+        return next(a for a in typing.get_args(schema) if a is not type(None))
+    return schema
+
+
 def _kind(value: Any) -> str:
     shown = repr(value)
     return "a list" if isinstance(value, list) else f"the value {shown if len(shown) <= 50 else shown[:46] + '...'}"
-
-
-def _whole_example(value: Any) -> str:
-    if isinstance(value, list):
-        return "[{path: ..., start: 0, stop: 100}]"
-    return "{path: ..., stop: 100}" if isinstance(value, str) else "{...}"
 
 
 # Values that would otherwise fail only when their stage starts, or quietly do the wrong thing.
@@ -425,7 +440,10 @@ def check_values(recipe: Recipe) -> None:
                 for option, given in role.options.items():
                     if option not in known:
                         raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, list(known), f"{role.engine} engine option"))
-                    _coerce(known[option], given, where(f"roles.{name}.options.{option}"))  # the type: a RecipeError names it
+                    coerced = _coerce(known[option], given, where(f"roles.{name}.options.{option}"))  # RecipeError names it
+                    if isinstance(given, str) and not isinstance(coerced, str):  # the engine gets the value as written
+                        raise RecipeError(f"{where(f'roles.{name}.options.{option}')}: expected {_unwrap(known[option]).__name__}, "
+                                          f"got {_show(given)}")
                 try:
                     check_engine_options(role.engine, role.model, role.options)
                 except (ValueError, TypeError) as exc:
@@ -576,6 +594,43 @@ def prepared_paths(recipe: Recipe) -> dict[str, str]:
     return out
 
 
+def changes_since(frozen: dict[str, Any], recipe: Recipe) -> list[str]:
+    """What differs between a run's frozen recipe (as read from its recipe.yaml) and `recipe`, as
+    "key: old -> new" lines. Keys this version added count with their defaults (an upgrade alone is
+    no change); a key the frozen file has and this version lacks is a change (taken with --force)."""
+    removed: list[str] = []
+    known = _known_part(frozen, Recipe, "", removed)
+    try:
+        old = to_dict(_build(Recipe, known, ""))
+    except RecipeError as exc:  # a value this version reads differently: report it, do not lock the directory
+        return removed + [f"recipe.yaml as frozen: {exc}"]
+    return removed + _diff(old, to_dict(recipe))
+
+
+def _known_part(raw: Any, cls: Any, where: str, removed: list[str]) -> Any:
+    """`raw` without the keys `cls` (a recipe dataclass) does not have, each noted in `removed`."""
+    if not isinstance(raw, dict) or not dataclasses.is_dataclass(cls):
+        return raw
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in raw.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            removed.append(f"{full}: {value!r} -> (no such key in this version)")
+        else:
+            out[key] = _known_part(value, _unwrap(hints[key]), full, removed)
+    return out
+
+
+def _diff(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+        return out
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
@@ -706,7 +761,11 @@ class _RecipeLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: explicit keys may override merged ones
+                continue
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, got {key!r}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping (lines {seen[key]} and "

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import yaml
 
 from openvlt.faults import crashpoint
-from openvlt.recipe import Recipe, RecipeError, dump_recipe, to_dict
+from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Workspace:
         self.root = root
         self.manifest_path = root / "manifest.json"
         self.work_digest: str | None = None  # set by `open`: what the stages compute (Recipe.work_digest)
+        self.locked = False  # set by `open`, which holds the run directory's lock until `close`
         self.manifest: dict[str, Any] = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
         )
@@ -81,9 +82,7 @@ class Workspace:
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         if frozen.exists():
-            # compared as plain values: a frozen recipe with a key this version no longer has is a change
-            # like any other (refused, or taken with --force), not an error that blocks the run directory
-            changes = _diff(yaml.safe_load(frozen.read_text()) or {}, to_dict(recipe))
+            changes = changes_since(yaml.safe_load(frozen.read_text()) or {}, recipe)
             if changes and not force:
                 raise RecipeError(
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
@@ -101,7 +100,7 @@ class Workspace:
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest["recipe"] = recipe.digest()
-        ws.work_digest = recipe.work_digest()
+        ws.work_digest, ws.locked = recipe.work_digest(), True
         if marked:
             ws._mark_for_redo(marked)
         ws._save()
@@ -141,7 +140,9 @@ class Workspace:
 
     def close(self) -> None:
         """Let other processes use the run directory (a process that dies lets go of it too)."""
-        _unlock(self.root)
+        if self.locked:
+            self.locked = False
+            _unlock(self.root)
 
     def __enter__(self) -> "Workspace":
         return self
@@ -282,15 +283,6 @@ def _summary(counts: dict[str, Any]) -> str:
     return "; ".join(s for s in (head, rest) if s) or "done"
 
 
-def _diff(old: Any, new: Any, where: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
-        return out
-    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
-
-
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -298,33 +290,49 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-_LOCKS: dict[Path, int] = {}  # run directory -> this process's open .lock (held until `_unlock` or exit)
+_LOCKS: dict[Path, list] = {}  # run directory -> [this process's open .lock (None: unlockable), holders]
 
 
 def _lock(root: Path) -> None:
     """One process at a time in a run directory: two would overwrite each other's manifest and
     checkpoints. An exclusive flock on `<run_dir>/.lock`, which the kernel drops when the process
-    dies (so a kill -9 never leaves a stale lock). Re-entrant within one process."""
+    dies (so a kill -9 never leaves a stale lock). Counted within one process: the last `_unlock`
+    lets go. On a file system without flock the run goes on unlocked, with a warning."""
     key = root.resolve()
     if key in _LOCKS:
+        _LOCKS[key][1] += 1
         return
     fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunDirectoryBusy(f"{root} is in use by another openvlt run: {holder}. Let it finish or stop it, "
-                               "then run the same command again (`openvlt status` shows where it is)") from None
+    for attempt in range(5):  # `openvlt status` holds a shared lock for an instant
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 4:
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunDirectoryBusy(f"{root} is in use by another openvlt run: {holder}. Let it finish or stop it, "
+                                       "then run the same command again (`openvlt status` shows where it is)") from None
+            time.sleep(0.1)
+        except OSError as exc:  # e.g. ENOLCK / ENOSYS on NFS without lockd, Lustre without -o flock
+            log.warning("%s: this file system cannot lock files (%s); nothing stops a second run in this directory", root, exc)
+            os.close(fd)
+            _LOCKS[key] = [None, 1]
+            return
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {_now()}".encode())
-    _LOCKS[key] = fd
+    _LOCKS[key] = [fd, 1]
 
 
 def _unlock(root: Path) -> None:
-    fd = _LOCKS.pop(root.resolve(), None)
-    if fd is not None:
-        os.close(fd)  # releases the flock
+    key = root.resolve()
+    if key not in _LOCKS:
+        return
+    _LOCKS[key][1] -= 1
+    if _LOCKS[key][1] == 0:
+        fd = _LOCKS.pop(key)[0]
+        if fd is not None:
+            os.close(fd)  # releases the flock
 
 
 def _holder(root: Path) -> str | None:
@@ -338,6 +346,8 @@ def _holder(root: Path) -> str | None:
         return None
     except BlockingIOError:
         return os.read(fd, 4096).decode(errors="replace").strip() or "a live process"
+    except OSError:  # a file system without locks: nobody can be seen holding it
+        return None
     finally:
         os.close(fd)  # also drops the shared lock, if it was taken
 

@@ -120,7 +120,7 @@ def grpo(
     score: Callable[[list[dict[str, Any]]], list[Any]],
     seed: int = 0,
     options: dict[str, Any] | None = None,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
     """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward"}`.
 
@@ -208,15 +208,15 @@ def grpo(
             "step": step,
             "reward": sum(r.score for r in ok) / len(ok) if ok else None,  # nothing judged: no reward, not 0
             "accuracy": sum(r.score >= 1.0 for r in ok) / len(ok) if ok else None,
-            "kl": sum(stats["kl"]) / max(updates, 1),
-            "pg_loss": sum(stats["pg_loss"]) / max(updates, 1),
+            "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
+            "pg_loss": sum(stats["pg_loss"]) / updates if updates else None,
             "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
             "response_tokens": float(torch.tensor([len(i) for row in token_ids for i in row], dtype=torch.float32).mean()),
             "reward_errors": sum(not r.ok for r in results),
             "lr": scheduler.get_last_lr()[0],
         }
         metrics.write(row)
-        bar.set_postfix(reward="-" if row["reward"] is None else f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
+        bar.set_postfix({name: "-" if row[name] is None else f"{row[name]:.{digits}f}" for name, digits in (("reward", 3), ("kl", 4))})
         _checkpoint(out, step, config.steps, opts.checkpoint_every, policy, optimizer, scheduler)
         crashpoint(f"grpo:step:{step}")
         if callback is not None:

@@ -145,7 +145,8 @@ def test_steps_whose_rollouts_all_failed_to_be_judged_report_no_reward_rather_th
                         judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
     assert counts["reward_errors"] == 8 and counts["reward_start"] is None and counts["reward_end"] is None
     curve = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["reward"], r["accuracy"], r["kl"]) for r in curve] == [(None, None, 0.0)] * 2
+    assert [(r["reward"], r["accuracy"], r["kl"], r["pg_loss"]) for r in curve] == [(None, None, None, None)] * 2
+    assert counts["kl_end"] is None
     before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
     assert all(torch.equal(before[name], after[name]) for name in before)
 

@@ -154,14 +154,14 @@ def test_hf_engines_without_a_device_run_where_the_local_backend_trains(tmp_path
                         "student": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 8}},
                         "evaluator": {"engine": "hf", "options": {"device": "cpu"}}})
     on_cpu = load_recipe(path, check_paths=False)
-    assert [on_cpu.engine_options(role) for role in ("captioner", "student", "evaluator")] == [{}, {"batch_size": 8}, {"device": "cpu"}]
+    assert [on_cpu.role_options(role) for role in ("captioner", "student", "evaluator")] == [{}, {"batch_size": 8}, {"device": "cpu"}]
     moved = load_recipe(path, ["backend.options.device=cuda:3"], check_paths=False)
-    assert moved.engine_options("student") == {"batch_size": 8, "device": "cuda:3"}
-    assert moved.engine_options("evaluator") == {"device": "cpu"} and moved.engine_options("captioner") == {}
+    assert moved.role_options("student") == {"batch_size": 8, "device": "cuda:3"}
+    assert moved.role_options("evaluator") == {"device": "cpu"} and moved.role_options("captioner") == {}
     assert moved.roles.student.options == {"batch_size": 8}  # the recipe itself is unchanged (and so is its digest)
     later = load_recipe(path, ["per_iteration.2.backend.options.device=cuda:1"], check_paths=False)
-    assert later.for_iteration(1).engine_options("student") == {"batch_size": 8}
-    assert later.for_iteration(2).engine_options("student") == {"batch_size": 8, "device": "cuda:1"}
+    assert later.for_iteration(1).role_options("student") == {"batch_size": 8}
+    assert later.for_iteration(2).role_options("student") == {"batch_size": 8, "device": "cuda:1"}
 
 
 def test_a_ray_job_needs_a_run_directory_that_outlives_it(tmp_path, toyworld_dir, tiny_student, monkeypatch):
@@ -218,6 +218,14 @@ def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyw
     assert (r.sft.steps, r.sft.lr, r.sft.grad_accum) == (5, 0.003, 4)
     assert r.per_iteration == {2: {"sft": {"steps": 7}, "grpo": {"lr": 1e-5}}}
     assert load_recipe(path, ["reward.override=null"], check_paths=False).reward.override is None
+    r = load_recipe(path, ["per_iteration.2.roles.student.prompt=Answer: {question}", "select.policy= random",
+                           "data.eval={other: x.parquet}", "roles.student.options={}"], check_paths=False)
+    assert r.for_iteration(2).roles.student.prompt == "Answer: {question}" and r.select.policy == "random"
+    assert list(r.data.eval) == ["other"] and r.roles.student.options == {}  # mappings of names are replaced whole
+    anchors = tmp_path / "anchors.yaml"  # YAML merge keys still work under the duplicate-key check
+    anchors.write_text(path.read_text() + "distill: &gen {samples: 2, top_p: 0.9}\nregenerate: {<<: *gen, samples: 3}\n")
+    r = load_recipe(anchors, check_paths=False)
+    assert (r.regenerate.samples, r.regenerate.top_p, r.distill.samples) == (3, 0.9, 2)
     assert load_recipe(path, [f"run_dir={tmp_path}/run/"]).run_dir == load_recipe(path, [f"run_dir={tmp_path}/x/../run"]).run_dir \
         == f"{tmp_path}/run"
     with pytest.raises(RecipeError, match=r"override data.eval.held.stop: data.eval.held is the value '/.*, not a "
@@ -276,11 +284,15 @@ def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_di
     Workspace.open(changed, force=True)
     assert "lr: 0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
     assert len(list((tmp_path / "run").glob("recipe.*.yaml"))) == 1  # the old one is kept
-    # frozen by a version that had a key this one lacks: a change like any other, not a locked directory
+    # frozen by an older version, without a key this one added: no change, the run resumes
     frozen = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    del frozen["select"]["keep_previous"], frozen["grpo"]["freeze_vision"]
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump(frozen))
+    Workspace.open(changed)
+    # frozen by a version that had a key this one lacks: a change like any other, not a locked directory
     frozen["sft"]["old_knob"] = 3
     (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump(frozen))
-    with pytest.raises(RecipeError, match=r"sft.old_knob: 3 -> None"):
+    with pytest.raises(RecipeError, match=r"sft.old_knob: 3 -> \(no such key in this version\)"):
         Workspace.open(changed)
     Workspace.open(changed, force=True)
     assert "old_knob" not in (tmp_path / "run" / "recipe.yaml").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openvlt.recipe import load_recipe
+from openvlt.recipe import RecipeError, load_recipe
 from openvlt.workspace import RunDirectoryBusy, Workspace, format_status
 
 from .test_recipe import write
@@ -101,10 +101,27 @@ def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_s
         holder.wait()
     status = format_status(tmp_path / "run")
     assert "in progress" not in status and "interrupted; a rerun restarts it" in status
-    with Workspace.open(load_recipe(path)) as ws:  # free again; and one process may open it more than once
-        assert Workspace.open(load_recipe(path)).root == ws.root
-        assert f"pid {os.getpid()}" in format_status(tmp_path / "run")
-    assert "in progress" not in format_status(tmp_path / "run")  # closed: free for other processes
+    with Workspace.open(load_recipe(path)) as outer:  # free again; and one process may open it more than once
+        with Workspace.open(load_recipe(path)) as inner:
+            assert inner.root == outer.root
+        with pytest.raises(RecipeError):  # an open that fails ...
+            Workspace.open(load_recipe(path, ["sft.lr=0.5"]))
+        assert f"pid {os.getpid()}" in format_status(tmp_path / "run")  # ... or closes leaves the outer one's lock
+    assert "in progress" not in format_status(tmp_path / "run")  # the last close: free for other processes
+
+
+def test_a_file_system_without_locks_runs_unlocked_with_a_warning(tmp_path, toyworld_dir, tiny_student, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    with Workspace.open(recipe) as ws:
+        assert ws.manifest["run"] == "unit"
+        assert "in progress" not in format_status(tmp_path / "run")
+    assert "cannot lock files" in caplog.text and "nothing stops a second run" in caplog.text
 
 
 def test_half_written_files_of_a_killed_process_are_removed(tmp_path, toyworld_dir, tiny_student):
