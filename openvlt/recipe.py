@@ -485,12 +485,7 @@ def _check_names(where: str, given: dict[str, Any], known: list[str]) -> None:
 
 def _named(key: str, k: int, extra: dict[str, Any]) -> str:
     """`key` as a message names it: `per_iteration.k.key` when iteration k's entry (`extra`) sets it."""
-    node: Any = extra
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return key
-        node = node[part]
-    return f"per_iteration.{k}.{key}"
+    return key if _lookup_raw(extra, key) is _MISSING else f"per_iteration.{k}.{key}"
 
 
 def _lookup(obj: Any, key: str) -> Any:
@@ -694,16 +689,13 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
 
 def _field_type(schema: Any, part: str, where: str) -> Any:
     """The schema below `part` (for overrides): a dataclass field, a dict value, or Any."""
-    origin = typing.get_origin(schema)
-    if origin in (Union, types.UnionType):
-        schema = [a for a in typing.get_args(schema) if a is not type(None)][0]
-        origin = typing.get_origin(schema)
+    schema = _unwrap(schema)
     if dataclasses.is_dataclass(schema):
         hints = typing.get_type_hints(schema)
         if part not in hints:
             raise RecipeError(_unknown(where, part, list(hints)))
         return hints[part]
-    if origin is dict:
+    if typing.get_origin(schema) is dict:
         return typing.get_args(schema)[1]
     return Any
 

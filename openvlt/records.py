@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from openvlt.files import temporary_path
+
 log = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -119,7 +121,7 @@ def write_records(
         {name: [] for name in features}, features=features
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     table.to_parquet(str(tmp))
     os.replace(tmp, path)
     return len(good)
@@ -294,7 +296,7 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
     """Write bad rows, losslessly (images base64), to a JSON-lines side file next to `path`."""
     target = Path(quarantine_path) if quarantine_path else path.with_name(path.stem + ".quarantine.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(target)
     with open(tmp, "w", encoding="utf-8") as f:
         for index, row, reason in bad:
             entry = {"file": str(path), "row": index, "id": row.get("id"), "reason": reason, "record": _jsonable(row)}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.recipe import Recipe
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 log = logging.getLogger(__name__)
 

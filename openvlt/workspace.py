@@ -34,6 +34,7 @@ from typing import Any, Callable
 import yaml
 
 from openvlt.faults import crashpoint
+from openvlt.files import atomic_write, temporary_path
 from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe
 
 log = logging.getLogger(__name__)
@@ -283,13 +284,6 @@ def _summary(counts: dict[str, Any]) -> str:
     return "; ".join(s for s in (head, rest) if s) or "done"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 _LOCKS: dict[Path, list] = {}  # run directory -> [this process's open .lock (None: unlockable), holders]
 
 
@@ -303,22 +297,22 @@ def _lock(root: Path) -> None:
         _LOCKS[key][1] += 1
         return
     fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    for attempt in range(5):  # `openvlt status` holds a shared lock for an instant
+    for _ in range(5):  # `openvlt status` holds a shared lock for an instant
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if attempt == 4:
-                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
-                os.close(fd)
-                raise RunDirectoryBusy(f"{root} is in use by another openvlt run: {holder}. Let it finish or stop it, "
-                                       "then run the same command again (`openvlt status` shows where it is)") from None
             time.sleep(0.1)
         except OSError as exc:  # e.g. ENOLCK / ENOSYS on NFS without lockd, Lustre without -o flock
             log.warning("%s: this file system cannot lock files (%s); nothing stops a second run in this directory", root, exc)
             os.close(fd)
             _LOCKS[key] = [None, 1]
             return
+    else:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirectoryBusy(f"{root} is in use by another openvlt run: {holder}. Let it finish or stop it, "
+                               "then run the same command again (`openvlt status` shows where it is)")
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {_now()}".encode())
     _LOCKS[key] = [fd, 1]
@@ -353,10 +347,10 @@ def _holder(root: Path) -> str | None:
 
 
 def _remove_stale_temporaries(folder: Path, names: list[str]) -> None:
-    """Delete `.NAME.tmp-PID` files that a process killed inside `atomic_write` / `write_records` left
-    (safe: the run directory's lock means no other process is writing them)."""
+    """Delete the temporary files (`openvlt.files.temporary_path`) that a process killed inside `atomic_write`
+    or `write_records` left (safe: the run directory's lock means no other process is writing them)."""
     for name in names:
-        for stale in folder.glob(f".{glob.escape(name)}.tmp-*"):
+        for stale in folder.glob(glob.escape(temporary_path(folder / name, "").name) + "*"):
             _remove(stale)
 
 

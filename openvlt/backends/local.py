@@ -46,7 +46,7 @@ from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_option
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 log = logging.getLogger(__name__)
 

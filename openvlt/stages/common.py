@@ -13,7 +13,7 @@ from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
 from openvlt.recipe import RewardSettings
 from openvlt.records import read_records
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 
 def evaluate_model(

@@ -19,7 +19,7 @@ from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
 from openvlt.records import write_records
 from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 
 def regenerate_traces(

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import count_failures, score_responses
-from openvlt.workspace import atomic_write
+from openvlt.files import atomic_write
 
 POLICIES = ("shortest", "longest", "first", "random")
 
