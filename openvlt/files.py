@@ -1,8 +1,11 @@
 """Writing files so that a reader, or a crash, sees the old file or the new one, never half of it.
 
 Everything openvlt writes into a run directory goes through `temporary_path`: the new content is
-written under a hidden temporary name next to the target, then renamed over it. A process killed
-mid-write leaves only that temporary file, which the run directory removes at its next start.
+written under a hidden temporary name next to the target, then renamed over it (`replace`). A process
+killed mid-write leaves only that temporary file, which the run directory removes at its next start.
+The content is flushed to disk before the rename and the rename before the caller goes on, so a node
+that loses power (not only a killed process) does not come back to a manifest that says "complete"
+about an empty file.
 """
 from __future__ import annotations
 
@@ -20,4 +23,36 @@ def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
     tmp = temporary_path(path)
     tmp.write_text(text)
-    os.replace(tmp, path)
+    replace(tmp, path)
+
+
+def replace(source: Path, target: Path) -> None:
+    """Rename `source` (a file or a folder) over `target`, with both on disk before and after."""
+    flush_to_disk(source)
+    os.replace(source, target)
+    _fsync(Path(target).parent)
+
+
+def flush_to_disk(path: Path) -> None:
+    """fsync a file, or every file and folder under a folder (a model a stage wrote)."""
+    path = Path(path)
+    if path.is_dir():
+        for folder, _, names in os.walk(path):
+            for name in names:
+                _fsync(Path(folder) / name)
+            _fsync(Path(folder))
+    else:
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a folder a platform cannot open: durability is best effort there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system without fsync on folders (some network mounts)
+        pass
+    finally:
+        os.close(fd)

@@ -245,7 +245,8 @@ class Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: bool = True) -> Recipe:
-    """Read, override, validate and resolve a recipe file."""
+    """Read, override, validate and resolve a recipe file. An error names the file (and the
+    command-line overrides, which may be what is wrong) before the key."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
@@ -255,6 +256,14 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
         raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    try:
+        return _resolve(raw, overrides, check_paths)
+    except RecipeError as exc:
+        given = f" with {' '.join(overrides)}" if overrides else ""
+        raise RecipeError(f"{path}{given}: {exc}") from exc
+
+
+def _resolve(raw: dict[str, Any], overrides: Sequence[str], check_paths: bool) -> Recipe:
     if isinstance(raw.get("per_iteration"), dict):  # `"2":` and `2:` are the same iteration (overrides write 2)
         raw["per_iteration"] = _int_keys(raw["per_iteration"], "per_iteration")
     for item in overrides:

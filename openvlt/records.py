@@ -27,7 +27,6 @@ import base64
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -36,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from openvlt.files import temporary_path
+from openvlt.files import replace, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def write_records(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     table.to_parquet(str(tmp))
-    os.replace(tmp, path)
+    replace(tmp, path)
     return len(good)
 
 
@@ -301,7 +300,7 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
         for index, row, reason in bad:
             entry = {"file": str(path), "row": index, "id": row.get("id"), "reason": reason, "record": _jsonable(row)}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)
+    replace(tmp, target)
     log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import yaml
 
 from openvlt.faults import crashpoint
-from openvlt.files import atomic_write, temporary_path
+from openvlt.files import atomic_write, replace, temporary_path
 from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class Workspace:
         for name, final in finals.items():
             if partial[name].exists():  # else the interrupted attempt had renamed it already
                 _remove(final)  # the previous run's output (--redo)
-                os.replace(partial[name], final)
+                replace(partial[name], final)
             elif not final.exists():
                 raise RuntimeError(f"stage {key}: output {name!r} is missing; remove {scratch} and rerun")
         crashpoint(f"after:{key}")

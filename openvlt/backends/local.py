@@ -31,10 +31,10 @@ import functools
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,7 +46,7 @@ from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_option
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
-from openvlt.files import atomic_write
+from openvlt.files import atomic_write, replace
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,9 @@ def grpo(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 updates += 1
-        scheduler.step()
+        with warnings.catch_warnings():  # the schedule follows the steps, updated or not (torch warns if none was yet)
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+            scheduler.step()
 
         ok = [r for r in results if r.ok]
         row = {
@@ -344,7 +346,7 @@ def _checkpoint(out: Path, step: int, total: int, every: int, model, optimizer, 
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     tmp = target / "state.pt.tmp"
     torch.save(state, tmp)
-    os.replace(tmp, target / "state.pt")  # a kill never leaves a half-written checkpoint
+    replace(tmp, target / "state.pt")  # a kill never leaves a half-written checkpoint
 
 
 def _resume(out: Path, model, optimizer, scheduler) -> int:

@@ -302,4 +302,15 @@ def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_othe
     path = write(tmp_path, toyworld_dir, tiny_student, grpo={"temperature": 0}, per_iteration={1: {"grpo": {"lr": 1e-4}}})
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
-    assert str(err.value).startswith("grpo.temperature: must be > 0")
+    assert str(err.value).startswith(f"{path}: grpo.temperature: must be > 0")
+
+
+def test_an_error_names_the_recipe_file_and_the_overrides_it_was_loaded_with(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["sft.steps=-3", "seed=1"])
+    assert str(err.value).startswith(f"{path} with sft.steps=-3 seed=1: sft.steps: must be >= 0")
+    path = write(tmp_path, toyworld_dir, tiny_student, sft={"stepz": 3})
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value).startswith(f"{path}: unknown recipe key 'sft.stepz'; did you mean 'sft.steps'?")

@@ -1,0 +1,47 @@
+"""Atomic, durable writes: the content reaches the disk before the rename, the rename before the caller goes on."""
+import os
+
+from openvlt.files import atomic_write, replace
+
+
+def _record_fsyncs(monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", rename)
+    return events
+
+
+def test_atomic_write_syncs_the_content_then_renames_then_syncs_the_folder(tmp_path, monkeypatch):
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+    events = _record_fsyncs(monkeypatch)
+    atomic_write(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(str(tmp_path / ".manifest.json.tmp-"))  # the new content, before it is visible
+    assert events[2][1] == str(tmp_path)  # the rename itself
+
+
+def test_replacing_a_folder_syncs_every_file_in_it_first(tmp_path, monkeypatch):
+    made = tmp_path / ".scratch" / "model"
+    (made / "sub").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "sub/tokenizer.json"):
+        (made / name).write_text(name)
+    final = tmp_path / "iter_1" / "model"
+    final.parent.mkdir()
+    events = _record_fsyncs(monkeypatch)
+    replace(made, final)
+    synced_before = {path for kind, path in events[: [k for k, _ in events].index("replace")]}
+    assert {str(made / n) for n in ("model.safetensors", "config.json", "sub/tokenizer.json")} <= synced_before
+    assert events[-1] == ("fsync", str(final.parent)) and (final / "sub" / "tokenizer.json").read_text() == "sub/tokenizer.json"
