@@ -129,7 +129,7 @@ def build_tiny_student(out_dir: str | Path, size: TinySize = TinySize(), seed: i
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("tiny student: %.2f M parameters, vocabulary %d, written to %s", n_params / 1e6, len(tokenizer), out)
+    log.info("tiny student: %.2f M parameters, vocabulary %d", n_params / 1e6, len(tokenizer))  # callers say where
     return out
 
 

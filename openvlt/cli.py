@@ -30,6 +30,7 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--redo", metavar="STAGE", help="run STAGE again, and every stage after it, replacing their outputs "
                         "(stage names as `openvlt status` lists them, e.g. iter_2/grpo)")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
+    _quiet_library_progress_bars()
     from openvlt.loop import run
     from openvlt.recipe import load_recipe
     from openvlt.report import format_summary
@@ -38,6 +39,16 @@ def _run(argv: list[str]) -> int:
     summary = run(load_recipe(args.recipe, overrides), force=args.force, redo=args.redo)
     print(format_summary(summary))
     return 0
+
+
+def _quiet_library_progress_bars() -> None:
+    """The stages' own bars say where a run is; the libraries' bars for each parquet cast, weight
+    load and shard write (dozens per run, a line each) would bury them."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _status(argv: list[str]) -> int:
@@ -131,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return COMMANDS[argv[0]][1](argv[1:])
+    except KeyboardInterrupt:
+        if os.environ.get("OPENVLT_DEBUG"):
+            raise
+        again = " (the same command continues where it stopped)" if argv[0] == "run" else ""
+        print(f"\nopenvlt {argv[0]}: interrupted{again}", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as exc:  # bad input: a clear message, not a traceback
         if os.environ.get("OPENVLT_DEBUG"):
             raise

@@ -2,18 +2,25 @@
 
     evaluate the base student
     for k = 1 .. K:
-        if k == 1: caption the SFT problems, distill k traces each from the text-only reasoner
-        else:      regenerate k traces each with the GRPO model of iteration k-1
+        if k == 1: caption the SFT problems, distill n traces each from the text-only reasoner
+        else:      regenerate n traces each with the GRPO model of iteration k-1
         verify every trace with the problem's reward; select one correct trace per problem
         SFT the BASE student on the selected traces;                      evaluate
         keep the RL problems the SFT model solves sometimes (0 < pass < 1)
         GRPO from the SFT model on them;                                  evaluate
     write summary.json and report.html
 
-Every line is a stage of the workspace (openvlt.workspace): skipped when complete, restarted
-(from its chunks or checkpoints) when interrupted. Deliberate differences from the paper:
+Each line but the last is a stage of the workspace (openvlt.workspace; verify and select are one):
+skipped when complete, restarted (from its chunks or checkpoints) when interrupted. Deliberate
+differences from the paper:
 1. Captioning and distillation run once, in iteration 1; later iterations only regenerate.
 2. Evaluation uses greedy decoding on the recipe's held-out sets, after every SFT and GRPO stage.
+3. Additions, off unless the recipe turns them on: `select.keep_previous` keeps last iteration's
+   trace for a problem the model no longer solves; `regenerate.retries` resamples unsolved problems.
+
+Seeds: caption, distill, select, SFT (the same batch order every iteration) and evaluation use the
+recipe seed; in iteration k, regenerate and GRPO use seed + k and rl_data seed + 100 k. Chunk c of a
+generation adds c, so a resumed stage draws exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -56,7 +63,7 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict
             previous_grpo = grpo(ws, r, k, sft_model)
             evaluate(ws, r, f"iter_{k}/grpo", previous_grpo)
         summary = write_summary(ws.root, recipe)
-        write_report(ws.root, recipe)
+        log.info("wrote %s and %s", ws.root / "summary.json", write_report(ws.root, recipe))
         ws.finish()
     return summary
 
@@ -130,6 +137,7 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
 
     it = f"iter_{k}"
     traces = ws.root / it / "traces.parquet"
+    previous = ws.root / f"iter_{k - 1}" / "sft.parquet" if k > 1 and r.select.keep_previous else None
 
     def body(ctx):
         count_tokens = None
@@ -143,9 +151,9 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
             truncate_reflections=r.select.truncate_reflections, reflection_markers=r.select.reflection_markers,
             max_tokens=r.select.max_tokens, count_tokens=count_tokens, judge=r.reward, seed=r.seed,
             quarantine_path=ws.root / it / "sft.quarantine.jsonl", previous=load_problems(previous) if previous else None,
+            label=it,
         )
 
-    previous = ws.root / f"iter_{k - 1}" / "sft.parquet" if k > 1 and r.select.keep_previous else None
     inputs = {"traces": traces, **({"previous": previous} if previous else {})}
     ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs=inputs)
 

@@ -116,6 +116,7 @@ def write_records(
     if bad:
         _quarantine(bad, path, quarantine_path)
     features = _features(good)
+    good = [{name: row.get(name) for name in features} for row in good]  # a column some rows lack: None there
     table = datasets.Dataset.from_list(good, features=features) if good else datasets.Dataset.from_dict(
         {name: [] for name in features}, features=features
     )
@@ -284,7 +285,7 @@ def _features(rows: list[dict[str, Any]]) -> datasets.Features:
         "images": datasets.List(datasets.Image()),
         "extra_info": datasets.Value("string"),
     }
-    extra_names = [k for k in (rows[0] if rows else {}) if k not in core]
+    extra_names = list(dict.fromkeys(k for r in rows for k in r if k not in core))
     if not extra_names:
         return datasets.Features(core)
     inferred = datasets.Dataset.from_list([{k: r.get(k) for k in extra_names} for r in rows]).features

@@ -148,10 +148,21 @@ def _img(png: bytes, css: str = "") -> str:
 
 
 def _accuracy_plot(summary: dict[str, Any]) -> bytes:
+    """One line per iteration, SFT -> GRPO, each joined (dotted) to the base student its SFT starts from."""
     fig, ax = _figure()
-    points = [(label, acc) for label, acc in _checkpoints(summary) if acc is not None]
-    ax.plot(range(len(points)), [a for _, a in points], marker="o")
-    ax.set_xticks(range(len(points)), [label for label, _ in points])
+    base = summary["base"]["accuracy"]
+    if base is not None:
+        ax.plot([0], [base], marker="o", color="black")
+    for it in summary["iterations"]:
+        points = [(x, acc) for x, acc in ((2 * it["iter"] - 1, it["sft"]["accuracy"]), (2 * it["iter"], it["grpo"]["accuracy"]))
+                  if acc is not None]
+        if points:
+            (line,) = ax.plot(*zip(*points), marker="o", label=f"iter {it['iter']}")
+            if base is not None:
+                ax.plot([0, points[0][0]], [base, points[0][1]], linestyle=":", linewidth=1, color=line.get_color())
+    ax.set_xticks(range(len(_checkpoints(summary))), [label for label, _ in _checkpoints(summary)])
+    if summary["iterations"]:
+        ax.legend()
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"accuracy ({summary['eval_set']})")
     ax.grid(alpha=0.3)
@@ -230,19 +241,22 @@ def _sft_samples(run_dir: Path, iterations: int, per_iteration: int = 3) -> str:
         for i in range(min(per_iteration, len(records))):
             rec = records[i]
             image = _img(rec["images"][0], "class='scene'") if rec["images"] else ""
-            rows.append([f"iter {k}", image, html.escape(rec["question"]), html.escape(rec["answer"]),
-                         f"<div class='trace'>{html.escape(rec['response'])}</div>",
-                         html.escape(f"{rec.get('trace_source', '')} #{rec.get('sample_index', '')}")])
-    return _table(["iteration", "image", "question", "answer", "selected trace", "written by"], rows) if rows else "<p>none yet</p>"
+            origin = f"{rec.get('trace_source', '')}, sample {rec.get('sample_index', '')}" + (
+                f" (kept from {rec['selected_in']})" if rec.get("selected_in") not in (None, f"iter_{k}") else "")
+            rows.append([f"iter {k}", html.escape(rec["id"]), image, html.escape(rec["question"]), html.escape(rec["answer"]),
+                         f"<div class='trace'>{html.escape(rec['response'])}</div>", html.escape(origin)])
+    return _table(["iteration", "id", "image", "question", "answer", "selected trace", "written by"], rows) if rows else "<p>none yet</p>"
 
 
-def _eval_samples(report: dict[str, Any] | None, n: int = 8) -> str:
+def _eval_samples(report: dict[str, Any] | None) -> str:
+    """Every answer the evaluation kept (`evaluate.samples_kept`: wrong ones and right ones)."""
     if not report:
         return "<p>no evaluation yet</p>"
-    rows = [[html.escape(name), html.escape(s["question"]), html.escape(s["answer"]),
+    rows = [[html.escape(name), html.escape(s["id"]), html.escape(s["question"]), html.escape(s["answer"]),
              f"<div class='trace'>{html.escape(s['response'])}</div>", "error" if s["score"] is None else f"{s['score']:.2f}"]
-            for name, st in report["sets"].items() for s in st["samples"][:n]]
-    return f"<p>model: <code>{html.escape(report['model'])}</code></p>" + _table(["set", "question", "answer", "response", "score"], rows)
+            for name, st in report["sets"].items() for s in st["samples"]]
+    return f"<p>model: <code>{html.escape(report['model'])}</code></p>" + _table(
+        ["set", "id", "question", "answer", "response", "score"], rows)
 
 
 def _stage_table(manifest: dict[str, Any]) -> str:

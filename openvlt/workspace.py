@@ -196,7 +196,10 @@ class Workspace:
                 if missing:
                     raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
             except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
-                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+                if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
+                    entry.update(status="interrupted", seconds=round(time.time() - started, 2))
+                else:
+                    entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
                 self._save()
                 raise
             atomic_write(result, json.dumps({"counts": counts, "seconds": time.time() - started}))
@@ -248,12 +251,16 @@ def format_status(run_dir: Path) -> str:
     lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})"]
     if holder:
         lines.append(f"in progress: {holder}")
-    lines.append(f"{'stage':<24}{'status':<10}{'tries':>6}{'seconds':>9}  counts")
-    running = "running now" if holder else "interrupted; a rerun restarts it"
+    lines.append(f"{'stage':<24}{'status':<12}{'tries':>6}{'seconds':>9}  counts")
     for key, s in manifest["stages"].items():
-        detail = {"running": running, "redo": "marked by --redo; a rerun runs it again"}.get(
-            s.get("status"), s.get("error") or _summary(s.get("counts", {})))
-        lines.append(f"{key:<24}{s.get('status', ''):<10}{s.get('attempts', 0):>6}{s.get('seconds', 0):>9.1f}  {detail}")
+        status, seconds = s.get("status", ""), s.get("seconds", 0)
+        if status == "running" and not holder:  # its process is gone (killed)
+            status = "interrupted"
+        elif status == "running" and "started" in s:  # the time so far
+            seconds = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(s["started"])).total_seconds()
+        detail = {"running": "running now", "interrupted": "interrupted; a rerun restarts it",
+                  "redo": "marked by --redo; a rerun runs it again"}.get(status, s.get("error") or _summary(s.get("counts", {})))
+        lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{seconds:>9.1f}  {detail}")
     if "finished" in manifest:
         lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
     elif not holder:
@@ -278,7 +285,7 @@ def fingerprint(path: Path) -> str | None:
 
 
 def _summary(counts: dict[str, Any]) -> str:
-    head = f"{counts['in']} in -> {counts['out']} out" if "in" in counts and "out" in counts else ""
+    head = f"{counts['in']} in" + (f" -> {counts['out']} out" if "out" in counts else "") if "in" in counts else ""
     rest = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items()
                      if k not in ("in", "out") and not isinstance(v, (dict, list)))
     return "; ".join(s for s in (head, rest) if s) or "done"

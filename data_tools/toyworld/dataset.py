@@ -55,8 +55,8 @@ def build_toyworld(
     stats = {"seed": seed, "grid": grid, "train": _stats(train), "test": _stats(test)}
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     log.info(
-        "toy world: %d train + %d test problems in %s; best constant answer on test %r scores %.3f",
-        len(train), len(test), out, stats["test"]["best_constant"]["answer"], stats["test"]["best_constant"]["accuracy"],
+        "toy world: %d train + %d test problems; best constant answer on test %r scores %.3f",
+        len(train), len(test), stats["test"]["best_constant"]["answer"], stats["test"]["best_constant"]["accuracy"],
     )
     return stats
 

@@ -73,8 +73,8 @@ def generate_in_chunks(
     Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit."""
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[list[str]] = []
-    chunks = range(0, len(requests), max(1, chunk_size))
-    for c, start in enumerate(tqdm(chunks, desc=desc, unit="chunk", disable=len(chunks) < 2)):
+    bar = tqdm(total=len(requests), desc=desc, unit="problem")
+    for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
         path = scratch / f"chunk-{c:05d}.json"
         if path.exists():
             texts = json.loads(path.read_text())
@@ -84,6 +84,8 @@ def generate_in_chunks(
             atomic_write(path, json.dumps(texts))
             crashpoint(f"{point}:chunk:{c}")
         out.extend(texts)
+        bar.update(len(texts))
+    bar.close()
     return out
 
 
@@ -95,13 +97,14 @@ def score_responses(
     Returns `ScoreResult`s shaped like `responses`. Errors and timeouts are results with
     `ok == False`, never a silent 0; callers count them.
     """
-    from rewards import score_batch
+    from rewards import iter_scores
 
     items = [
         {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.override or p["reward"]}
         for p, rs in zip(problems, responses) for r in rs
     ]
-    results = score_batch(items, workers=judge.workers, timeout=judge.timeout)
+    judged = iter_scores(items, workers=judge.workers, timeout=judge.timeout, window=max(1, len(items)))  # in order
+    results = list(tqdm(judged, total=len(items), desc="judge", unit="trace", leave=False, disable=len(items) < 1000))
     shaped, k = [], 0
     for rs in responses:
         shaped.append(list(results[k : k + len(rs)]))

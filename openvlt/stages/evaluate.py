@@ -47,13 +47,24 @@ def evaluate_model(
             **count_failures(verdicts),
             "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
             "samples": [
-                {"id": p["id"], "question": p["question"], "answer": p["answer"], "response": a[0],
-                 "score": v[0].score if v[0].ok else None, "error": v[0].error}
-                for p, a, v in list(zip(problems, answers, verdicts))[:samples_kept]
+                {"id": problems[i]["id"], "question": problems[i]["question"], "answer": problems[i]["answer"],
+                 "response": answers[i][0], "score": verdicts[i][0].score if verdicts[i][0].ok else None,
+                 "error": verdicts[i][0].error}
+                for i in _sample_rows(right, samples_kept)
             ],
         }
     atomic_write(Path(out_path), json.dumps(report, indent=2) + "\n")
-    return {f"accuracy/{name}": s["accuracy"] for name, s in report["sets"].items()} | {
+    return {"in": sum(s["n"] for s in report["sets"].values())} | {
+        f"accuracy/{name}": s["accuracy"] for name, s in report["sets"].items()} | {
         "reward_errors": sum(s["reward_errors"] for s in report["sets"].values()),
         "reward_timeouts": sum(s["reward_timeouts"] for s in report["sets"].values()),
     }
+
+
+def _sample_rows(right: list[bool], kept: int) -> list[int]:
+    """Rows whose outputs are kept for the report: the first wrong answers and the first right ones,
+    half each where there are enough (what a model gets wrong is what a reader wants to see)."""
+    wrong = [i for i, ok in enumerate(right) if not ok]
+    correct = [i for i, ok in enumerate(right) if ok]
+    n_wrong = min(len(wrong), max(kept - len(correct), kept // 2))
+    return sorted(wrong[:n_wrong] + correct[: kept - n_wrong])

@@ -6,10 +6,14 @@ first "Wait," / "But wait" / ... while keeping the final answer (in OpenVLThinke
 lifted MathVista from 48.4 to 62.5). A length cap drops traces that are too long. Every yield
 is counted: traces in, correct, problems kept, dropped and why.
 
+Every row says where its trace comes from: `selected_in` (the iteration label, e.g. "iter_1"),
+`trace_source` (which teacher or model wrote it), `sample_index` (which of that iteration's traces
+for the problem), that iteration's `verdicts` and `n_correct`, and the caption the reasoner read.
+
 With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
-accepted (none correct, none short enough, or none judged) keeps the trace selected for it in the
-previous iteration, with that trace's lineage, so the curriculum does not shrink to the problems
-the model already solves.
+accepted (none correct, none short enough, or none judged) keeps the row selected for it in the
+previous iteration, lineage and all, so the curriculum does not shrink to the problems the model
+already solves.
 
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
@@ -27,6 +31,8 @@ from openvlt.stages.common import count_failures, score_responses
 from openvlt.files import atomic_write
 
 POLICIES = ("shortest", "longest", "first", "random")
+# what a kept row brings from the iteration that selected it (verdicts there, not the failed ones here)
+_LINEAGE = ("selected_in", "trace_source", "response", "sample_index", "verdicts", "n_correct", "caption", "caption_source")
 
 
 def select_traces(
@@ -42,6 +48,7 @@ def select_traces(
     seed: int = 0,
     quarantine_path: str | Path | None = None,
     previous: Sequence[dict[str, Any]] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Write one SFT row per problem that has an acceptable trace; return the yields."""
     if policy not in POLICIES:
@@ -60,12 +67,12 @@ def select_traces(
         record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
         if fitting:
             chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
-            rows.append({**record, "response": problem["traces"][chosen], "sample_index": chosen, "n_correct": len(correct)})
+            rows.append({**record, "response": problem["traces"][chosen], "sample_index": chosen, "n_correct": len(correct),
+                         "selected_in": label})
         elif problem["id"] in earlier:  # wrong, too long or unjudged this time: the verified trace of last time stays
             yields["kept_previous"] += 1
             kept = earlier[problem["id"]]
-            rows.append({**record, "trace_source": kept["trace_source"], "response": kept["response"],
-                         "sample_index": kept["sample_index"], "n_correct": len(correct)})
+            rows.append({**record, **{key: kept.get(key) for key in _LINEAGE}})
         elif results and all(not r.ok for r in results):
             quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
                                 f"{results[0].status}: {results[0].error}"})

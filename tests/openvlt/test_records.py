@@ -37,6 +37,13 @@ def test_round_trip_keeps_fields_extra_columns_and_image_bytes(tmp_path):
     assert load_image(back[1]["images"][0]).getpixel((0, 0)) == (0, 0, 255)
 
 
+def test_an_extra_column_only_some_rows_have_is_kept_with_none_elsewhere(tmp_path):
+    rows = [record(1), record(2, caption="two", n_correct=3), record(3, n_correct=1)]
+    write_records(rows, tmp_path / "r.parquet")
+    back = read_records(tmp_path / "r.parquet")
+    assert [(r["caption"], r["n_correct"]) for r in back] == [(None, None), ("two", 3), (None, 1)]
+
+
 def test_images_given_as_paths_are_read_in(tmp_path):
     path = tmp_path / "img.png"
     path.write_bytes(png((0, 255, 0)))

@@ -234,22 +234,25 @@ def test_regenerate_retries_only_the_unsolved_problems(toyworld_dir, tmp_path):
 
 def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves(distilled, tmp_path):
     previous = load_problems(distilled / "traces.parquet")
-    select_traces(previous, tmp_path / "iter1.parquet", judge=RewardSettings(workers=1))
+    select_traces(previous, tmp_path / "iter1.parquet", judge=RewardSettings(workers=1), label="iter_1")
     earlier = {r["id"]: r for r in read_records(tmp_path / "iter1.parquet")}
     # iteration 2: the model answers the first 20 problems right and the last 20 wrong
     regenerated = [{**{k: v for k, v in p.items() if k not in ("caption", "caption_source")}, "trace_source": "student",
                     "traces": [f"<think>x</think> <answer>{p['answer'] if i < 20 else 'wrong'}</answer>"]}
                    for i, p in enumerate(previous)]
     counts = select_traces(regenerated, tmp_path / "iter2.parquet", previous=list(earlier.values()),
-                           judge=RewardSettings(workers=1, override="math"))
+                           judge=RewardSettings(workers=1, override="math"), label="iter_2")
     rows = {r["id"]: r for r in read_records(tmp_path / "iter2.parquet")}
     carried = [p["id"] for p in regenerated[20:] if p["id"] in earlier]
     assert counts["kept_previous"] == len(carried) and counts["no_correct"] == 20 - len(carried)
     assert set(rows) == {p["id"] for p in regenerated[:20]} | set(carried)
-    for i in carried:  # the earlier trace, with the earlier lineage
-        assert rows[i]["response"] == earlier[i]["response"] and rows[i]["trace_source"] == earlier[i]["trace_source"]
-        assert rows[i]["n_correct"] == 0
-    assert all(rows[p["id"]]["trace_source"] == "student" for p in regenerated[:20])
+    assert carried and earlier[carried[0]]["caption"]
+    for i in carried:  # the earlier trace, with the earlier lineage: which iteration, sample, verdicts and caption
+        lineage = ("selected_in", "trace_source", "response", "sample_index", "verdicts", "n_correct", "caption", "caption_source")
+        assert {k: rows[i][k] for k in lineage} == {k: earlier[i][k] for k in lineage}
+        assert rows[i]["selected_in"] == "iter_1" and rows[i]["verdicts"][rows[i]["sample_index"]] == 1.0
+    for p in regenerated[:20]:  # written this time: no caption was read
+        assert (rows[p["id"]]["trace_source"], rows[p["id"]]["selected_in"], rows[p["id"]]["caption"]) == ("student", "iter_2", None)
 
     # right but too long this time, or not judged at all (the plugin fails): the earlier trace stays too
     too_long = [{**p, "traces": [f"<think>{' x' * 50}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]

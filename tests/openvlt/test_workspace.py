@@ -246,3 +246,28 @@ def test_a_stage_killed_between_renaming_its_outputs_finishes_them_unless_its_in
     data.write_text("v2")  # ... and then the input changes: that finished work is not what the stage needs now
     assert stage(Workspace.open(recipe)) == {"out": 2} and calls == ["v1", "v1", "v2"]
     assert [(run / f"{n}.txt").read_text() for n in "ab"] == ["a from v2", "b from v2"]
+
+
+def test_ctrl_c_in_a_stage_is_recorded_as_interrupted_not_failed_and_the_cli_says_a_rerun_continues(
+        tmp_path, toyworld_dir, tiny_student, monkeypatch, capsys):
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+
+    def pressed_ctrl_c(ctx):
+        raise KeyboardInterrupt
+
+    with Workspace.open(recipe) as ws, pytest.raises(KeyboardInterrupt):
+        ws.stage("iter_1/sft", pressed_ctrl_c, outputs={"x": tmp_path / "run" / "x.txt"})
+    entry = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["iter_1/sft"]
+    assert entry["status"] == "interrupted" and "error" not in entry
+    line = next(line for line in format_status(tmp_path / "run").splitlines() if line.startswith("iter_1/sft"))
+    assert line.split()[1] == "interrupted" and line.endswith("interrupted; a rerun restarts it")
+
+    import openvlt.cli
+    import openvlt.loop
+
+    def run(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openvlt.loop, "run", run)
+    assert openvlt.cli.main(["run", str(tmp_path / "recipe.yaml")]) == 130
+    assert "openvlt run: interrupted (the same command continues where it stopped)" in capsys.readouterr().err
