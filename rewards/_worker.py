@@ -11,9 +11,10 @@ Protocol over the socket (``multiprocessing.connection`` framing):
 3. ``None`` (or a closed socket) ends the worker.
 
 While it works, the shared page ``PROGRESS_FD`` holds two doubles: the position of the running
-job in its chunk and the ``time.monotonic()`` at which it started (0.0 between jobs). The parent
-reads them to enforce a per-item deadline and to know which item was running when it kills,
-without a message per item.
+job in its chunk and the ``time.monotonic()`` at which it started (0.0 between jobs; negated while
+the job's plugin is being loaded, which the parent bounds by its own, longer limit: a plugin that
+loads a tokenizer at import must not time out every item). The parent reads them to enforce a
+per-item deadline and to know which item was running when it kills, without a message per item.
 """
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def main(argv: list[str]) -> None:
         results = []
         for position, job in enumerate(jobs):
             PROGRESS.pack_into(progress, 0, position, 0.0)  # never pair a new position with an old start
+            if (job[0], job[1]) not in _loaded:
+                PROGRESS.pack_into(progress, 0, position, -time.monotonic())
+                failed = _load(job[0], job[1], job[5])
+                if failed is not None:
+                    results.append(failed)
+                    continue
             PROGRESS.pack_into(progress, 0, position, time.monotonic())
             results.append(score_job(*job))
         PROGRESS.pack_into(progress, 0, 0, 0.0)
@@ -87,6 +94,22 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
     except Exception as exc:
         error = f"reward {spec!r} on item {index}: {type(exc).__name__}: {exc}"
     return "error", math.nan, None, error, time.perf_counter() - started
+
+
+def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:
+    """Import and resolve a plugin before its first item's clock starts; an error result if it cannot be."""
+    started = time.perf_counter()
+    try:
+        _import_hints(hints)
+        get_reward(spec)
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, RewardError) else f"{type(exc).__name__}: {exc}"
+        return "error", math.nan, None, f"reward {spec!r} on item {index}: loading it failed: {error}", time.perf_counter() - started
+    _loaded.add((spec, hints))
+    return None
+
+
+_loaded: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def _import_hints(hints: tuple[str, ...]) -> None:

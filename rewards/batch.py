@@ -155,7 +155,7 @@ class RewardScorer:
         """Yield results in input order while reading ``items`` lazily (at most ``window`` in flight)."""
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return _logged(self._stream(items, _Specs(reward), float(timeout), max(1, window)))
+        return _logged(self._stream(items, _Specs(reward, in_process=self.workers == 0), float(timeout), max(1, window)))
 
     def _stream(self, items: Iterable[Mapping[str, Any]], specs: _Specs, timeout: float,
                 window: int) -> Iterator[ScoreResult]:
@@ -246,8 +246,8 @@ _shared_lock = threading.Lock()
 class _Specs:
     """Turns items into jobs: validates each distinct reward spec once, in this process."""
 
-    def __init__(self, default: str) -> None:
-        self.default = default
+    def __init__(self, default: str, in_process: bool = False) -> None:
+        self.default, self.in_process = default, in_process  # in this process: nothing to import elsewhere
         self._known: dict[str, tuple[str, tuple[str, ...]] | RewardError] = {}
         resolved = self._resolve(default)
         if isinstance(resolved, RewardError):
@@ -274,7 +274,7 @@ class _Specs:
         if spec not in self._known:
             try:
                 get_reward(spec)
-                self._known[spec] = (canonical_spec(spec), import_hints(spec))
+                self._known[spec] = (canonical_spec(spec), () if self.in_process else import_hints(spec))
             except RewardError as exc:
                 self._known[spec] = exc
         return self._known[spec]

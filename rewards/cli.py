@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import replace
 from typing import IO, Any
 
@@ -26,7 +27,8 @@ from rewards.registry import RewardError, list_rewards
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="openvlt rewards", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="score a JSONL file of responses")
+    score = commands.add_parser("score", help="score a JSONL file of responses", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     score.add_argument("input", help="JSONL file ('-' for stdin)")
     score.add_argument("--reward", required=True, help="plugin name, file.py:function, or e.g. 0.9*math+0.1*format")
     score.add_argument("--workers", type=int, default=default_workers(),
@@ -35,6 +37,8 @@ def main(argv: list[str]) -> int:
     score.add_argument("--output", help="write results here instead of stdout")
     commands.add_parser("list", help="list the registered reward plugins")
     args = parser.parse_args(argv)
+    if "" not in sys.path and os.getcwd() not in sys.path:  # `--reward my_rewards:exact` next to my_rewards.py,
+        sys.path.insert(0, os.getcwd())                      # as `python -m` would find it (workers get our path)
     if args.command == "list":
         for name, summary in list_rewards().items():
             print(f"{name:<12} {summary}")
@@ -48,10 +52,11 @@ def _score(args: argparse.Namespace) -> int:
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
     with source if source is not sys.stdin else nullcontext(), sink if sink is not sys.stdout else nullcontext():
-        try:
-            for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout):
-                sink.write(json.dumps(result.to_json()) + "\n")
-                summary = summary.add(result)
+        try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
+            with redirect_stdout(sys.stderr):
+                for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout):
+                    sink.write(json.dumps(result.to_json()) + "\n")
+                    summary = summary.add(result)
         except RewardError as exc:
             print(f"openvlt rewards: {exc}", file=sys.stderr)
             return 2

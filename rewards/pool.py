@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CHUNK = 64
 START_GRACE_S = 60.0  # a worker not ready by then (imports hung?) is killed
+LOAD_LIMIT_S = 120.0  # loading one plugin in a worker (its imports: a tokenizer, a table), outside any item's limit
 POLL_S = 0.05  # how soon to look again at a worker that has a chunk but has not started an item
 MAX_START_FAILURES = 3
 _WORKER_MAIN = "import sys; from rewards._worker import main; main(sys.argv[1:])"
@@ -158,7 +159,7 @@ class WorkerPool:
                     if self._closing:
                         break
                     self._assign()
-                watched = [w for w in self._workers if w.jobs or not w.ready]
+                watched = list(self._workers)  # idle ones too: one that dies idle is replaced before it is needed
                 waitables = [self._wake_r, *(w.conn for w in watched)]
                 ready = set(connection.wait(waitables, timeout=self._seconds_to_deadline(watched)))
                 if self._wake_r in ready:
@@ -194,9 +195,10 @@ class WorkerPool:
     def _send(self, worker: _Worker, jobs: list[Job]) -> None:
         try:
             worker.conn.send([job.payload for job in jobs])
-        except OSError:  # the worker is gone; its replacement will take the chunk
+        except OSError:  # the worker is gone; its replacement (started on the next turn) takes the chunk
             self._queue.extendleft(reversed(jobs))
             self._retire(worker)
+            self._wake()
             return
         except Exception:
             for job in reversed(jobs):  # nothing was written: find the items that cannot travel
@@ -227,9 +229,12 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             code = None
         position, start = worker.running()
-        self._take_back(worker, position if start > 0 else None, "error",
-                        f" crashed its worker process (exit code {code})", start)
-        if start <= 0:
+        idle = worker.ready and not worker.jobs  # killed from outside (OOM killer, an operator): just replace it
+        why = " crashed its worker process" + (" while loading the plugin" if start < 0 else "")
+        self._take_back(worker, position if start != 0 else None, "error", f"{why} (exit code {code})", abs(start))
+        if idle:
+            logger.warning("a reward worker died while idle (exit code %s); starting another", code)
+        elif start <= 0:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
                 self._broken = f"reward worker processes keep dying before scoring anything (exit code {code})"
@@ -241,7 +246,11 @@ class WorkerPool:
             self._died(worker)
         for worker in [w for w in self._workers if w.jobs]:
             position, start = worker.running()
-            if start > 0 and position < len(worker.jobs) and now - start > worker.jobs[position].timeout:
+            if start < 0 and position < len(worker.jobs) and now + start > LOAD_LIMIT_S:
+                worker.process.kill()
+                self._take_back(worker, position, "timeout",
+                                f" took more than {LOAD_LIMIT_S:g} s to load (worker killed)", -start)
+            elif start > 0 and position < len(worker.jobs) and now - start > worker.jobs[position].timeout:
                 limit = worker.jobs[position].timeout
                 worker.process.kill()
                 self._take_back(worker, position, "timeout", f" timed out after {limit:g} s (worker killed)", start)
@@ -290,18 +299,20 @@ class WorkerPool:
             self._workers.remove(worker)
 
     def _seconds_to_deadline(self, watched: list[_Worker]) -> float | None:
-        if not watched:
-            return None
         now, deadlines = time.monotonic(), []
         for worker in watched:
             position, start = worker.running()
             if not worker.ready:
                 deadlines.append(worker.started_at + START_GRACE_S)
+            elif not worker.jobs:  # idle: only its death (EOF on its connection) wakes us
+                continue
+            elif start < 0:
+                deadlines.append(-start + LOAD_LIMIT_S)
             elif start > 0 and position < len(worker.jobs):
                 deadlines.append(start + worker.jobs[position].timeout)
             else:
                 deadlines.append(now + POLL_S)
-        return max(0.0, min(deadlines) - now) + 0.001
+        return max(0.0, min(deadlines) - now) + 0.001 if deadlines else None
 
     def _shutdown(self) -> None:
         with self._lock:

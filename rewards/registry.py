@@ -107,7 +107,12 @@ def import_hints(spec: str) -> tuple[str, ...]:
     for _, part in split_terms(spec):
         module = getattr(_registry.get(part), "__module__", None)
         if module == "__main__":  # a script: the worker loads its file (its main guard stays closed)
-            module = os.path.abspath(getattr(sys.modules["__main__"], "__file__", "") or "") or None
+            script = getattr(sys.modules["__main__"], "__file__", None)
+            if not script:
+                raise RewardError(f"reward {part!r} was registered in an interactive session (a notebook, a REPL, "
+                                  "python -c): worker processes cannot import it; score with workers=0, or register "
+                                  "it in a module or a .py file and name that")
+            module = os.path.abspath(script)
         if module and not module.startswith("rewards.") and module not in modules:
             modules.append(module)
     return tuple(modules)
@@ -188,11 +193,14 @@ def load_module(where: str) -> Any:
     path = os.path.abspath(where)
     if not os.path.isfile(path):
         raise RewardError(f"reward file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location(f"openvlt_reward_{abs(hash(path))}", path)
+    name = f"openvlt_reward_{abs(hash(path))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # as `import` would: @dataclass, pickling and get_type_hints look the module up there
     try:
         module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as exc:
+        sys.modules.pop(name, None)
         raise RewardError(f"loading reward file {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewards.batch import ScoreResult
+from rewards.registry import RewardError
 
 logger = logging.getLogger(__name__)
 
@@ -29,22 +30,51 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def flat_scores(result: ScoreResult, *, components: bool, on_error: str) -> dict[str, float]:
+def flat_scores(result: ScoreResult, *, components: bool, on_error: str, reward: str | None = None) -> dict[str, float]:
     """A trainer-facing dict: ``score``, the plugin's components and ``reward_failed`` (0.0 / 1.0).
 
     A failed item scores 0.0 here because these trainers need a number, but it is logged and
     flagged in ``reward_failed`` (a metric the trainer logs), never silently zero; with
-    ``on_error="raise"`` it stops training instead.
+    ``on_error="raise"`` it stops training instead. It has the same keys as a judged item of the
+    same ``reward`` (its components at 0.0): verl reads every item's dict with the keys of the
+    first, so one timed-out rollout must not drop a key.
     """
     if not result.ok:
         if on_error == "raise":
             raise RuntimeError(result.error)
         logger.warning("scored 0.0 for a failed item: %s", result.error)
     out = {"score": result.score if result.ok else 0.0}
-    if components and result.components:
-        out.update(result.components)
+    if components and result.ok:
+        remember_components(reward, result)
+        out.update(result.components or {})
+    elif components:
+        out.update(dict.fromkeys(_component_names(reward), 0.0))
     out[FAILED] = 0.0 if result.ok else 1.0
     return out
+
+
+_components_of: dict[str, tuple[str, ...]] = {}  # reward spec -> the component names its judged items had
+
+
+def remember_components(reward: str | None, result: ScoreResult) -> None:
+    """Note the component names a judged item of ``reward`` has (see :func:`flat_scores`)."""
+    if reward is not None and result.ok:
+        _components_of[reward] = tuple(result.components or ())
+
+
+def _component_names(reward: str | None) -> tuple[str, ...]:
+    """What a judged item of ``reward`` has: as seen, or for a composition not yet seen, its parts."""
+    if reward is None:
+        return ()
+    if reward in _components_of:
+        return _components_of[reward]
+    from rewards.compose import split_terms
+
+    try:
+        terms = split_terms(reward)
+    except RewardError:
+        return ()
+    return tuple(part for _, part in terms) if len(terms) > 1 or "*" in reward else ()
 
 
 def item(response: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, reward: str | None = None) -> dict:

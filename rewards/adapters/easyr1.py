@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewards.adapters import flat_scores, item
+from rewards.adapters import flat_scores, item, remember_components
 from rewards.batch import DEFAULT_TIMEOUT, shared_scorer
 
 REWARD_NAME = "openvlt"
@@ -33,8 +33,11 @@ def compute_score(reward_inputs: Sequence[Mapping[str, Any]], reward: str = "mat
     """
     items = [item(x["response"], x["ground_truth"], x.get("extra_info"), x.get("reward")) for x in reward_inputs]
     results = shared_scorer(workers).score(items, reward, timeout=timeout)
+    specs = [x.get("reward") or reward for x in reward_inputs]
+    for spec, result in zip(specs, results):  # a failed item early in the batch gets the keys of a later judged one
+        remember_components(spec, result)
     out = []
-    for result in results:
-        scores = flat_scores(result, components=True, on_error=on_error)
+    for spec, result in zip(specs, results):
+        scores = flat_scores(result, components=True, on_error=on_error, reward=spec)
         out.append({"overall": scores.pop("score"), **scores})
     return out

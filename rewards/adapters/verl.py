@@ -17,8 +17,9 @@ cannot work.
 
 verl needs a float: a failed item scores 0.0, is logged, and is flagged by ``reward_failed = 1.0``
 in the returned dict (verl logs every key as a metric); ``on_error="raise"`` stops training instead.
-Keys must be the same for every item of a batch: with rewards of different component names in one
-batch, pass ``components=False`` (then only ``score`` and ``reward_failed`` are returned).
+Keys must be the same for every item of a batch: a failed item gets its reward's component names
+(at 0.0, as its judged items had them); with rewards of different component names in one batch,
+pass ``components=False`` (then only ``score`` and ``reward_failed`` are returned).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     result = shared_scorer(workers, memory_mb=memory_mb).score(
         [item(solution_str, ground_truth, extra, spec)], spec, timeout=timeout
     )[0]
-    return flat_scores(result, components=components, on_error=on_error)
+    return flat_scores(result, components=components, on_error=on_error, reward=spec)
 
 
 def _reward_of(data_source: str) -> str:

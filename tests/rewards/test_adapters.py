@@ -128,6 +128,24 @@ def test_verl_failures_are_flagged_not_silent():
         "score": 1.0, "reward_failed": 0.0}
 
 
+def test_a_failed_item_has_the_keys_of_a_judged_one_of_the_same_reward():
+    """verl's reward loop reads every item's dict with the keys of the first: a timed-out rollout
+    that dropped `math` and `format` crashed the step."""
+    from rewards.adapters.verl import compute_score
+
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    composition = "0.5*test_misbehave+0.5*format"  # parts known before any item is judged
+    failed = compute_score("x", "hang", "", {"reward": composition}, timeout=0.5)
+    judged = compute_score("x", "<think>a</think> <answer>1</answer>", "", {"reward": composition}, timeout=5)
+    assert list(failed) == list(judged) == ["score", "test_misbehave", "format", "reward_failed"]
+    assert failed == {"score": 0.0, "test_misbehave": 0.0, "format": 0.0, "reward_failed": 1.0}
+    reward_inputs = [{"response": "hang", "response_length": 4, "ground_truth": "", "reward": composition},
+                     {"response": "x", "response_length": 1, "ground_truth": "", "reward": composition}]
+    first, second = easyr1_compute_score(reward_inputs, timeout=0.5, workers=1)
+    assert list(first) == list(second) and first["reward_failed"] == 1.0 and second["reward_failed"] == 0.0
+
+
 # ---- TRL ------------------------------------------------------------------------------------------
 
 

@@ -108,6 +108,37 @@ def test_an_item_that_cannot_be_sent_is_an_error(scorer):
     assert "cannot be sent to a worker" in results[1].error
 
 
+def _within(seconds, fn):
+    """fn() run in a thread; its result, or a failure if it has not returned after `seconds` (a hang)."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"still waiting after {seconds} s"
+    return box[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_killed_while_idle_are_replaced_and_the_next_batch_is_scored(workers):
+    """An OOM kill or an operator between two GRPO steps must not hang the next step."""
+    items = [{"response": "a", "ground_truth": "a"}] * 4
+    with RewardScorer(workers=workers) as scorer:
+        pids = {r.components["pid"] for r in scorer.score(items, "test_echo", timeout=5.0)}
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.5)
+        results = _within(30, lambda: scorer.score(items, "test_echo", timeout=5.0))
+    assert results.summary.ok == 4 and not pids & {r.components["pid"] for r in results}
+
+
+def test_loading_a_plugin_does_not_count_against_its_items_time_limit(tmp_path):
+    """A plugin that loads a tokenizer or a table at import may take longer than one item may."""
+    plugin = tmp_path / "slow_to_import.py"
+    plugin.write_text("import time\ntime.sleep(2.0)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    results = score_batch([{"response": "x", "ground_truth": "x"}] * 3, reward=f"{plugin}:score", workers=1, timeout=1.0)
+    assert [r.status for r in results] == ["ok"] * 3
+
+
 def test_workers_are_reused_across_calls(scorer):
     items = [{"response": "a", "ground_truth": "a"}] * 200
     first = {r.components["pid"] for r in scorer.score(items, "test_echo", timeout=5.0)}

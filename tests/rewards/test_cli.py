@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,19 @@ def test_installed_command_reads_stdin_and_writes_stdout():
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["score"] for line in done.stdout.splitlines()] == [1.0, 0.0]
     assert "items=2 ok=2" in done.stderr
+
+
+def test_stdout_holds_only_results_when_the_plugin_prints_and_a_module_next_to_you_is_found(tmp_path):
+    (tmp_path / "chatty.py").write_text(
+        "print('loading chatty v1')\n\n"
+        "def exact(response, ground_truth, *, extra_info):\n    print('scoring', response)\n"
+        "    return float(response == ground_truth)\n")
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(line) for line in LINES[:2]) + "\n")
+    command = Path(sys.executable).with_name("openvlt")  # the console script: unlike `python -m`, no cwd on sys.path
+    assert command.exists()
+    for reward, workers in (("chatty.py:exact", "0"), ("chatty:exact", "1")):  # a file; a module in the cwd
+        done = subprocess.run([str(command), "rewards", "score", "in.jsonl", "--reward", reward, "--workers", workers],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert [json.loads(line)["error"] for line in done.stdout.splitlines()] == [None, None], done.stdout
+        assert "loading chatty v1" in done.stderr

@@ -162,3 +162,35 @@ def test_main_module_hint_is_its_file(monkeypatch, tmp_path):
     in_main.__module__ = "__main__"
     register("test_in_main_script")(in_main)
     assert import_hints("test_in_main_script") == (str(script),)
+
+
+def test_a_file_plugin_is_a_real_module_so_dataclasses_in_it_work(tmp_path):
+    plugin = tmp_path / "with_dataclass.py"
+    plugin.write_text(textwrap.dedent('''
+        from __future__ import annotations
+        from dataclasses import dataclass
+
+        @dataclass
+        class Rubric:
+            weight: float
+
+        def graded(response, ground_truth, *, extra_info):
+            return Rubric(1.0).weight * float(response == ground_truth)
+    '''))
+    assert get_reward(f"{plugin}:graded")("a", "a", extra_info={}) == 1.0
+
+
+def test_a_plugin_registered_interactively_is_refused_for_workers_with_the_way_out(monkeypatch):
+    main = type(sys)("__main__")  # python -c, a REPL or a notebook: no __file__ a worker could load
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+    def typed_in(response, ground_truth, *, extra_info):
+        return 1.0
+
+    typed_in.__module__ = "__main__"
+    register("test_typed_in")(typed_in)
+    with pytest.raises(RewardError, match="registered in an interactive session .* score with workers=0"):
+        import_hints("test_typed_in")
+    from rewards import score_batch
+
+    assert score_batch([{"response": "a", "ground_truth": "a"}], reward="test_typed_in", workers=0).summary.ok == 1
