@@ -143,7 +143,7 @@ def read_records(
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {list(CORE_COLUMNS)}")
-    table = _normalise_images(table, path)
+    table = _normalise_extra_info(_normalise_images(table, path))
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
     dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
 
@@ -190,9 +190,13 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
     for k, image in enumerate(images):
         data = image.get("bytes") if isinstance(image, dict) else image
         if not isinstance(data, (bytes, bytearray)) or not data:
-            return f"image {k + 1} of {len(images)} has no bytes"
+            where = image.get("path") if isinstance(image, dict) else None
+            return f"image {k + 1} of {len(images)} " + (f"cannot be read from {where}" if where else "has no bytes")
         try:
             with Image.open(io.BytesIO(data)) as im:
+                if max(im.size) > MAX_ASPECT_RATIO * min(im.size):
+                    return (f"image {k + 1} of {len(images)} is {im.width} x {im.height} pixels: an aspect ratio above "
+                            f"{MAX_ASPECT_RATIO} is refused by Qwen2-VL image processors")
                 if decode_images:
                     im.draft(im.mode, (1, 1))  # JPEG: decode at 1/8 scale, which still reads all the data
                     im.load()
@@ -250,25 +254,60 @@ def _image_struct(image: Any) -> dict[str, Any]:
     raise TypeError(f"unsupported image value of type {type(image).__name__}")
 
 
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses longer / shorter side beyond this
+
 _IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
 def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
-    """Accept what other tools write too: a list of {bytes, path} structs or of raw bytes."""
+    """Accept what other tools write too: a list of raw bytes, of {bytes, path} structs (as `datasets`
+    writes them, with only `path` for local files), or of file paths; paths are read relative to the
+    record file's folder. A null list is a text-only row."""
     kind = table.schema.field("images").type
     item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
-    if item is not None and item.equals(_IMAGE_STRUCT):
+    structs = item is not None and pa.types.is_struct(item) and item.get_field_index("bytes") >= 0
+    if item is not None and item.equals(_IMAGE_STRUCT) and table.column("images").null_count == 0 and not any(
+            chunk.flatten().field("bytes").null_count for chunk in table.column("images").chunks):
         return table
-    if item is None or not (
-        pa.types.is_binary(item) or pa.types.is_large_binary(item) or (pa.types.is_struct(item) and item.get_field_index("bytes") >= 0)
-    ):
-        raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images (bytes)")
+    if item is None or not (structs or any(check(item) for check in (
+            pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string, pa.types.is_large_string))):
+        raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images "
+                          "(encoded bytes, {bytes, path} structs or file paths)")
     rows = table.column("images").to_pylist()
     column = pa.array(
-        [None if row is None else [_image_struct(im) if im is not None else None for im in row] for row in rows],
+        [[] if row is None else [None if im is None else _stored_image(im, path.parent) for im in row] for row in rows],
         type=pa.list_(_IMAGE_STRUCT),
     )
     return table.set_column(table.schema.get_field_index("images"), "images", column)
+
+
+def _stored_image(image: bytes | str | dict[str, Any], folder: Path) -> dict[str, Any]:
+    """One image of a file being read, as a {bytes, path} struct: a file path (relative to `folder`)
+    is read in; one that cannot be keeps its path, for validation to name."""
+    if isinstance(image, dict):
+        image = image.get("bytes") or image.get("path")
+    if isinstance(image, (bytes, bytearray)) or image is None:
+        return {"bytes": image, "path": None}
+    file = Path(image) if Path(image).is_absolute() else folder / image
+    try:
+        return {"bytes": file.read_bytes(), "path": None}
+    except OSError:
+        return {"bytes": None, "path": str(file)}
+
+
+def _normalise_extra_info(table: pa.Table) -> pa.Table:
+    """`extra_info` as JSON text, also when another tool (verl's and EasyR1's parquet files) wrote it
+    as a struct or a map column."""
+    kind = table.schema.field("extra_info").type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return table
+
+    def as_dict(value: Any) -> Any:
+        return dict(value) if isinstance(value, list) and pa.types.is_map(kind) else value
+
+    texts = [None if v is None else json.dumps(as_dict(v), sort_keys=True, ensure_ascii=False, default=str)
+             for v in table.column("extra_info").to_pylist()]
+    return table.set_column(table.schema.get_field_index("extra_info"), "extra_info", pa.array(texts, pa.string()))
 
 
 def _from_storage(row: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class HFEngine:
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(stop_ids),
                 suppress_tokens=never or None,
+                **_PLAIN_SAMPLING,
             )
             generated = out[:, batch["input_ids"].shape[1] :].tolist()
             if greedy:  # n identical greedy samples: decode once, copy
@@ -93,6 +94,19 @@ class HFEngine:
                 texts[request_index] = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         self.model.train(was_training)
         return texts, ids
+
+
+# What a model folder's generation_config.json may set beyond temperature / top-p (Qwen2.5-VL-Instruct
+# ships repetition_penalty 1.05), switched off: greedy evaluation must be greedy, and GRPO's rollouts
+# must come from the distribution whose log-probabilities its loss takes.
+_PLAIN_SAMPLING: dict[str, Any] = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0, "min_p": None, "top_h": None, "num_beams": 1, "bad_words_ids": None, "sequence_bias": None,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
+    "begin_suppress_tokens": None, "renormalize_logits": False, "guidance_scale": None, "penalty_alpha": None,
+    "dola_layers": None, "prompt_lookup_num_tokens": None,
+}
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -24,10 +24,21 @@ def load_processor(path: str | Path) -> Any:
     torchvision); then folders with our `auto_map` load through it, and other Qwen2.5-VL folders
     (e.g. hub checkpoints) get `openvlt.models.qwen_processor.Qwen2_5_VLProcessor` assembled from
     their tokenizer and image processor.
+
+    A tokenizer without a pad token pads with its end-of-text token (batches need one; attention
+    masks and labels leave padding out, so which token it is does not matter).
     """
+    processor = _processor(str(path))
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("%s: the tokenizer has no pad token; padding with %r", path, tokenizer.eos_token)
+    return processor
+
+
+def _processor(path: str) -> Any:
     from transformers import AutoProcessor
 
-    path = str(path)
     try:
         return AutoProcessor.from_pretrained(path)
     except (ImportError, ValueError) as exc:
@@ -42,7 +53,19 @@ def load_processor(path: str | Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     log.info("%s: torchvision is not installed; using the image-only Qwen2.5-VL processor", path)
-    return Qwen2_5_VLProcessor(AutoImageProcessor.from_pretrained(path), tokenizer, chat_template=tokenizer.chat_template)
+    return Qwen2_5_VLProcessor(AutoImageProcessor.from_pretrained(path), tokenizer,
+                               chat_template=tokenizer.chat_template or _chat_template_file(path))
+
+
+def _chat_template_file(path: str) -> str | None:
+    """The template a processor folder keeps beside the tokenizer (chat_template.jinja or .json)."""
+    import json
+
+    if Path(path, "chat_template.jinja").exists():
+        return Path(path, "chat_template.jinja").read_text()
+    if Path(path, "chat_template.json").exists():
+        return json.loads(Path(path, "chat_template.json").read_text()).get("chat_template")
+    return None
 
 
 def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:

@@ -96,3 +96,31 @@ def test_requests_and_sampling_are_validated():
         Sampling(n=0)
     with pytest.raises(ValueError, match="unknown engine 'vllm2'"):
         build_engine(EngineSpec("vllm2", "m"))
+
+
+def _copy_with(tiny_student, tmp_path, file, **changes):
+    import json
+    import shutil
+
+    folder = tmp_path / file.split(".")[0]
+    shutil.copytree(tiny_student, folder)
+    config = json.loads((folder / file).read_text())
+    (folder / file).write_text(json.dumps({**config, **changes}))
+    return folder
+
+
+def test_sampling_settings_a_model_folder_ships_do_not_leak_into_generation(engine, tiny_student, requests, tmp_path):
+    """Qwen2.5-VL-Instruct's generation_config.json sets repetition_penalty 1.05: greedy evaluation must
+    stay greedy, and GRPO's rollouts must come from the policy its loss scores."""
+    penalised = _copy_with(tiny_student, tmp_path, "generation_config.json", repetition_penalty=5.0, no_repeat_ngram_size=2)
+    greedy = Sampling(n=1, temperature=0, max_tokens=12)
+    assert HFEngine(str(penalised), batch_size=8).generate(requests, greedy) == engine.generate(requests, greedy)
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(engine, tiny_student, requests, tmp_path):
+    folder = _copy_with(tiny_student, tmp_path, "tokenizer_config.json", pad_token=None)
+    from openvlt.models import load_processor
+
+    assert load_processor(folder).tokenizer.pad_token == load_processor(folder).tokenizer.eos_token
+    greedy = Sampling(n=1, temperature=0, max_tokens=8)
+    assert HFEngine(str(folder), batch_size=8).generate(requests, greedy) == engine.generate(requests, greedy)

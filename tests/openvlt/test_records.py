@@ -139,6 +139,38 @@ def test_plain_pyarrow_files_with_image_structs_are_accepted(tmp_path):
     assert load_image(read_records(path)[0]["images"][0]).getpixel((0, 0)) == (9, 9, 9)
 
 
+def test_files_other_tools_write_are_read_image_paths_struct_extra_info_and_null_images(tmp_path):
+    """What `datasets` writes for local image files ({bytes: None, path}), plain path lists (relative to
+    the record file), extra_info as a struct column (verl's and EasyR1's layout), null images (pandas)."""
+    import datasets
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(png((1, 2, 3)))
+    common = {"question": ["<image> how many?"], "answer": ["1"], "data_source": ["x"], "reward": ["math"]}
+    pq.write_table(pa.table({"id": ["a"], "images": [["imgs/a.png"]], **common,
+                             "extra_info": [{"choices": ["1", "2"], "precision": 2}]}), tmp_path / "paths.parquet")
+    row = read_records(tmp_path / "paths.parquet")[0]
+    assert load_image(row["images"][0]).getpixel((0, 0)) == (1, 2, 3)
+    assert row["extra_info"] == {"choices": ["1", "2"], "precision": 2}
+    hf = datasets.Dataset.from_dict({"id": ["a"], "images": [[str(tmp_path / "imgs" / "a.png")]], **common, "extra_info": ["{}"]},
+                                    features=datasets.Features({"id": datasets.Value("string"), "images": datasets.List(datasets.Image()),
+                                                                **{k: datasets.Value("string") for k in (*common, "extra_info")}}))
+    hf.to_parquet(str(tmp_path / "hf.parquet"))
+    assert load_image(read_records(tmp_path / "hf.parquet")[0]["images"][0]).getpixel((0, 0)) == (1, 2, 3)
+    pq.write_table(pa.table({"id": ["a", "b"], "images": pa.array([None, ["imgs/gone.png"]], pa.list_(pa.string())),
+                             "question": ["2 + 2?", "<image> how many?"], "answer": ["4", "1"], "data_source": ["x"] * 2,
+                             "reward": ["math"] * 2, "extra_info": ["{}"] * 2}), tmp_path / "mixed.parquet")
+    with pytest.raises(RecordError, match=r"row 1 \(id 'b'\): image 1 of 1 cannot be read from .*imgs/gone.png"):
+        read_records(tmp_path / "mixed.parquet")
+    assert [r["images"] for r in read_records(tmp_path / "mixed.parquet", skip_bad_rows=True)] == [[]]  # text-only row
+
+
+def test_an_image_the_processor_would_refuse_is_a_bad_row(tmp_path):
+    _write_raw(tmp_path / "thin.parquet", [record(0), record(1, images=[png(size=(3000, 10))])])
+    with pytest.raises(RecordError, match=r"row 1 \(id 'p1'\): image 1 of 1 is 3000 x 10 pixels: an aspect ratio above 200"):
+        read_records(tmp_path / "thin.parquet")
+
+
 def test_images_column_of_the_wrong_type_is_named(tmp_path):
     pq.write_table(pa.table({
         "id": ["a"], "images": [1], "question": ["q"], "answer": ["1"], "data_source": ["x"], "reward": ["m"],
