@@ -84,7 +84,7 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
     ws.stage(
         f"{it}/caption",
         lambda ctx: caption_problems(
-            _inputs(ws, r, ref), _engine(r, "captioner"), ctx.out["captions"],
+            _inputs(ws, r, ref, "data.sft"), _engine(r, "captioner"), ctx.out["captions"],
             prompt=r.roles.captioner.prompt, system=r.roles.captioner.system, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
             sampling=Sampling(n=1, temperature=r.caption.temperature, max_tokens=r.caption.max_tokens, seed=r.seed),
             source=_label("captioner", r.roles.captioner),
@@ -120,7 +120,7 @@ def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/regenerate",
         lambda ctx: regenerate_traces(
-            _inputs(ws, r, ref), _engine(r, "student", model), ctx.out["traces"],
+            _inputs(ws, r, ref, "data.sft"), _engine(r, "student", model), ctx.out["traces"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.regenerate.samples, temperature=r.regenerate.temperature, top_p=r.regenerate.top_p,
                               max_tokens=r.regenerate.max_tokens, seed=r.seed + k),
@@ -183,7 +183,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     out = ws.root / it / "rl.parquet"
     if not r.rl_data.enabled:
         def copy_all(ctx):
-            n = write_records(_inputs(ws, r, ref), ctx.out["rl"])
+            n = write_records(_inputs(ws, r, ref, "data.rl"), ctx.out["rl"])
             return {"in": n, "out": n}
 
         ws.stage(f"{it}/rl_data", copy_all, outputs={"rl": out}, inputs={"problems": ref.path})
@@ -191,7 +191,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/rl_data",
         lambda ctx: select_rl_problems(
-            _inputs(ws, r, ref), _engine(r, "student", model), ctx.out["rl"],
+            _inputs(ws, r, ref, "data.rl"), _engine(r, "student", model), ctx.out["rl"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
                               seed=r.seed + 100 * k),
@@ -227,10 +227,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
     role = r.roles.evaluator
 
     def body(ctx):
-        sets = {name: _inputs(ws, r, ref) for name, ref in r.data.eval.items()}
-        for name, rows in sets.items():
-            if not rows:
-                raise ValueError(f"data.eval.{name}: {r.data.eval[name].path} has no usable problems to evaluate")
+        sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}
         if r.evaluate.max_problems:
             sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
@@ -246,12 +243,38 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _inputs(ws: Workspace, r: Recipe, ref: DataRef) -> list[dict[str, Any]]:
-    """A slice of a user data file; bad rows stop the run, or are quarantined with data.skip_bad_rows
-    (one file per data file, named after it plus a hash of its path: two test.parquet stay apart)."""
+def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
+    """A slice of a user data file (recipe key `key`); bad rows stop the run, or are quarantined with
+    data.skip_bad_rows (one file per data file, named after it plus a hash of its path: two test.parquet
+    stay apart; rewritten at every read, so a fixed file leaves none). A reward name no plugin answers
+    to, or a slice with no usable problem, stops the run here, naming the file."""
     tag = hashlib.sha256(str(Path(ref.path).resolve()).encode()).hexdigest()[:8]
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
-    return load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
+    if quarantine is not None:
+        quarantine.unlink(missing_ok=True)
+    problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
+    if not problems:
+        set_aside = f" ({len(quarantine.read_text().splitlines())} bad rows set aside in {quarantine})" if (
+            quarantine is not None and quarantine.exists()) else ""
+        raise ValueError(f"{key}: {ref.path} has no usable problems{set_aside}")
+    if r.reward.override is None:
+        _check_reward_names(problems, ref.path, key)
+    return problems
+
+
+def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:
+    """Every row's `reward` names a plugin: a typo would otherwise score every answer as an error."""
+    from rewards import RewardError, get_reward
+
+    first = {}
+    for i, p in enumerate(problems):
+        first.setdefault(p["reward"], (i, p["id"]))
+    for name, (i, problem_id) in first.items():
+        try:
+            get_reward(name)
+        except RewardError as exc:
+            raise ValueError(f"{key}: {path}, problem {i} of the slice (id {problem_id!r}): {exc} "
+                             "(fix the file's reward column, or set reward.override)") from exc
 
 
 def _engine(r: Recipe, role: str, model: str | None = None):

@@ -240,8 +240,19 @@ class Recipe:
                 for part in path:
                     node = node[part]
                 node.pop(last, None)
-            resolved.append(raw)
+            resolved.append(rebase_paths(raw, self.run_dir, "{run_dir}"))  # a moved run directory: the same work
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rebase_paths(raw: Any, old: str, new: str) -> Any:
+    """`raw` (recipe values) with every path inside folder `old` moved into `new`."""
+    if isinstance(raw, dict):
+        return {k: rebase_paths(v, old, new) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [rebase_paths(v, old, new) for v in raw]
+    if isinstance(raw, str) and (raw == old or raw.startswith(old.rstrip("/") + "/")):
+        return new + raw[len(old.rstrip("/")):] if raw != old else new
+    return raw
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: bool = True) -> Recipe:

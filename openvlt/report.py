@@ -68,6 +68,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"{d.get('select_out', '-')!s:>10}{yield_:>13}{d.get('rl_problems_kept', '-')!s:>13}")
     for path, n in summary.get("quarantined_rows", {}).items():
         lines.append(f"{n} bad input row(s) set aside in {path}")
+    unjudged = [(label, entry["unjudged_answers"]) for label, entry in _evaluations(summary) if entry.get("unjudged_answers")]
+    if unjudged:
+        lines.append("answers the reward could not judge (errors, timeouts; counted wrong): "
+                     + ", ".join(f"{label} {n}" for label, n in unjudged) + " (see each eval.json)")
     lines.append(f"total stage time {summary['seconds']:.0f} s")
     return "\n".join(lines)
 
@@ -114,13 +118,19 @@ def _accuracies(stage_dir: Path, headline: str) -> dict[str, Any]:
                     "later stage again; a new run directory evaluates the new set from the start",
                     path, headline, ", ".join(sets), stage)
         return {"accuracy": None, "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
-    return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
+    unjudged = sum(v.get("reward_errors", 0) + v.get("reward_timeouts", 0) for v in sets.values())
+    return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()},
+            "unjudged_answers": unjudged}  # reward errors and timeouts: counted wrong, never silently
 
 
 def _checkpoints(summary: dict[str, Any]) -> list[tuple[str, float | None]]:
-    points = [("base", summary["base"]["accuracy"])]
+    return [(label, entry["accuracy"]) for label, entry in _evaluations(summary)]
+
+
+def _evaluations(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    points = [("base", summary["base"])]
     for it in summary["iterations"]:
-        points += [(f"SFT {it['iter']}", it["sft"]["accuracy"]), (f"GRPO {it['iter']}", it["grpo"]["accuracy"])]
+        points += [(f"SFT {it['iter']}", it["sft"]), (f"GRPO {it['iter']}", it["grpo"])]
     return points
 
 
@@ -180,7 +190,8 @@ def _curves_plot(run_dir: Path, iterations: int) -> bytes:
     left.set(title="SFT loss", xlabel="step", yscale="log")
     right.set(title="GRPO mean reward", xlabel="step")
     for ax in (left, right):
-        ax.legend()
+        if ax.lines:  # no curve yet (the stage has not run): no legend
+            ax.legend()
         ax.grid(alpha=0.3)
     return _png(fig)
 

@@ -35,7 +35,7 @@ import yaml
 
 from openvlt.faults import crashpoint
 from openvlt.files import atomic_write, replace, temporary_path
-from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe
+from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe, rebase_paths
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Workspace:
         self.manifest_path = root / "manifest.json"
         self.work_digest: str | None = None  # set by `open`: what the stages compute (Recipe.work_digest)
         self.locked = False  # set by `open`, which holds the run directory's lock until `close`
+        self.force = False  # set by `open`: keep complete stages whose inputs changed (with a warning)
         self.manifest: dict[str, Any] = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
         )
@@ -83,7 +84,7 @@ class Workspace:
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         if frozen.exists():
-            changes = changes_since(yaml.safe_load(frozen.read_text()) or {}, recipe)
+            changes = changes_since(_moved(yaml.safe_load(frozen.read_text()) or {}, recipe.run_dir), recipe)
             if changes and not force:
                 raise RecipeError(
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
@@ -91,6 +92,8 @@ class Workspace:
                     + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
                     "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
                 )
+            if not changes and (yaml.safe_load(frozen.read_text()) or {}).get("run_dir") != recipe.run_dir:
+                atomic_write(frozen, dump_recipe(recipe))  # moved: the frozen recipe names where it is now
             if changes:
                 stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                 shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
@@ -101,7 +104,7 @@ class Workspace:
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest["recipe"] = recipe.digest()
-        ws.work_digest, ws.locked = recipe.work_digest(), True
+        ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
         if marked:
             ws._mark_for_redo(marked)
         ws._save()
@@ -167,6 +170,7 @@ class Workspace:
         """Run `fn` as stage `key` unless it is complete; return its counts."""
         finals = {name: Path(p) for name, p in outputs.items()}
         if self.complete(key):
+            self._check_inputs_unchanged(key, inputs or {})
             log.info("%s: complete, skipped", key)
             shutil.rmtree(self._scratch(key), ignore_errors=True)  # left by a kill just after the stage completed
             return self.counts(key)
@@ -219,6 +223,20 @@ class Workspace:
         log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
         return counts
 
+    def _check_inputs_unchanged(self, key: str, inputs: dict[str, str | Path]) -> None:
+        """A complete stage whose input files changed since it ran (a data file fixed in place, a model
+        folder replaced) is not silently skipped: its outputs were made from the old content."""
+        recorded = self.manifest["stages"][key].get("inputs", {})
+        changed = [f"{name} ({path})" for name, path in inputs.items()
+                   if name in recorded and fingerprint(Path(path)) != recorded[name]["hash"]]
+        if not changed:
+            return
+        what = f"{key} is complete, but its input {', '.join(changed)} changed since it ran"
+        if not self.force:
+            raise ValueError(f"{what}. Rerun with --redo {key} to run it (and every stage after it) on the new "
+                             "content, or --force to keep the completed work as it is")
+        log.warning("--force: %s; keeping its outputs", what)
+
     def _scratch(self, key: str) -> Path:
         return self.root / ".scratch" / key.replace("/", "__")
 
@@ -242,6 +260,16 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
         _remove(p)
     scratch.mkdir(parents=True)
     atomic_write(stamp, json.dumps(made_from))
+
+
+def _moved(frozen: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """The frozen recipe as if it had been written in `run_dir`: a run directory copied or moved
+    (from a cluster to a laptop) resumes; its recipe's paths inside the directory move with it."""
+    old = frozen.get("run_dir")
+    if not isinstance(old, str) or old == run_dir:
+        return frozen
+    log.info("the run directory was %s when it started; paths inside it now start with %s", old, run_dir)
+    return rebase_paths(frozen, old, run_dir)
 
 
 def format_status(run_dir: Path) -> str:

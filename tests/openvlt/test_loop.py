@@ -259,7 +259,7 @@ def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
                           roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
                                  "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
     done = run(recipe)
-    assert done.returncode == 1 and f"data.eval.held: {bad} has no usable problems to evaluate" in done.stderr
+    assert done.returncode == 1 and f"data.eval.held: {bad} has no usable problems (" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -278,3 +278,44 @@ def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(ref
     files = sorted((tmp_path / "run" / "quarantine").glob("test-*.jsonl"))
     assert len(files) == 2
     assert {json.loads(f.read_text().splitlines()[0])["file"] for f in files} == {str(tmp_path / d / "test.parquet") for d in "ab"}
+
+
+def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_naming_the_file(
+        tmp_path, toyworld_dir, tiny_student):
+    """Found when the data is read, not as an SFT stage with nothing to learn from, or as an evaluation
+    that scores 0.000 because every answer went to a plugin that does not exist; the quarantine file of a
+    data file that has been fixed goes away."""
+    from openvlt.loop import _inputs
+    from openvlt.recipe import DataRef, load_recipe
+    from openvlt.records import write_records
+    from openvlt.stages.common import load_problems
+    from openvlt.workspace import Workspace
+
+    from .test_recipe import write
+
+    rows = load_problems(toyworld_dir / "train.parquet", 0, 4)
+    write_records([{**rows[0], "answer": ""}], tmp_path / "all_bad.parquet", skip_bad_rows=True,
+                  quarantine_path=tmp_path / "ignored.jsonl")  # every row bad: an empty file
+    write_records([*rows[:2], {**rows[2], "reward": "mathh"}], tmp_path / "typo.parquet")
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    with Workspace.open(recipe) as ws:
+        with pytest.raises(ValueError, match=r"data.sft: .*all_bad.parquet has no usable problems"):
+            _inputs(ws, recipe, DataRef(str(tmp_path / "all_bad.parquet")), "data.sft")
+        with pytest.raises(ValueError, match=r"data.eval.mine: .*typo.parquet, problem 2 of the slice \(id '.*'\): "
+                                             r"unknown reward 'mathh'; did you mean 'math'\?"):
+            _inputs(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
+        overridden = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
+                                       reward={"override": "math"}), check_paths=False)
+        assert len(_inputs(ws, overridden, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")) == 3
+
+    lenient = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
+                                data={"sft": "DATA/train.parquet", "rl": "DATA/train.parquet",
+                                      "eval": {"held": "DATA/test.parquet"}, "skip_bad_rows": True}), check_paths=False)
+    shutil.copy(tmp_path / "typo.parquet", tmp_path / "fixed_later.parquet")
+    write_records([*rows[:3], {**rows[3], "images": [truncated_jpeg()]}], tmp_path / "fixed_later.parquet")
+    with Workspace.open(lenient, force=True) as ws:
+        assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 3
+        assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1
+        write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
+        assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
+        assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))

@@ -271,3 +271,53 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted_not_failed_and_the_cli_say
     monkeypatch.setattr(openvlt.loop, "run", run)
     assert openvlt.cli.main(["run", str(tmp_path / "recipe.yaml")]) == 130
     assert "openvlt run: interrupted (the same command continues where it stopped)" in capsys.readouterr().err
+
+
+def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, toyworld_dir, tiny_student, caplog):
+    """A data file fixed in place after its stages completed: the rerun says which stage and how to redo it."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    data = tmp_path / "problems.txt"
+    data.write_text("v1")
+    runs = []
+
+    def stage(ws):
+        def body(ctx):
+            ctx.out["x"].write_text(data.read_text())
+            runs.append(data.read_text())
+            return {}
+        ws.stage("iter_1/caption", body, outputs={"x": tmp_path / "run" / "x.txt"}, inputs={"problems": data})
+
+    with Workspace.open(recipe) as ws:
+        stage(ws)
+    with Workspace.open(recipe) as ws:
+        stage(ws)  # unchanged: skipped
+    data.write_text("v2")
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"iter_1/caption is complete, but its input problems "
+                                                     r"\(.*problems.txt\) changed since it ran\. Rerun with --redo iter_1/caption"):
+        stage(ws)
+    with Workspace.open(recipe, force=True) as ws:
+        stage(ws)
+    assert runs == ["v1"] and "--force: iter_1/caption is complete, but its input problems" in caplog.text
+    with Workspace.open(recipe, redo="iter_1/caption") as ws:
+        stage(ws)
+    assert runs == ["v1", "v2"] and (tmp_path / "run" / "x.txt").read_text() == "v2"
+
+
+def test_a_run_directory_moved_elsewhere_resumes_without_force(tmp_path, toyworld_dir, tiny_student):
+    """Copied from the cluster to a laptop (or to another mount): paths inside it move with it."""
+    import shutil
+
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "cluster" / "run"),
+                 data={"sft": "{run_dir}/train.parquet", "rl": "DATA/train.parquet", "eval": {"held": "DATA/test.parquet"}})
+    (tmp_path / "cluster" / "run").mkdir(parents=True)
+    shutil.copy(toyworld_dir / "train.parquet", tmp_path / "cluster" / "run" / "train.parquet")
+    with Workspace.open(load_recipe(path)) as ws:
+        before = ws.work_digest
+    shutil.move(tmp_path / "cluster" / "run", tmp_path / "laptop")
+    moved = load_recipe(path, [f"run_dir={tmp_path / 'laptop'}"])
+    with Workspace.open(moved) as ws:  # no "refusing to resume with a changed recipe"
+        assert ws.work_digest == before  # an interrupted stage's saved work is still its own
+    frozen = (tmp_path / "laptop" / "recipe.yaml").read_text()
+    assert str(tmp_path / "laptop" / "train.parquet") in frozen and "cluster" not in frozen
+    with pytest.raises(RecipeError, match="sft.lr"):  # a real change is still refused
+        Workspace.open(load_recipe(path, [f"run_dir={tmp_path / 'laptop'}", "sft.lr=0.5"]))

@@ -1,0 +1,31 @@
+"""summary.json, the final table and report.html from a run directory's files."""
+import json
+
+from openvlt.recipe import load_recipe
+from openvlt.report import format_summary, write_report, write_summary
+
+from .test_recipe import write
+
+
+def _eval(path, accuracy, errors=0, timeouts=0):
+    path.mkdir(parents=True, exist_ok=True)
+    samples = [{"id": "p1", "question": "q", "answer": "1", "response": "<answer>2</answer>", "score": 0.0, "error": None}]
+    (path / "eval.json").write_text(json.dumps({"model": "m", "sets": {"held": {
+        "n": 10, "accuracy": accuracy, "reward_errors": errors, "reward_timeouts": timeouts, "by_kind": {}, "samples": samples}}}))
+
+
+def test_answers_the_reward_could_not_judge_are_in_the_summary_and_the_table(tmp_path, toyworld_dir, tiny_student):
+    """A misspelt or broken plugin used to show only as accuracy 0.000."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=1))
+    run = tmp_path / "run"
+    _eval(run / "base", 0.0, errors=10)
+    _eval(run / "iter_1" / "sft", 0.5)
+    _eval(run / "iter_1" / "grpo", 0.4, errors=1, timeouts=2)
+    (run / "manifest.json").write_text(json.dumps({"stages": {}}))
+    summary = write_summary(run, recipe)
+    assert summary["base"] == {"accuracy": 0.0, "all_sets": {"held": 0.0}, "unjudged_answers": 10}
+    assert summary["iterations"][0]["grpo"]["unjudged_answers"] == 3
+    table = format_summary(summary)
+    assert "answers the reward could not judge (errors, timeouts; counted wrong): base 10, GRPO 1 3" in table
+    page = write_report(run, recipe).read_text()
+    assert "<td>p1</td>" in page  # the kept answers, with their problem ids
