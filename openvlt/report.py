@@ -272,7 +272,7 @@ def _eval_samples(report: dict[str, Any] | None) -> str:
 
 def _stage_table(manifest: dict[str, Any]) -> str:
     rows = [[html.escape(key), s.get("status", ""), s.get("attempts", ""), f"{s.get('seconds', 0):.1f}",
-             html.escape(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+             html.escape(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in s.get("counts", {}).items() if not isinstance(v, (dict, list))))]
             for key, s in manifest.items()]
     return _table(["stage", "status", "attempts", "seconds", "counts"], rows)

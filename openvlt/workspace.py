@@ -314,7 +314,7 @@ def fingerprint(path: Path) -> str | None:
 
 def _summary(counts: dict[str, Any]) -> str:
     head = f"{counts['in']} in" + (f" -> {counts['out']} out" if "out" in counts else "") if "in" in counts else ""
-    rest = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items()
+    rest = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in counts.items()
                      if k not in ("in", "out") and not isinstance(v, (dict, list)))
     return "; ".join(s for s in (head, rest) if s) or "done"
 

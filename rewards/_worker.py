@@ -7,7 +7,8 @@ be started from anywhere, daemonic processes included. Start-up, imports include
 Protocol over the socket (``multiprocessing.connection`` framing):
 1. the parent sends its ``sys.path``; the worker answers ``"ready"`` once its imports are done;
 2. the parent sends a list of jobs ``(spec, hints, response, ground_truth, extra_info, index)``;
-   the worker answers a list of ``(status, score, components, error, seconds)`` in the same order;
+   the worker answers a list of ``(status, score, components, error, seconds)`` in the same order
+   (cut short after an item's MemoryError, when the worker then exits and the rest go to a fresh one);
 3. ``None`` (or a closed socket) ends the worker.
 
 While it works, the shared page ``PROGRESS_FD`` holds two doubles: the position of the running
@@ -68,8 +69,12 @@ def main(argv: list[str]) -> None:
                     continue
             PROGRESS.pack_into(progress, 0, position, time.monotonic())
             results.append(score_job(*job))
+            if results[-1][0] == "error" and "MemoryError" in (results[-1][3] or ""):
+                break  # memory a plugin holds on to (a growing cache) would fail every later item
         PROGRESS.pack_into(progress, 0, 0, 0.0)
-        conn.send(results)
+        conn.send(results)  # fewer than sent after a MemoryError: the pool gives the rest to a fresh worker
+        if len(results) < len(jobs) or "MemoryError" in (results[-1][3] or ""):
+            return
 
 
 def _warm_up() -> None:

@@ -222,6 +222,10 @@ class WorkerPool:
         self._start_failures = 0
         for job, raw in zip(jobs, results):
             job.finish(raw)
+        if len(results) < len(jobs):  # it stopped after a MemoryError and exits: the rest go to its replacement
+            self._retire(worker)
+            with self._lock:
+                self._queue.extendleft(reversed(jobs[len(results):]))
 
     def _died(self, worker: _Worker) -> None:
         try:
@@ -232,7 +236,7 @@ class WorkerPool:
         idle = worker.ready and not worker.jobs  # killed from outside (OOM killer, an operator): just replace it
         why = " crashed its worker process" + (" while loading the plugin" if start < 0 else "")
         self._take_back(worker, position if start != 0 else None, "error", f"{why} (exit code {code})", abs(start))
-        if idle:
+        if idle and code != 0:  # (0: it retired itself after a MemoryError)
             logger.warning("a reward worker died while idle (exit code %s); starting another", code)
         elif start <= 0:
             self._start_failures += 1

@@ -172,6 +172,8 @@ def _resolve(spec: str) -> Reward:
         if ep.name == spec:
             return _checked(spec, ep.load())
     terms = parse_composition(spec)
+    if len(terms) == 1 and terms[0][0] == 1.0 and terms[0][1] != spec:  # "1*math" is math
+        return get_reward(terms[0][1])
     if len(terms) > 1 or terms[0][0] != 1.0:
         from rewards.compose import compose
 

@@ -50,6 +50,9 @@ def unsafe_reason(text: str) -> str | None:
     for exponent in _exponents(s):
         if (reason := _exponent_reason(exponent)) is not None:
             return reason
+    literal = [abs(float(e)) for e in (x.strip().strip("{}() ") for x in _exponents(s)) if _NUMBER_RE.match(e)]
+    if math.prod(literal) > MAX_LITERAL_EXPONENT ** 2:  # ((10^{999})^{999})^{999} is 10^(999^3)
+        return f"exponents multiply to {math.prod(literal):.3g}"
     for match in _FACTORIAL_RE.finditer(s):
         if int(match.group(1)) > MAX_FACTORIAL:
             return f"factorial of {match.group(1)}"

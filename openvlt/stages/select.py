@@ -83,9 +83,11 @@ def select_traces(
     if truncate_reflections:
         _truncate(rows, reflection_markers, yields, judge)
     write_records(rows, out_path)
+    target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
     if quarantined:
-        target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
         atomic_write(target, "".join(json.dumps(q) + "\n" for q in quarantined))
+    else:  # a --redo that judged everything: the last attempt's list is no longer true
+        target.unlink(missing_ok=True)
 
     traces = sum(len(r) for r in verdicts)
     correct_traces = sum(judge.is_correct(r) for rs in verdicts for r in rs)

@@ -272,9 +272,10 @@ def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(ref
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
         shutil.copy(_bad_data(tmp_path, reference), tmp_path / d / "test.parquet")
-    ws, r = SimpleNamespace(root=tmp_path / "run"), SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True))
+    ws = SimpleNamespace(root=tmp_path / "run")
+    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None))
     for d in ("a", "b"):
-        assert len(_inputs(ws, r, DataRef(str(tmp_path / d / "test.parquet")))) == 29
+        assert len(_inputs(ws, r, DataRef(str(tmp_path / d / "test.parquet")), "data.eval.held")) == 29
     files = sorted((tmp_path / "run" / "quarantine").glob("test-*.jsonl"))
     assert len(files) == 2
     assert {json.loads(f.read_text().splitlines()[0])["file"] for f in files} == {str(tmp_path / d / "test.parquet") for d in "ab"}

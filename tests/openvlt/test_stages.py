@@ -263,3 +263,7 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
     counts = select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),
                            judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"))
     assert counts["kept_previous"] == len(earlier) and counts["quarantined"] == len(regenerated) - len(earlier)
+    assert (tmp_path / "unjudged.quarantine.jsonl").exists()
+    select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),  # a --redo, all judged
+                  judge=RewardSettings(workers=1, override="math"))
+    assert not (tmp_path / "unjudged.quarantine.jsonl").exists()

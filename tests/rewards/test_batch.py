@@ -312,3 +312,14 @@ def test_memory_of_a_long_stream_stays_bounded(scorer):
         if i == 1000:
             before = process.memory_info().rss
     assert process.memory_info().rss - before < 50 * 2**20
+
+
+def test_a_worker_whose_plugin_ran_out_of_memory_is_replaced_so_later_items_are_scored(tmp_path):
+    """A plugin cache that grows past the memory cap fails one item, not every later one."""
+    plugin = tmp_path / "leaky.py"
+    plugin.write_text("_cache = []\n\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    _cache.append(bytearray(60 * 2**20))\n    return 1.0\n")
+    results = score_batch([{"response": "x", "ground_truth": "x"}] * 24, reward=f"{plugin}:score", workers=1,
+                          timeout=5.0, memory_mb=300)
+    marks = "".join("." if r.ok else "E" for r in results)
+    assert "EE" not in marks and marks.count("E") >= 2 and all("MemoryError" in r.error for r in results if not r.ok)

@@ -194,3 +194,7 @@ def test_a_plugin_registered_interactively_is_refused_for_workers_with_the_way_o
     from rewards import score_batch
 
     assert score_batch([{"response": "a", "ground_truth": "a"}], reward="test_typed_in", workers=0).summary.ok == 1
+
+
+def test_a_composition_of_one_term_at_weight_one_is_that_reward():
+    assert get_reward("1*math") is get_reward("1.0*math") is get_reward("math")
