@@ -45,10 +45,12 @@ def _quiet_library_progress_bars() -> None:
     """The stages' own bars say where a run is; the libraries' bars for each parquet cast, weight
     load and shard write (dozens per run, a line each) would bury them."""
     import datasets
+    import huggingface_hub.utils
     import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()  # (switched off with transformers'): a download shows its progress
 
 
 def _status(argv: list[str]) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.recipe import DataRef, Recipe, Role, prepared_paths
-from openvlt.stages.common import load_problems
+from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,15 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
     if quarantine is not None:
         quarantine.unlink(missing_ok=True)
-    problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
+    try:
+        problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
+        why = "" if problems else f"{ref.path} has no usable problems"
+    except NoProblems as exc:
+        problems, why = [], str(exc)
     if not problems:
         set_aside = f" ({len(quarantine.read_text().splitlines())} bad rows set aside in {quarantine})" if (
             quarantine is not None and quarantine.exists()) else ""
-        raise ValueError(f"{key}: {ref.path} has no usable problems{set_aside}")
+        raise ValueError(f"{key}: {why}{set_aside}")
     if r.reward.override is None:
         _check_reward_names(problems, ref.path, key)
     return problems

@@ -245,13 +245,14 @@ class Recipe:
 
 
 def rebase_paths(raw: Any, old: str, new: str) -> Any:
-    """`raw` (recipe values) with every path inside folder `old` moved into `new`."""
+    """`raw` (recipe values) with the run directory `old` and every path inside it moved to `new`
+    (other text, such as a `name` that happens to equal the folder's name, is left alone)."""
     if isinstance(raw, dict):
-        return {k: rebase_paths(v, old, new) for k, v in raw.items()}
+        return {k: new if k == "run_dir" and v == old else rebase_paths(v, old, new) for k, v in raw.items()}
     if isinstance(raw, list):
         return [rebase_paths(v, old, new) for v in raw]
-    if isinstance(raw, str) and (raw == old or raw.startswith(old.rstrip("/") + "/")):
-        return new + raw[len(old.rstrip("/")):] if raw != old else new
+    if isinstance(raw, str) and raw.startswith(old.rstrip("/") + "/"):
+        return new + raw[len(old.rstrip("/")):]
     return raw
 
 

@@ -265,6 +265,9 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     record file's folder. A null list is a text-only row."""
     kind = table.schema.field("images").type
     item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+    if pa.types.is_null(kind) or (item is not None and pa.types.is_null(item)):  # no image in any row (pandas)
+        column = pa.array([[] for _ in range(table.num_rows)], type=pa.list_(_IMAGE_STRUCT))
+        return table.set_column(table.schema.get_field_index("images"), "images", column)
     structs = item is not None and pa.types.is_struct(item) and item.get_field_index("bytes") >= 0
     if item is not None and item.equals(_IMAGE_STRUCT) and table.column("images").null_count == 0 and not any(
             chunk.flatten().field("bytes").null_count for chunk in table.column("images").chunks):
@@ -299,13 +302,17 @@ def _normalise_extra_info(table: pa.Table) -> pa.Table:
     """`extra_info` as JSON text, also when another tool (verl's and EasyR1's parquet files) wrote it
     as a struct or a map column."""
     kind = table.schema.field("extra_info").type
+    if pa.types.is_dictionary(kind):  # pandas' categorical column
+        table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
+                                 table.column("extra_info").cast(kind.value_type))
+        kind = kind.value_type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return table
 
     def as_dict(value: Any) -> Any:
         return dict(value) if isinstance(value, list) and pa.types.is_map(kind) else value
 
-    texts = [None if v is None else json.dumps(as_dict(v), sort_keys=True, ensure_ascii=False, default=str)
+    texts = [v if v is None or isinstance(v, str) else json.dumps(as_dict(v), sort_keys=True, ensure_ascii=False, default=str)
              for v in table.column("extra_info").to_pylist()]
     return table.set_column(table.schema.get_field_index("extra_info"), "extra_info", pa.array(texts, pa.string()))
 

@@ -125,7 +125,8 @@ class Workspace:
         continues the unfinished redo, however far it got, instead of starting it over; with other
         values, or once the run has finished (`finish`), it is a new redo."""
         stages, request = self.manifest["stages"], self.manifest.get("redo", {})
-        if request.get("stage") == keys[0] and request.get("recipe") == self.work_digest and "finished" not in request:
+        if (request.get("stage") == keys[0] and request.get("recipe") == self.work_digest and "finished" not in request
+                and not any(stages[k].get("status") == "complete" and self._changed_inputs(k) for k in keys)):
             log.info("--redo %s: continuing the unfinished redo", keys[0])
             return
         for k in keys:  # saved work of an interrupted or just-finished attempt is not reused by a redo
@@ -226,9 +227,7 @@ class Workspace:
     def _check_inputs_unchanged(self, key: str, inputs: dict[str, str | Path]) -> None:
         """A complete stage whose input files changed since it ran (a data file fixed in place, a model
         folder replaced) is not silently skipped: its outputs were made from the old content."""
-        recorded = self.manifest["stages"][key].get("inputs", {})
-        changed = [f"{name} ({path})" for name, path in inputs.items()
-                   if name in recorded and fingerprint(Path(path)) != recorded[name]["hash"]]
+        changed = self._changed_inputs(key, inputs)
         if not changed:
             return
         what = f"{key} is complete, but its input {', '.join(changed)} changed since it ran"
@@ -236,6 +235,14 @@ class Workspace:
             raise ValueError(f"{what}. Rerun with --redo {key} to run it (and every stage after it) on the new "
                              "content, or --force to keep the completed work as it is")
         log.warning("--force: %s; keeping its outputs", what)
+
+    def _changed_inputs(self, key: str, inputs: dict[str, str | Path] | None = None) -> list[str]:
+        """`key`'s inputs (as given, else as recorded) whose content differs from what it ran on
+        (files over 64 MiB are compared by size: see `fingerprint`)."""
+        recorded = self.manifest["stages"].get(key, {}).get("inputs", {})
+        paths = inputs if inputs is not None else {name: entry["path"] for name, entry in recorded.items()}
+        return [f"{name} ({path})" for name, path in paths.items()
+                if name in recorded and fingerprint(Path(path)) != recorded[name]["hash"]]
 
     def _scratch(self, key: str) -> Path:
         return self.root / ".scratch" / key.replace("/", "__")

@@ -69,12 +69,17 @@ def main(argv: list[str]) -> None:
                     continue
             PROGRESS.pack_into(progress, 0, position, time.monotonic())
             results.append(score_job(*job))
-            if results[-1][0] == "error" and "MemoryError" in (results[-1][3] or ""):
+            if retires_after(results):
                 break  # memory a plugin holds on to (a growing cache) would fail every later item
         PROGRESS.pack_into(progress, 0, 0, 0.0)
         conn.send(results)  # fewer than sent after a MemoryError: the pool gives the rest to a fresh worker
-        if len(results) < len(jobs) or "MemoryError" in (results[-1][3] or ""):
+        if retires_after(results):
             return
+
+
+def retires_after(results: list[tuple]) -> bool:
+    """Whether a worker exits after sending these results: its last item ran out of memory."""
+    return bool(results) and results[-1][0] == "error" and "MemoryError" in (results[-1][3] or "")
 
 
 def _warm_up() -> None:
@@ -104,17 +109,20 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
 def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:
     """Import and resolve a plugin before its first item's clock starts; an error result if it cannot be."""
     started = time.perf_counter()
-    try:
-        _import_hints(hints)
-        get_reward(spec)
-    except Exception as exc:
-        error = str(exc) if isinstance(exc, RewardError) else f"{type(exc).__name__}: {exc}"
-        return "error", math.nan, None, f"reward {spec!r} on item {index}: loading it failed: {error}", time.perf_counter() - started
-    _loaded.add((spec, hints))
-    return None
+    if (spec, hints) not in _load_failures:
+        try:
+            _import_hints(hints)
+            get_reward(spec)
+            _loaded.add((spec, hints))
+            return None
+        except Exception as exc:  # tried once per worker: a slow import that fails is not paid per item
+            _load_failures[(spec, hints)] = str(exc) if isinstance(exc, RewardError) else f"{type(exc).__name__}: {exc}"
+    error = f"reward {spec!r} on item {index}: loading it failed: {_load_failures[(spec, hints)]}"
+    return "error", math.nan, None, error, time.perf_counter() - started
 
 
 _loaded: set[tuple[str, tuple[str, ...]]] = set()
+_load_failures: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
 def _import_hints(hints: tuple[str, ...]) -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing import connection
 
 import rewards
-from rewards._worker import PROGRESS
+from rewards._worker import PROGRESS, retires_after
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class WorkerPool:
         self._closing = False
         self._broken: str | None = None
         self._start_failures = 0
+        self._unloadable: dict[str, str] = {}  # plugin spec -> why a worker could not load it (crash, hang)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -159,7 +160,7 @@ class WorkerPool:
                     if self._closing:
                         break
                     self._assign()
-                watched = list(self._workers)  # idle ones too: one that dies idle is replaced before it is needed
+                watched = list(self._workers)  # idle ones too: one that dies idle is dropped, and the next items start another
                 waitables = [self._wake_r, *(w.conn for w in watched)]
                 ready = set(connection.wait(waitables, timeout=self._seconds_to_deadline(watched)))
                 if self._wake_r in ready:
@@ -179,6 +180,10 @@ class WorkerPool:
             while self._queue:
                 self._queue.popleft().fail("error", f": {self._broken}")
             return
+        if self._unloadable and any(job.payload[0] in self._unloadable for job in self._queue):
+            for job in [job for job in self._queue if job.payload[0] in self._unloadable]:  # not tried again per item
+                self._queue.remove(job)
+                job.fail("error", f": {self._unloadable[job.payload[0]]}")
         while self._queue and len(self._workers) < self.size:
             try:
                 self._workers.append(self._spawn())
@@ -222,7 +227,7 @@ class WorkerPool:
         self._start_failures = 0
         for job, raw in zip(jobs, results):
             job.finish(raw)
-        if len(results) < len(jobs):  # it stopped after a MemoryError and exits: the rest go to its replacement
+        if retires_after(results):  # it ran out of memory and exits: the rest of its chunk go to its replacement
             self._retire(worker)
             with self._lock:
                 self._queue.extendleft(reversed(jobs[len(results):]))
@@ -233,12 +238,15 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             code = None
         position, start = worker.running()
-        idle = worker.ready and not worker.jobs  # killed from outside (OOM killer, an operator): just replace it
-        why = " crashed its worker process" + (" while loading the plugin" if start < 0 else "")
-        self._take_back(worker, position if start != 0 else None, "error", f"{why} (exit code {code})", abs(start))
-        if idle and code != 0:  # (0: it retired itself after a MemoryError)
-            logger.warning("a reward worker died while idle (exit code %s); starting another", code)
-        elif start <= 0:
+        idle = worker.ready and not worker.jobs  # killed from outside (OOM killer, an operator): just dropped
+        why = f" crashed its worker process{' while loading the plugin' if start < 0 else ''} (exit code {code})"
+        if start < 0 and position < len(worker.jobs):  # a plugin whose import kills the process: fail its items
+            self._unloadable[worker.jobs[position].payload[0]] = f"loading it{why}"
+        self._take_back(worker, position if start != 0 else None, "error", why, abs(start))
+        if idle:
+            if code != 0:
+                logger.warning("a reward worker died while idle (exit code %s); the next items start another", code)
+        elif start == 0:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
                 self._broken = f"reward worker processes keep dying before scoring anything (exit code {code})"
@@ -252,8 +260,9 @@ class WorkerPool:
             position, start = worker.running()
             if start < 0 and position < len(worker.jobs) and now + start > LOAD_LIMIT_S:
                 worker.process.kill()
-                self._take_back(worker, position, "timeout",
-                                f" took more than {LOAD_LIMIT_S:g} s to load (worker killed)", -start)
+                why = f" took more than {LOAD_LIMIT_S:g} s to load (worker killed)"
+                self._unloadable[worker.jobs[position].payload[0]] = why.strip()
+                self._take_back(worker, position, "timeout", why, -start)
             elif start > 0 and position < len(worker.jobs) and now - start > worker.jobs[position].timeout:
                 limit = worker.jobs[position].timeout
                 worker.process.kill()

@@ -21,6 +21,7 @@ MAX_FACTORIAL = 500
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*!")
 _CLOSERS = {"{": "}", "(": ")", "[": "]"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
 _TOKEN_RE = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\\[A-Za-z]+|[A-Za-z])")
 
 
@@ -50,15 +51,42 @@ def unsafe_reason(text: str) -> str | None:
     for exponent in _exponents(s):
         if (reason := _exponent_reason(exponent)) is not None:
             return reason
-    literal = [abs(float(e)) for e in (x.strip().strip("{}() ") for x in _exponents(s)) if _NUMBER_RE.match(e)]
-    if math.prod(literal) > MAX_LITERAL_EXPONENT ** 2:  # ((10^{999})^{999})^{999} is 10^(999^3)
-        return f"exponents multiply to {math.prod(literal):.3g}"
+    if (stacked := _stacked_exponent(s)) > MAX_LITERAL_EXPONENT ** 2:  # ((10^{999})^{999})^{999} is 10^(999^3)
+        return f"powers of powers with exponents multiplying to {stacked:.3g}"
     for match in _FACTORIAL_RE.finditer(s):
         if int(match.group(1)) > MAX_FACTORIAL:
             return f"factorial of {match.group(1)}"
     if re.search(r"[)}]\s*!", s) and ("^" in s or s.count("!") > 1):
         return "factorial of a computed value"
     return None
+
+
+def _stacked_exponent(s: str) -> float:
+    """The largest product of literal exponents along a chain of bracketed bases, (a^{b})^{c} -> b*c
+    (x^{10}+x^{9} stays 10: exponents side by side do not multiply)."""
+    best, i = 1.0, 0
+    while (i := s.find("^", i)) >= 0:
+        start = _skip_spaces(s, i + 1)
+        text = s[start:_operand_end(s, start)].strip().strip("{}() ")
+        exponent = abs(float(text)) if _NUMBER_RE.match(text) else 1.0
+        j = i - 1
+        while j >= 0 and s[j] == " ":
+            j -= 1
+        inner = _stacked_exponent(s[_open(s, j) + 1 : j]) if j >= 0 and s[j] in _OPENERS else 1.0
+        best, i = max(best, exponent * inner), i + 1
+    return best
+
+
+def _open(s: str, close_at: int) -> int:
+    want, depth = _OPENERS[s[close_at]], 0
+    for k in range(close_at, -1, -1):
+        if s[k] == s[close_at]:
+            depth += 1
+        elif s[k] == want:
+            depth -= 1
+            if depth == 0:
+                return k
+    return 0
 
 
 def _tower_height(s: str) -> int:

@@ -18,6 +18,10 @@ from openvlt.files import atomic_write
 log = logging.getLogger(__name__)
 
 
+class NoProblems(ValueError):
+    """A slice of a problem file with no usable row in it."""
+
+
 def load_problems(
     path: str | Path, start: int = 0, stop: int | None = None, *, quarantine_path: str | Path | None = None,
     decode_images: bool = False,
@@ -34,7 +38,7 @@ def load_problems(
     stop = records.source_rows[-1] + 1 if stop is None and records.source_rows else stop
     chosen = [i for i, row in enumerate(records.source_rows) if start <= row < (stop or 0)]  # file row numbers
     if not chosen:
-        raise ValueError(f"{path}: rows [{start}, {stop}) select no problems (the file has {len(records)} usable rows)")
+        raise NoProblems(f"{path}: rows [{start}, {stop}) select no problems (the file has {len(records)} usable rows)")
     return [records[i] for i in chosen]
 
 
@@ -73,19 +77,18 @@ def generate_in_chunks(
     Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit."""
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[list[str]] = []
-    bar = tqdm(total=len(requests), desc=desc, unit="problem")
-    for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
-        path = scratch / f"chunk-{c:05d}.json"
-        if path.exists():
-            texts = json.loads(path.read_text())
-        else:
-            chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
-            texts = engine.generate(list(requests[start : start + chunk_size]), chunk_sampling)
-            atomic_write(path, json.dumps(texts))
-            crashpoint(f"{point}:chunk:{c}")
-        out.extend(texts)
-        bar.update(len(texts))
-    bar.close()
+    with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
+        for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
+            path = scratch / f"chunk-{c:05d}.json"
+            if path.exists():
+                texts = json.loads(path.read_text())
+            else:
+                chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
+                texts = engine.generate(list(requests[start : start + chunk_size]), chunk_sampling)
+                atomic_write(path, json.dumps(texts))
+                crashpoint(f"{point}:chunk:{c}")
+            out.extend(texts)
+            bar.update(len(texts))
     return out
 
 

@@ -74,7 +74,7 @@ def _component_names(reward: str | None) -> tuple[str, ...]:
         terms = split_terms(reward)
     except RewardError:
         return ()
-    return tuple(part for _, part in terms) if len(terms) > 1 or "*" in reward else ()
+    return tuple(part for _, part in terms) if len(terms) > 1 or terms[0][0] != 1.0 else ()  # "1*math" is math
 
 
 def item(response: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, reward: str | None = None) -> dict:

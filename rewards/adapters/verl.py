@@ -17,9 +17,11 @@ cannot work.
 
 verl needs a float: a failed item scores 0.0, is logged, and is flagged by ``reward_failed = 1.0``
 in the returned dict (verl logs every key as a metric); ``on_error="raise"`` stops training instead.
-Keys must be the same for every item of a batch: a failed item gets its reward's component names
-(at 0.0, as its judged items had them); with rewards of different component names in one batch,
-pass ``components=False`` (then only ``score`` and ``reward_failed`` are returned).
+Keys must be the same for every item of a batch: a failed item gets its reward's component names at
+0.0 (a composition's parts, or the names a judged item of the same reward had in this process; a
+plugin returning its own components that fails before any of its items was judged cannot know them);
+with rewards of different component names in one batch, pass ``components=False`` (then only
+``score`` and ``reward_failed`` are returned).
 """
 from __future__ import annotations
 

@@ -317,6 +317,9 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     with Workspace.open(lenient, force=True) as ws:
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 3
         assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1
+        with pytest.raises(ValueError, match=r"data.rl: .*fixed_later.parquet: rows \[3, 4\) select no problems .*"
+                                             r"\(1 bad rows set aside in .*quarantine"):
+            _inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")
         write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
         assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))

@@ -163,6 +163,12 @@ def test_files_other_tools_write_are_read_image_paths_struct_extra_info_and_null
     with pytest.raises(RecordError, match=r"row 1 \(id 'b'\): image 1 of 1 cannot be read from .*imgs/gone.png"):
         read_records(tmp_path / "mixed.parquet")
     assert [r["images"] for r in read_records(tmp_path / "mixed.parquet", skip_bad_rows=True)] == [[]]  # text-only row
+    text_only = {"id": ["t"], "question": ["2 + 2?"], "answer": ["4"], "data_source": ["x"], "reward": ["math"]}
+    for images in (pa.array([None], pa.null()), pa.array([[]], pa.list_(pa.null()))):  # all text-only, as pandas writes it
+        categorical = pa.array(['{"precision": 2}']).dictionary_encode()
+        pq.write_table(pa.table({**text_only, "images": images, "extra_info": categorical}), tmp_path / "text.parquet")
+        [row] = read_records(tmp_path / "text.parquet")
+        assert row["images"] == [] and row["extra_info"] == {"precision": 2}
 
 
 def test_an_image_the_processor_would_refuse_is_a_bad_row(tmp_path):

@@ -301,6 +301,10 @@ def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, 
     with Workspace.open(recipe, redo="iter_1/caption") as ws:
         stage(ws)
     assert runs == ["v1", "v2"] and (tmp_path / "run" / "x.txt").read_text() == "v2"
+    data.write_text("v3")  # edited again before the redo went through to the end: the same --redo runs it again
+    with Workspace.open(recipe, redo="iter_1/caption") as ws:
+        stage(ws)
+    assert runs == ["v1", "v2", "v3"]
 
 
 def test_a_run_directory_moved_elsewhere_resumes_without_force(tmp_path, toyworld_dir, tiny_student):

@@ -323,3 +323,35 @@ def test_a_worker_whose_plugin_ran_out_of_memory_is_replaced_so_later_items_are_
                           timeout=5.0, memory_mb=300)
     marks = "".join("." if r.ok else "E" for r in results)
     assert "EE" not in marks and marks.count("E") >= 2 and all("MemoryError" in r.error for r in results if not r.ok)
+
+
+def test_a_plugin_whose_import_kills_or_hangs_its_worker_fails_its_items_not_the_pool(tmp_path, monkeypatch):
+    """Tried once: its items are errors naming why, and other rewards are scored as before."""
+    import rewards.pool
+
+    monkeypatch.setattr(rewards.pool, "LOAD_LIMIT_S", 1.0)
+    crashes, hangs = tmp_path / "crashes.py", tmp_path / "hangs.py"
+    in_worker = "import os, sys, time\nif sys.argv[0] == '-c':  # a worker process (this process checks the spec first)\n"
+    crashes.write_text(in_worker + "    os._exit(3)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    hangs.write_text(in_worker + "    time.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    items = [{"response": "x", "ground_truth": "x"}] * 6
+    with RewardScorer(workers=2) as scorer:
+        for plugin, why in ((crashes, "crashed its worker process while loading the plugin (exit code 3)"),
+                            (hangs, "took more than 1 s to load")):
+            started = time.monotonic()
+            results = _within(60, lambda: scorer.score(items, f"{plugin}:score", timeout=5.0))
+            assert all(r.status in ("error", "timeout") and why in r.error for r in results), results[0].error
+            assert time.monotonic() - started < 20  # not 6 tries of the same load
+        assert scorer.score(toy_items(4), "math", timeout=5.0).summary.ok == 4  # the pool still works
+
+
+def test_a_memory_error_on_the_last_item_of_a_chunk_retires_the_worker_too(tmp_path):
+    plugin = tmp_path / "leaky_last.py"
+    plugin.write_text("_cache = []\n\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    _cache.append(bytearray(120 * 2**20))\n    return 1.0\n")
+    with RewardScorer(workers=3, memory_mb=300) as scorer:
+        for _ in range(4):  # chunks of one item: every third item in a worker ends a chunk with a MemoryError
+            results = _within(60, lambda: scorer.score([{"response": "x", "ground_truth": "x"}] * 3, f"{plugin}:score",
+                                                        timeout=5.0))
+            assert all(r.ok or "MemoryError" in r.error for r in results)
+        assert scorer.score(toy_items(4), "math", timeout=5.0).summary.ok == 4

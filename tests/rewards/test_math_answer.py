@@ -4,6 +4,7 @@ import time
 import pytest
 
 from rewards.math_answer import math_reward
+from rewards.safety import unsafe_reason
 
 CHOICES = {"choices": ["2", "4", "3", "5"]}
 
@@ -182,6 +183,9 @@ def test_adversarial_answers_are_wrong_and_fast(answer):
 def test_powers_of_moderate_exponents_are_still_checked():
     assert math_reward(tagged("2^{900}+3^{900}"), "3^{900}+2^{900}", extra_info={}) == 1.0
     assert math_reward(tagged("(x^{3})^{2}"), "x^{6}", extra_info={}) == 1.0
+    polynomial = "+".join(f"x^{{{k}}}" for k in range(10, 1, -1)) + "+x+1"  # exponents side by side: 10! > 10^6
+    assert math_reward(tagged(polynomial), polynomial.replace("+x+1", "+1+x"), extra_info={}) == 1.0
+    assert unsafe_reason("((10^{999})^{999})^{999}").startswith("powers of powers") and unsafe_reason(polynomial) is None
 
 
 def test_garbage_is_cheap():
