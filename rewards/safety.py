@@ -72,21 +72,9 @@ def _stacked_exponent(s: str) -> float:
         j = i - 1
         while j >= 0 and s[j] == " ":
             j -= 1
-        inner = _stacked_exponent(s[_open(s, j) + 1 : j]) if j >= 0 and s[j] in _OPENERS else 1.0
+        inner = _stacked_exponent(s[_match(s, j) + 1 : j]) if j >= 0 and s[j] in _OPENERS else 1.0
         best, i = max(best, exponent * inner), i + 1
     return best
-
-
-def _open(s: str, close_at: int) -> int:
-    want, depth = _OPENERS[s[close_at]], 0
-    for k in range(close_at, -1, -1):
-        if s[k] == s[close_at]:
-            depth += 1
-        elif s[k] == want:
-            depth -= 1
-            if depth == 0:
-                return k
-    return 0
 
 
 def _tower_height(s: str) -> int:
@@ -104,7 +92,7 @@ def _exponents(s: str) -> list[str]:
             if after >= len(s) or s[after] != "^":
                 break
             end = _skip_spaces(s, after + 1)  # "9^9^9": the exponent of the first caret is "9^9"
-        single_group = s[start:start + 1] in _CLOSERS and _close(s, start) + 1 == end
+        single_group = s[start:start + 1] in _CLOSERS and _match(s, start) + 1 == end
         found.append(s[start + 1 : end - 1] if single_group else s[start:end])
         i = max(end, i + 1)
     return found
@@ -118,21 +106,23 @@ def _skip_spaces(s: str, j: int) -> int:
 
 def _operand_end(s: str, j: int) -> int:
     if j < len(s) and s[j] in _CLOSERS:
-        return _close(s, j) + 1
+        return _match(s, j) + 1
     match = _TOKEN_RE.match(s, j)
     return match.end() if match else min(j + 1, len(s))
 
 
-def _close(s: str, open_at: int) -> int:
-    want, depth = _CLOSERS[s[open_at]], 0
-    for k in range(open_at, len(s)):
-        if s[k] == s[open_at]:
+def _match(s: str, at: int) -> int:
+    """Where the bracket at `at` is matched: forward from an opener, backward from a closer (or the end)."""
+    forward = s[at] in _CLOSERS
+    want, depth = (_CLOSERS if forward else _OPENERS)[s[at]], 0
+    for k in range(at, len(s)) if forward else range(at, -1, -1):
+        if s[k] == s[at]:
             depth += 1
         elif s[k] == want:
             depth -= 1
             if depth == 0:
                 return k
-    return len(s) - 1
+    return len(s) - 1 if forward else 0
 
 
 def _exponent_reason(exponent: str) -> str | None:
