@@ -254,13 +254,12 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
         quarantine.unlink(missing_ok=True)
     try:
         problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
-        why = "" if problems else f"{ref.path} has no usable problems"
+        if not problems:  # (an empty file read whole; an empty slice raises)
+            raise NoProblems(f"{ref.path} has no usable problems")
     except NoProblems as exc:
-        problems, why = [], str(exc)
-    if not problems:
         set_aside = f" ({len(quarantine.read_text().splitlines())} bad rows set aside in {quarantine})" if (
             quarantine is not None and quarantine.exists()) else ""
-        raise ValueError(f"{key}: {why}{set_aside}")
+        raise ValueError(f"{key}: {exc}{set_aside}") from None
     if r.reward.override is None:
         _check_reward_names(problems, ref.path, key)
     return problems

@@ -236,9 +236,11 @@ def _to_storage(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _image_struct(image: Any) -> dict[str, Any]:
+def _image_struct(image: Any, folder: Path = Path()) -> dict[str, Any]:
     """Bytes only: `datasets` would drop the bytes of an image whose local path is also given,
-    and a record file must stay self-contained when the original image files move."""
+    and a record file must stay self-contained when the original image files move. A file path is
+    read in (relative to `folder`: the record file's, when one is read); one that cannot be read keeps
+    its path, for validation to name."""
     if isinstance(image, dict):
         image = image.get("bytes") or image.get("path")
     if image is None:
@@ -246,7 +248,11 @@ def _image_struct(image: Any) -> dict[str, Any]:
     if isinstance(image, (bytes, bytearray)):
         return {"bytes": bytes(image), "path": None}
     if isinstance(image, (str, Path)):
-        return {"bytes": Path(image).read_bytes(), "path": None}
+        file = folder / image  # an absolute `image` stays as it is
+        try:
+            return {"bytes": file.read_bytes(), "path": None}
+        except OSError:
+            return {"bytes": None, "path": str(file)}
     if isinstance(image, Image.Image):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -278,24 +284,10 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
                           "(encoded bytes, {bytes, path} structs or file paths)")
     rows = table.column("images").to_pylist()
     column = pa.array(
-        [[] if row is None else [None if im is None else _stored_image(im, path.parent) for im in row] for row in rows],
+        [[] if row is None else [None if im is None else _image_struct(im, path.parent) for im in row] for row in rows],
         type=pa.list_(_IMAGE_STRUCT),
     )
     return table.set_column(table.schema.get_field_index("images"), "images", column)
-
-
-def _stored_image(image: bytes | str | dict[str, Any], folder: Path) -> dict[str, Any]:
-    """One image of a file being read, as a {bytes, path} struct: a file path (relative to `folder`)
-    is read in; one that cannot be keeps its path, for validation to name."""
-    if isinstance(image, dict):
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, (bytes, bytearray)) or image is None:
-        return {"bytes": image, "path": None}
-    file = Path(image) if Path(image).is_absolute() else folder / image
-    try:
-        return {"bytes": file.read_bytes(), "path": None}
-    except OSError:
-        return {"bytes": None, "path": str(file)}
 
 
 def _normalise_extra_info(table: pa.Table) -> pa.Table:

@@ -83,23 +83,20 @@ class Workspace:
         ws = cls(root)
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
-        if frozen.exists():
-            changes = changes_since(_moved(yaml.safe_load(frozen.read_text()) or {}, recipe.run_dir), recipe)
-            if changes and not force:
+        old = (yaml.safe_load(frozen.read_text()) or {}) if frozen.exists() else None
+        changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
+        if changes:
+            if not force:
                 raise RecipeError(
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
                     + "\n  ".join(changes[:20])
                     + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
                     "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
                 )
-            if not changes and (yaml.safe_load(frozen.read_text()) or {}).get("run_dir") != recipe.run_dir:
-                atomic_write(frozen, dump_recipe(recipe))  # moved: the frozen recipe names where it is now
-            if changes:
-                stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-                shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
-                log.warning("--force: recipe changed (%s); the old one is kept as recipe.%s.yaml", "; ".join(changes[:5]), stamp)
-                atomic_write(frozen, dump_recipe(recipe))
-        else:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
+            log.warning("--force: recipe changed (%s); the old one is kept as recipe.%s.yaml", "; ".join(changes[:5]), stamp)
+        if old is None or changes or old.get("run_dir") != recipe.run_dir:  # new, forced, or moved (it names where it is)
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest.pop("finished", None)  # until this run goes through to the end again

@@ -95,8 +95,7 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
               index: int) -> tuple:
     """One item -> ``(status, score, components, error, seconds)``; a failure is never a score."""
     started = time.perf_counter()
-    try:
-        _import_hints(hints)
+    try:  # (`hints` were imported by `_load`, before the item's clock started)
         score, components = call_reward(spec, response, ground_truth, extra_info, index=index)
         return "ok", score, components, None, time.perf_counter() - started
     except RewardError as exc:

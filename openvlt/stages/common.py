@@ -115,6 +115,11 @@ def score_responses(
     return shaped
 
 
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """The mean, or None for no values (nothing judged is no evidence, not a 0)."""
+    return sum(values) / len(values) if values else None
+
+
 def count_failures(results: Sequence[Sequence[Any]]) -> dict[str, int]:
     flat = [r for rs in results for r in rs]
     return {"reward_errors": sum(r.status == "error" for r in flat), "reward_timeouts": sum(r.status == "timeout" for r in flat)}

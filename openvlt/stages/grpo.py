@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from openvlt.backends import GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import student_request
+from openvlt.stages.common import mean_or_none, student_request
 
 
 def train_grpo(
@@ -52,9 +52,8 @@ def train_grpo(
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    """Mean of `key` over the rows that have a value (a step whose rollouts were all unjudged has no reward)."""
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return sum(values) / len(values) if values else None
+    """Mean of `key` over the steps that have one (a step whose rollouts were all unjudged has none)."""
+    return mean_or_none([r[key] for r in rows if r.get(key) is not None])
 
 
 def _with_format(reward: str, weight: float) -> str:

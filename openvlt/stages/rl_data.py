@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from openvlt.engines import Engine, Sampling
 from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
+from openvlt.stages.common import count_failures, generate_in_chunks, mean_or_none, score_responses, student_request
 
 
 def select_rl_problems(
@@ -36,7 +36,7 @@ def select_rl_problems(
     verdicts = score_responses(problems, samples, judge)
     # the pass rate among the samples the reward could judge: an error or a timeout is no evidence of a
     # wrong answer; a problem with no judged sample has no rate and is left out (counted as `unjudged`)
-    rates = [_pass_rate([judge.is_correct(r) for r in rs if r.ok]) for rs in verdicts]
+    rates = [mean_or_none([judge.is_correct(r) for r in rs if r.ok]) for rs in verdicts]
     kept = [{**p, "pass_rate": rate} for p, rate in zip(problems, rates) if rate is not None and min_pass < rate < max_pass]
     if max_problems is not None:
         kept = kept[:max_problems]
@@ -50,7 +50,3 @@ def select_rl_problems(
     return {"in": len(problems), "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
             "all_pass": sum(r >= 1 for r in judged), "none_pass": sum(r <= 0 for r in judged),
             "unjudged": len(rates) - len(judged), **count_failures(verdicts)}
-
-
-def _pass_rate(correct: list[bool]) -> float | None:
-    return sum(correct) / len(correct) if correct else None
