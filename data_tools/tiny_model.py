@@ -43,6 +43,10 @@ CHAT_TEMPLATE = (  # one line on purpose: no whitespace control needed, no stray
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+TEXT_CHAT_TEMPLATE = (  # a text-only model's: each message's content is a string (as Qwen2.5's and R1's are)
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 _GENERIC_TEXT = (
     "The answer is 42. Let x = 3, then 2x + 1 = 7. 0 1 2 3 4 5 6 7 8 9 10 100 1,000 3.14 -5 50% $20 "
     "\\frac{1}{2} \\sqrt{8} \\pi \\boxed{7} \\text{cm} ^{2} (A) (B) (C) (D) A. B. C. D. "
@@ -130,6 +134,29 @@ def build_tiny_student(out_dir: str | Path, size: TinySize = TinySize(), seed: i
     tmp.rename(out)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("tiny student: %.2f M parameters, vocabulary %d", n_params / 1e6, len(tokenizer))  # callers say where
+    return out
+
+
+def build_tiny_reasoner(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
+    """Write a tiny random-init text-only language model (Qwen2) with the student's tokenizer: a
+    stand-in for a text reasoner such as OpenVLThinker's R1-distilled Qwen, for tests on the hf engine."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = _train_tokenizer(size.vocab, seed)
+    tokenizer.chat_template = TEXT_CHAT_TEMPLATE
+    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
+        max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos, pad_token_id=pad,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, do_sample=False)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 

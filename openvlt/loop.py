@@ -281,7 +281,15 @@ def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> 
 
 
 def _engine(r: Recipe, role: str, model: str | None = None):
+    """The role's engine. Only the reasoner may be a text-only model: the others read the images."""
     spec = getattr(r.roles, role)
+    if spec.engine == "hf" and role != "reasoner":
+        from openvlt.models import reads_images
+
+        if not reads_images(model or spec.model):
+            key = "roles.captioner.model" if role == "captioner" else "roles.student.model"
+            raise ValueError(f"{key}: {model or spec.model} is a text-only model, but the {role} reads the problems' "
+                             "images: bind an image-text model (a Qwen2.5-VL folder or hub name)")
     return build_engine(EngineSpec(spec.engine, model or spec.model, r.role_options(role)))
 
 

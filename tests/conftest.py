@@ -1,4 +1,4 @@
-"""Shared fixtures: a small toy world and a tiny student, each built once per test session.
+"""Shared fixtures: a small toy world, a tiny student and a tiny text reasoner, each built once per test session.
 
 Everything runs offline on the CPU: HF_HUB_OFFLINE is set before transformers is imported.
 """
@@ -31,6 +31,28 @@ def tiny_student(tmp_path_factory) -> Path:
     from data_tools.tiny_model import TinySize, build_tiny_student
 
     return build_tiny_student(tmp_path_factory.mktemp("models") / "tiny", TinySize(hidden=64, intermediate=128, vocab=600))
+
+
+@pytest.fixture(scope="session")
+def tiny_reasoner(tmp_path_factory) -> Path:
+    """A tiny random-init text-only language model (Qwen2), as a reasoner role would bind."""
+    from data_tools.tiny_model import TinySize, build_tiny_reasoner
+
+    return build_tiny_reasoner(tmp_path_factory.mktemp("models") / "reasoner", TinySize(hidden=64, intermediate=128, vocab=600))
+
+
+def decisive(model):
+    """`model` with weights drawn 15x wider than at init, so its greedy choices depend on its input.
+    At init every prompt gets the same token over and over, and a test that compares greedy outputs
+    would pass whatever the engine did to the prompt."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() >= 2:
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.3)
+    return model
 
 
 @pytest.fixture

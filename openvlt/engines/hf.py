@@ -1,8 +1,9 @@
 """The `hf` engine: transformers `generate` for CPU and small GPUs.
 
 Batched (left padding), `n` samples per request, temperature / top-p / max tokens, seeded: the
-same requests and sampling give the same texts. Works with the tiny student and with real
-Qwen2.5-VL folders (processor loading without torchvision: openvlt.models.load_processor).
+same requests and sampling give the same texts. Works with the tiny student, with real
+Qwen2.5-VL folders (processor loading without torchvision: openvlt.models.load_processor) and, for
+prompts without images, with text-only language models (a reasoner).
 """
 from __future__ import annotations
 

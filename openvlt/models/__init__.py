@@ -1,4 +1,5 @@
-"""Loading Hugging Face VLM folders (the tiny student, real Qwen2.5-VL checkpoints) on any machine."""
+"""Loading Hugging Face model folders on any machine: VLMs (the tiny student, real Qwen2.5-VL
+checkpoints) and text-only language models (a reasoner such as OpenVLThinker's R1-distilled Qwen)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,8 @@ PROCESSOR_FILES = (
 
 
 def load_processor(path: str | Path) -> Any:
-    """The folder's processor: the stock one where it loads, else an image-only Qwen2.5-VL one.
+    """The folder's processor: the stock one where it loads, else an image-only Qwen2.5-VL one; for a
+    text-only model, its tokenizer in a `TextOnlyProcessor`.
 
     Without torchvision the stock Qwen2.5-VL processor cannot be built (its video processor needs
     torchvision); then folders with our `auto_map` load through it, and other Qwen2.5-VL folders
@@ -28,7 +30,7 @@ def load_processor(path: str | Path) -> Any:
     A tokenizer without a pad token pads with its end-of-text token (batches need one; attention
     masks and labels leave padding out, so which token it is does not matter).
     """
-    processor = _processor(str(path))
+    processor = _processor(str(path)) if reads_images(path) else TextOnlyProcessor(str(path))
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -69,11 +71,56 @@ def _chat_template_file(path: str) -> str | None:
 
 
 def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:
+    """An image-text-to-text model, or a causal language model for a text-only folder."""
     import torch
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    auto = AutoModelForImageTextToText if reads_images(path) else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise
+        raise ValueError(f"{path}: a {_model_type(path)!r} model is neither an image-text-to-text model nor a causal "
+                         "language model, which are what openvlt generates with and trains") from None
     return model.to(device)
+
+
+def reads_images(path: str | Path) -> bool:
+    """Whether the folder's architecture takes images (transformers' image-text-to-text models)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return _model_type(path) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+def _model_type(path: str | Path) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(path)).model_type
+
+
+class TextOnlyProcessor:
+    """A text-only model's tokenizer with the processor calls the engines make, so every model is
+    prompted the same way. It refuses images instead of dropping them: a model that is asked about an
+    image it never sees answers anyway."""
+
+    text_only = True
+
+    def __init__(self, path: str):
+        from transformers import AutoTokenizer
+
+        self.name = path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if not self.tokenizer.chat_template:
+            self.tokenizer.chat_template = _chat_template_file(path)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def __call__(self, text: list[str], images: Any = None, **kwargs: Any) -> Any:
+        if images:
+            raise ValueError(f"{self.name} is a text-only model: it cannot read the {len(images)} image(s) it was given")
+        return self.tokenizer(text, add_special_tokens=False, **kwargs)  # the chat template wrote them already
 
 
 def copy_processor_files(src: str | Path, dst: str | Path) -> None:

@@ -17,15 +17,23 @@ IGNORE_INDEX = -100
 def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
     """The templated prompt (ending with the assistant header) for one user turn.
 
-    Each `<image>` in `prompt` becomes an image part at that position of the user message.
+    Each `<image>` in `prompt` becomes an image part at that position of the user message. A
+    text-only model's message is a plain string, as its chat template expects.
     """
-    content: list[dict[str, str]] = []
     pieces = prompt.split(IMAGE_PLACEHOLDER)
-    for i, piece in enumerate(pieces):
-        if piece:
-            content.append({"type": "text", "text": _as_text(processor.tokenizer, piece)})
-        if i < len(pieces) - 1:
-            content.append({"type": "image"})
+    content: list[dict[str, str]] | str
+    if getattr(processor, "text_only", False):
+        if len(pieces) > 1:
+            raise ValueError(f"{processor.name} is a text-only model, but the prompt has {len(pieces) - 1} "
+                             f"{IMAGE_PLACEHOLDER} placeholder(s): {prompt[:200]!r}")
+        content = _as_text(processor.tokenizer, prompt)
+    else:
+        content = []
+        for i, piece in enumerate(pieces):
+            if piece:
+                content.append({"type": "text", "text": _as_text(processor.tokenizer, piece)})
+            if i < len(pieces) - 1:
+                content.append({"type": "image"})
     system = _as_text(processor.tokenizer, system) if system else None
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -6,10 +6,18 @@ from openvlt.engines import EngineSpec, Request, Sampling, build_engine
 from openvlt.engines.hf import HFEngine
 from openvlt.stages.common import load_problems
 
+from ..conftest import decisive
+
+
+def decisive_engine(folder, batch_size: int = 8) -> HFEngine:
+    engine = HFEngine(str(folder), batch_size=batch_size)
+    decisive(engine.model)
+    return engine
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_student):
-    return HFEngine(str(tiny_student), batch_size=8)
+    return decisive_engine(tiny_student)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +28,7 @@ def requests(toyworld_dir):
 def test_greedy_output_does_not_depend_on_batching(engine, requests):
     together = engine.generate(requests, Sampling(n=1, temperature=0, max_tokens=10))
     alone = [engine.generate([r], Sampling(n=1, temperature=0, max_tokens=10))[0] for r in requests]
+    assert len({t[0] for t in together}) == len(requests)  # the model answers each prompt differently
     assert together == alone  # left padding and positions are right for every row
     text_only = engine.generate([Request("How many circles are there?")], Sampling(n=1, temperature=0, max_tokens=5))
     assert len(text_only) == 1 and isinstance(text_only[0][0], str)
@@ -30,7 +39,7 @@ def test_requests_go_in_batches_of_like_prompt_length_and_come_back_in_order(tin
     without running the image processor), whatever order the requests come in."""
     from openvlt.models.batching import encode_prompts, prompt_lengths
 
-    engine = HFEngine(str(tiny_student), batch_size=2)
+    engine = decisive_engine(tiny_student, batch_size=2)
     short, long = requests[0], Request(requests[1].prompt + " Count carefully, row by row." * 3, requests[1].images)
     mixed = [short, long, Request(short.prompt, requests[2].images), Request(long.prompt, requests[3].images, "Be brief.")]
     counted = prompt_lengths(engine.processor, [r.prompt for r in mixed], [r.images for r in mixed], [r.system for r in mixed])
@@ -114,7 +123,7 @@ def test_sampling_settings_a_model_folder_ships_do_not_leak_into_generation(engi
     stay greedy, and GRPO's rollouts must come from the policy its loss scores."""
     penalised = _copy_with(tiny_student, tmp_path, "generation_config.json", repetition_penalty=5.0, no_repeat_ngram_size=2)
     greedy = Sampling(n=1, temperature=0, max_tokens=12)
-    assert HFEngine(str(penalised), batch_size=8).generate(requests, greedy) == engine.generate(requests, greedy)
+    assert decisive_engine(penalised).generate(requests, greedy) == engine.generate(requests, greedy)
 
 
 def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(engine, tiny_student, requests, tmp_path):
@@ -123,4 +132,23 @@ def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(engine,
 
     assert load_processor(folder).tokenizer.pad_token == load_processor(folder).tokenizer.eos_token
     greedy = Sampling(n=1, temperature=0, max_tokens=8)
-    assert HFEngine(str(folder), batch_size=8).generate(requests, greedy) == engine.generate(requests, greedy)
+    assert decisive_engine(folder).generate(requests, greedy) == engine.generate(requests, greedy)
+
+
+def test_a_text_only_model_generates_in_batches_and_refuses_images(tiny_reasoner, requests):
+    """A reasoner can be a text-only language model (OpenVLThinker's was an R1-distilled Qwen): prompted
+    through its own chat template with the message as a string, padded on the left like a VLM."""
+    from openvlt.models.batching import chat_text
+
+    engine = decisive_engine(tiny_reasoner, batch_size=3)
+    assert type(engine.model).__name__ == "Qwen2ForCausalLM"
+    assert chat_text(engine.processor, "2 + 2?", "Be brief.") == \
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2 + 2?<|im_end|>\n<|im_start|>assistant\n"
+    texts = [Request(f"Caption: {'a red square, ' * k}a blue circle.\nHow many squares?") for k in (1, 4, 2, 7)]
+    together = engine.generate(texts, Sampling(n=1, temperature=0, max_tokens=10))
+    assert len({t[0] for t in together}) == len(texts)
+    assert together == [engine.generate([r], Sampling(n=1, temperature=0, max_tokens=10))[0] for r in texts]
+    sampled = engine.generate(texts[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=2))
+    assert [len(t) for t in sampled] == [3, 3] and sampled == engine.generate(texts[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=2))
+    with pytest.raises(ValueError, match=r"text-only model, but the prompt has 1 <image> placeholder"):
+        engine.generate(requests[:1], Sampling(max_tokens=4))

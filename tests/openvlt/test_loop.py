@@ -323,3 +323,24 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
         write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
         assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))
+
+
+def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tmp_path, tiny_reasoner):
+    """OpenVLThinker's reasoner was a text-only LLM: bound with the hf engine it distills traces from the
+    captions; the captioner reads the images, so a text-only model there is refused, naming the key."""
+    roles = micro_recipe(tmp_path, tmp_path / "x").read_text()
+    base = yaml.safe_load(roles)["roles"]
+    text_reasoner = {**base, "reasoner": {"engine": "hf", "model": str(tiny_reasoner), "options": {"batch_size": 64}}}
+    done = run(micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner))
+    assert done.returncode == 0, done.stderr[-3000:]
+    traced = read_records(tmp_path / "run" / "iter_1" / "traces.parquet")
+    assert set(traced.column("trace_source")) == {f"reasoner hf:{tiny_reasoner}"}
+    assert all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in traced.column("traces"))
+    assert stages(tmp_path / "run")["iter_1/sft"]["status"] == "complete"
+
+    text_captioner = {**base, "captioner": {"engine": "hf", "model": str(tiny_reasoner)}}
+    done = run(micro_recipe(tmp_path, tmp_path / "refused", iterations=1, roles=text_captioner))
+    assert done.returncode == 1
+    assert f"roles.captioner.model: {tiny_reasoner} is a text-only model, but the captioner reads the problems' images" \
+        in done.stderr
+    assert stages(tmp_path / "refused")["iter_1/caption"]["status"] == "failed"
