@@ -55,17 +55,32 @@ def decisive(model):
     return model
 
 
+def decisive_engine(folder: Path, batch_size: int = 8):
+    """An hf engine on `folder` whose model's greedy choices depend on its input (`decisive`)."""
+    from openvlt.engines.hf import HFEngine
+
+    engine = HFEngine(str(folder), batch_size=batch_size)
+    decisive(engine.model)
+    return engine
+
+
 @pytest.fixture
 def logit_dtypes(monkeypatch):
-    """The dtypes the local backend's models compute their logits in, one entry per forward pass."""
+    """The dtypes the local backend's models compute their logits in, one entry per forward pass:
+    (dtype, which model loaded, in load order (GRPO: 0 the policy, 1 the reference), whether grad was on)."""
+    import torch
+
     from openvlt.backends import local
 
     seen: list = []
+    models: list = []
     loaded = local.load_model
 
     def load_and_watch(*args, **kwargs):
-        model = loaded(*args, **kwargs)
-        model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        model, number = loaded(*args, **kwargs), len(models)
+        models.append(model)
+        model.get_output_embeddings().register_forward_hook(
+            lambda module, inputs, output: seen.append((output.dtype, number, torch.is_grad_enabled())))
         return model
 
     monkeypatch.setattr(local, "load_model", load_and_watch)

@@ -6,13 +6,7 @@ from openvlt.engines import EngineSpec, Request, Sampling, build_engine
 from openvlt.engines.hf import HFEngine
 from openvlt.stages.common import load_problems
 
-from ..conftest import decisive
-
-
-def decisive_engine(folder, batch_size: int = 8) -> HFEngine:
-    engine = HFEngine(str(folder), batch_size=batch_size)
-    decisive(engine.model)
-    return engine
+from ..conftest import decisive_engine
 
 
 @pytest.fixture(scope="module")

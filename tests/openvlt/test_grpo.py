@@ -121,9 +121,14 @@ def test_freeze_vision_leaves_the_vision_tower_untouched(tiny_student, toyworld_
 def test_autocast_computes_the_log_probabilities_in_bfloat16_and_updates_float32_weights(tiny_student, toyworld_dir,
                                                                                           tmp_path, logit_dtypes):
     problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
-    config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01)
-    _grpo_on_digit_share(problems, tiny_student, tmp_path / "g", config, autocast="bfloat16")
-    assert torch.bfloat16 in logit_dtypes  # reference and policy passes (rollouts are sampled in float32)
+    config = GRPOConfig(steps=1, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, kl_coef=0.01, ppo_epochs=2)
+    _grpo_on_digit_share(problems, tiny_student, tmp_path / "g", config, autocast="bfloat16")  # 2 epochs: an old-log-prob pass
+    policy_trains = [dtype for dtype, model, grad in logit_dtypes if model == 0 and grad]
+    reference = [dtype for dtype, model, grad in logit_dtypes if model == 1]
+    policy_no_grad = {dtype for dtype, model, grad in logit_dtypes if model == 0 and not grad}
+    assert policy_trains and set(policy_trains) == {torch.bfloat16}  # every training pass
+    assert reference and set(reference) == {torch.bfloat16}
+    assert policy_no_grad == {torch.bfloat16, torch.float32}  # old log-probs; rollouts are sampled in float32
     before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in after.values())
     assert any(not torch.equal(before[n], t) for n, t in after.items())

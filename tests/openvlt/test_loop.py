@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from openvlt.engines import Request, Sampling
 from openvlt.records import read_records
 
-from ..conftest import OPENVLT
+from ..conftest import OPENVLT, decisive_engine
 from .test_records import truncated_jpeg
 
 PLUGINS = Path(__file__).with_name("plugins.py")
@@ -84,8 +85,10 @@ def test_the_loop_runs_every_stage_and_writes_summary_report_and_lineage(referen
     assert all(s["status"] == "complete" and s["attempts"] == 1 and s["outputs"] for s in manifest.values())
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["eval_set"] == "toyworld" and [it["iter"] for it in summary["iterations"]] == [1, 2]
+    assert summary["base"]["accuracy"] == manifest["base/evaluate"]["counts"]["accuracy/toyworld"]
     for it in summary["iterations"]:
-        assert 0 <= it["sft"]["accuracy"] <= 1 and 0 <= it["grpo"]["accuracy"] <= 1
+        for stage in ("sft", "grpo"):  # the table reports what each evaluation measured
+            assert it[stage]["accuracy"] == manifest[f"iter_{it['iter']}/{stage}/evaluate"]["counts"]["accuracy/toyworld"]
         assert it["data"]["select_in"] == 32 and it["data"]["rl_problems_kept"] == 16 and it["data"]["rl_problems_unjudged"] == 0
         assert "select_truncation_rejected" in it["data"]  # with select_truncated, the whole truncation story
     assert "<img" in (reference / "report.html").read_text()
@@ -112,6 +115,8 @@ CRASH_CHAIN = [  # every stage boundary ("before:" and "after:" each stage) and 
     "before:iter_2/grpo", "grpo:step:1", "after:iter_2/grpo", "before:iter_2/grpo/evaluate", "after:iter_2/grpo/evaluate",
 ]
 
+RESUMED_AT = {"sft:step:3": 2, "grpo:step:2": 2, "sft:step:5": 4}
+
 
 def test_kill_minus_nine_anywhere_then_rerun_finishes_the_same_run(reference, tmp_path):
     """Each run is killed at the next point of the chain; the last rerun finishes. No completed stage is
@@ -124,6 +129,8 @@ def test_kill_minus_nine_anywhere_then_rerun_finishes_the_same_run(reference, tm
         assert done.returncode == -signal.SIGKILL, (point, done.returncode, done.stderr[-2000:])
         if previous and previous.startswith("after:"):  # killed after its work, before the manifest said so
             assert f"{previous.removeprefix('after:')}: finished by the interrupted attempt" in done.stderr, previous
+        if previous in RESUMED_AT:  # killed mid-training: the rerun goes on from the last checkpoint (every 2 steps)
+            assert f"resuming from the checkpoint at step {RESUMED_AT[previous]}" in done.stderr, previous
         after = stages(run_dir)
         for key, entry in before.items():
             if entry["status"] == "complete":
@@ -326,16 +333,24 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
 
 
 def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tmp_path, tiny_reasoner):
-    """OpenVLThinker's reasoner was a text-only LLM: bound with the hf engine it distills traces from the
-    captions; the captioner reads the images, so a text-only model there is refused, naming the key."""
-    roles = micro_recipe(tmp_path, tmp_path / "x").read_text()
-    base = yaml.safe_load(roles)["roles"]
-    text_reasoner = {**base, "reasoner": {"engine": "hf", "model": str(tiny_reasoner), "options": {"batch_size": 64}}}
-    done = run(micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner))
+    """OpenVLThinker's reasoner was a text-only LLM: bound with the hf engine it answers from each problem's
+    caption and question; the captioner reads the images, so a text-only model there is refused, naming the key."""
+    from openvlt.recipe import DEFAULT_DISTILL_PROMPT
+    from openvlt.stages.common import fill, text_of
+
+    reasoner = decisive_engine(tiny_reasoner)  # greedy answers that depend on the prompt
+    reasoner.model.save_pretrained(tmp_path / "reasoner")
+    reasoner.processor.tokenizer.save_pretrained(tmp_path / "reasoner")
+    base = yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"]
+    text_reasoner = {**base, "reasoner": {"engine": "hf", "model": str(tmp_path / "reasoner"), "options": {"batch_size": 64}}}
+    done = run(micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner,
+                            distill={"samples": 2, "temperature": 0.0, "max_tokens": 12, "chunk_size": 12}))
     assert done.returncode == 0, done.stderr[-3000:]
     traced = read_records(tmp_path / "run" / "iter_1" / "traces.parquet")
-    assert set(traced.column("trace_source")) == {f"reasoner hf:{tiny_reasoner}"}
-    assert all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in traced.column("traces"))
+    assert set(traced.column("trace_source")) == {f"reasoner hf:{tmp_path / 'reasoner'}"}
+    asked = [Request(fill(DEFAULT_DISTILL_PROMPT, caption=p["caption"], question=text_of(p["question"]))) for p in traced]
+    greedy = reasoner.generate(asked, Sampling(n=2, temperature=0, max_tokens=12))
+    assert traced.column("traces") == greedy and len({t[0] for t in greedy}) > len(asked) // 2
     assert stages(tmp_path / "run")["iter_1/sft"]["status"] == "complete"
 
     text_captioner = {**base, "captioner": {"engine": "hf", "model": str(tiny_reasoner)}}

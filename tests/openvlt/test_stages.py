@@ -70,14 +70,19 @@ def test_caption_and_distill_keep_lineage_and_columns(distilled, toyworld_dir):
     assert row["trace_source"] == "reasoner program:toyworld-reasoner" and row["images"] == source[0]["images"]
 
 
-def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tmp_path):
-    traced = load_problems(distilled / "traces.parquet")
-    counts = select_traces(traced, tmp_path / "sft.parquet", policy="shortest", judge=RewardSettings(workers=1))
-    def judged(p, t):  # the problem's own plugin, called directly
+def _judged(traced: list[dict]) -> list[list[bool]]:
+    """Each trace's verdict from the problem's own plugin, called directly."""
+    def correct(p, t):
         out = get_reward(p["reward"])(t, p["answer"], extra_info=p["extra_info"])
         return (out["score"] if isinstance(out, dict) else out) == 1.0
 
-    correct = [[judged(p, t) for t in p["traces"]] for p in traced]
+    return [[correct(p, t) for t in p["traces"]] for p in traced]
+
+
+def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tmp_path):
+    traced = load_problems(distilled / "traces.parquet")
+    counts = select_traces(traced, tmp_path / "sft.parquet", policy="shortest", judge=RewardSettings(workers=1))
+    correct = _judged(traced)
     kept = read_records(tmp_path / "sft.parquet")
     assert counts["in"] == 40 and counts["traces"] == 160
     assert counts["correct_traces"] == sum(map(sum, correct))
@@ -93,10 +98,19 @@ def test_select_keeps_the_shortest_correct_trace_and_counts_yields(distilled, tm
 
 def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
     traced = load_problems(distilled / "traces.parquet")
+    correct = {p["id"]: [t for t, ok in zip(p["traces"], c) if ok] for p, c in zip(traced, _judged(traced))}
     longest = select_traces(traced, tmp_path / "long.parquet", policy="longest", judge=RewardSettings(workers=1))
-    capped = select_traces(traced, tmp_path / "cap.parquet", max_tokens=45, judge=RewardSettings(workers=1))
-    assert capped["too_long"] > 0 and capped["out"] == longest["out"] - capped["too_long"]
-    assert all(len(r["response"].split()) <= 45 for r in read_records(tmp_path / "cap.parquet"))
+    assert all(r["response"] == max(correct[r["id"]], key=len) for r in read_records(tmp_path / "long.parquet"))
+    assert any(len(set(c)) > 1 for c in correct.values())  # problems where the policy has a choice
+
+    words = sorted(len(t.split()) for c in correct.values() for t in c)
+    cap = words[len(words) // 2]  # the median correct trace: some problems fit, some do not
+    capped = select_traces(traced, tmp_path / "cap.parquet", max_tokens=cap, judge=RewardSettings(workers=1))
+    fitting = {i: [t for t in c if len(t.split()) <= cap] for i, c in correct.items()}
+    kept = read_records(tmp_path / "cap.parquet")
+    assert capped["out"] == len(kept) == sum(map(bool, fitting.values())) > 0
+    assert capped["too_long"] == sum(bool(c) and not fitting[i] for i, c in correct.items()) > 0
+    assert all(r["response"] == min(fitting[r["id"]], key=len) for r in kept)
     cut = select_traces(traced, tmp_path / "cut.parquet", policy="longest", truncate_reflections=True,
                         reflection_markers=["Wait,"], judge=RewardSettings(workers=1))
     assert cut["truncated"] > 0
@@ -181,19 +195,33 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     assert counts["accuracy/held"] == pytest.approx(expected)
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["sets"]["held"]["n"] == len(problems) and len(report["sets"]["held"]["samples"]) == 3
-    assert set(report["sets"]["held"]["by_kind"]) <= {"count_colour", "count_shape", "count_both", "more_than", "sum", "difference"}
+    kinds = {p["extra_info"]["kind"] for p in problems}
+    assert report["sets"]["held"]["by_kind"] == pytest.approx({
+        kind: sum("red" in p["question"] for p in problems if p["extra_info"]["kind"] == kind)
+        / sum(p["extra_info"]["kind"] == kind for p in problems) for kind in kinds})
+    assert len(kinds) > 1 and 0 < expected < 1
+    assert counts["accuracy/again"] == pytest.approx(sum("red" in p["question"] for p in problems[:10]) / 10)
 
 
 def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
-    from openvlt.stages.common import generate_in_chunks, student_request
+    from openvlt.engines import Request
+    from openvlt.stages.common import generate_in_chunks
+
+    class Echo:  # each answer says which request, sample and seed made it
+        calls = 0
+
+        def generate(self, requests, sampling):
+            self.calls += 1
+            return [[f"{r.prompt}|{k}|{sampling.seed}" for k in range(sampling.n)] for r in requests]
 
     problems = load_problems(toyworld_dir / "train.parquet", 0, 10)
-    requests = [student_request(p, "{question}") for p in problems]
-    engine = ScriptedEngine(lambda prompt, k: "1")
-    first = generate_in_chunks(engine, requests, Sampling(n=2), tmp_path, 4, "t", "t")
-    assert engine.calls == 3 and len(first) == 10
+    requests = [Request(f"{p['id']}: {p['question']}", tuple(p["images"])) for p in problems]  # all different
+    engine = Echo()
+    first = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
+    assert engine.calls == 3
+    assert first == [[f"{r.prompt}|{k}|{7 + i // 4}" for k in range(2)] for i, r in enumerate(requests)]  # chunk c: seed + c
     (tmp_path / "chunk-00001.json").unlink()  # as if killed while writing chunk 1
-    again = generate_in_chunks(engine, requests, Sampling(n=2), tmp_path, 4, "t", "t")
+    again = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
     assert again == first and engine.calls == 4  # only the missing chunk was generated again
 
 
