@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 MAX_CHUNK = 64
 START_GRACE_S = 60.0  # a worker not ready by then (imports hung?) is killed
 LOAD_LIMIT_S = 120.0  # loading one plugin in a worker (its imports: a tokenizer, a table), outside any item's limit
-POLL_S = 0.05  # how soon to look again at a worker that has a chunk but has not started an item
+POLL_S = 0.05  # how soon to look again at a worker that has a chunk but has not started an item, or is loading
 MAX_START_FAILURES = 3
 _WORKER_MAIN = "import sys; from rewards._worker import main; main(sys.argv[1:])"
 
@@ -319,8 +319,8 @@ class WorkerPool:
                 deadlines.append(worker.started_at + START_GRACE_S)
             elif not worker.jobs:  # idle: only its death (EOF on its connection) wakes us
                 continue
-            elif start < 0:
-                deadlines.append(-start + LOAD_LIMIT_S)
+            elif start < 0:  # loading a plugin: no message says when its item starts, so look again soon
+                deadlines.append(min(-start + LOAD_LIMIT_S, now + POLL_S))
             elif start > 0 and position < len(worker.jobs):
                 deadlines.append(start + worker.jobs[position].timeout)
             else:

@@ -12,7 +12,7 @@ from rewards.registry import RewardError
 RESPONSES = [
     "<think>Row 1: red circle, empty. 1 + 2 = 3.</think> <answer>3</answer>",  # right, well formed
     "<answer>3</answer>",  # right, badly formed
-    "<think>Counting gives option C.</think> <answer>C</answer>",  # multiple choice, right
+    "<think>Counting gives 3.</think> <answer>3</answer>",  # multiple choice, right only if the choices arrive (C is 3)
     "<think>hmm</think> <answer>4</answer>",  # wrong
 ]
 TRUTHS = ["3", "3", "C", "3"]

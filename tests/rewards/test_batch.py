@@ -79,23 +79,22 @@ def test_timeout_must_be_positive(scorer):
 def test_a_runaway_item_is_stopped_at_its_limit(scorer, runaway):
     items = [{"response": "ok", "ground_truth": ""} for _ in range(40)]
     items[17] = {"response": runaway, "ground_truth": ""}
-    started = time.monotonic()
-    results = scorer.score(items, "test_misbehave", timeout=0.5)
-    elapsed = time.monotonic() - started
+    results = _within(60, lambda: scorer.score(items, "test_misbehave", timeout=0.5))  # endless, were it not stopped
     assert results[17].status == "timeout" and math.isnan(results[17].score)
     assert results[17].error == "reward 'test_misbehave' on item 17 timed out after 0.5 s (worker killed)"
+    assert 0.5 <= results[17].seconds < 1.5  # from the item's start to the kill (a loaded machine starts workers slowly)
     assert results.summary.timeouts == 1 and results.summary.ok == 39 and results.summary.errors == 0
-    assert elapsed < 0.5 + 4.0  # the limit plus a worker restart, not the runaway's own time (endless)
 
 
-def test_a_crash_or_memory_blowup_fails_only_its_item(scorer):
+def test_a_crash_or_memory_blowup_fails_only_its_item():
     items = [{"response": "ok", "ground_truth": ""} for _ in range(30)]
     items[4] = {"response": "crash", "ground_truth": ""}
     items[20] = {"response": "memory", "ground_truth": ""}
     items[25] = {"response": "raise", "ground_truth": ""}
-    results = scorer.score(items, "test_misbehave", timeout=5.0)
+    with RewardScorer(workers=2, memory_mb=512) as capped:
+        results = capped.score(items, "test_misbehave", timeout=5.0)
     assert results[4].status == "error" and "crashed its worker process (exit code 7)" in results[4].error
-    assert results[20].status == "error" and "MemoryError" in results[20].error  # RLIMIT_AS in the worker
+    assert results[20].status == "error" and "MemoryError" in results[20].error  # 1 GiB past the workers' 512 MB cap
     assert "ValueError: the plugin failed on purpose" in results[25].error
     assert results.summary.ok == 27 and results.summary.errors == 3
 
@@ -137,6 +136,21 @@ def test_loading_a_plugin_does_not_count_against_its_items_time_limit(tmp_path):
     plugin.write_text("import time\ntime.sleep(2.0)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
     results = score_batch([{"response": "x", "ground_truth": "x"}] * 3, reward=f"{plugin}:score", workers=1, timeout=1.0)
     assert [r.status for r in results] == ["ok"] * 3
+
+
+def test_an_item_that_hangs_right_after_its_plugin_loaded_is_stopped_at_its_own_limit(tmp_path):
+    """The first item of a chunk starts when the load ends, which no message announces: it used to run
+    until the load's 120 s limit before anyone looked."""
+    plugin = tmp_path / "slow_then_hangs.py"
+    plugin.write_text("import time\ntime.sleep(1.0)\n\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    while response == 'hang':\n        pass\n    return 1.0\n")
+    items = [{"response": "hang", "ground_truth": "x"}, {"response": "x", "ground_truth": "x"}]
+    with RewardScorer(workers=1) as scorer:
+        started = time.monotonic()
+        results = _within(60, lambda: scorer.score(items, f"{plugin}:score", timeout=0.5))
+        elapsed = time.monotonic() - started
+    assert [r.status for r in results] == ["timeout", "ok"] and 0.5 <= results[0].seconds < 1.5
+    assert elapsed < 30  # a worker start, two loads of 1 s and the 0.5 s limit; not 120 s
 
 
 def test_workers_are_reused_across_calls(scorer):
@@ -294,24 +308,31 @@ def _alive(pid):
         return False
 
 
-def test_a_closed_scorer_refuses_politely():
+def test_closing_a_scorer_stops_its_workers_and_a_later_call_starts_new_ones():
     scorer = RewardScorer(workers=1)
-    assert scorer.score(toy_items(2), "math").summary.ok == 2
+    items = [{"response": "x", "ground_truth": "x"}] * 2
+    first = {int(r.components["pid"]) for r in scorer.score(items, "test_echo", timeout=5.0)}
     scorer.close()
-    assert scorer.score(toy_items(2), "math").summary.ok == 2  # a closed scorer starts a new pool
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(p) for p in first):
+        time.sleep(0.05)
+    assert first and not any(_alive(p) for p in first)
+    second = {int(r.components["pid"]) for r in scorer.score(items, "test_echo", timeout=5.0)}
+    assert second and not second & first
     scorer.close()
 
 
 def test_memory_of_a_long_stream_stays_bounded(scorer):
+    """Items are let go once scored: 6,000 responses of 20 KB (120 MB) stream through in the memory of a window."""
     process = psutil.Process()
-    stream = scorer.iter_scores(({"response": TOY.format(1) + "x" * 2000, "ground_truth": "1"} for _ in range(20_000)),
+    stream = scorer.iter_scores(({"response": TOY.format(1) + "x" * 20_000, "ground_truth": "1"} for _ in range(6_000)),
                                 "math", timeout=5.0, window=256)
     before = None
     for i, result in enumerate(stream):
         assert result.ok
-        if i == 1000:
+        if i == 500:
             before = process.memory_info().rss
-    assert process.memory_info().rss - before < 50 * 2**20
+    assert process.memory_info().rss - before < 40 * 2**20
 
 
 def test_a_worker_whose_plugin_ran_out_of_memory_is_replaced_so_later_items_are_scored(tmp_path):
@@ -331,7 +352,9 @@ def test_a_plugin_whose_import_kills_or_hangs_its_worker_fails_its_items_not_the
 
     monkeypatch.setattr(rewards.pool, "LOAD_LIMIT_S", 1.0)
     crashes, hangs = tmp_path / "crashes.py", tmp_path / "hangs.py"
-    in_worker = "import os, sys, time\nif sys.argv[0] == '-c':  # a worker process (this process checks the spec first)\n"
+    loads = tmp_path / "loads.txt"  # one line per load of either plugin in a worker
+    in_worker = ("import os, sys, time\nif sys.argv[0] == '-c':  # a worker process (this process checks the spec first)\n"
+                 f"    open({str(loads)!r}, 'a').write(__file__ + '\\n')\n")
     crashes.write_text(in_worker + "    os._exit(3)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
     hangs.write_text(in_worker + "    time.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
     items = [{"response": "x", "ground_truth": "x"}] * 6
@@ -341,7 +364,8 @@ def test_a_plugin_whose_import_kills_or_hangs_its_worker_fails_its_items_not_the
             started = time.monotonic()
             results = _within(60, lambda: scorer.score(items, f"{plugin}:score", timeout=5.0))
             assert all(r.status in ("error", "timeout") and why in r.error for r in results), results[0].error
-            assert time.monotonic() - started < 20  # not 6 tries of the same load
+            assert time.monotonic() - started < 20
+            assert 1 <= loads.read_text().splitlines().count(str(plugin)) <= 2  # once per worker at most, not once per item
         assert scorer.score(toy_items(4), "math", timeout=5.0).summary.ok == 4  # the pool still works
 
 
@@ -349,9 +373,10 @@ def test_a_memory_error_on_the_last_item_of_a_chunk_retires_the_worker_too(tmp_p
     plugin = tmp_path / "leaky_last.py"
     plugin.write_text("_cache = []\n\ndef score(response, ground_truth, *, extra_info):\n"
                       "    _cache.append(bytearray(120 * 2**20))\n    return 1.0\n")
-    with RewardScorer(workers=3, memory_mb=300) as scorer:
-        for _ in range(4):  # chunks of one item: every third item in a worker ends a chunk with a MemoryError
-            results = _within(60, lambda: scorer.score([{"response": "x", "ground_truth": "x"}] * 3, f"{plugin}:score",
-                                                        timeout=5.0))
-            assert all(r.ok or "MemoryError" in r.error for r in results)
+    with RewardScorer(workers=1, memory_mb=300) as scorer:
+        marks = ""
+        for _ in range(4):  # one item per call: each is the last of its chunk; the third outgrows the cap
+            results = _within(60, lambda: scorer.score([{"response": "x", "ground_truth": "x"}], f"{plugin}:score", timeout=5.0))
+            marks += "." if results[0].ok else "E" if "MemoryError" in results[0].error else "?"
+        assert marks == "..E."  # the worker with the grown cache retired; its replacement starts empty
         assert scorer.score(toy_items(4), "math", timeout=5.0).summary.ok == 4

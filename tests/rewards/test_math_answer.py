@@ -150,7 +150,8 @@ def test_ground_truth_written_like_a_response():
 def test_choices_may_come_as_a_mapping_or_an_array():
     import numpy as np
 
-    assert math_reward(tagged("B"), "B", extra_info={"choices": {"A": "1", "B": "2"}}) == 1.0
+    assert math_reward(tagged("2"), "B", extra_info={"choices": {"A": "1", "B": "2"}}) == 1.0  # the option's text
+    assert math_reward(tagged("1"), "B", extra_info={"choices": {"A": "1", "B": "2"}}) == 0.0
     assert math_reward(tagged("2"), "B", extra_info={"choices": np.array(["1", "2"])}) == 1.0
 
 

@@ -78,8 +78,12 @@ def test_random_items_never_crash_the_scorer(pairs):
         assert (result.ok and 0.0 <= result.score <= 1.0) or (result.status == "error" and result.error)
 
 
+ANSWER_PIECES = st.lists(st.sampled_from(["<answer>", "</answer>", "\\boxed{", "}", "<think>", "</think>", "3", "x + 1",
+                                          " ", "\n", "Answer:", "The answer is ", "**", "(B)"]), max_size=12).map("".join)
+
+
 @settings(max_examples=300, deadline=None)
-@given(ANY_TEXT)
+@given(st.one_of(ANY_TEXT, ANSWER_PIECES))  # random text seldom holds a whole answer tag or box: the pieces do
 def test_extraction_never_raises_and_never_reads_inside_thinking(text):
     found = extract_answer(f"<think>{text}</think>")
     assert found.answer is None or "<think>" in text or "</think>" in text
