@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
-from openvlt.recipe import DataRef, Recipe, Role, prepared_paths
+from openvlt.recipe import DataRef, Recipe, Role, prepared_paths, text_only_model_error
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace
 
@@ -286,10 +286,8 @@ def _engine(r: Recipe, role: str, model: str | None = None):
     if spec.engine == "hf" and role != "reasoner":
         from openvlt.models import reads_images
 
-        if not reads_images(model or spec.model):
-            key = "roles.captioner.model" if role == "captioner" else "roles.student.model"
-            raise ValueError(f"{key}: {model or spec.model} is a text-only model, but the {role} reads the problems' "
-                             "images: bind an image-text model (a Qwen2.5-VL folder or hub name)")
+        if not reads_images(model or spec.model):  # also checked with the recipe, for models already there
+            raise ValueError(text_only_model_error(role, model or spec.model))
     return build_engine(EngineSpec(spec.engine, model or spec.model, r.role_options(role)))
 
 

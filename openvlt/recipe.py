@@ -542,6 +542,8 @@ def check_inputs(recipe: Recipe) -> None:
                 missing.append(f"data.eval.{name}: {ref.path}")
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
+            if role in ("captioner", "student") and spec.engine == "hf" and _text_only(spec.model):
+                raise RecipeError(text_only_model_error(role, spec.model))
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):
@@ -562,6 +564,24 @@ def check_inputs(recipe: Recipe) -> None:
     for key, model in downloads.items():
         log.warning("%s: %r is no local folder and not in the Hugging Face cache: the hf engine will download it "
                     "from the hub (write './%s' if you meant a folder)", key, model, model)
+
+
+def text_only_model_error(role: str, model: str) -> str:
+    return (f"roles.{'captioner' if role == 'captioner' else 'student'}.model: {model} is a text-only model, but the "
+            f"{role} reads the problems' images: bind an image-text model (a Qwen2.5-VL folder or hub name)")
+
+
+def _text_only(model: str | None) -> bool:
+    """A model folder here (or in the hub cache) whose config takes no images. Unknown (not there yet,
+    not readable without trust_remote_code): not refused here; the stage that loads it checks again."""
+    if not model or not (Path(model).is_dir() or (not _looks_local(model) and _in_hub_cache(model))):
+        return False
+    from openvlt.models import reads_images
+
+    try:
+        return not reads_images(model)
+    except Exception:  # noqa: BLE001 - a config transformers cannot read: the loading stage names the problem
+        return False
 
 
 def _in_ray_job() -> bool:

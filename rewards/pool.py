@@ -270,11 +270,11 @@ class WorkerPool:
 
     def _take_back(self, worker: _Worker, culprit: int | None, status: str, why: str, start: float) -> None:
         """Retire ``worker``; its running item gets ``status``; its other items are queued again."""
-        jobs = worker.jobs
+        jobs, seconds = worker.jobs, time.monotonic() - start  # until the kill, not until the process is reaped
         worker.jobs = []
         self._retire(worker)
         if culprit is not None and culprit < len(jobs):
-            jobs.pop(culprit).fail(status, why, time.monotonic() - start)
+            jobs.pop(culprit).fail(status, why, seconds)
         with self._lock:
             self._queue.extendleft(reversed(jobs))
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from openvlt.engines import Request, Sampling, check_hf_options
 from openvlt.models import load_model, load_processor
-from openvlt.models.batching import encode_prompts, prompt_lengths
+from openvlt.models.batching import encode_prompts, prompt_lengths, template_prefill
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class HFEngine:
             torch.set_num_threads(threads)
         self.model = load_model(model, dtype=dtype, device=device)
         self.processor = load_processor(model)
+        self.prefill = template_prefill(self.processor)
         self.batch_size = batch_size
         self.device = device
 
@@ -37,6 +38,7 @@ class HFEngine:
         """Wrap a model already in memory (e.g. the policy inside a training loop)."""
         engine = cls.__new__(cls)
         engine.model, engine.processor, engine.batch_size = model, processor, batch_size
+        engine.prefill = template_prefill(processor)
         engine.device = str(next(model.parameters()).device)
         return engine
 
@@ -49,7 +51,8 @@ class HFEngine:
         self, requests: Sequence[Request], sampling: Sampling, progress: bool = False
     ) -> tuple[list[list[str]], list[list[list[int]]]]:
         """Texts and their token ids, n per request. The ids end with the stop token when the model
-        stopped (a policy must learn to stop), the texts do not; padding is removed from both."""
+        stopped (a policy must learn to stop), the texts do not; padding is removed from both. A text
+        begins with what the chat template opened the answer with (`<think>` for R1-style templates)."""
         was_training = self.model.training
         self.model.eval()
         tokenizer = self.processor.tokenizer
@@ -92,7 +95,7 @@ class HFEngine:
             for i, request_index in enumerate(where):
                 rows = [_trim(g, stop_ids) for g in generated[i * sampling.n : (i + 1) * sampling.n]]
                 ids[request_index] = rows
-                texts[request_index] = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+                texts[request_index] = [self.prefill + tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         self.model.train(was_training)
         return texts, ids
 

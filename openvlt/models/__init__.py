@@ -75,28 +75,33 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    auto = AutoModelForImageTextToText if reads_images(path) else AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    image_text = _config(path).model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    auto = AutoModelForImageTextToText if image_text else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(str(path), dtype=getattr(torch, dtype))
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
             raise
-        raise ValueError(f"{path}: a {_model_type(path)!r} model is neither an image-text-to-text model nor a causal "
-                         "language model, which are what openvlt generates with and trains") from None
+        raise ValueError(f"{path}: a {_config(path).model_type!r} model is neither an image-text-to-text model nor a "
+                         "causal language model, which are what openvlt generates with and trains") from None
     return model.to(device)
 
 
 def reads_images(path: str | Path) -> bool:
-    """Whether the folder's architecture takes images (transformers' image-text-to-text models)."""
+    """Whether the folder's model takes images: an image-text-to-text model, or one with a vision
+    tower in its config (some multimodal models load as causal language models)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    return _model_type(path) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    config = _config(path)
+    return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or hasattr(config, "vision_config")
 
 
-def _model_type(path: str | Path) -> str:
+def _config(path: str | Path) -> Any:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(path)).model_type
+    return AutoConfig.from_pretrained(str(path))
 
 
 class TextOnlyProcessor:
@@ -113,6 +118,9 @@ class TextOnlyProcessor:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if not self.tokenizer.chat_template:
             self.tokenizer.chat_template = _chat_template_file(path)
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{path} has no chat template (a base model?): openvlt prompts every model as a chat; "
+                             "use an instruct or reasoning model, or add chat_template.jinja to the folder")
 
     def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         return self.tokenizer.apply_chat_template(messages, **kwargs)
@@ -120,7 +128,7 @@ class TextOnlyProcessor:
     def __call__(self, text: list[str], images: Any = None, **kwargs: Any) -> Any:
         if images:
             raise ValueError(f"{self.name} is a text-only model: it cannot read the {len(images)} image(s) it was given")
-        return self.tokenizer(text, add_special_tokens=False, **kwargs)  # the chat template wrote them already
+        return self.tokenizer(text, **{"add_special_tokens": False, **kwargs})  # the chat template wrote them
 
 
 def copy_processor_files(src: str | Path, dst: str | Path) -> None:

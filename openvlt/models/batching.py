@@ -39,6 +39,18 @@ def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def template_prefill(processor: Any) -> str:
+    """The start of the answer that the chat template writes itself, after the assistant header: an
+    opened `<think>` (DeepSeek-R1-Distill's template ends the generation prompt with "<think>\\n"). The
+    model continues it, so a trace made from the model's output must begin with it."""
+    text_only = getattr(processor, "text_only", False)
+    message = [{"role": "user", "content": "x" if text_only else [{"type": "text", "text": "x"}]}]
+    without = processor.apply_chat_template(message, add_generation_prompt=False, tokenize=False)
+    added = chat_text(processor, "x").removeprefix(without)
+    at = added.rfind("<think>")
+    return added[at:] if at >= 0 and "</think>" not in added[at:] else ""
+
+
 def _as_text(tokenizer: Any, text: str) -> str:
     """`text` with each control-token string (`<|im_end|>`, `<|image_pad|>`, ...) broken by an invisible
     word joiner, so it reaches the model as characters instead of ending the turn or claiming an image
@@ -75,7 +87,7 @@ def prompt_lengths(
     tokens its size gives (`_get_num_multimodal_tokens`, as vLLM counts them), or 0 for a processor
     that cannot say. Cheap enough to order thousands of requests before batching them."""
     texts = _chat_texts(processor, prompts, systems)
-    lengths = [len(ids) for ids in processor.tokenizer(texts)["input_ids"]]
+    lengths = [len(ids) for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
     count_image_tokens = getattr(processor, "_get_num_multimodal_tokens", None)
     for i, ims in enumerate(images):
         if ims and count_image_tokens is not None:
@@ -131,7 +143,8 @@ def _chat_texts(processor: Any, prompts: Sequence[str], systems: Sequence[str | 
 def _encode(processor: Any, texts: Sequence[str], images: Sequence[Sequence[bytes]], padding_side: str):
     flat = [load_image(im) for ims in images for im in ims]
     processor.tokenizer.padding_side = padding_side
-    kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt"}
+    # the chat template wrote the special tokens (a BOS too, for templates that have one): add none twice
+    kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt", "add_special_tokens": False}
     if flat:
         kwargs["images"] = flat
     encoded = processor(**kwargs)

@@ -146,3 +146,51 @@ def test_a_text_only_model_generates_in_batches_and_refuses_images(tiny_reasoner
     assert [len(t) for t in sampled] == [3, 3] and sampled == engine.generate(texts[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=2))
     with pytest.raises(ValueError, match=r"text-only model, but the prompt has 1 <image> placeholder"):
         engine.generate(requests[:1], Sampling(max_tokens=4))
+
+
+def _with_template(folder, tmp_path, template: str, **tokenizer_config):
+    """A copy of a model folder whose tokenizer has another chat template (and settings)."""
+    import json
+    import shutil
+
+    copy = tmp_path / f"template{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(folder, copy)
+    (copy / "chat_template.jinja").write_text(template)
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**config, **tokenizer_config}))
+    return copy
+
+
+def test_an_answer_the_template_opens_with_think_keeps_the_opening_tag(tiny_reasoner, tmp_path):
+    """DeepSeek-R1-Distill's template ends the generation prompt with "<think>\\n": the model writes the rest,
+    and a trace without the opening tag would fail format rewards and hide no reasoning from extraction."""
+    from data_tools.tiny_model import TEXT_CHAT_TEMPLATE
+
+    r1_style = _with_template(tiny_reasoner, tmp_path, TEXT_CHAT_TEMPLATE.replace("assistant\n{% endif %}", "assistant\n<think>\n{% endif %}"))
+    plain, opened = decisive_engine(tiny_reasoner), decisive_engine(r1_style)
+    assert (plain.prefill, opened.prefill) == ("", "<think>\n")
+    ask = [Request("How many squares?")]
+    texts, ids = opened.generate_ids(ask, Sampling(n=2, temperature=1.0, max_tokens=6, seed=1))
+    assert all(t.startswith("<think>\n") for t in texts[0])
+    assert [opened.processor.tokenizer.decode(i, skip_special_tokens=True) for i in ids[0]] == [t.removeprefix("<think>\n") for t in texts[0]]
+
+
+def test_a_template_that_writes_the_bos_token_gets_it_once(tiny_reasoner, tmp_path):
+    """Llama-3's and R1-Distill's templates write the BOS themselves; the tokenizer must not add another."""
+    from openvlt.models import load_processor
+    from openvlt.models.batching import encode_prompts, prompt_lengths
+
+    from data_tools.tiny_model import TEXT_CHAT_TEMPLATE
+
+    from tokenizers.processors import TemplateProcessing
+
+    folder = _with_template(tiny_reasoner, tmp_path, "{{ bos_token }}" + TEXT_CHAT_TEMPLATE, bos_token="<|vision_start|>")
+    processor = load_processor(folder)
+    bos = processor.tokenizer.bos_token_id
+    processor.tokenizer.backend_tokenizer.post_processor = TemplateProcessing(  # adds a BOS when asked to, as Llama's does
+        single="<|vision_start|> $A", special_tokens=[("<|vision_start|>", bos)])
+    assert processor.tokenizer("x")["input_ids"][0] == bos
+    prompts = ["How many squares?", "2 + 2?"]
+    encoded = encode_prompts(processor, prompts, [(), ()])
+    assert [int((row == bos).sum()) for row in encoded["input_ids"]] == [1, 1]
+    assert prompt_lengths(processor, prompts, [(), ()]) == [int(m.sum()) for m in encoded["attention_mask"]]

@@ -354,8 +354,13 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
     assert stages(tmp_path / "run")["iter_1/sft"]["status"] == "complete"
 
     text_captioner = {**base, "captioner": {"engine": "hf", "model": str(tiny_reasoner)}}
-    done = run(micro_recipe(tmp_path, tmp_path / "refused", iterations=1, roles=text_captioner))
-    assert done.returncode == 1
-    assert f"roles.captioner.model: {tiny_reasoner} is a text-only model, but the captioner reads the problems' images" \
-        in done.stderr
-    assert stages(tmp_path / "refused")["iter_1/caption"]["status"] == "failed"
+    refused = micro_recipe(tmp_path, tmp_path / "refused", iterations=1, roles=text_captioner)
+    done = run(refused)
+    why = f"roles.captioner.model: {tiny_reasoner} is a text-only model, but the captioner reads the problems' images"
+    assert done.returncode != 0 and why in done.stderr
+    assert not (tmp_path / "refused" / "manifest.json").exists()  # refused with the recipe, before anything ran
+    from openvlt.loop import _engine
+    from openvlt.recipe import load_recipe
+
+    with pytest.raises(ValueError, match=why.replace(".", r"\.")):  # and by the stage, for a model that came later
+        _engine(load_recipe(refused, check_paths=False), "captioner")
