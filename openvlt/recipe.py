@@ -567,8 +567,9 @@ def check_inputs(recipe: Recipe) -> None:
 
 
 def text_only_model_error(role: str, model: str) -> str:
-    return (f"roles.{'captioner' if role == 'captioner' else 'student'}.model: {model} is a text-only model, but the "
-            f"{role} reads the problems' images: bind an image-text model (a Qwen2.5-VL folder or hub name)")
+    key = "roles.captioner.model" if role == "captioner" else "roles.student.model"  # the evaluator runs the student's
+    return (f"{key}: {model} is a text-only model, but the {role} reads the problems' images: bind an image-text "
+            "model (a Qwen2.5-VL folder or hub name)")
 
 
 def _text_only(model: str | None) -> bool:

@@ -75,16 +75,14 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    image_text = _config(path).model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-    auto = AutoModelForImageTextToText if image_text else AutoModelForCausalLM
+    config = _config(path)
+    auto = AutoModelForImageTextToText if _image_text_to_text(config) else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(str(path), dtype=getattr(torch, dtype))
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
             raise
-        raise ValueError(f"{path}: a {_config(path).model_type!r} model is neither an image-text-to-text model nor a "
+        raise ValueError(f"{path}: a {config.model_type!r} model is neither an image-text-to-text model nor a "
                          "causal language model, which are what openvlt generates with and trains") from None
     return model.to(device)
 
@@ -92,10 +90,14 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
 def reads_images(path: str | Path) -> bool:
     """Whether the folder's model takes images: an image-text-to-text model, or one with a vision
     tower in its config (some multimodal models load as causal language models)."""
+    config = _config(path)
+    return _image_text_to_text(config) or hasattr(config, "vision_config")
+
+
+def _image_text_to_text(config: Any) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    config = _config(path)
-    return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or hasattr(config, "vision_config")
+    return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
 def _config(path: str | Path) -> Any:
@@ -128,7 +130,7 @@ class TextOnlyProcessor:
     def __call__(self, text: list[str], images: Any = None, **kwargs: Any) -> Any:
         if images:
             raise ValueError(f"{self.name} is a text-only model: it cannot read the {len(images)} image(s) it was given")
-        return self.tokenizer(text, **{"add_special_tokens": False, **kwargs})  # the chat template wrote them
+        return self.tokenizer(text, **kwargs)
 
 
 def copy_processor_files(src: str | Path, dst: str | Path) -> None:

@@ -15,11 +15,23 @@ IGNORE_INDEX = -100
 
 
 def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
-    """The templated prompt (ending with the assistant header) for one user turn.
+    """The templated prompt (ending with the assistant header) for one user turn."""
+    return processor.apply_chat_template(_messages(processor, prompt, system), add_generation_prompt=True, tokenize=False)
 
-    Each `<image>` in `prompt` becomes an image part at that position of the user message. A
-    text-only model's message is a plain string, as its chat template expects.
-    """
+
+def template_prefill(processor: Any) -> str:
+    """The start of the answer that the chat template writes itself, after the assistant header: an
+    opened `<think>` (DeepSeek-R1-Distill's template ends the generation prompt with "<think>\\n"). The
+    model continues it, so a trace made from the model's output must begin with it."""
+    without = processor.apply_chat_template(_messages(processor, "x"), add_generation_prompt=False, tokenize=False)
+    added = chat_text(processor, "x").removeprefix(without)
+    at = added.rfind("<think>")
+    return added[at:] if at >= 0 and "</think>" not in added[at:] else ""
+
+
+def _messages(processor: Any, prompt: str, system: str | None = None) -> list[dict[str, Any]]:
+    """The chat for one user turn. Each `<image>` in `prompt` becomes an image part at that position of
+    the user message; a text-only model's message is a plain string, as its chat template expects."""
     pieces = prompt.split(IMAGE_PLACEHOLDER)
     content: list[dict[str, str]] | str
     if getattr(processor, "text_only", False):
@@ -35,20 +47,7 @@ def chat_text(processor: Any, prompt: str, system: str | None = None) -> str:
             if i < len(pieces) - 1:
                 content.append({"type": "image"})
     system = _as_text(processor.tokenizer, system) if system else None
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def template_prefill(processor: Any) -> str:
-    """The start of the answer that the chat template writes itself, after the assistant header: an
-    opened `<think>` (DeepSeek-R1-Distill's template ends the generation prompt with "<think>\\n"). The
-    model continues it, so a trace made from the model's output must begin with it."""
-    text_only = getattr(processor, "text_only", False)
-    message = [{"role": "user", "content": "x" if text_only else [{"type": "text", "text": "x"}]}]
-    without = processor.apply_chat_template(message, add_generation_prompt=False, tokenize=False)
-    added = chat_text(processor, "x").removeprefix(without)
-    at = added.rfind("<think>")
-    return added[at:] if at >= 0 and "</think>" not in added[at:] else ""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
 
 
 def _as_text(tokenizer: Any, text: str) -> str:
