@@ -267,14 +267,14 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
 
 def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:
     """Every row's `reward` names a plugin: a typo would otherwise score every answer as an error."""
-    from rewards import RewardError, get_reward
+    from rewards import RewardError, check_reward
 
     first = {}
     for i, p in enumerate(problems):
         first.setdefault(p["reward"], (i, p["id"]))
     for name, (i, problem_id) in first.items():
         try:
-            get_reward(name)
+            check_reward(name)
         except RewardError as exc:
             raise ValueError(f"{key}: {path}, problem {i} of the slice (id {problem_id!r}): {exc} "
                              "(fix the file's reward column, or set reward.override)") from exc

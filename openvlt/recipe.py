@@ -397,7 +397,7 @@ def check_values(recipe: Recipe) -> None:
     from openvlt.backends import BACKENDS, backend_options
     from openvlt.engines import ENGINES, check_engine_options, engine_options
     from openvlt.stages.select import POLICIES
-    from rewards import RewardError, get_reward
+    from rewards import RewardError, check_reward
 
     for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
@@ -480,7 +480,7 @@ def check_values(recipe: Recipe) -> None:
             raise RecipeError(where(key) + str(exc)[len(key):]) from exc
         if r.reward.override is not None:
             try:
-                get_reward(r.reward.override)
+                check_reward(r.reward.override)
             except RewardError as exc:
                 raise RecipeError(f"{where('reward.override')}: {exc}") from exc
     _check_prepare(recipe.prepare)

@@ -19,7 +19,7 @@ from rewards.batch import (
 )
 from rewards.compose import compose
 from rewards.extract import Extraction, extract_answer
-from rewards.registry import RewardError, call_reward, get_reward, list_rewards, register
+from rewards.registry import RewardError, call_reward, check_reward, get_reward, list_rewards, register
 
 __all__ = [
     "BatchResults",
@@ -29,6 +29,7 @@ __all__ = [
     "RewardScorer",
     "ScoreResult",
     "call_reward",
+    "check_reward",
     "compose",
     "extract_answer",
     "get_reward",

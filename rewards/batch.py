@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rewards.pool import Job, WorkerPool
-from rewards.registry import RewardError, canonical_spec, get_reward, import_hints
+from rewards.registry import RewardError, canonical_spec, check_reward, get_reward, import_hints
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,10 @@ class _Specs:
     def _resolve(self, spec: str) -> tuple[str, tuple[str, ...]] | RewardError:
         if spec not in self._known:
             try:
-                get_reward(spec)
+                if self.in_process:
+                    get_reward(spec)
+                else:  # the plugin's code runs in the workers (and in a bounded check), never here
+                    check_reward(spec)
                 self._known[spec] = (canonical_spec(spec), () if self.in_process else import_hints(spec))
             except RewardError as exc:
                 self._known[spec] = exc

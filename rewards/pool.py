@@ -38,14 +38,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing import connection
 
-import rewards
+from rewards import registry
 from rewards._worker import PROGRESS, retires_after
 
 logger = logging.getLogger(__name__)
 
 MAX_CHUNK = 64
 START_GRACE_S = 60.0  # a worker not ready by then (imports hung?) is killed
-LOAD_LIMIT_S = 120.0  # loading one plugin in a worker (its imports: a tokenizer, a table), outside any item's limit
 POLL_S = 0.05  # how soon to look again at a worker that has a chunk but has not started an item, or is loading
 MAX_START_FAILURES = 3
 _WORKER_MAIN = "import sys; from rewards._worker import main; main(sys.argv[1:])"
@@ -258,9 +257,9 @@ class WorkerPool:
             self._died(worker)
         for worker in [w for w in self._workers if w.jobs]:
             position, start = worker.running()
-            if start < 0 and position < len(worker.jobs) and now + start > LOAD_LIMIT_S:
+            if start < 0 and position < len(worker.jobs) and now + start > registry.LOAD_LIMIT_S:
                 worker.process.kill()
-                why = f" took more than {LOAD_LIMIT_S:g} s to load (worker killed)"
+                why = f" took more than {registry.LOAD_LIMIT_S:g} s to load (worker killed)"
                 self._unloadable[worker.jobs[position].payload[0]] = why.strip()
                 self._take_back(worker, position, "timeout", why, -start)
             elif start > 0 and position < len(worker.jobs) and now - start > worker.jobs[position].timeout:
@@ -285,13 +284,10 @@ class WorkerPool:
             page.truncate(PROGRESS.size)
             progress = mmap.mmap(page.fileno(), PROGRESS.size)
             fds = (child_sock.fileno(), page.fileno())
-            env = dict(os.environ)
-            package_root = os.path.dirname(os.path.dirname(os.path.abspath(rewards.__file__)))
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
             try:
                 process = subprocess.Popen(
                     [sys.executable, "-c", _WORKER_MAIN, *map(str, fds), str(self.memory_mb or 0), str(self._owner)],
-                    pass_fds=fds, stdin=subprocess.DEVNULL, stdout=_worker_stdout(), env=env,
+                    pass_fds=fds, stdin=subprocess.DEVNULL, stdout=_worker_stdout(), env=registry.child_env(),
                 )
             finally:
                 child_sock.close()
@@ -320,7 +316,7 @@ class WorkerPool:
             elif not worker.jobs:  # idle: only its death (EOF on its connection) wakes us
                 continue
             elif start < 0:  # loading a plugin: no message says when its item starts, so look again soon
-                deadlines.append(min(-start + LOAD_LIMIT_S, now + POLL_S))
+                deadlines.append(min(-start + registry.LOAD_LIMIT_S, now + POLL_S))
             elif start > 0 and position < len(worker.jobs):
                 deadlines.append(start + worker.jobs[position].timeout)
             else:

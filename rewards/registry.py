@@ -14,6 +14,10 @@ One string names a reward everywhere (the ``reward`` column of a problem record,
 3. a file spec ``path/to/file.py:function`` or a module spec ``package.module:function``;
 4. a weighted composition ``0.9*math+0.1*format`` (see :mod:`rewards.compose`).
 
+:func:`check_reward` says whether a spec names a plugin without running the user's code in this
+process: a plugin file that hangs or exits at import is tried in a child process, bounded by
+``LOAD_LIMIT_S``. The trainer checks its rewards this way and scores in worker processes.
+
 Everything here is cheap to import: the heavy math stack is loaded by the ``math`` plugin itself.
 """
 from __future__ import annotations
@@ -23,10 +27,14 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import json
 import math
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,10 +43,12 @@ Reward = Callable[..., "float | dict[str, float]"]
 
 ENTRY_POINT_GROUP = "openvlt.rewards"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+LOAD_LIMIT_S = 120.0  # loading one plugin (its imports: a tokenizer, a table); the scorer's workers have the same
 _BUILTIN_MODULES = ("rewards.math_answer", "rewards.format", "rewards.iou")
 
 _registry: dict[str, Reward] = {}
 _loaded_specs: dict[tuple[str, float], Reward] = {}  # file/module/composition specs (and file mtime)
+_checked_specs: set[tuple[str, float]] = set()  # loaded by a child process (see check_reward)
 _lock = threading.RLock()
 
 
@@ -88,6 +98,92 @@ def get_reward(spec: str) -> Reward:
         with _lock:
             _loaded_specs[key] = fn
     return fn
+
+
+def check_reward(spec: str) -> None:
+    """Raise :class:`RewardError` unless ``spec`` names a plugin that loads, with a signature that fits.
+
+    Unlike :func:`get_reward`, user code (a plugin file, a module, an entry point) is not run in this
+    process but in a child process killed after ``LOAD_LIMIT_S``: a plugin whose import hangs, exits
+    or crashes gives an error here instead of taking the caller (a training run) with it.
+    """
+    from rewards.compose import parse_composition
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise RewardError(f"a reward is named by a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    _load_builtins()
+    key = (spec, _file_stamp(spec))
+    if spec in _registry or key in _loaded_specs or key in _checked_specs:
+        return
+    terms = parse_composition(spec)
+    if len(terms) > 1 or terms[0] != (1.0, spec):
+        for _, part in terms:
+            check_reward(part)
+    elif ":" in spec or any(ep.name == spec for ep in _entry_points()):
+        _load_in_child(spec)
+        _checked_specs.add(key)
+    else:
+        get_reward(spec)  # not a plugin anyone wrote: an unknown name, explained
+
+
+_CHILD_MAIN = "from rewards.registry import _load_and_report; _load_and_report()"
+_CHILD_MARK = "openvlt-reward-load-result:"
+
+
+def _load_in_child(spec: str) -> None:
+    """``get_reward(spec)`` in a fresh Python process with our ``sys.path``; its error, raised here."""
+    with tempfile.TemporaryFile("w+") as job, tempfile.TemporaryFile("w+") as output:
+        json.dump([sys.path, spec], job)
+        job.seek(0)
+        # Files, not pipes: a process the plugin starts at import may hold them open after the child ends.
+        child = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN], stdin=job, stdout=output, stderr=output,
+                                 env=child_env(), start_new_session=True)
+        try:
+            child.wait(timeout=LOAD_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            raise RewardError(f"loading reward {spec!r} took more than {LOAD_LIMIT_S:g} s (tried in a separate "
+                              "process, which was killed): does the plugin wait for something when it is imported?"
+                              ) from None
+        finally:
+            try:  # the child, and whatever the plugin started
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            child.wait()
+        output.seek(0)
+        lines = output.read().splitlines()
+    results = [line[len(_CHILD_MARK):] for line in lines if line.startswith(_CHILD_MARK)]
+    if not results:
+        tail = " ".join(line.strip() for line in lines[-3:])
+        raise RewardError(f"loading reward {spec!r} ended the process that loaded it (exit code {child.returncode})"
+                          + (f": {tail}" if tail else ""))
+    error = json.loads(results[-1])
+    if error is not None:
+        raise RewardError(error)
+
+
+def child_env() -> dict[str, str]:
+    """Our environment, with this package importable: for ``python -c`` processes that load plugins."""
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+def _load_and_report() -> None:
+    """The child process of :func:`_load_in_child`: load the spec, print the error (or null)."""
+    path, spec = json.loads(sys.stdin.read())
+    sys.path[:] = path
+    try:
+        get_reward(spec)
+        error = None
+    except RewardError as exc:
+        error = str(exc)
+    except BaseException as exc:  # noqa: BLE001  (a plugin's SystemExit too: it is reported, not obeyed)
+        error = f"loading reward {spec!r} raised {type(exc).__name__}: {exc}"
+    sys.stdout.write(f"\n{_CHILD_MARK}{json.dumps(error)}\n")
+    sys.stdout.flush()
 
 
 def list_rewards() -> dict[str, str]:

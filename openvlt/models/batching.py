@@ -107,19 +107,32 @@ def encode_examples(
 
     The response (`response_ids`: plain text) is followed by the end-of-turn token, which is learned
     too (the model must learn to stop). Prompt and response are tokenized apart, as generation sees them.
+    When the chat template opens the answer itself (`template_prefill`), that opening is part of the
+    prompt, so it is taken off a response that begins with it rather than trained on twice.
     """
     tokenizer = processor.tokenizer
+    prefill = template_prefill(processor)
     if tokenizer.eos_token_id is None:
         raise ValueError("the student's tokenizer has no eos_token: SFT could not teach the model to end its turn "
                          "(set eos_token in its tokenizer_config.json)")
     rows = []
     for i, (prompt, ims, response) in enumerate(zip(prompts, images, responses)):
         encoded = _encode(processor, [chat_text(processor, prompt, systems[i] if systems else None)], [ims], padding_side="right")
-        ids = torch.tensor([response_ids(tokenizer, response) + [tokenizer.eos_token_id]], dtype=torch.long)
+        ids = torch.tensor([response_ids(tokenizer, _after_prefill(response, prefill)) + [tokenizer.eos_token_id]],
+                           dtype=torch.long)
         row = _with_response(encoded, ids)
         row["labels"] = torch.cat([torch.full_like(encoded["input_ids"], IGNORE_INDEX), ids], dim=1)
         rows.append(row)
     return collate(rows, tokenizer.pad_token_id)
+
+
+def _after_prefill(response: str, prefill: str) -> str:
+    """What the model writes after a prompt that ends with `prefill`: a trace the engine returned starts
+    with the prefill exactly; another model's trace may start with the tag alone ("<think>Count...")."""
+    if prefill and response.startswith(prefill):
+        return response[len(prefill):]
+    opening = prefill.strip()
+    return response[len(opening):].lstrip() if opening and response.startswith(opening) else response
 
 
 def _with_response(prompt: dict[str, torch.Tensor], response: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,6 +23,15 @@ ROUND_TRIP = textwrap.dedent("""
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     new_tokens = out.shape[1] - inputs["input_ids"].shape[1]
+    ids = inputs["input_ids"]  # greedy by hand, the whole sequence each step (no cache): what generate must match
+    while ids.shape[1] < inputs["input_ids"].shape[1] + 8 and (ids.shape[1] == inputs["input_ids"].shape[1]
+                                                                or ids[0, -1] != model.generation_config.eos_token_id):
+        with torch.no_grad():
+            logits = model(**{**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                              "mm_token_type_ids": torch.nn.functional.pad(inputs["mm_token_type_ids"],
+                                                                           (0, ids.shape[1] - inputs["input_ids"].shape[1]))}).logits
+        ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
+    by_hand = ids[0, inputs["input_ids"].shape[1]:].tolist() == out[0, inputs["input_ids"].shape[1]:].tolist()
 
     full = processor(text=[prompt + "<think>red shapes: 1 + 0 + 2 = 3.</think> <answer>3</answer><|im_end|>"],
                      images=[image], return_tensors="pt")
@@ -38,7 +47,7 @@ ROUND_TRIP = textwrap.dedent("""
     again = AutoModelForImageTextToText.from_pretrained(folder + "-trained")
     same = torch.allclose(again(**full).logits, model(**full).logits, atol=1e-5)
     print(json.dumps({"processor": type(processor).__name__, "image_tokens": n_image_tokens,
-                      "new_tokens": new_tokens, "losses": losses, "reloaded_equal": same}))
+                      "new_tokens": new_tokens, "by_hand": by_hand, "losses": losses, "reloaded_equal": same}))
 """)
 
 
@@ -65,7 +74,7 @@ def test_offline_load_generate_train_save_round_trip(tiny_student, toyworld_dir,
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["processor"] == "Qwen2_5_VLProcessor"
     assert result["image_tokens"] == 9  # 84 px scene = 3x3 cells of 28 px = 9 merged tokens
-    assert 1 <= result["new_tokens"] <= 8
+    assert 1 <= result["new_tokens"] <= 8 and result["by_hand"]  # generate with the image = greedy by hand
     assert result["losses"][-1] < result["losses"][0] - 0.1  # training on one example lowers its loss
     assert result["reloaded_equal"]
 

@@ -175,6 +175,28 @@ def test_an_answer_the_template_opens_with_think_keeps_the_opening_tag(tiny_reas
     assert [opened.processor.tokenizer.decode(i, skip_special_tokens=True) for i in ids[0]] == [t.removeprefix("<think>\n") for t in texts[0]]
 
 
+def test_sft_on_a_template_that_opens_with_think_learns_the_opening_tag_once(tiny_reasoner, tmp_path):
+    """The prompt ends with "<think>\\n": SFT must train what the model writes after it, as generation
+    sees it, not a second "<think>" (which the model would then learn to write after the first)."""
+    from data_tools.tiny_model import TEXT_CHAT_TEMPLATE
+    from openvlt.models import load_processor
+    from openvlt.models.batching import IGNORE_INDEX, chat_text, encode_examples
+
+    r1_style = _with_template(tiny_reasoner, tmp_path, TEXT_CHAT_TEMPLATE.replace("assistant\n{% endif %}", "assistant\n<think>\n{% endif %}"))
+    for folder in (r1_style, tiny_reasoner):
+        processor = load_processor(folder)
+        tokenizer = processor.tokenizer
+        prompt = chat_text(processor, "How many squares?")
+        for trace in ("<think>\nTwo squares.</think> <answer>2</answer>", "<think>Two squares.</think> <answer>2</answer>"):
+            batch = encode_examples(processor, ["How many squares?"], [[]], [trace])
+            ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+            learned = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+            written = "Two squares.</think> <answer>2</answer>" if folder == r1_style else trace  # after the prompt
+            assert tokenizer.decode(ids).count("<think>") == 1
+            assert tokenizer.decode(learned) == written + tokenizer.eos_token
+            assert tokenizer.decode(ids[:len(ids) - len(learned)]) == prompt
+
+
 def test_a_template_that_writes_the_bos_token_gets_it_once(tiny_reasoner, tmp_path):
     """Llama-3's and R1-Distill's templates write the BOS themselves; the tokenizer must not add another."""
     from openvlt.models import load_processor

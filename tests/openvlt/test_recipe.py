@@ -120,6 +120,17 @@ def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, c
     assert message in str(err.value)
 
 
+def test_a_reward_plugin_whose_import_hangs_is_named_by_its_key_without_hanging_the_check(
+        tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    import rewards.registry
+
+    monkeypatch.setattr(rewards.registry, "LOAD_LIMIT_S", 1.0)
+    plugin = tmp_path / "waits.py"
+    plugin.write_text("import time\ntime.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    with pytest.raises(RecipeError, match=r"recipe.yaml: reward.override: loading reward '.*waits.py:score' took more than 1 s"):
+        load_recipe(write(tmp_path, toyworld_dir, tiny_student, reward={"override": f"{plugin}:score"}))
+
+
 def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "nowhere/rl.parquet"})
     with pytest.raises(RecipeError, match="data.rl: nowhere/rl.parquet"):

@@ -219,10 +219,14 @@ def test_math_plugin_runs_in_threads_without_signal_errors():
         assert list(pool.map(run, cases * 4)) == [c[2] for c in cases] * 4
 
 
-def test_shared_scorer_functions(tmp_path):
-    results = score_batch(toy_items(10), "math", workers=1, timeout=5.0)
-    streamed = list(iter_scores(toy_items(10), "math", workers=1, timeout=5.0))
-    assert [r.score for r in results] == [r.score for r in streamed]
+def test_shared_scorer_functions_score_right_and_share_their_workers():
+    expected = [float(i % 4 == i % 3) for i in range(10)]
+    assert [r.score for r in score_batch(toy_items(10), "math", workers=1, timeout=5.0)] == expected
+    assert [r.score for r in iter_scores(toy_items(10), "math", workers=1, timeout=5.0)] == expected
+    echo = [{"response": "a", "ground_truth": "a"}] * 4
+    batch_pids = {r.components["pid"] for r in score_batch(echo, "test_echo", workers=1, timeout=5.0)}
+    stream_pids = {r.components["pid"] for r in iter_scores(echo, "test_echo", workers=1, timeout=5.0)}
+    assert batch_pids == stream_pids and len(batch_pids) == 1 and os.getpid() not in batch_pids
 
 
 def test_from_a_process_pool_and_a_daemonic_pool():
@@ -346,26 +350,33 @@ def test_a_worker_whose_plugin_ran_out_of_memory_is_replaced_so_later_items_are_
     assert "EE" not in marks and marks.count("E") >= 2 and all("MemoryError" in r.error for r in results if not r.ok)
 
 
-def test_a_plugin_whose_import_kills_or_hangs_its_worker_fails_its_items_not_the_pool(tmp_path, monkeypatch):
-    """Tried once: its items are errors naming why, and other rewards are scored as before."""
-    import rewards.pool
+@pytest.mark.parametrize("where", ["check", "worker"])
+def test_a_plugin_whose_import_kills_or_hangs_fails_its_items_not_the_pool(tmp_path, monkeypatch, where):
+    """Tried once: its items are errors naming why, and other rewards are scored as before. The scorer
+    first loads a plugin in a bounded child process ("check"); a plugin that gets past that and only
+    then kills or hangs a worker ("worker") is stopped by the pool."""
+    import rewards.registry
 
-    monkeypatch.setattr(rewards.pool, "LOAD_LIMIT_S", 1.0)
+    monkeypatch.setattr(rewards.registry, "LOAD_LIMIT_S", 1.0)
     crashes, hangs = tmp_path / "crashes.py", tmp_path / "hangs.py"
-    loads = tmp_path / "loads.txt"  # one line per load of either plugin in a worker
-    in_worker = ("import os, sys, time\nif sys.argv[0] == '-c':  # a worker process (this process checks the spec first)\n"
-                 f"    open({str(loads)!r}, 'a').write(__file__ + '\\n')\n")
-    crashes.write_text(in_worker + "    os._exit(3)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
-    hangs.write_text(in_worker + "    time.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
-    items = [{"response": "x", "ground_truth": "x"}] * 6
+    loads = tmp_path / "loads.txt"  # one line per load of either plugin, with the loading process's pid
+    in_worker = "'_load_and_report' not in [f.function for f in inspect.stack()]" if where == "worker" else "True"
+    header = (f"import inspect, os, sys, time\nopen({str(loads)!r}, 'a').write(f'{{__file__}} {{os.getpid()}}\\n')\n"
+              f"if {in_worker}:\n")
+    crashes.write_text(header + "    os._exit(3)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    hangs.write_text(header + "    time.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    why = {"check": ("ended the process that loaded it (exit code 3)", "took more than 1 s (tried in a separate process"),
+           "worker": ("crashed its worker process while loading the plugin (exit code 3)", "took more than 1 s to load")}
     with RewardScorer(workers=2) as scorer:
-        for plugin, why in ((crashes, "crashed its worker process while loading the plugin (exit code 3)"),
-                            (hangs, "took more than 1 s to load")):
+        for plugin, message in zip((crashes, hangs), why[where]):
+            items = [{"response": "x", "ground_truth": "x", "reward": f"{plugin}:score"}] * 6
             started = time.monotonic()
-            results = _within(60, lambda: scorer.score(items, f"{plugin}:score", timeout=5.0))
-            assert all(r.status in ("error", "timeout") and why in r.error for r in results), results[0].error
+            results = _within(60, lambda: scorer.score(items, "math", timeout=5.0))
+            assert all(r.status in ("error", "timeout") and message in r.error for r in results), results[0].error
             assert time.monotonic() - started < 20
-            assert 1 <= loads.read_text().splitlines().count(str(plugin)) <= 2  # once per worker at most, not once per item
+            pids = [int(line.split()[1]) for line in loads.read_text().splitlines() if line.split()[0] == str(plugin)]
+            assert 1 <= len(pids) <= (1 if where == "check" else 3)  # the check, then once per worker at most
+            assert os.getpid() not in pids  # never in this process
         assert scorer.score(toy_items(4), "math", timeout=5.0).summary.ok == 4  # the pool still works
 
 

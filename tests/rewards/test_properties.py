@@ -2,10 +2,11 @@
 import time
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewards import RewardScorer, get_reward
+from rewards import RewardError, RewardScorer, call_reward, get_reward
 from rewards.extract import extract_answer
 from rewards.math_answer import math_reward
 from rewards.numbers import read_number
@@ -74,8 +75,13 @@ def test_random_items_never_crash_the_scorer(pairs):
     items = [{"response": f"<answer>{a}</answer>", "ground_truth": t} for a, t in pairs]
     results = RewardScorer(workers=0).score(items, "0.5*math+0.5*format", timeout=5.0)
     assert [r.index for r in results] == list(range(len(items)))
-    for result in results:
+    for item, result in zip(items, results):
         assert (result.ok and 0.0 <= result.score <= 1.0) or (result.status == "error" and result.error)
+        try:  # the same verdict as calling the plugin directly
+            direct = call_reward("0.5*math+0.5*format", item["response"], item["ground_truth"], {})[0]
+        except RewardError:
+            direct = None
+        assert (result.score if result.ok else None) == direct
 
 
 ANSWER_PIECES = st.lists(st.sampled_from(["<answer>", "</answer>", "\\boxed{", "}", "<think>", "</think>", "3", "x + 1",
@@ -97,3 +103,9 @@ def test_iou_is_a_probability_or_none(text, box):
     truth = f"[{min(x1, x2)}, {min(y1, y2)}, {max(x1, x2) + 1}, {max(y1, y2) + 1}]"
     assert 0.0 <= iou(f"<answer>{text}</answer>", truth, extra_info={}) <= 1.0
     assert iou(f"<answer>{truth}</answer>", truth, extra_info={}) == 1.0
+    left, top, right, bottom = min(x1, x2), min(y1, y2), max(x1, x2) + 1, max(y1, y2) + 1
+    width = right - left
+    beside = f"[{left + width}, {top}, {right + width}, {bottom}]"  # shares an edge only
+    half = f"[{left + width / 2}, {top}, {right + width / 2}, {bottom}]"  # overlap 1/2, union 3/2 of the box
+    assert iou(f"<answer>{beside}</answer>", truth, extra_info={}) == pytest.approx(0.0, abs=1e-6)
+    assert iou(f"<answer>{half}</answer>", truth, extra_info={}) == pytest.approx(1 / 3, rel=1e-6)

@@ -1,11 +1,14 @@
 """Finding plugins by one string, and holding them to the contract."""
+import os
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from rewards import call_reward, get_reward, list_rewards, register
+import rewards.registry
+from rewards import call_reward, check_reward, get_reward, list_rewards, register
 from rewards.registry import RewardError, canonical_spec, import_hints
 
 
@@ -83,6 +86,10 @@ def test_entry_point_group(tmp_path, monkeypatch):
     assert "ep_test_reward" in list_rewards()
     assert get_reward("ep_test_reward")("r", "g", extra_info={}) == 0.75
     assert get_reward("0.5*ep_test_reward+0.5*math")("r", "g", extra_info={})["score"] == 0.375
+    check_reward("ep_test_reward")  # loaded in a child process, which sees our sys.path
+    (dist / "entry_points.txt").write_text("[openvlt.rewards]\nep_test_broken = ep_plugin_mod:no_such\n")
+    with pytest.raises(RewardError, match="no_such"):
+        check_reward("ep_test_broken")
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -92,9 +99,10 @@ def test_entry_point_group(tmp_path, monkeypatch):
     ("no_such_module_xyz:f", "cannot import"),
     ("", "non-empty"),
 ])
-def test_unknown_rewards_are_explained(spec, message):
+@pytest.mark.parametrize("load", [get_reward, check_reward])
+def test_unknown_rewards_are_explained(spec, message, load):
     with pytest.raises(RewardError, match=message):
-        get_reward(spec)
+        load(spec)
 
 
 @pytest.mark.parametrize("response,message", [
@@ -198,3 +206,50 @@ def test_a_plugin_registered_interactively_is_refused_for_workers_with_the_way_o
 
 def test_a_composition_of_one_term_at_weight_one_is_that_reward():
     assert get_reward("1*math") is get_reward("1.0*math") is get_reward("math")
+
+
+def test_check_reward_loads_plugin_files_in_a_child_process_once_per_version(tmp_path):
+    """The trainer checks its rewards without running their code in its own process."""
+    plugin, loads = tmp_path / "checked.py", tmp_path / "loads.txt"
+    plugin.write_text(f"import os\nopen({str(loads)!r}, 'a').write(f'{{os.getpid()}}\\n')\n\n"
+                      "def score(response, ground_truth, *, extra_info):\n    return 1.0\n\n"
+                      "def wrong(response):\n    return 1.0\n")
+    check_reward(f"{plugin}:score")
+    check_reward(f"{plugin}:score")
+    pids = loads.read_text().split()
+    assert len(pids) == 1 and int(pids[0]) != os.getpid()
+    assert not any(getattr(m, "__file__", None) == str(plugin) for m in list(sys.modules.values()))
+    os.utime(plugin, (1, 2_000_000_000))  # an edited file is checked again, also as part of a composition
+    check_reward(f"0.5*{plugin}:score+0.5*math")
+    assert len(loads.read_text().split()) == 2
+    for spec, message in ((f"{plugin}:nope", "has no function 'nope'"),
+                          (f"{plugin}:wrong", r"must accept \(response, ground_truth"),
+                          (f"0.5*math+0.5*{tmp_path}/absent.py:score", "reward file not found")):
+        with pytest.raises(RewardError, match=message):
+            check_reward(spec)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("import os\nos._exit(3)\n", "ended the process that loaded it (exit code 3)"),
+    ("raise SystemExit('no config file')\n", "raised SystemExit: no config file"),
+    ("raise ImportError('needs torch_scatter')\n", "failed: ImportError: needs torch_scatter"),
+    ("import subprocess, time\nopen(PID_FILE, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+     "time.sleep(600)\n", "took more than 1 s (tried in a separate process, which was killed)"),
+])
+def test_check_reward_survives_a_plugin_that_exits_raises_or_hangs_at_import(tmp_path, monkeypatch, body, message):
+    monkeypatch.setattr(rewards.registry, "LOAD_LIMIT_S", 1.0)
+    plugin, pid_file = tmp_path / "bad_import.py", tmp_path / "pid.txt"
+    plugin.write_text(body.replace("PID_FILE", repr(str(pid_file))) + "\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    return 1.0\n")
+    started = time.monotonic()
+    with pytest.raises(RewardError) as err:
+        check_reward(f"{plugin}:score")
+    assert message in str(err.value)
+    assert str(plugin) in str(err.value) and time.monotonic() - started < 30
+    if pid_file.exists():  # what the plugin started went with it
+        status = f"/proc/{pid_file.read_text()}/status"
+        for _ in range(50):
+            if not os.path.exists(status) or "zombie" in open(status).read():
+                break
+            time.sleep(0.1)
+        assert not os.path.exists(status) or "zombie" in open(status).read()
