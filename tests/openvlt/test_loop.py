@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -312,6 +313,15 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
         with pytest.raises(ValueError, match=r"data.eval.mine: .*typo.parquet, problem 2 of the slice \(id '.*'\): "
                                              r"unknown reward 'mathh'; did you mean 'math'\?"):
             _inputs(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
+        import rewards.registry
+
+        waits = tmp_path / "waits.py"  # a plugin whose import never ends: an error in time, not a hung run
+        waits.write_text("import time\ntime.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+        write_records([*rows[:1], {**rows[1], "reward": f"{waits}:score"}], tmp_path / "waits.parquet")
+        with patch.object(rewards.registry, "LOAD_LIMIT_S", 1.0), pytest.raises(
+                ValueError, match=r"data.rl: .*waits.parquet, problem 1 of the slice \(id '.*'\): loading reward "
+                                  r"'.*waits.py:score' took more than 1 s"):
+            _inputs(ws, recipe, DataRef(str(tmp_path / "waits.parquet")), "data.rl")
         overridden = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
                                        reward={"override": "math"}), check_paths=False)
         assert len(_inputs(ws, overridden, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")) == 3
