@@ -244,7 +244,8 @@ _shared_lock = threading.Lock()
 
 
 class _Specs:
-    """Turns items into jobs: validates each distinct reward spec once, in this process."""
+    """Turns items into jobs: validates each distinct reward spec once (`check_reward`: a plugin's own
+    code is loaded in a bounded child process, not here, unless the scoring is in-process anyway)."""
 
     def __init__(self, default: str, in_process: bool = False) -> None:
         self.default, self.in_process = default, in_process  # in this process: nothing to import elsewhere
