@@ -84,10 +84,7 @@ def register(name: str | None = None) -> Callable[[Reward], Reward]:
 
 def get_reward(spec: str) -> Reward:
     """Return the plugin that ``spec`` names (any of the four forms in the module docstring)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise RewardError(f"a reward is named by a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    _load_builtins()
+    spec = _spec_text(spec)
     fn = _registry.get(spec)
     if fn is not None:
         return fn
@@ -109,10 +106,7 @@ def check_reward(spec: str) -> None:
     """
     from rewards.compose import parse_composition
 
-    if not isinstance(spec, str) or not spec.strip():
-        raise RewardError(f"a reward is named by a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    _load_builtins()
+    spec = _spec_text(spec)
     key = (spec, _file_stamp(spec))
     if spec in _registry or key in _loaded_specs or key in _checked_specs:
         return
@@ -184,6 +178,14 @@ def _load_and_report() -> None:
         error = f"loading reward {spec!r} raised {type(exc).__name__}: {exc}"
     sys.stdout.write(f"\n{_CHILD_MARK}{json.dumps(error)}\n")
     sys.stdout.flush()
+
+
+def _spec_text(spec: object) -> str:
+    """The spec without surrounding space, with the built-ins registered (so their names resolve)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise RewardError(f"a reward is named by a non-empty string, got {spec!r}")
+    _load_builtins()
+    return spec.strip()
 
 
 def list_rewards() -> dict[str, str]:

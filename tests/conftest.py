@@ -41,6 +41,12 @@ def tiny_reasoner(tmp_path_factory) -> Path:
     return build_tiny_reasoner(tmp_path_factory.mktemp("models") / "reasoner", TinySize(hidden=64, intermediate=128, vocab=600))
 
 
+def plugin_file(path: Path, at_import: str) -> str:
+    """Write a reward plugin file that runs `at_import` when it is loaded and scores 1.0; its spec."""
+    path.write_text(at_import + "\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    return f"{path}:score"
+
+
 def decisive(model):
     """`model` with weights drawn 15x wider than at init, so its greedy choices depend on its input.
     At init every prompt gets the same token over and over, and a test that compares greedy outputs

@@ -17,7 +17,7 @@ import yaml
 from openvlt.engines import Request, Sampling
 from openvlt.records import read_records
 
-from ..conftest import OPENVLT, decisive_engine
+from ..conftest import OPENVLT, decisive_engine, plugin_file
 from .test_records import truncated_jpeg
 
 PLUGINS = Path(__file__).with_name("plugins.py")
@@ -315,9 +315,8 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
             _inputs(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
         import rewards.registry
 
-        waits = tmp_path / "waits.py"  # a plugin whose import never ends: an error in time, not a hung run
-        waits.write_text("import time\ntime.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
-        write_records([*rows[:1], {**rows[1], "reward": f"{waits}:score"}], tmp_path / "waits.parquet")
+        waits = plugin_file(tmp_path / "waits.py", "import time\ntime.sleep(600)")  # an error in time, not a hung run
+        write_records([*rows[:1], {**rows[1], "reward": waits}], tmp_path / "waits.parquet")
         with patch.object(rewards.registry, "LOAD_LIMIT_S", 1.0), pytest.raises(
                 ValueError, match=r"data.rl: .*waits.parquet, problem 1 of the slice \(id '.*'\): loading reward "
                                   r"'.*waits.py:score' took more than 1 s"):

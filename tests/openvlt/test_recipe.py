@@ -8,7 +8,7 @@ import yaml
 from openvlt.recipe import RecipeError, load_recipe
 from openvlt.workspace import Workspace
 
-from ..conftest import REPO
+from ..conftest import REPO, plugin_file
 
 MINIMAL = {
     "name": "unit",
@@ -125,10 +125,9 @@ def test_a_reward_plugin_whose_import_hangs_is_named_by_its_key_without_hanging_
     import rewards.registry
 
     monkeypatch.setattr(rewards.registry, "LOAD_LIMIT_S", 1.0)
-    plugin = tmp_path / "waits.py"
-    plugin.write_text("import time\ntime.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    waits = plugin_file(tmp_path / "waits.py", "import time\ntime.sleep(600)")
     with pytest.raises(RecipeError, match=r"recipe.yaml: reward.override: loading reward '.*waits.py:score' took more than 1 s"):
-        load_recipe(write(tmp_path, toyworld_dir, tiny_student, reward={"override": f"{plugin}:score"}))
+        load_recipe(write(tmp_path, toyworld_dir, tiny_student, reward={"override": waits}))
 
 
 def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import psutil
 import pytest
 
+from tests.conftest import plugin_file
 from tests.rewards import reward_plugins_for_tests
 from rewards import RewardError, RewardScorer, iter_scores, score_batch
 
@@ -132,9 +133,8 @@ def test_workers_killed_while_idle_are_replaced_and_the_next_batch_is_scored(wor
 
 def test_loading_a_plugin_does_not_count_against_its_items_time_limit(tmp_path):
     """A plugin that loads a tokenizer or a table at import may take longer than one item may."""
-    plugin = tmp_path / "slow_to_import.py"
-    plugin.write_text("import time\ntime.sleep(2.0)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
-    results = score_batch([{"response": "x", "ground_truth": "x"}] * 3, reward=f"{plugin}:score", workers=1, timeout=1.0)
+    plugin = plugin_file(tmp_path / "slow_to_import.py", "import time\ntime.sleep(2.0)")
+    results = score_batch([{"response": "x", "ground_truth": "x"}] * 3, reward=plugin, workers=1, timeout=1.0)
     assert [r.status for r in results] == ["ok"] * 3
 
 
@@ -363,8 +363,8 @@ def test_a_plugin_whose_import_kills_or_hangs_fails_its_items_not_the_pool(tmp_p
     in_worker = "'_load_and_report' not in [f.function for f in inspect.stack()]" if where == "worker" else "True"
     header = (f"import inspect, os, sys, time\nopen({str(loads)!r}, 'a').write(f'{{__file__}} {{os.getpid()}}\\n')\n"
               f"if {in_worker}:\n")
-    crashes.write_text(header + "    os._exit(3)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
-    hangs.write_text(header + "    time.sleep(600)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    plugin_file(crashes, header + "    os._exit(3)")
+    plugin_file(hangs, header + "    time.sleep(600)")
     why = {"check": ("ended the process that loaded it (exit code 3)", "took more than 1 s (tried in a separate process"),
            "worker": ("crashed its worker process while loading the plugin (exit code 3)", "took more than 1 s to load")}
     with RewardScorer(workers=2) as scorer:

@@ -10,6 +10,7 @@ import pytest
 import rewards.registry
 from rewards import call_reward, check_reward, get_reward, list_rewards, register
 from rewards.registry import RewardError, canonical_spec, import_hints
+from tests.conftest import plugin_file
 
 
 def test_builtins_are_listed_with_their_docstrings():
@@ -239,8 +240,7 @@ def test_check_reward_loads_plugin_files_in_a_child_process_once_per_version(tmp
 def test_check_reward_survives_a_plugin_that_exits_raises_or_hangs_at_import(tmp_path, monkeypatch, body, message):
     monkeypatch.setattr(rewards.registry, "LOAD_LIMIT_S", 1.0)
     plugin, pid_file = tmp_path / "bad_import.py", tmp_path / "pid.txt"
-    plugin.write_text(body.replace("PID_FILE", repr(str(pid_file))) + "\ndef score(response, ground_truth, *, extra_info):\n"
-                      "    return 1.0\n")
+    plugin_file(plugin, body.replace("PID_FILE", repr(str(pid_file))))
     started = time.monotonic()
     with pytest.raises(RewardError) as err:
         check_reward(f"{plugin}:score")
