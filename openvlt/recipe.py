@@ -542,8 +542,9 @@ def check_inputs(recipe: Recipe) -> None:
                 missing.append(f"data.eval.{name}: {ref.path}")
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
-            if role in ("captioner", "student") and spec.engine == "hf" and _text_only(spec.model):
-                raise RecipeError(text_only_model_error(role, spec.model))
+            if spec.engine == "hf" and _here(spec.model):
+                if not _reads_images(f"roles.{role}.model", spec.model) and role in ("captioner", "student"):
+                    raise RecipeError(text_only_model_error(role, spec.model))
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):
@@ -572,17 +573,24 @@ def text_only_model_error(role: str, model: str) -> str:
             "model (a Qwen2.5-VL folder or hub name)")
 
 
-def _text_only(model: str | None) -> bool:
-    """A model folder here (or in the hub cache) whose config takes no images. Unknown (not there yet,
-    not readable without trust_remote_code): not refused here; the stage that loads it checks again."""
-    if not model or not (Path(model).is_dir() or (not _looks_local(model) and _in_hub_cache(model))):
-        return False
+def _here(model: str | None) -> bool:
+    """A model folder on this machine, or a hub name already in the Hugging Face cache."""
+    return bool(model) and (Path(model).is_dir() or (not _looks_local(model) and _in_hub_cache(model)))
+
+
+def _reads_images(key: str, model: str) -> bool:
+    """Whether the folder's model takes images; a folder whose config cannot be read (no or a broken
+    config.json, a model type this transformers does not know, one that needs its own code) is refused
+    here, naming the key, rather than by the stage that loads it, maybe hours into the run."""
     from openvlt.models import reads_images
 
+    if Path(model).is_dir() and not Path(model, "config.json").is_file():
+        raise RecipeError(f"{key}: {model} has no config.json: is it a model folder (or the folder above one)?")
     try:
-        return not reads_images(model)
-    except Exception:  # noqa: BLE001 - a config transformers cannot read: the loading stage names the problem
-        return False
+        return reads_images(model)
+    except (OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix(f"{model}: ")
+        raise RecipeError(f"{key}: {model} is not a model folder transformers can read: {reason}") from None
 
 
 def _in_ray_job() -> bool:

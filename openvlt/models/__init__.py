@@ -101,9 +101,19 @@ def _image_text_to_text(config: Any) -> bool:
 
 
 def _config(path: str | Path) -> Any:
+    """The folder's config. A config that needs the folder's own Python code (`auto_map`, e.g. InternVL
+    or MiniCPM-V checkpoints) is refused rather than run: transformers would otherwise stop to ask on the
+    terminal, and openvlt trains and generates with the model classes transformers ships."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(path))
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+    raise ValueError(f"{path}: its config.json needs the model's own Python code (auto_map, transformers' "
+                     "trust_remote_code), which openvlt does not run: bind a model whose class transformers ships "
+                     "(an image-text-to-text model such as Qwen2.5-VL; for the reasoner, any causal language model)")
 
 
 class TextOnlyProcessor:

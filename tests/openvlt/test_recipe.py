@@ -1,4 +1,5 @@
 """Recipes: validated before anything runs, overridable, frozen into the run directory."""
+import json
 import shutil
 from pathlib import Path
 
@@ -139,6 +140,47 @@ def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
         load_recipe(path)
 
 
+def _model_folder(tmp_path, tiny_student, name, config_text) -> Path:
+    """A copy of the tiny student whose config.json says `config_text` (None: no config.json at all)."""
+    folder = tmp_path / name
+    shutil.copytree(tiny_student, folder)
+    if config_text is None:
+        (folder / "config.json").unlink()
+    else:
+        (folder / "config.json").write_text(config_text(json.loads((folder / "config.json").read_text())))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, config_text, why",
+    [
+        ("remote", lambda c: json.dumps({**c, "model_type": "internvl_chat",
+                                         "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"}}),
+         "its config.json needs the model's own Python code (auto_map, transformers' trust_remote_code), which openvlt "
+         "does not run"),
+        ("parent", None, "has no config.json: is it a model folder (or the folder above one)?"),
+        ("broken", lambda c: json.dumps(c)[:-40], "is not a model folder transformers can read: It looks like the "
+                                                  "config file at"),
+        ("unknown", lambda c: json.dumps({**c, "model_type": "qwen9_vl"}), "has model type `qwen9_vl`"),
+    ],
+)
+@pytest.mark.parametrize("role", ["student", "reasoner"])
+def test_a_model_folder_transformers_cannot_read_is_named_before_anything_runs(
+        tmp_path, toyworld_dir, tiny_student, monkeypatch, name, config_text, why, role):
+    """Such a folder used to pass the check and fail the stage that loads it (SFT, after captioning and
+    distilling); one that needs its own code made transformers stop and ask on the terminal."""
+    import builtins
+
+    asked = []
+    monkeypatch.setattr(builtins, "input", lambda *a: asked.append(a) or "y")  # a user at the terminal says yes
+    folder = _model_folder(tmp_path, tiny_student, name, config_text)
+    roles = {**MINIMAL["roles"], role: {"engine": "hf", "model": str(folder)}}
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, toyworld_dir, tiny_student, roles=roles))
+    assert str(err.value).startswith(f"{tmp_path / 'recipe.yaml'}: roles.{role}.model: {folder} ")
+    assert why in str(err.value) and not asked
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -200,7 +242,7 @@ def test_a_hub_name_is_checked_against_the_cache_offline_and_announced_online(tm
         load_recipe(path)
     snapshot = tmp_path / "hub" / "models--checkpoints--qwen7b" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    shutil.copy(tiny_student / "config.json", snapshot)  # read offline too: a cached config must be a model's
     (tmp_path / "hub" / "models--checkpoints--qwen7b" / "refs").mkdir()
     (tmp_path / "hub" / "models--checkpoints--qwen7b" / "refs" / "main").write_text("abc123")
     assert load_recipe(path).roles.student.model == "checkpoints/qwen7b"  # cached: loads offline
