@@ -582,14 +582,14 @@ def _reads_images(key: str, model: str) -> bool:
     """Whether the folder's model takes images; a folder whose config cannot be read (no or a broken
     config.json, a model type this transformers does not know, one that needs its own code) is refused
     here, naming the key, rather than by the stage that loads it, maybe hours into the run."""
-    from openvlt.models import reads_images
+    from openvlt.models import UnreadableModelFolder, reads_images
 
-    if Path(model).is_dir() and not Path(model, "config.json").is_file():
-        raise RecipeError(f"{key}: {model} has no config.json: is it a model folder (or the folder above one)?")
     try:
         return reads_images(model)
-    except (OSError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix(f"{model}: ")
+    except UnreadableModelFolder as exc:
+        raise RecipeError(f"{key}: {exc}") from None
+    except (OSError, ValueError) as exc:  # transformers' own message: its first line names the problem
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RecipeError(f"{key}: {model} is not a model folder transformers can read: {reason}") from None
 
 

@@ -100,20 +100,27 @@ def _image_text_to_text(config: Any) -> bool:
     return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
+class UnreadableModelFolder(ValueError):
+    """A folder openvlt will not load as a model; the message begins with the folder."""
+
+
 def _config(path: str | Path) -> Any:
     """The folder's config. A config that needs the folder's own Python code (`auto_map`, e.g. InternVL
     or MiniCPM-V checkpoints) is refused rather than run: transformers would otherwise stop to ask on the
     terminal, and openvlt trains and generates with the model classes transformers ships."""
     from transformers import AutoConfig
 
+    if Path(path).is_dir() and not Path(path, "config.json").is_file():
+        raise UnreadableModelFolder(f"{path} has no config.json: is it a model folder (or the folder above one)?")
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     except ValueError as exc:
         if "trust_remote_code" not in str(exc):
             raise
-    raise ValueError(f"{path}: its config.json needs the model's own Python code (auto_map, transformers' "
-                     "trust_remote_code), which openvlt does not run: bind a model whose class transformers ships "
-                     "(an image-text-to-text model such as Qwen2.5-VL; for the reasoner, any causal language model)")
+    raise UnreadableModelFolder(
+        f"{path} is not a model folder transformers can read: its config.json needs the model's own Python code "
+        "(auto_map, transformers' trust_remote_code), which openvlt does not run: bind a model whose class "
+        "transformers ships (an image-text-to-text model such as Qwen2.5-VL; for the reasoner, any causal language model)")
 
 
 class TextOnlyProcessor:
