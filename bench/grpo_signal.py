@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from openvlt.backends import GRPOConfig
 from openvlt.backends.local import _response_logprobs, _rows, freeze_vision_tower, grpo_actor_config, grpo_advantages, grpo_loss
@@ -39,7 +40,7 @@ from openvlt.stages.common import load_problems, score_responses, student_reques
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="runs/tiny-cpu", help="a run directory of recipes/tiny-cpu.yaml")
+    parser.add_argument("--run", default="runs/tiny-cpu", help="a run directory (its recipe.yaml gives the student prompt)")
     parser.add_argument("--iter", type=int, default=1, help="whose SFT model and RL problems")
     parser.add_argument("--rollouts", type=int, default=16, help="answers per problem, split into two halves")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -56,7 +57,8 @@ def main() -> None:
     run = Path(args.run) / f"iter_{args.iter}"
     problems = load_problems(run / "rl.parquet")
     engine = HFEngine(str(run / "sft" / "model"), batch_size=128)
-    requests = [student_request(p, "{question}") for p in problems]
+    student = yaml.safe_load((Path(args.run) / "recipe.yaml").read_text())["roles"]["student"]  # the frozen recipe
+    requests = [student_request(p, student.get("prompt") or "{question}", student.get("system")) for p in problems]
 
     started = time.monotonic()
     sampling = Sampling(n=args.rollouts, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
@@ -116,7 +118,7 @@ def _gradient(model: Any, params: list[torch.nn.Parameter], processor: Any, requ
     size = len(token_ids)
     if rewards.min() == rewards.max():  # no advantage: GRPO's loss has no gradient here
         return torch.zeros(sum(p.numel() for p in params))
-    batch, resp_pos, mask = encode_rollouts(processor, [request.prompt], [request.images], token_ids, size)
+    batch, resp_pos, mask = encode_rollouts(processor, [request.prompt], [request.images], token_ids, size, [request.system])
     advantages = grpo_advantages(torch.tensor(rewards, dtype=torch.float32), torch.ones(size, dtype=torch.bool), mask,
                                  np.zeros(size, dtype=int), True)
     config = GRPOConfig(prompts_per_step=1, rollouts=size, max_tokens=args.max_tokens, kl_coef=0.0,
