@@ -3,7 +3,8 @@
     .venv/bin/python bench/grpo_signal.py [--run runs/tiny-cpu] [--iter 1] [--rollouts 16] [--control]
 
 Samples `--rollouts` answers to each of an iteration's RL problems (RUN/iter_K/rl.parquet) from its SFT
-model, judges them with each problem's own reward plugin, and splits every problem's answers into two
+model, judges them with the reward GRPO trains on (each problem's own plugin, or the recipe's
+`grpo.reward` around it), and splits every problem's answers into two
 halves. The prompt, sampling, step size, reward settings and frozen vision tower are the run's own (its
 recipe.yaml, as iteration K ran GRPO). Each half of each problem gives one GRPO gradient: verl's group
 advantages and clipped policy loss at the first update (ratio 1, no KL), the gradient GRPO's first step
@@ -37,6 +38,7 @@ from openvlt.engines.hf import HFEngine
 from openvlt.models.batching import encode_rollouts
 from openvlt.recipe import RewardSettings, load_recipe
 from openvlt.stages.common import load_problems, score_responses, student_request
+from openvlt.stages.grpo import training_reward
 
 
 def main() -> None:
@@ -62,7 +64,7 @@ def main() -> None:
     sampling = Sampling(n=args.rollouts, temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
                         seed=args.seed)
     texts, token_ids = engine.generate_ids(requests, sampling)
-    rewards = np.array(_control_rewards(token_ids) if args.control else _rewards(problems, texts, recipe.reward))
+    rewards = np.array(_control_rewards(token_ids) if args.control else _rewards(problems, texts, recipe.reward, recipe.grpo))
     mixed = int((rewards.min(1) < rewards.max(1)).sum())
     print(f"{run / 'sft' / 'model'}: {len(problems)} problems x {args.rollouts} answers at temperature {config.temperature}, "
           f"mean reward {rewards.mean():.3f}, {mixed} problems with unequal rewards ({time.monotonic() - started:.0f} s)")
@@ -97,10 +99,11 @@ def main() -> None:
     print(f"cos(one step of {step} from A, mean B) {np.mean(step_cos):+.3f} +- {np.std(step_cos):.3f} over {len(step_cos)} steps")
 
 
-def _rewards(problems: list[dict[str, Any]], texts: list[list[str]], judge: RewardSettings) -> list[list[float]]:
-    """Each problem's own reward plugin (or the recipe's override), as GRPO scores its rollouts; an
-    unjudged answer stops the bench."""
-    judged = score_responses(problems, texts, judge)
+def _rewards(problems: list[dict[str, Any]], texts: list[list[str]], judge: RewardSettings,
+             config: GRPOConfig) -> list[list[float]]:
+    """The reward GRPO scores its rollouts with (`training_reward`); an unjudged answer stops the bench."""
+    trained_on = [{**p, "reward": training_reward(judge.override or p["reward"], config)} for p in problems]
+    judged = score_responses(trained_on, texts, dataclasses.replace(judge, override=None))
     failed = [r for rs in judged for r in rs if not r.ok]
     if failed:
         raise SystemExit(f"{len(failed)} answers could not be judged, e.g. {failed[0]}")

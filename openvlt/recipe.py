@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from openvlt.backends import GRPOConfig, SFTConfig
+from openvlt.backends import OWN_REWARD, GRPOConfig, SFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +398,7 @@ def check_values(recipe: Recipe) -> None:
     from openvlt.engines import ENGINES, check_engine_options, engine_options
     from openvlt.stages.select import POLICIES
     from rewards import RewardError, check_reward
+    from rewards.compose import split_terms
 
     for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
@@ -483,6 +484,13 @@ def check_values(recipe: Recipe) -> None:
                 check_reward(r.reward.override)
             except RewardError as exc:
                 raise RecipeError(f"{where('reward.override')}: {exc}") from exc
+        if r.grpo.reward is not None:  # the problem's own plugin ({reward}) is checked with the data
+            try:
+                for _, part in split_terms(r.grpo.reward):
+                    if part != OWN_REWARD:
+                        check_reward(part)
+            except RewardError as exc:
+                raise RecipeError(f"{where('grpo.reward')}: {exc}") from exc
     _check_prepare(recipe.prepare)
 
 

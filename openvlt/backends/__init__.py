@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 
 @dataclass
@@ -24,6 +24,9 @@ class SFTConfig:
     schedule: str = "cosine"      # cosine | linear | constant (after warm-up; cosine/linear end at 10 %)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+
+
+OWN_REWARD = "{reward}"  # in GRPOConfig.reward: the problem's own reward plugin (or the recipe's reward.override)
 
 
 @dataclass
@@ -50,7 +53,8 @@ class GRPOConfig:
     ppo_epochs: int = 1
     mini_batches: int = 1         # optimiser steps per rollout batch (verl: batch / ppo_mini_batch_size)
     micro_batch_size: int = 64    # sequences per forward/backward (memory only; maths unchanged)
-    format_weight: float = 0.0    # reward = (1 - w) * problem's reward + w * format
+    reward: Optional[str] = None  # training reward, e.g. "0.8*{reward}+0.2*len.py:short" ({reward}: the problem's own)
+    format_weight: float = 0.0    # reward = (1 - w) * training reward + w * format
     freeze_vision: bool = False   # no updates to the vision tower (EasyR1: actor.model.freeze_vision_tower)
 
 

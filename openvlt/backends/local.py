@@ -210,6 +210,7 @@ def grpo(
             "step": step,
             "reward": sum(r.score for r in ok) / len(ok) if ok else None,  # nothing judged: no reward, not 0
             "accuracy": sum(r.score >= 1.0 for r in ok) / len(ok) if ok else None,
+            "reward_parts": _part_means(ok),
             "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
             "pg_loss": sum(stats["pg_loss"]) / updates if updates else None,
             "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
@@ -336,6 +337,18 @@ def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: i
         return max(0.1, 1 - 0.9 * progress) if schedule == "linear" else 1.0
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _part_means(results: list[Any]) -> dict[str, float]:
+    """Mean of each named part the rewards report (a composition's terms, a plugin's dict keys), as verl
+    logs a reward's extra info; with a shaped training reward, the problem's own plugin is one of them.
+    Only parts every judged rollout has: with mixed plugins, a mean over some rollouts would mislead."""
+    parts: dict[str, list[float]] = {}
+    for r in results:
+        for name, value in (r.components or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                parts.setdefault(name, []).append(float(value))
+    return {name: sum(values) / len(values) for name, values in parts.items() if len(values) == len(results)}
 
 
 def _checkpoint(out: Path, step: int, total: int, every: int, model, optimizer, scheduler) -> None:

@@ -1,7 +1,7 @@
 """GRPO: improve this iteration's SFT model with group-relative policy optimisation.
 
-n rollouts per prompt are judged by the problem's own reward plugin (optionally mixed with the
-`format` reward), advantages are normalised within each prompt's group, and the policy takes the
+n rollouts per prompt are judged by the training reward (`training_reward`: the problem's own
+plugin, or `grpo.reward` built around it, optionally mixed with the `format` reward), advantages are normalised within each prompt's group, and the policy takes the
 clipped policy-gradient step with a KL loss to the SFT model; the math is verl's core_algos.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from openvlt.backends import GRPOConfig, get_backend
+from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import mean_or_none, student_request
 
@@ -34,7 +34,7 @@ def train_grpo(
     rl_problems = []
     for p in problems:
         request = student_request(p, prompt, system)
-        reward = _with_format(judge.override or p["reward"], config.format_weight)
+        reward = training_reward(judge.override or p["reward"], config)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": reward})
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
@@ -56,14 +56,23 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return mean_or_none([r[key] for r in rows if r.get(key) is not None])
 
 
-def _with_format(reward: str, weight: float) -> str:
-    """`(1 - weight) * reward + weight * format` as a composition string (reward may be one already)."""
-    if not weight:
-        return reward
+def training_reward(own: str, config: GRPOConfig) -> str:
+    """The reward GRPO's rollouts are scored with, for a problem judged by `own`.
+
+    `grpo.reward` shapes training only (a length penalty, a bonus): evaluation, selection and rl_data's
+    pass rates keep judging correctness with `own`. In it `{reward}` stands for `own`, so one recipe
+    serves rows with different plugins. `grpo.format_weight` then mixes in `format`:
+    `(1 - w) * reward + w * format`.
+    """
     from rewards.compose import split_terms
 
+    fw = config.format_weight
+    if config.reward is None and not fw:
+        return own
     terms: dict[str, float] = {}
-    for w, part in split_terms(reward):
-        terms[part] = terms.get(part, 0.0) + (1 - weight) * w
-    terms["format"] = terms.get("format", 0.0) + weight
-    return "+".join(f"{w:g}*{part}" for part, w in terms.items())
+    for w, part in split_terms(config.reward or OWN_REWARD):
+        for w_own, own_part in split_terms(own) if part == OWN_REWARD else [(1.0, part)]:
+            terms[own_part] = terms.get(own_part, 0.0) + (1 - fw) * w * w_own
+    if fw:
+        terms["format"] = terms.get("format", 0.0) + fw
+    return "+".join(part if w == 1 else f"{w:g}*{part}" for part, w in terms.items())

@@ -11,7 +11,7 @@ from openvlt.backends import GRPOConfig
 from openvlt.backends.local import grpo_actor_config, grpo_advantages, grpo_loss
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import load_problems
-from openvlt.stages.grpo import _with_format, train_grpo
+from openvlt.stages.grpo import train_grpo, training_reward
 
 PLUGINS = Path(__file__).with_name("plugins.py")
 
@@ -66,10 +66,33 @@ def test_loss_is_the_clipped_objective_plus_low_variance_kl():
     assert 0 < clipfrac < 1
 
 
-def test_format_weight_composes_with_the_problem_reward():
-    assert _with_format("math", 0.1) == "0.9*math+0.1*format"
-    assert _with_format("0.5*math+0.5*iou", 0.2) == "0.4*math+0.4*iou+0.2*format"
-    assert _with_format("math", 0.0) == "math"
+def test_the_training_reward_is_built_around_the_problems_own():
+    assert training_reward("math", GRPOConfig()) == "math"
+    assert training_reward("math", GRPOConfig(format_weight=0.1)) == "0.9*math+0.1*format"
+    assert training_reward("0.5*math+0.5*iou", GRPOConfig(format_weight=0.2)) == "0.4*math+0.4*iou+0.2*format"
+    shaped = GRPOConfig(reward="0.8*{reward}+0.2*len.py:short")
+    assert training_reward("toyworld", shaped) == "0.8*toyworld+0.2*len.py:short"
+    assert training_reward("0.9*math+0.1*format", shaped) == "0.72*math+0.08*format+0.2*len.py:short"  # own parts weighted
+    assert training_reward("math", GRPOConfig(reward="{reward}+format", format_weight=0.5)) == "0.5*math+format"  # format: 0.5 * 1 + 0.5
+    assert training_reward("math", GRPOConfig(reward="len.py:short")) == "len.py:short"  # no {reward}: replaced
+
+
+def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_dir, tmp_path):
+    """Rollouts are scored with grpo.reward around the row's own plugin (toyworld here), and each step
+    logs every part's mean, so the own plugin's share stays visible under shaping."""
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 8)
+    digits = f"{PLUGINS}:digit_share"
+    config = GRPOConfig(steps=2, prompts_per_step=4, rollouts=4, max_tokens=16, lr=1e-3, reward=f"0.5*{{reward}}+0.5*{digits}",
+                        format_weight=0.2)
+    train_grpo(problems, tiny_student, tmp_path / "g", config=config, judge=RewardSettings(workers=1), seed=0,
+               options={"checkpoint_every": 0})
+    curve = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert len(curve) == 2
+    for row in curve:
+        parts = row["reward_parts"]
+        assert {"toyworld", "toyworld.answer", "toyworld.faithful", digits, "format"} <= set(parts)
+        assert 0 < parts[digits] < 1  # the shaping term was scored (a random-init policy writes some digits)
+        assert row["reward"] == pytest.approx(0.4 * parts["toyworld"] + 0.4 * parts[digits] + 0.2 * parts["format"], abs=1e-9)
 
 
 def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_path):

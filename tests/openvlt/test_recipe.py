@@ -90,6 +90,9 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"iterations": 0}, "iterations: must be >= 1, got 0"),
         ({"reward": {"timeout": 0}}, "reward.timeout: must be > 0, got 0.0 (seconds per reward call)"),
         ({"reward": {"override": "mth"}}, "reward.override: "),
+        ({"grpo": {"reward": "0.8*{reward}+0.2*formt"}}, "grpo.reward: unknown reward 'formt'; did you mean 'format'?"),
+        ({"per_iteration": {2: {"grpo": {"reward": "0.8*{reward}+"}}}}, "per_iteration.2.grpo.reward: cannot read reward "
+                                                                        "composition '0.8*{reward}+'"),
         # values that would fail only when their stage starts, or quietly do the wrong thing
         ({"data": {**MINIMAL["data"], "rl": []}}, "data.rl: no RL problems given"),
         ({"data": {**MINIMAL["data"], "rl": {"stop": 5}}}, "data.rl: entry 0 has no path"),  # '' would read the cwd
@@ -129,6 +132,14 @@ def test_a_reward_plugin_whose_import_hangs_is_named_by_its_key_without_hanging_
     waits = plugin_file(tmp_path / "waits.py", "import time\ntime.sleep(600)")
     with pytest.raises(RecipeError, match=r"recipe.yaml: reward.override: loading reward '.*waits.py:score' took more than 1 s"):
         load_recipe(write(tmp_path, toyworld_dir, tiny_student, reward={"override": waits}))
+
+
+def test_a_training_reward_around_the_problems_own_is_checked_and_kept_as_written(tmp_path, toyworld_dir, tiny_student):
+    short = plugin_file(tmp_path / "short.py", "")
+    path = write(tmp_path, toyworld_dir, tiny_student)
+    spec = f"0.9*{{reward}}+0.1*{short}"
+    assert load_recipe(path, [f"grpo.reward={spec}"]).grpo.reward == spec  # text as written, not YAML's mapping
+    assert load_recipe(path, ["per_iteration.2.grpo.reward=format"]).for_iteration(2).grpo.reward == "format"
 
 
 def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
