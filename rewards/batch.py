@@ -6,13 +6,14 @@
     results.scores(fill=0.0)  # floats; a failed item is NaN unless you choose a fill value
     for r in results: r.index, r.status, r.score, r.components, r.error
 
-An item is a dict ``{"response", "ground_truth", "extra_info" (optional), "reward" (optional)}``;
-its ``reward`` (or ``extra_info["reward"]``) overrides the batch's, so rows of several data sets
-can share a batch. A reader may put an exception in place of an item it could not read: that
+An item is a dict ``{"response", "ground_truth", "extra_info" (optional), "reward" (optional),
+"id" (optional)}``; its ``reward`` (or ``extra_info["reward"]``) overrides the batch's, so rows of
+several data sets can share a batch, and its ``id`` (say, the problem's) is named next to its index
+in a failure's message. A reader may put an exception in place of an item it could not read: that
 item's result is an error with the exception's message, and the order is kept.
 
 A failed item has ``status`` "error" or "timeout", ``score`` NaN and an ``error`` naming the plugin
-and the item index: it is counted, never turned into 0.
+and the item (index and ``id``): it is counted, never turned into 0.
 
 The work runs in a :class:`RewardScorer`, a reusable pool of worker processes (see
 :mod:`rewards.pool`). :func:`score_batch` and :func:`iter_scores` share one per (workers,
@@ -205,7 +206,8 @@ class RewardScorer:
 
             entry.finish(score_job(*entry.payload))
         status, score, components, error, seconds = entry.future.result()
-        return ScoreResult(entry.payload[5], status, score, components, error, entry.reward, seconds)
+        return ScoreResult(entry.payload[5], status, score, components, _with_id(error, entry.payload[5], entry.label),
+                           entry.reward, seconds)
 
 
 def score_batch(items: Iterable[Mapping[str, Any]], reward: str = "math", *, workers: int | None = None,
@@ -262,14 +264,15 @@ class _Specs:
         resolved = self._resolve(spec) if problem is None else None
         if isinstance(resolved, RewardError):
             problem = str(resolved)
+        label = _item_id(item)
         if problem is not None or resolved is None:
-            return ScoreResult(index, "error", math.nan, error=f"reward {spec!r} on item {index}: {problem}",
+            return ScoreResult(index, "error", math.nan, error=_with_id(f"reward {spec!r} on item {index}: {problem}", index, label),
                                reward=str(spec))
         wire_spec, hints = resolved
         truth = item["ground_truth"]
         payload = (wire_spec, hints, item["response"], truth if isinstance(truth, str) else str(truth),
                    dict(item.get("extra_info") or {}), index)
-        return Job(payload, timeout, reward=spec)
+        return Job(payload, timeout, reward=spec, label=label)
 
     def _resolve(self, spec: str) -> tuple[str, tuple[str, ...]] | RewardError:
         if spec not in self._known:
@@ -290,6 +293,20 @@ def _reward_of(item: object, default: str) -> object:
         return default
     extra = item.get("extra_info")
     return item.get("reward") or (extra.get("reward") if isinstance(extra, Mapping) else None) or default
+
+
+def _item_id(item: object) -> str:
+    """The caller's name for an item (its ``id``), or "" when it has none."""
+    value = item.get("id") if isinstance(item, Mapping) else None
+    return "" if value is None else str(value)
+
+
+def _with_id(error: str | None, index: int, label: str) -> str | None:
+    """``... on item 8: ...`` -> ``... on item 8 (LABEL): ...``: a failure names the caller's item, not
+    only its place in this batch (workers, which build most messages, see the index alone)."""
+    if not error or not label:
+        return error
+    return error.replace(f"on item {index}", f"on item {index} ({label})", 1)
 
 
 def _item_problem(item: object) -> str | None:

@@ -56,6 +56,7 @@ class Job:
     payload: tuple  # (spec, hints, response, ground_truth, extra_info, index), see rewards._worker
     timeout: float
     reward: str = ""  # the reward as the caller named it (payload[0] has file paths made absolute)
+    label: str = ""  # the caller's id for the item (named in messages next to the index)
     future: Future = field(default_factory=Future)
 
     def finish(self, raw: tuple) -> None:

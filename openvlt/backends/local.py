@@ -122,9 +122,9 @@ def grpo(
     options: dict[str, Any] | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
-    """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward"}`.
+    """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward", "id" (optional)}`.
 
-    `score(items)` judges rollouts `{"response", "ground_truth", "extra_info", "reward"}` and
+    `score(items)` judges rollouts `{"response", "ground_truth", "extra_info", "reward", "id"}` and
     returns, in order, objects with `.score` (float) and `.ok` (False for errors and timeouts).
     """
     from openvlt.engines import Request, Sampling
@@ -147,13 +147,15 @@ def grpo(
     actor = grpo_actor_config(config)
     bar = tqdm(range(start + 1, config.steps + 1), desc="grpo", unit="step", initial=start, total=config.steps)
     for step in bar:
-        chosen = [problems[i] for i in _batch_indices(len(problems), config.prompts_per_step, step, seed)]
+        indices = _batch_indices(len(problems), config.prompts_per_step, step, seed)
+        chosen = [problems[i] for i in indices]
         requests = [Request(p["prompt"], tuple(p["images"]), p.get("system")) for p in chosen]
         sampling = Sampling(n=config.rollouts, temperature=config.temperature, top_p=config.top_p,
                             max_tokens=config.max_tokens, seed=seed * 100_003 + step)
         texts, token_ids = engine.generate_ids(requests, sampling)
-        items = [{"response": t, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": p["reward"]}
-                 for p, ts in zip(chosen, texts) for t in ts]
+        items = [{"response": t, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": p["reward"],
+                  "id": f"problem {p.get('id', i)}, step {step} rollout {j}"}
+                 for i, p, ts in zip(indices, chosen, texts) for j, t in enumerate(ts)]
         results = score(items)
         rewards = torch.tensor([r.score if r.ok else 0.0 for r in results], dtype=torch.float32)
         valid = torch.tensor([r.ok for r in results])

@@ -103,8 +103,9 @@ def score_responses(
     from rewards import iter_scores
 
     items = [
-        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.override or p["reward"]}
-        for p, rs in zip(problems, responses) for r in rs
+        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.override or p["reward"],
+         "id": f"problem {p['id']}, answer {j}"}
+        for p, rs in zip(problems, responses) for j, r in enumerate(rs)
     ]
     judged = iter_scores(items, workers=judge.workers, timeout=judge.timeout, window=max(1, len(items)))  # in order
     results = list(tqdm(judged, total=len(items), desc="judge", unit="trace", leave=False, disable=len(items) < 1000))

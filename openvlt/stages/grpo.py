@@ -36,7 +36,7 @@ def train_grpo(
         request = student_request(p, prompt, system)
         reward = training_reward(judge.override or p["reward"], config)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
-                            "extra_info": p["extra_info"], "reward": reward})
+                            "extra_info": p["extra_info"], "reward": reward, "id": p["id"]})
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,

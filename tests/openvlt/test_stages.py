@@ -144,6 +144,8 @@ def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_p
     lines = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert [q["id"] for q in lines] == [p["id"] for p in traced]
     assert "raises" in lines[0]["reason"] and "boom" in lines[0]["reason"]
+    assert f"on item 0 (problem {traced[0]['id']}, answer 0)" in lines[0]["reason"]  # the log names the problem, too
+    assert f"on item 4 (problem {traced[1]['id']}, answer 0)" in lines[1]["reason"]
     assert len(read_records(tmp_path / "sft.parquet")) == 0
 
 

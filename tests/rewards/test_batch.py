@@ -66,6 +66,19 @@ def test_malformed_items_are_errors_in_place(scorer):
     assert math.isnan(results[2].score) and results.scores(fill=0.0)[2] == 0.0
 
 
+def test_a_failure_names_the_callers_id_for_its_item(scorer):
+    """Workers know an item's place in the batch only; the caller's id (a problem's) is put next to it."""
+    items = [{"response": "ok", "ground_truth": "", "id": f"problem p{i}, answer 0"} for i in range(6)]
+    items[1] = {"response": "raise", "ground_truth": "", "id": "problem p1, answer 0"}
+    items[3] = {"response": "hang", "ground_truth": "", "id": "problem p3, answer 0"}
+    items[4] = {"response": None, "ground_truth": "", "id": 44}
+    results = _within(60, lambda: scorer.score(items, "test_misbehave", timeout=0.5))
+    assert [r.status for r in results] == ["ok", "error", "ok", "timeout", "error", "ok"]
+    assert results[1].error == "reward 'test_misbehave' on item 1 (problem p1, answer 0) raised ValueError: the plugin failed on purpose"
+    assert results[3].error == "reward 'test_misbehave' on item 3 (problem p3, answer 0) timed out after 0.5 s (worker killed)"
+    assert results[4].error == "reward 'test_misbehave' on item 4 (44): 'response' must be a string, got NoneType"
+
+
 def test_an_unknown_batch_reward_raises_before_any_work(scorer):
     with pytest.raises(RewardError, match="unknown reward 'mth'"):
         scorer.score(toy_items(3), "mth")
