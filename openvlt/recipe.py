@@ -47,6 +47,10 @@ DEFAULT_DISTILL_PROMPT = (
 MEMORY_ONLY = ("sft.grad_accum", "grpo.micro_batch_size", "backend.options.checkpoint_every", "backend.options.cache_mb",
                "backend.options.threads")
 
+# Keys added after runs were made, at the value that computes what those runs computed: left out of the
+# work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
+ADDED_LATER = {"grpo.reward": None}
+
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -229,17 +233,19 @@ class Recipe:
 
     def work_digest(self) -> str:
         """The digest of what the stages compute: the recipe without the knobs in `MEMORY_ONLY`, so
-        an interrupted stage resumed with `--force` and a smaller micro-batch keeps its checkpoint."""
+        an interrupted stage resumed with `--force` and a smaller micro-batch keeps its checkpoint, and
+        without keys in `ADDED_LATER` at their old behaviour, so an upgrade alone keeps it too."""
         resolved = []
         for k in range(1, self.iterations + 1):  # each iteration as it runs, per_iteration applied
             raw = to_dict(self.for_iteration(k))
             raw.pop("per_iteration")
-            for key in MEMORY_ONLY:
+            for key in (*MEMORY_ONLY, *ADDED_LATER):
                 *path, last = key.split(".")
                 node = raw
                 for part in path:
                     node = node[part]
-                node.pop(last, None)
+                if key in MEMORY_ONLY or node.get(last) == ADDED_LATER[key]:
+                    node.pop(last, None)
             resolved.append(rebase_paths(raw, self.run_dir, "{run_dir}"))  # a moved run directory: the same work
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -342,12 +342,16 @@ def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: i
 
 
 def _part_means(results: list[Any]) -> dict[str, float]:
-    """Mean of each named part the rewards report (a composition's terms, a plugin's dict keys), as verl
-    logs a reward's extra info; with a shaped training reward, the problem's own plugin is one of them.
-    Only parts every judged rollout has: with mixed plugins, a mean over some rollouts would mislead."""
+    """Mean of each named part the rewards report, as verl logs a reward's extra info: a composition's
+    terms as it names them (`toyworld`, `toyworld.answer`), a single plugin's total and dict keys under
+    its name, the same names. Only parts every judged rollout has: with mixed plugins, a mean over some
+    rollouts would mislead."""
     parts: dict[str, list[float]] = {}
     for r in results:
-        for name, value in (r.components or {}).items():
+        named = dict(r.components or {})
+        if "+" not in r.reward and "*" not in r.reward:  # one plugin, not a composition (rewards.compose syntax)
+            named = {r.reward: r.score, **{f"{r.reward}.{key}": value for key, value in named.items()}}
+        for name, value in named.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 parts.setdefault(name, []).append(float(value))
     return {name: sum(values) / len(values) for name, values in parts.items() if len(values) == len(results)}

@@ -75,4 +75,4 @@ def training_reward(own: str, config: GRPOConfig) -> str:
             terms[own_part] = terms.get(own_part, 0.0) + (1 - fw) * w * w_own
     if fw:
         terms["format"] = terms.get("format", 0.0) + fw
-    return "+".join(part if w == 1 else f"{w:g}*{part}" for part, w in terms.items())
+    return "+".join(part if w == 1 else f"{w:.15g}*{part}" for part, w in terms.items())  # 0.8 * 0.9 -> 0.72

@@ -75,6 +75,8 @@ def test_the_training_reward_is_built_around_the_problems_own():
     assert training_reward("0.9*math+0.1*format", shaped) == "0.72*math+0.08*format+0.2*len.py:short"  # own parts weighted
     assert training_reward("math", GRPOConfig(reward="{reward}+format", format_weight=0.5)) == "0.5*math+format"  # format: 0.5 * 1 + 0.5
     assert training_reward("math", GRPOConfig(reward="len.py:short")) == "len.py:short"  # no {reward}: replaced
+    precise = GRPOConfig(reward="0.123456789*{reward}+0.876543211*format")  # weights kept, so a perfect rollout sums to 1
+    assert training_reward("math", precise) == "0.123456789*math+0.876543211*format"
 
 
 def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_dir, tmp_path):
@@ -91,7 +93,6 @@ def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_di
     for row in curve:
         parts = row["reward_parts"]
         assert {"toyworld", "toyworld.answer", "toyworld.faithful", digits, "format"} <= set(parts)
-        assert 0 < parts[digits] < 1  # the shaping term was scored (a random-init policy writes some digits)
         assert row["reward"] == pytest.approx(0.4 * parts["toyworld"] + 0.4 * parts[digits] + 0.2 * parts["format"], abs=1e-9)
 
 
@@ -107,6 +108,7 @@ def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_p
     first, last = np.mean([r["reward"] for r in curve[:4]]), np.mean([r["reward"] for r in curve[-4:]])
     assert last > 5 * first and last > first + 0.3, (first, last)
     assert counts["steps"] == 40 and counts["reward_errors"] == 0 and curve[-1]["kl"] > 0
+    assert curve[-1]["reward_parts"] == {f"{PLUGINS}:digit_share": pytest.approx(curve[-1]["reward"])}  # one plugin: its total
     assert (tmp_path / "grpo" / "model.safetensors").exists() and not (tmp_path / "grpo" / "_checkpoint").exists()
 
 

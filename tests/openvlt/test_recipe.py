@@ -142,6 +142,18 @@ def test_a_training_reward_around_the_problems_own_is_checked_and_kept_as_writte
     assert load_recipe(path, ["per_iteration.2.grpo.reward=format"]).for_iteration(2).grpo.reward == "format"
 
 
+def test_an_upgrade_alone_leaves_the_work_digest_of_an_older_run_as_it_was(tmp_path):
+    """An interrupted stage keeps its saved work only while the work digest matches. 7e3a1fcf2193d93b is
+    what 6389861, before grpo.reward existed, computed for this recipe: keys added since, at the value
+    that computes what older runs computed, must not change it. (A changed default does: then older
+    runs' interrupted stages start over, and this value is updated on purpose.)"""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("name: digest\nrun_dir: /runs/digest\nroles: {student: {engine: hf, model: /models/student}}\n"
+                    "data: {sft: /data/a.parquet, rl: /data/b.parquet, eval: {held: /data/c.parquet}}\n")
+    assert load_recipe(path, check_paths=False).work_digest() == "7e3a1fcf2193d93b"
+    assert load_recipe(path, ["grpo.reward=0.9*{reward}+0.1*format"], check_paths=False).work_digest() != "7e3a1fcf2193d93b"
+
+
 def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "nowhere/rl.parquet"})
     with pytest.raises(RecipeError, match="data.rl: nowhere/rl.parquet"):
