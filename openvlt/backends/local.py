@@ -346,10 +346,12 @@ def _part_means(results: list[Any]) -> dict[str, float]:
     terms as it names them (`toyworld`, `toyworld.answer`), a single plugin's total and dict keys under
     its name, the same names. Only parts every judged rollout has: with mixed plugins, a mean over some
     rollouts would mislead."""
+    from rewards.compose import split_terms
+
     parts: dict[str, list[float]] = {}
     for r in results:
         named = dict(r.components or {})
-        if "+" not in r.reward and "*" not in r.reward:  # one plugin, not a composition (rewards.compose syntax)
+        if split_terms(r.reward) == [(1.0, r.reward)]:  # one plugin, not a composition
             named = {r.reward: r.score, **{f"{r.reward}.{key}": value for key, value in named.items()}}
         for name, value in named.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):

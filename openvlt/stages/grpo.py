@@ -64,7 +64,7 @@ def training_reward(own: str, config: GRPOConfig) -> str:
     serves rows with different plugins. `grpo.format_weight` then mixes in `format`:
     `(1 - w) * reward + w * format`.
     """
-    from rewards.compose import split_terms
+    from rewards.compose import join_terms, split_terms
 
     fw = config.format_weight
     if config.reward is None and not fw:
@@ -75,4 +75,4 @@ def training_reward(own: str, config: GRPOConfig) -> str:
             terms[own_part] = terms.get(own_part, 0.0) + (1 - fw) * w * w_own
     if fw:
         terms["format"] = terms.get("format", 0.0) + fw
-    return "+".join(part if w == 1 else f"{w:.15g}*{part}" for part, w in terms.items())  # 0.8 * 0.9 -> 0.72
+    return join_terms([(float(f"{w:.15g}"), part) for part, w in terms.items()])  # 0.8 * 0.9 -> 0.72, not 0.7200000000000001
