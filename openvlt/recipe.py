@@ -299,8 +299,8 @@ def _resolve(raw: dict[str, Any], overrides: Sequence[str], check_paths: bool) -
             log.warning("per_iteration.%s is not used: the recipe runs %s", k,
                         "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
         _build(Recipe, copy.deepcopy(extra), f"per_iteration.{k}")  # keys and types, named where they are
+    recipe = _expand_run_dir(recipe)  # first: a reward plugin may live in the run directory
     check_values(recipe)
-    recipe = _expand_run_dir(recipe)
     if check_paths:
         check_inputs(recipe)
     return recipe

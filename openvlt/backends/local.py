@@ -344,8 +344,8 @@ def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: i
 def _part_means(results: list[Any]) -> dict[str, float]:
     """Mean of each named part the rewards report, as verl logs a reward's extra info: a composition's
     terms as it names them (`toyworld`, `toyworld.answer`), a single plugin's total and dict keys under
-    its name, the same names. Only parts every judged rollout has: with mixed plugins, a mean over some
-    rollouts would mislead."""
+    its name, the same names. Each part is averaged over the rollouts that report it: with problems
+    judged by different plugins, `math` is the math problems' mean reward and `ocr` the OCR problems'."""
     from rewards.compose import split_terms
 
     parts: dict[str, list[float]] = {}
@@ -356,7 +356,7 @@ def _part_means(results: list[Any]) -> dict[str, float]:
         for name, value in named.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 parts.setdefault(name, []).append(float(value))
-    return {name: sum(values) / len(values) for name, values in parts.items() if len(values) == len(results)}
+    return {name: sum(values) / len(values) for name, values in parts.items()}
 
 
 def _checkpoint(out: Path, step: int, total: int, every: int, model, optimizer, scheduler) -> None:

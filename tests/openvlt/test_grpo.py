@@ -95,6 +95,15 @@ def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_di
         assert {"toyworld", "toyworld.answer", "toyworld.faithful", digits, "format"} <= set(parts)
         assert row["reward"] == pytest.approx(0.4 * parts["toyworld"] + 0.4 * parts[digits] + 0.2 * parts["format"], abs=1e-9)
 
+    # problems judged by different plugins: each part is the mean over the rollouts of the problems it judged
+    mixed = [{**p, "reward": digits} if i % 2 else p for i, p in enumerate(problems)]
+    config = GRPOConfig(steps=1, prompts_per_step=8, rollouts=4, max_tokens=16, lr=1e-3)  # every problem, 4 rollouts each
+    train_grpo(mixed, tiny_student, tmp_path / "m", config=config, judge=RewardSettings(workers=1), seed=0,
+               options={"checkpoint_every": 0})
+    row = json.loads((tmp_path / "m" / "metrics.jsonl").read_text())
+    assert set(row["reward_parts"]) == {"toyworld", "toyworld.answer", "toyworld.faithful", digits}
+    assert row["reward"] == pytest.approx((row["reward_parts"]["toyworld"] + row["reward_parts"][digits]) / 2, abs=1e-9)
+
 
 def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_path):
     """A dense reward a random-init policy can climb (the share of digits it writes): GRPO must climb it.

@@ -1,5 +1,6 @@
 """Recipes: validated before anything runs, overridable, frozen into the run directory."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -140,6 +141,20 @@ def test_a_training_reward_around_the_problems_own_is_checked_and_kept_as_writte
     spec = f"0.9*{{reward}}+0.1*{short}"
     assert load_recipe(path, [f"grpo.reward={spec}"]).grpo.reward == spec  # text as written, not YAML's mapping
     assert load_recipe(path, ["per_iteration.2.grpo.reward=format"]).for_iteration(2).grpo.reward == "format"
+
+
+def test_a_reward_plugin_in_the_run_directory_is_checked_where_it_is(tmp_path, toyworld_dir, tiny_student):
+    """`{run_dir}` in a plugin path is expanded before the plugin is checked, so the check looks in the run
+    directory, not for a folder literally called `{run_dir}`."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    plugin_file(run_dir / "mine.py", "")
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(run_dir))
+    recipe = load_recipe(path, ["grpo.reward=0.5*{reward}+0.5*{run_dir}/mine.py:score", "reward.override={run_dir}/mine.py:score"])
+    assert recipe.grpo.reward == f"0.5*{{reward}}+0.5*{run_dir}/mine.py:score"
+    assert recipe.reward.override == f"{run_dir}/mine.py:score"
+    with pytest.raises(RecipeError, match=rf"grpo.reward: .*{re.escape(str(run_dir))}/missing.py"):
+        load_recipe(path, ["grpo.reward={run_dir}/missing.py:score"])
 
 
 def test_an_upgrade_alone_leaves_the_work_digest_of_an_older_run_as_it_was(tmp_path):
