@@ -31,16 +31,19 @@ def train_grpo(
     """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
     from rewards.batch import shared_scorer
 
-    rl_problems = []
+    rl_problems, own_of = [], {}
     for p in problems:
         request = student_request(p, prompt, system)
-        reward = training_reward(judge.override or p["reward"], config)
+        own = judge.override or p["reward"]
+        reward = training_reward(own, config)
+        own_of[reward] = own
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": reward, "id": p["id"]})
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,
-        score=lambda items: list(scorer.score(items, timeout=judge.timeout)), seed=seed, options=options,
+        score=lambda items: list(scorer.score(items, timeout=judge.timeout)),
+        correct=lambda result: answer_is_right(result, own_of[result.reward], judge), seed=seed, options=options,
     )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
@@ -54,6 +57,16 @@ def train_grpo(
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     """Mean of `key` over the steps that have one (a step whose rollouts were all unjudged has none)."""
     return mean_or_none([r[key] for r in rows if r.get(key) is not None])
+
+
+def answer_is_right(result: Any, own: str, judge: RewardSettings) -> bool | None:
+    """Whether a rollout judged by its training reward is right by the problem's own reward `own`, as
+    evaluation counts it (`reward.correct_at`). Under a shaped reward that is the own plugin's term of
+    the composition; an own reward that is itself a composition is spread over several terms, so None."""
+    if result.reward == own:
+        return judge.is_correct(result)
+    own_score = (result.components or {}).get(own)
+    return None if own_score is None else bool(result.ok and own_score >= judge.correct_at)
 
 
 def training_reward(own: str, config: GRPOConfig) -> str:

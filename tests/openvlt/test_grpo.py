@@ -11,7 +11,8 @@ from openvlt.backends import GRPOConfig
 from openvlt.backends.local import grpo_actor_config, grpo_advantages, grpo_loss
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import load_problems
-from openvlt.stages.grpo import train_grpo, training_reward
+from openvlt.stages.grpo import answer_is_right, train_grpo, training_reward
+from rewards.batch import ScoreResult
 
 PLUGINS = Path(__file__).with_name("plugins.py")
 
@@ -79,6 +80,23 @@ def test_the_training_reward_is_built_around_the_problems_own():
     assert training_reward("math", precise) == "0.123456789*math+0.876543211*format"
 
 
+def test_a_rollout_is_right_as_evaluation_counts_it_under_any_training_reward():
+    """GRPO's `accuracy` column: the problem's own reward at reward.correct_at, not the training reward."""
+    def judged(reward, score, components=None, status="ok"):
+        return ScoreResult(index=0, status=status, score=score, components=components, reward=reward)
+
+    lenient = RewardSettings(correct_at=0.5)
+    assert answer_is_right(judged("math", 0.6), "math", lenient) is True  # correct_at, not a score of 1
+    assert answer_is_right(judged("math", 0.4), "math", lenient) is False
+    assert answer_is_right(judged("math", float("nan"), status="timeout"), "math", lenient) is False
+    shaped = "0.8*math+0.2*len.py:short"
+    assert answer_is_right(judged(shaped, 0.8, {"math": 1.0, "len.py:short": 0.0}), "math", RewardSettings()) is True
+    assert answer_is_right(judged(shaped, 0.2, {"math": 0.0, "len.py:short": 1.0}), "math", RewardSettings()) is False
+    spread = "0.72*math+0.08*format+0.2*len.py:short"  # own reward 0.9*math+0.1*format, spread over terms
+    assert answer_is_right(judged(spread, 0.8, {"math": 1.0, "format": 0.0, "len.py:short": 0.0}),
+                           "0.9*math+0.1*format", RewardSettings()) is None
+
+
 def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_dir, tmp_path):
     """Rollouts are scored with grpo.reward around the row's own plugin (toyworld here), and each step
     logs every part's mean, so the own plugin's share stays visible under shaping."""
@@ -94,6 +112,7 @@ def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_di
         parts = row["reward_parts"]
         assert {"toyworld", "toyworld.answer", "toyworld.faithful", digits, "format"} <= set(parts)
         assert row["reward"] == pytest.approx(0.4 * parts["toyworld"] + 0.4 * parts[digits] + 0.2 * parts["format"], abs=1e-9)
+        assert row["accuracy"] == pytest.approx(parts["toyworld"])  # toyworld scores 0 or 1: its mean is the share right
 
     # problems judged by different plugins: each part is the mean over the rollouts of the problems it judged
     mixed = [{**p, "reward": digits} if i % 2 else p for i, p in enumerate(problems)]
