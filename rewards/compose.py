@@ -43,17 +43,25 @@ def compose(weights: Mapping[str, float], *, name: str | None = None) -> Reward:
 
     def composed(response: str, ground_truth: str, *, extra_info: dict[str, Any]) -> dict[str, float]:
         out: dict[str, float] = {"score": 0.0}
+        weighted = []
         for part, weight in parts:
             score, components = call_reward(part, response, ground_truth, extra_info)
-            out["score"] += weight * score
+            weighted.append((weight, score))
             out[part] = score
             for key, value in (components or {}).items():
                 out[f"{part}.{key}"] = value
+        out["score"] = weighted_sum(weighted)
         return out
 
     composed.__name__ = composed.__qualname__ = label
     composed.__doc__ = f"Weighted composition {label}."
     return composed
+
+
+def weighted_sum(terms: list[tuple[float, float]]) -> float:
+    """sum(weight * score), correctly rounded: a perfect answer under 0.7*a+0.2*b+0.1*c scores 1.0, as
+    `reward.correct_at: 1.0` needs, not the 0.9999999999999999 that adding left to right gives."""
+    return math.fsum(weight * score for weight, score in terms)
 
 
 def parse_composition(spec: str) -> list[tuple[float, str]]:

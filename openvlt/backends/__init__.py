@@ -66,7 +66,7 @@ class Backend(Protocol):
 
     def grpo(
         self, problems: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: GRPOConfig,
-        *, score: Callable[[list[dict[str, Any]]], list[Any]], correct: Callable[[Any], bool | None] | None = None,
+        *, score: Callable[[list[dict[str, Any]]], list[Any]], correct: Callable[[dict[str, Any], Any], bool | None] | None = None,
         seed: int = 0, options: dict[str, Any] | None = None,
     ) -> Path: ...
 

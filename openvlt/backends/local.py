@@ -118,7 +118,7 @@ def grpo(
     config: GRPOConfig,
     *,
     score: Callable[[list[dict[str, Any]]], list[Any]],
-    correct: Callable[[Any], bool | None] | None = None,
+    correct: Callable[[dict[str, Any], Any], bool | None] | None = None,
     seed: int = 0,
     options: dict[str, Any] | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -127,8 +127,8 @@ def grpo(
 
     `score(items)` judges rollouts `{"response", "ground_truth", "extra_info", "reward", "id"}` and
     returns, in order, objects with `.score` (float) and `.ok` (False for errors and timeouts).
-    `correct(result)` says whether a judged rollout's answer is right (None: cannot tell) for the
-    `accuracy` column; without it, a rollout is right at score 1.
+    `correct(problem, result)` says whether a judged rollout's answer is right (None: cannot tell) for
+    the `accuracy` column; without it, a rollout is right at score 1.
     """
     from openvlt.engines import Request, Sampling
     from openvlt.engines.hf import HFEngine
@@ -214,7 +214,7 @@ def grpo(
         row = {
             "step": step,
             "reward": sum(r.score for r in ok) / len(ok) if ok else None,  # nothing judged: no reward, not 0
-            "accuracy": _accuracy(ok, correct),
+            "accuracy": _accuracy([(chosen[k // config.rollouts], r) for k, r in enumerate(results) if r.ok], correct),
             "reward_parts": _part_means(ok),
             "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
             "pg_loss": sum(stats["pg_loss"]) / updates if updates else None,
@@ -344,9 +344,10 @@ def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: i
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _accuracy(results: list[Any], correct: Callable[[Any], bool | None] | None) -> float | None:
-    """Share of judged rollouts whose answer is right, over those `correct` can tell (None if none)."""
-    verdicts = [r.score >= 1.0 if correct is None else correct(r) for r in results]
+def _accuracy(judged: list[tuple[dict[str, Any], Any]], correct: Callable[[dict[str, Any], Any], bool | None] | None) -> float | None:
+    """Share of judged rollouts `(problem, result)` whose answer is right, over those `correct` can tell
+    (None if none: nothing judged is no accuracy, not 0)."""
+    verdicts = [r.score >= 1.0 if correct is None else correct(p, r) for p, r in judged]
     told = [v for v in verdicts if v is not None]
     return sum(told) / len(told) if told else None
 

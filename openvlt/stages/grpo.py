@@ -31,19 +31,18 @@ def train_grpo(
     """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
     from rewards.batch import shared_scorer
 
-    rl_problems, own_of = [], {}
+    rl_problems = []
     for p in problems:
         request = student_request(p, prompt, system)
         own = judge.override or p["reward"]
-        reward = training_reward(own, config)
-        own_of[reward] = own
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
-                            "extra_info": p["extra_info"], "reward": reward, "id": p["id"]})
+                            "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
+                            "id": p["id"]})
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,
         score=lambda items: list(scorer.score(items, timeout=judge.timeout)),
-        correct=lambda result: answer_is_right(result, own_of[result.reward], judge), seed=seed, options=options,
+        correct=lambda problem, result: answer_is_right(result, problem["own_reward"], judge), seed=seed, options=options,
     )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
@@ -61,12 +60,19 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def answer_is_right(result: Any, own: str, judge: RewardSettings) -> bool | None:
     """Whether a rollout judged by its training reward is right by the problem's own reward `own`, as
-    evaluation counts it (`reward.correct_at`). Under a shaped reward that is the own plugin's term of
-    the composition; an own reward that is itself a composition is spread over several terms, so None."""
-    if result.reward == own:
+    evaluation counts it: an error or timeout is wrong, else its score by `own` is at least `reward.correct_at`.
+    Under a shaped reward that score is rebuilt from the composition's parts, each logged unweighted under
+    its canonical spec; None when the training reward leaves a part of `own` out."""
+    from rewards.compose import split_terms, weighted_sum
+    from rewards.registry import canonical_spec
+
+    if not result.ok or result.reward == own:
         return judge.is_correct(result)
-    own_score = (result.components or {}).get(own)
-    return None if own_score is None else bool(result.ok and own_score >= judge.correct_at)
+    parts = result.components or {}
+    terms = [(weight, parts.get(canonical_spec(part))) for weight, part in split_terms(own)]
+    if any(value is None for _, value in terms):
+        return None
+    return weighted_sum(terms) >= judge.correct_at  # summed as the composition sums it
 
 
 def training_reward(own: str, config: GRPOConfig) -> str:

@@ -12,6 +12,7 @@ from openvlt.backends.local import grpo_actor_config, grpo_advantages, grpo_loss
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import load_problems
 from openvlt.stages.grpo import answer_is_right, train_grpo, training_reward
+from ..conftest import plugin_file
 from rewards.batch import ScoreResult
 
 PLUGINS = Path(__file__).with_name("plugins.py")
@@ -80,7 +81,7 @@ def test_the_training_reward_is_built_around_the_problems_own():
     assert training_reward("math", precise) == "0.123456789*math+0.876543211*format"
 
 
-def test_a_rollout_is_right_as_evaluation_counts_it_under_any_training_reward():
+def test_a_rollout_is_right_as_evaluation_counts_it_under_any_training_reward(tmp_path, monkeypatch):
     """GRPO's `accuracy` column: the problem's own reward at reward.correct_at, not the training reward."""
     def judged(reward, score, components=None, status="ok"):
         return ScoreResult(index=0, status=status, score=score, components=components, reward=reward)
@@ -88,13 +89,25 @@ def test_a_rollout_is_right_as_evaluation_counts_it_under_any_training_reward():
     lenient = RewardSettings(correct_at=0.5)
     assert answer_is_right(judged("math", 0.6), "math", lenient) is True  # correct_at, not a score of 1
     assert answer_is_right(judged("math", 0.4), "math", lenient) is False
-    assert answer_is_right(judged("math", float("nan"), status="timeout"), "math", lenient) is False
+    assert answer_is_right(judged("0.8*math+0.2*format", float("nan"), status="timeout"), "math", lenient) is False
     shaped = "0.8*math+0.2*len.py:short"
     assert answer_is_right(judged(shaped, 0.8, {"math": 1.0, "len.py:short": 0.0}), "math", RewardSettings()) is True
     assert answer_is_right(judged(shaped, 0.2, {"math": 0.0, "len.py:short": 1.0}), "math", RewardSettings()) is False
-    spread = "0.72*math+0.08*format+0.2*len.py:short"  # own reward 0.9*math+0.1*format, spread over terms
-    assert answer_is_right(judged(spread, 0.8, {"math": 1.0, "format": 0.0, "len.py:short": 0.0}),
-                           "0.9*math+0.1*format", RewardSettings()) is None
+    # an own reward that is a composition, spread over the training reward's terms, is summed back
+    spread = {"math": 1.0, "format": 0.0, "len.py:short": 1.0}
+    assert answer_is_right(judged("0.72*math+0.08*format+0.2*len.py:short", 0.92, spread), "0.9*math+0.1*format",
+                           RewardSettings(correct_at=0.9)) is True
+    assert answer_is_right(judged("0.72*math+0.08*format+0.2*len.py:short", 0.92, spread), "0.9*math+0.1*format",
+                           RewardSettings()) is False
+    perfect = {"math": 1.0, "format": 1.0, "iou": 1.0, "len.py:short": 0.0}  # 0.7 + 0.2 + 0.1 is 1, not 0.9999999999999999
+    assert answer_is_right(judged("0.35*math+0.1*format+0.05*iou+0.5*len.py:short", 0.5, perfect),
+                           "0.7*math+0.2*format+0.1*iou", RewardSettings()) is True
+    assert answer_is_right(judged("len.py:short", 1.0, None), "math", RewardSettings()) is None  # own left out: cannot tell
+    # a plugin file is named by its absolute path in the composition's parts, however the recipe wrote it
+    monkeypatch.chdir(tmp_path)
+    plugin_file(tmp_path / "mine.py", "")
+    components = {f"{tmp_path}/mine.py:score": 1.0, "format": 0.0}
+    assert answer_is_right(judged("0.8*mine.py:score+0.2*format", 0.8, components), "mine.py:score", RewardSettings()) is True
 
 
 def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_dir, tmp_path):
@@ -114,14 +127,18 @@ def test_grpo_trains_on_grpo_reward_and_logs_each_part(tiny_student, toyworld_di
         assert row["reward"] == pytest.approx(0.4 * parts["toyworld"] + 0.4 * parts[digits] + 0.2 * parts["format"], abs=1e-9)
         assert row["accuracy"] == pytest.approx(parts["toyworld"])  # toyworld scores 0 or 1: its mean is the share right
 
-    # problems judged by different plugins: each part is the mean over the rollouts of the problems it judged
-    mixed = [{**p, "reward": digits} if i % 2 else p for i, p in enumerate(problems)]
-    config = GRPOConfig(steps=1, prompts_per_step=8, rollouts=4, max_tokens=16, lr=1e-3)  # every problem, 4 rollouts each
+    # problems judged by different plugins: each part is the mean over the rollouts of the problems it judged, and
+    # a rollout is right by its own problem's plugin (both score 0 or 1 here, half the rollouts each)
+    half = f"{PLUGINS}:lenient_half"
+    mixed = [{**p, "reward": half} if i % 2 else p for i, p in enumerate(problems)]
+    config = GRPOConfig(steps=1, prompts_per_step=8, rollouts=4, max_tokens=16, lr=1e-3, reward=f"0.5*{{reward}}+0.5*{digits}")
     train_grpo(mixed, tiny_student, tmp_path / "m", config=config, judge=RewardSettings(workers=1), seed=0,
                options={"checkpoint_every": 0})
     row = json.loads((tmp_path / "m" / "metrics.jsonl").read_text())
-    assert set(row["reward_parts"]) == {"toyworld", "toyworld.answer", "toyworld.faithful", digits}
-    assert row["reward"] == pytest.approx((row["reward_parts"]["toyworld"] + row["reward_parts"][digits]) / 2, abs=1e-9)
+    parts = row["reward_parts"]
+    assert set(parts) == {"toyworld", "toyworld.answer", "toyworld.faithful", half, digits}
+    assert row["reward"] == pytest.approx(0.5 * (parts["toyworld"] + parts[half]) / 2 + 0.5 * parts[digits], abs=1e-9)
+    assert 0 < row["accuracy"] == pytest.approx((parts["toyworld"] + parts[half]) / 2)
 
 
 def test_mean_reward_rises_on_a_learnable_task(tiny_student, toyworld_dir, tmp_path):

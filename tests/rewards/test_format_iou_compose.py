@@ -81,6 +81,14 @@ def test_composition_factory_and_spellings_agree():
             "<answer>3</answer>", "3", extra_info={})
 
 
+def test_a_perfect_answer_scores_exactly_one_whatever_the_weights():
+    """`reward.correct_at: 1.0` counts a response right at a score of 1: adding 0.7 + 0.2 + 0.1 left to right
+    gives 0.9999999999999999, which would count every perfect answer wrong."""
+    perfect = "<think>a</think> <answer>[0, 0, 1, 1]</answer>"
+    for spec in ("0.7*math+0.2*format+0.1*iou", "0.1*iou+0.2*format+0.7*math", "0.6*math+0.3*format+0.1*iou"):
+        assert get_reward(spec)(perfect, "[0, 0, 1, 1]", extra_info={})["score"] == 1.0, spec
+
+
 def test_composition_weight_one_and_single_weighted_term():
     assert get_reward("math+format")(GOOD, "3", extra_info={})["score"] == 2.0
     assert get_reward("0.5*math")(GOOD, "3", extra_info={}) == {"score": 0.5, "math": 1.0}
