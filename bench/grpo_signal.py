@@ -102,7 +102,7 @@ def main() -> None:
 def _rewards(problems: list[dict[str, Any]], texts: list[list[str]], judge: RewardSettings,
              config: GRPOConfig) -> list[list[float]]:
     """The reward GRPO scores its rollouts with (`training_reward`); an unjudged answer stops the bench."""
-    trained_on = [{**p, "reward": training_reward(judge.override or p["reward"], config)} for p in problems]
+    trained_on = [{**p, "reward": training_reward(judge.reward_of(p), config)} for p in problems]
     judged = score_responses(trained_on, texts, dataclasses.replace(judge, override=None))
     failed = [r for rs in judged for r in rs if not r.ok]
     if failed:

@@ -173,6 +173,10 @@ class RewardSettings:
     correct_at: float = 1.0     # a response is correct when its score is at least this
     override: Optional[str] = None  # judge every problem with this plugin instead of its own
 
+    def reward_of(self, problem: dict[str, Any]) -> str:
+        """The plugin that judges `problem`: `override` when set, else the problem's own."""
+        return self.override or problem["reward"]
+
     def is_correct(self, result: Any) -> bool:
         """A scorer result counts as correct: judged (no error or timeout) and scoring at least correct_at."""
         return bool(result.ok and result.score >= self.correct_at)

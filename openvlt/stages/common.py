@@ -103,7 +103,7 @@ def score_responses(
     from rewards import iter_scores
 
     items = [
-        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.override or p["reward"],
+        {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.reward_of(p),
          "id": f"problem {p['id']}, answer {j}"}
         for p, rs in zip(problems, responses) for j, r in enumerate(rs)
     ]

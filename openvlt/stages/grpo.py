@@ -1,8 +1,9 @@
 """GRPO: improve this iteration's SFT model with group-relative policy optimisation.
 
 n rollouts per prompt are judged by the training reward (`training_reward`: the problem's own
-plugin, or `grpo.reward` built around it, optionally mixed with the `format` reward), advantages are normalised within each prompt's group, and the policy takes the
-clipped policy-gradient step with a KL loss to the SFT model; the math is verl's core_algos.
+plugin, or `grpo.reward` built around it, optionally mixed with the `format` reward), advantages
+are normalised within each prompt's group, and the policy takes the clipped policy-gradient step
+with a KL loss to the SFT model; the math is verl's core_algos.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def train_grpo(
     rl_problems = []
     for p in problems:
         request = student_request(p, prompt, system)
-        own = judge.override or p["reward"]
+        own = judge.reward_of(p)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
                             "id": p["id"]})
