@@ -18,6 +18,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import types
@@ -29,6 +30,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, SFTConfig
+from openvlt.engines import IMAGE_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,20 @@ DEFAULT_DISTILL_PROMPT = (
     "Image description: {caption}\n\nQuestion: {question}\n\nThink step by step inside <think> </think> tags, "
     "then give the final answer inside <answer> </answer> tags."
 )
+
+
+def check_prompt(role: str, template: str, key: str | None = None) -> None:
+    """Raise ValueError (naming `key`, by default `roles.<role>.prompt`) when a role's prompt template lacks
+    what its stage fills in: a typo such as `{questoin}` would otherwise send every request without its question."""
+    if role == "captioner" and template.count(IMAGE_PLACEHOLDER) != 1:
+        why = f"must contain exactly one {IMAGE_PLACEHOLDER} (all of a problem's images go there)"
+    elif role == "reasoner" and ("{caption}" not in template or "{question}" not in template):
+        why = "must contain {caption} and {question}"
+    elif role in ("student", "evaluator") and (template.count("{question}") != 1 or IMAGE_PLACEHOLDER in template):
+        why = f"must contain {{question}} once and no {IMAGE_PLACEHOLDER} of its own (the question brings its images)"
+    else:
+        return
+    raise ValueError(f"{key or f'roles.{role}.prompt'}: {why}, got {template!r}")
 
 
 # Knobs that change memory use or speed, not what a stage computes (the update is a token mean over
@@ -450,6 +466,15 @@ def check_values(recipe: Recipe) -> None:
         if r.rl_data.enabled and not r.rl_data.temperature > 0 and not greedy_band:
             raise RecipeError(f"{where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
                               "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
+        n = r.rl_data.samples
+        if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in range(n + 1)):
+            rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n)), "1"])
+            raise RecipeError(f"{where('rl_data.samples')}: with samples={n} a problem's pass rate is one of {rates}, and none "
+                              f"lies in the band {r.rl_data.min_pass} < pass rate < {r.rl_data.max_pass}, so it would keep "
+                              "nothing: take more samples or widen the band")
+        if not 0 <= r.grpo.format_weight <= 1:
+            raise RecipeError(f"{where('grpo.format_weight')}: must be in [0, 1] (the reward is (1 - w) x reward + w x format), "
+                              f"got {r.grpo.format_weight!r}")
         for name in ("sft", "rl"):
             refs = getattr(r.data, name)
             if not refs:
@@ -464,6 +489,11 @@ def check_values(recipe: Recipe) -> None:
                 raise RecipeError(f"{where(f'data.eval.{set_name}')}: no path given")
         for name in ROLE_NAMES:
             role = getattr(r.roles, name)
+            if role.prompt is not None:  # (the evaluator's defaults to the student's)
+                try:
+                    check_prompt(name, role.prompt, where(f"roles.{name}.prompt"))
+                except ValueError as exc:
+                    raise RecipeError(str(exc)) from None
             if role.options or role.engine == "program":
                 try:
                     known = engine_options(role.engine, role.model)
@@ -746,6 +776,8 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         return float(value)
     if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads `1e-5` (no dot) as a string
+    if kind is float and isinstance(value, float) and not math.isfinite(value):  # YAML's .nan and .inf
+        raise RecipeError(f"{where}: must be a finite number, got {value!r}")
     if kind is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)  # mapping keys such as per_iteration's
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -20,6 +20,7 @@ from typing import Any
 
 from openvlt.recipe import Recipe
 from openvlt.files import atomic_write
+from openvlt.workspace import format_seconds
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ def _eval_samples(report: dict[str, Any] | None) -> str:
 
 
 def _stage_table(manifest: dict[str, Any]) -> str:
-    rows = [[html.escape(key), s.get("status", ""), s.get("attempts", ""), f"{s.get('seconds', 0):.1f}",
+    rows = [[html.escape(key), s.get("status", ""), s.get("attempts", ""), format_seconds(s.get("seconds")),
              html.escape(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in s.get("counts", {}).items() if not isinstance(v, (dict, list))))]
             for key, s in manifest.items()]

@@ -175,6 +175,7 @@ class Workspace:
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
                      inputs={n: {"path": str(p), "hash": fingerprint(Path(p))} for n, p in (inputs or {}).items()})
+        entry.pop("seconds", None)  # an earlier attempt's; this one's is recorded when it ends, if it ends
         self._save()
         crashpoint(f"before:{key}")
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
@@ -198,8 +199,9 @@ class Workspace:
                 if missing:
                     raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
             except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
+                entry.update(seconds=round(time.time() - started, 2))
                 if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
-                    entry.update(status="interrupted", seconds=round(time.time() - started, 2))
+                    entry.update(status="interrupted")
                 else:
                     entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
                 self._save()
@@ -276,6 +278,12 @@ def _moved(frozen: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return rebase_paths(frozen, old, run_dir)
 
 
+def format_seconds(seconds: float | None) -> str:
+    """A stage's time as the status table and the report show it; "-" where none was recorded (an attempt
+    killed with -9 leaves no end time)."""
+    return "-" if seconds is None else f"{seconds:.1f}"
+
+
 def format_status(run_dir: Path) -> str:
     """The manifest as a table: what is done, what failed (and why), what a rerun will do."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -285,14 +293,14 @@ def format_status(run_dir: Path) -> str:
         lines.append(f"in progress: {holder}")
     lines.append(f"{'stage':<24}{'status':<12}{'tries':>6}{'seconds':>9}  counts")
     for key, s in manifest["stages"].items():
-        status, seconds = s.get("status", ""), s.get("seconds", 0)
-        if status == "running" and not holder:  # its process is gone (killed)
+        status, seconds = s.get("status", ""), s.get("seconds")
+        if status == "running" and not holder:  # its process is gone (killed): when, nobody recorded
             status = "interrupted"
         elif status == "running" and "started" in s:  # the time so far
             seconds = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(s["started"])).total_seconds()
-        detail = {"running": "running now", "interrupted": "interrupted; a rerun restarts it",
+        detail = {"running": "running now", "interrupted": "interrupted; a rerun continues it",
                   "redo": "marked by --redo; a rerun runs it again"}.get(status, s.get("error") or _summary(s.get("counts", {})))
-        lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{seconds:>9.1f}  {detail}")
+        lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{format_seconds(seconds):>9}  {detail}")
     if "finished" in manifest:
         lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
     elif not holder:

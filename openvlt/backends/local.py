@@ -128,7 +128,8 @@ def grpo(
     `score(items)` judges rollouts `{"response", "ground_truth", "extra_info", "reward", "id"}` and
     returns, in order, objects with `.score` (float) and `.ok` (False for errors and timeouts).
     `correct(problem, result)` says whether a judged rollout's answer is right (None: cannot tell) for
-    the `accuracy` column; without it, a rollout is right at score 1.
+    the `accuracy` column; without it, a rollout is right at score 1. Failed rollouts are left out of
+    the loss; a step in which every rollout failed stops the stage with a ValueError naming the first error.
     """
     from openvlt.engines import Request, Sampling
     from openvlt.engines.hf import HFEngine
@@ -160,6 +161,8 @@ def grpo(
                   "id": f"problem {p.get('id', i)}, step {step} rollout {j}"}
                  for i, p, ts in zip(indices, chosen, texts) for j, t in enumerate(ts)]
         results = score(items)
+        if not any(r.ok for r in results):
+            raise ValueError(_nothing_judged(step, results))  # bad input: a clear message
         rewards = torch.tensor([r.score if r.ok else 0.0 for r in results], dtype=torch.float32)
         valid = torch.tensor([r.ok for r in results])
         group = np.repeat(np.arange(len(chosen)), config.rollouts)
@@ -213,7 +216,7 @@ def grpo(
         ok = [r for r in results if r.ok]
         row = {
             "step": step,
-            "reward": sum(r.score for r in ok) / len(ok) if ok else None,  # nothing judged: no reward, not 0
+            "reward": sum(r.score for r in ok) / len(ok),  # over the judged rollouts: a failed one is no reward, not 0
             "accuracy": _accuracy([(chosen[k // config.rollouts], r) for k, r in enumerate(results) if r.ok], correct),
             "reward_parts": _part_means(ok),
             "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
@@ -350,6 +353,16 @@ def _accuracy(judged: list[tuple[dict[str, Any], Any]], correct: Callable[[dict[
     verdicts = [r.score >= 1.0 if correct is None else correct(p, r) for p, r in judged]
     told = [v for v in verdicts if v is not None]
     return sum(told) / len(told) if told else None
+
+
+def _nothing_judged(step: int, results: list[Any]) -> str:
+    """Why GRPO stops when a whole step's rollouts failed to be judged: it would go on updating nothing
+    (or, at the next step that scores, from a reward the plugin rarely gives), so a broken plugin would
+    cost the whole stage and hand the next iteration its SFT model under the name of a GRPO one."""
+    timeouts = sum(r.status == "timeout" for r in results)
+    return (f"GRPO step {step}: none of its {len(results)} rollouts could be judged ({len(results) - timeouts} reward errors, "
+            f"{timeouts} timeouts; first: {results[0].error}). Fix the reward (or raise reward.timeout) and run "
+            "the same command again")
 
 
 def _part_means(results: list[Any]) -> dict[str, float]:

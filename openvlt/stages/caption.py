@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
+from openvlt.recipe import check_prompt
 from openvlt.records import write_records
 from openvlt.stages.common import fill, generate_in_chunks, text_of
 
@@ -26,8 +27,7 @@ def caption_problems(
     source: str = "captioner",
 ) -> dict[str, Any]:
     """Write the problems plus a `caption` column to `out_path`; return counts."""
-    if prompt.count(IMAGE_PLACEHOLDER) != 1:
-        raise ValueError(f"roles.captioner.prompt must contain exactly one {IMAGE_PLACEHOLDER} (all of a problem's images go there)")
+    check_prompt("captioner", prompt)
     requests = [
         Request(fill(prompt, question=text_of(p["question"])).replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * len(p["images"])),
                 tuple(p["images"]), system)

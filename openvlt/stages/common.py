@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
-from openvlt.recipe import RewardSettings
+from openvlt.recipe import RewardSettings, check_prompt
 from openvlt.records import read_records
 from openvlt.files import atomic_write
 
@@ -56,6 +56,7 @@ def text_of(question: str) -> str:
 
 def student_request(problem: dict[str, Any], template: str, system: str | None = None) -> Request:
     """What the student (or evaluator) is asked: the template around the question, images in place."""
+    check_prompt("student", template)
     prompt = fill(template, question=problem["question"])
     if prompt.count(IMAGE_PLACEHOLDER) != len(problem["images"]):
         raise ValueError(f"problem {problem['id']!r}: the student prompt must keep the question's {IMAGE_PLACEHOLDER}s "

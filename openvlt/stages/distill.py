@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
+from openvlt.recipe import check_prompt
 from openvlt.records import write_records
 from openvlt.stages.common import fill, generate_in_chunks, text_of
 
@@ -26,8 +27,7 @@ def distill_traces(
     source: str = "reasoner",
 ) -> dict[str, Any]:
     """Write the captioned problems plus `traces` (k per problem) and `trace_source`; return counts."""
-    if "{caption}" not in prompt or "{question}" not in prompt:
-        raise ValueError("roles.reasoner.prompt must contain {caption} and {question}")
+    check_prompt("reasoner", prompt)
     # a caption is model output: an "<image>" in it would ask the text-only reasoner for an image it does not get
     requests = [Request(fill(prompt, caption=p["caption"].replace(IMAGE_PLACEHOLDER, "image"), question=text_of(p["question"])),
                         (), system) for p in captioned]

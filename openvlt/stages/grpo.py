@@ -55,7 +55,7 @@ def train_grpo(
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    """Mean of `key` over the steps that have one (a step whose rollouts were all unjudged has none)."""
+    """Mean of `key` over the steps that have one (a step that updated nothing has no `kl`)."""
     return mean_or_none([r[key] for r in rows if r.get(key) is not None])
 
 

@@ -36,3 +36,12 @@ def lenient_half(response: str, ground_truth: str, *, extra_info: dict) -> float
     import hashlib
 
     return 1.0 if response.strip() and hashlib.sha256(response.encode()).digest()[0] % 2 == 0 else 0.0
+
+
+def raises_on_half(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """Every response is right, but about half of them (by a hash of the text) make it raise."""
+    import hashlib
+
+    if hashlib.sha256(response.encode()).digest()[0] % 2:
+        raise RuntimeError("cannot judge this one")
+    return 1.0

@@ -1,5 +1,6 @@
 """GRPO: the maths equals the textbook formulas (through verl's functions), and it learns."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -211,20 +212,29 @@ def test_a_direct_caller_with_greedy_rollouts_gets_an_error_before_any_work(tiny
     assert not (tmp_path / "g").exists()
 
 
-def test_steps_whose_rollouts_all_failed_to_be_judged_report_no_reward_rather_than_zero(tiny_student, toyworld_dir, tmp_path, recwarn):
-    """A reward plugin that raises leaves nothing to learn from: the policy is not updated, and the
-    curve and the stage's counts say "no reward" (None), not a reward of 0 the model never got."""
+def test_a_step_whose_rollouts_all_failed_to_be_judged_stops_the_stage_naming_the_error(tiny_student, toyworld_dir, tmp_path):
+    """A reward plugin that raises leaves nothing to learn from: going on would update nothing for the whole
+    stage and hand the next iteration its SFT model under the name of a GRPO one."""
     problems = load_problems(toyworld_dir / "train.parquet", 0, 4)
     config = GRPOConfig(steps=2, prompts_per_step=2, rollouts=2, max_tokens=8, lr=1e-3)
+    with pytest.raises(ValueError) as err:
+        train_grpo(problems, tiny_student, tmp_path / "g", config=config,
+                   judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
+    assert re.match(r"GRPO step 1: none of its 4 rollouts could be judged \(4 reward errors, 0 timeouts; first: reward "
+                    r"'.*plugins.py:raises' on item 0 \(problem toyworld-\S+, step 1 rollout 0\) raised RuntimeError: boom\)\. "
+                    r"Fix the reward \(or raise reward.timeout\) and run the same command again$", str(err.value)), str(err.value)
+    assert not (tmp_path / "g" / "model.safetensors").exists() and (tmp_path / "g" / "metrics.jsonl").read_text() == ""
+
+
+def test_rollouts_that_failed_to_be_judged_are_left_out_of_the_reward_not_counted_as_zero(tiny_student, toyworld_dir, tmp_path):
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 4)
+    config = GRPOConfig(steps=2, prompts_per_step=2, rollouts=4, max_tokens=8, lr=1e-3)
     counts = train_grpo(problems, tiny_student, tmp_path / "g", config=config,
-                        judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
-    assert counts["reward_errors"] == 8 and counts["reward_start"] is None and counts["reward_end"] is None
+                        judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises_on_half"), options={"checkpoint_every": 0})
     curve = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["reward"], r["accuracy"], r["kl"], r["pg_loss"]) for r in curve] == [(None, None, None, None)] * 2
-    assert counts["kl_end"] is None
-    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]  # the schedule moves on quietly
-    before, after = load_file(tiny_student / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
-    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert counts["reward_errors"] == sum(r["reward_errors"] for r in curve) > 0
+    assert [r["reward"] for r in curve] == [1.0, 1.0]  # the mean over the judged rollouts, each scored 1
+    assert all(r["kl"] is not None for r in curve)  # and the policy was updated on them
 
 
 def _grpo_on_digit_share(problems, tiny_student, out, config, **options):

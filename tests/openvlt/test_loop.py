@@ -225,6 +225,25 @@ def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(refere
     assert len((run_dir / "iter_1" / "sft.quarantine.jsonl").read_text().splitlines()) == 32
 
 
+def test_a_training_reward_that_judges_nothing_stops_grpo_clearly_and_keeps_the_finished_work(reference, tmp_path):
+    shutil.copytree(reference, tmp_path / "run")
+    recipe, before = micro_recipe(tmp_path, tmp_path / "run"), stages(tmp_path / "run")
+    done = run(recipe, f"grpo.reward=0.5*{{reward}}+0.5*{PLUGINS}:raises", "--force", "--redo", "iter_2/grpo")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "GRPO step 1: none of its 8 rollouts could be judged (8 reward errors, 0 timeouts; first: reward " in done.stderr
+    after, redone = stages(tmp_path / "run"), ("iter_2/grpo", "iter_2/grpo/evaluate")
+    assert [after[k]["status"] for k in redone] == ["failed", "redo"]
+    assert all(after[k]["outputs"] == before[k]["outputs"] for k in redone)  # the old outputs stay until new ones are made
+    assert all(after[k] == before[k] for k in before if k not in redone)  # and the rest of the finished work as it was
+    status = subprocess.run([OPENVLT, "status", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    line = next(line for line in status.stdout.splitlines() if line.startswith("iter_2/grpo "))
+    assert "failed" in line and "none of its 8 rollouts could be judged" in line
+
+    done = run(recipe, "--force", "--redo", "iter_2/grpo")  # the reward fixed
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stages(tmp_path / "run")["iter_2/grpo"]["status"] == "complete"
+
+
 def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(reference, tmp_path):
     shutil.copytree(reference, tmp_path / "run")
     recipe = micro_recipe(tmp_path, tmp_path / "run")

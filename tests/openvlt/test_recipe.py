@@ -100,6 +100,31 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"data": {**MINIMAL["data"], "eval": {"held": ""}}}, "data.eval.held: no path given"),
         ({"rl_data": {"min_pass": 0.5, "max_pass": 0.2}}, "rl_data.max_pass: must be above rl_data.min_pass (0.5)"),
         ({"rl_data": {"temperature": 0}}, "rl_data.temperature: must be > 0, got 0.0 (greedy samples all agree"),
+        ({"rl_data": {"samples": 3, "min_pass": 0.7, "max_pass": 0.9}},
+         "rl_data.samples: with samples=3 a problem's pass rate is one of 0, 1/3, 2/3, 1, and none lies in the band 0.7 < "
+         "pass rate < 0.9, so it would keep nothing"),
+        ({"per_iteration": {2: {"rl_data": {"samples": 1}}}}, "per_iteration.2.rl_data.samples: with samples=1 a problem's "
+                                                               "pass rate is one of 0, 1, and none lies in the band 0.0 < pass"),
+        # not finite: YAML's .nan and .inf are floats, and no check written as `value < 0` catches nan
+        ({"grpo": {"kl_coef": float("nan")}}, "grpo.kl_coef: must be a finite number, got nan"),
+        ({"reward": {"timeout": float("inf")}}, "reward.timeout: must be a finite number, got inf"),  # would lift the limit
+        ({"per_iteration": {2: {"sft": {"lr": float("-inf")}}}}, "per_iteration.2.sft.lr: must be a finite number, got -inf"),
+        ({"grpo": {"format_weight": -1}}, "grpo.format_weight: must be in [0, 1] (the reward is (1 - w) x reward + w x format), "
+                                          "got -1.0"),
+        # a prompt without what its stage fills in would send every request without its question
+        ({"roles": {"student": {"model": "MODEL", "prompt": "Q: {questoin}"}}},
+         "roles.student.prompt: must contain {question} once and no <image> of its own (the question brings its images), "
+         "got 'Q: {questoin}'"),
+        ({"roles": {"student": {"model": "MODEL"}, "evaluator": {"prompt": "<image> {question}"}}},
+         "roles.evaluator.prompt: must contain {question} once and no <image> of its own"),
+        ({"per_iteration": {2: {"roles": {"student": {"prompt": "Answer."}}}}},
+         "per_iteration.2.roles.student.prompt: must contain {question} once"),
+        ({"roles": {"student": {"model": "MODEL"}, "reasoner": {"engine": "program", "model": "toyworld-reasoner",
+                                                              "prompt": "Q: {question}"}}},
+         "roles.reasoner.prompt: must contain {caption} and {question}, got 'Q: {question}'"),
+        ({"roles": {"student": {"model": "MODEL"}, "captioner": {"engine": "program", "model": "toyworld-captioner",
+                                                               "prompt": "Describe the image."}}},
+         "roles.captioner.prompt: must contain exactly one <image> (all of a problem's images go there)"),
         ({"rl_data": {"max_problems": 0}}, "rl_data.max_problems: must be >= 1, or null for no limit, got 0"),
         ({"grpo": {"top_p": 5}}, "grpo.top_p: must be in (0, 1], got 5.0"),
         ({"grpo": {"kl_coef": -1}}, "grpo.kl_coef: must be >= 0, got -1.0"),
@@ -123,6 +148,14 @@ def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, c
     with pytest.raises(RecipeError) as err:
         load_recipe(write(tmp_path, toyworld_dir, tiny_student, **changes))
     assert message in str(err.value)
+
+
+def test_an_rl_data_band_is_refused_only_when_no_pass_rate_its_samples_can_give_lies_in_it(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, rl_data={"samples": 2, "min_pass": 0.4, "max_pass": 0.6})
+    assert load_recipe(path).rl_data.samples == 2  # keeps the problems solved once in two
+    with pytest.raises(RecipeError, match=r"with samples=3 a problem's pass rate is one of 0, 1/3, 2/3, 1"):
+        load_recipe(path, ["rl_data.samples=3"])
+    assert load_recipe(path, ["rl_data.samples=1", "rl_data.min_pass=-0.1", "rl_data.max_pass=1.1"]).rl_data.samples == 1  # keeps all
 
 
 def test_a_reward_plugin_whose_import_hangs_is_named_by_its_key_without_hanging_the_check(

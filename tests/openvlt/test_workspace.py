@@ -80,6 +80,40 @@ def test_a_repeated_redo_continues_past_new_stages_and_new_values_start_a_new_on
     assert runs[-2:] == ["b v3", "c v3"]  # after the run finished, the same --redo runs b and c again
 
 
+def test_status_shows_the_time_of_the_attempt_it_reports_and_none_for_one_that_left_no_end(tmp_path, toyworld_dir, tiny_student):
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+
+    def line(key):
+        return next(line for line in format_status(tmp_path / "run").splitlines() if line.startswith(key + " "))
+
+    def slow(ctx):
+        time.sleep(0.3)
+        ctx.out["x"].write_text("done")
+        return {}
+
+    with Workspace.open(recipe) as ws:
+        ws.stage("a", slow, outputs={"x": tmp_path / "run" / "a.txt"})
+    assert float(line("a").split()[3]) >= 0.3
+
+    def killed_mid_way(ctx):  # as `kill -9` would leave it: the manifest as it is while the stage runs
+        os.replace(tmp_path / "run" / "manifest.json", tmp_path / "while_running.json")
+        raise ValueError("never recorded")
+
+    with Workspace.open(recipe, redo="a") as ws, pytest.raises(ValueError):
+        ws.stage("a", killed_mid_way, outputs={"x": tmp_path / "run" / "a.txt"})
+    os.replace(tmp_path / "while_running.json", tmp_path / "run" / "manifest.json")
+    assert line("a").split()[1:4] == ["interrupted", "2", "-"]  # not the first attempt's 0.3 s
+
+    def fails(ctx):
+        time.sleep(0.2)
+        raise ValueError("bad row 3")
+
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError):
+        ws.stage("a", fails, outputs={"x": tmp_path / "run" / "a.txt"})
+    assert line("a").split()[1:3] == ["failed", "3"] and 0.2 <= float(line("a").split()[3]) < 0.3
+    assert line("a").endswith("ValueError: bad row 3")
+
+
 def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_student):
     """A second `openvlt run` on a live run directory is refused with who holds it; `status` says the
     stage is running now, not interrupted; once the holder dies (kill -9), the directory is free."""
@@ -100,7 +134,8 @@ def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_s
         holder.kill()
         holder.wait()
     status = format_status(tmp_path / "run")
-    assert "in progress" not in status and "interrupted; a rerun restarts it" in status
+    assert "in progress" not in status and "interrupted; a rerun continues it" in status
+    assert next(line for line in status.splitlines() if line.startswith("sft ")).split()[1:4] == ["interrupted", "0", "-"]
     with Workspace.open(load_recipe(path)) as outer:  # free again; and one process may open it more than once
         with Workspace.open(load_recipe(path)) as inner:
             assert inner.root == outer.root
@@ -260,7 +295,7 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted_not_failed_and_the_cli_say
     entry = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["iter_1/sft"]
     assert entry["status"] == "interrupted" and "error" not in entry
     line = next(line for line in format_status(tmp_path / "run").splitlines() if line.startswith("iter_1/sft"))
-    assert line.split()[1] == "interrupted" and line.endswith("interrupted; a rerun restarts it")
+    assert line.split()[1] == "interrupted" and line.endswith("interrupted; a rerun continues it")
 
     import openvlt.cli
     import openvlt.loop
