@@ -20,7 +20,7 @@ import sys
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="openvlt run", description="Run, or resume, the iterative SFT + GRPO loop of a recipe.",
-        epilog="Re-running the same command resumes: complete stages are skipped, an interrupted one restarts.",
+        epilog="Re-running the same command resumes: complete stages are skipped, an interrupted one continues from its last checkpoint or finished chunks.",
     )
     parser.add_argument("recipe", help="recipe YAML file (e.g. recipes/tiny-cpu.yaml)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. sft.steps=200 iterations=3)")

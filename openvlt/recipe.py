@@ -435,6 +435,9 @@ def check_values(recipe: Recipe) -> None:
         def value(key: str) -> Any:
             return _lookup(r, key)
 
+        def where_set(*keys: str) -> str:  # a condition on several keys: the one this iteration's entry sets, if any
+            return next((where(key) for key in keys if where(key) != key), keys[0])
+
         for key, allowed in {**_CHOICES, "select.policy": POLICIES, "backend.name": tuple(BACKENDS),
                              **{f"roles.{n}.engine": ENGINES for n in ROLE_NAMES}}.items():
             if value(key) not in allowed:
@@ -460,7 +463,7 @@ def check_values(recipe: Recipe) -> None:
             if value(key) is not None and value(key) < 1:
                 raise RecipeError(f"{where(key)}: must be >= 1, or null for no limit, got {value(key)!r}")
         if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
-            raise RecipeError(f"{where('rl_data.max_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
+            raise RecipeError(f"{where_set('rl_data.max_pass', 'rl_data.min_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
                               f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")
         greedy_band = [p for p in (0.0, 1.0) if r.rl_data.min_pass < p < r.rl_data.max_pass]
         if r.rl_data.enabled and not r.rl_data.temperature > 0 and not greedy_band:
@@ -468,10 +471,11 @@ def check_values(recipe: Recipe) -> None:
                               "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
         n = r.rl_data.samples
         if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in range(n + 1)):
-            rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n)), "1"])
-            raise RecipeError(f"{where('rl_data.samples')}: with samples={n} a problem's pass rate is one of {rates}, and none "
-                              f"lies in the band {r.rl_data.min_pass} < pass rate < {r.rl_data.max_pass}, so it would keep "
-                              "nothing: take more samples or widen the band")
+            rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n))]) + " or 1"
+            raise RecipeError(f"{where_set('rl_data.samples', 'rl_data.min_pass', 'rl_data.max_pass')}: with samples={n} a "
+                              f"problem whose samples are all judged has a pass rate of {rates}, and none lies in the band "
+                              f"{r.rl_data.min_pass} < pass rate < {r.rl_data.max_pass}, so it would keep nothing: take more "
+                              "samples or widen the band")
         if not 0 <= r.grpo.format_weight <= 1:
             raise RecipeError(f"{where('grpo.format_weight')}: must be in [0, 1] (the reward is (1 - w) x reward + w x format), "
                               f"got {r.grpo.format_weight!r}")
@@ -489,9 +493,10 @@ def check_values(recipe: Recipe) -> None:
                 raise RecipeError(f"{where(f'data.eval.{set_name}')}: no path given")
         for name in ROLE_NAMES:
             role = getattr(r.roles, name)
-            if role.prompt is not None:  # (the evaluator's defaults to the student's)
+            prompt = (role.prompt or None) if name == "evaluator" else role.prompt  # the evaluator's null or "": the student's
+            if prompt is not None:
                 try:
-                    check_prompt(name, role.prompt, where(f"roles.{name}.prompt"))
+                    check_prompt(name, prompt, where(f"roles.{name}.prompt"))
                 except ValueError as exc:
                     raise RecipeError(str(exc)) from None
             if role.options or role.engine == "program":
@@ -775,7 +780,7 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads `1e-5` (no dot) as a string
+        value = float(value)  # YAML 1.1 reads `1e-5` (no dot) as a string; `1e400` is inf
     if kind is float and isinstance(value, float) and not math.isfinite(value):  # YAML's .nan and .inf
         raise RecipeError(f"{where}: must be a finite number, got {value!r}")
     if kind is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -198,7 +198,7 @@ class Workspace:
                 missing = [name for name, p in partial.items() if not p.exists()]
                 if missing:
                     raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
-            except BaseException as exc:  # recorded for `openvlt status`; the rerun restarts the stage
+            except BaseException as exc:  # recorded for `openvlt status`; the rerun runs the stage again
                 entry.update(seconds=round(time.time() - started, 2))
                 if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
                     entry.update(status="interrupted")

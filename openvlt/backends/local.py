@@ -361,8 +361,8 @@ def _nothing_judged(step: int, results: list[Any]) -> str:
     cost the whole stage and hand the next iteration its SFT model under the name of a GRPO one."""
     timeouts = sum(r.status == "timeout" for r in results)
     return (f"GRPO step {step}: none of its {len(results)} rollouts could be judged ({len(results) - timeouts} reward errors, "
-            f"{timeouts} timeouts; first: {results[0].error}). Fix the reward (or raise reward.timeout) and run "
-            "the same command again")
+            f"{timeouts} timeouts; first: {results[0].error}). Fix the plugin and run the same command again (a changed "
+            "recipe value, such as reward.timeout or grpo.reward, needs --force and starts the stage over)")
 
 
 def _part_means(results: list[Any]) -> dict[str, float]:

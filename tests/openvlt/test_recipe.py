@@ -101,10 +101,15 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"rl_data": {"min_pass": 0.5, "max_pass": 0.2}}, "rl_data.max_pass: must be above rl_data.min_pass (0.5)"),
         ({"rl_data": {"temperature": 0}}, "rl_data.temperature: must be > 0, got 0.0 (greedy samples all agree"),
         ({"rl_data": {"samples": 3, "min_pass": 0.7, "max_pass": 0.9}},
-         "rl_data.samples: with samples=3 a problem's pass rate is one of 0, 1/3, 2/3, 1, and none lies in the band 0.7 < "
-         "pass rate < 0.9, so it would keep nothing"),
-        ({"per_iteration": {2: {"rl_data": {"samples": 1}}}}, "per_iteration.2.rl_data.samples: with samples=1 a problem's "
-                                                               "pass rate is one of 0, 1, and none lies in the band 0.0 < pass"),
+         "rl_data.samples: with samples=3 a problem whose samples are all judged has a pass rate of 0, 1/3, 2/3 or 1, and "
+         "none lies in the band 0.7 < pass rate < 0.9, so it would keep nothing"),
+        ({"per_iteration": {2: {"rl_data": {"samples": 1}}}}, "per_iteration.2.rl_data.samples: with samples=1 a problem whose "
+                                                               "samples are all judged has a pass rate of 0 or 1, and none"),
+        ({"rl_data": {"samples": 3}, "per_iteration": {2: {"rl_data": {"min_pass": 0.7, "max_pass": 0.9}}}},
+         "per_iteration.2.rl_data.min_pass: with samples=3"),  # the key the iteration sets, not the top-level one
+        ({"per_iteration": {2: {"rl_data": {"min_pass": 0.9}}}, "rl_data": {"max_pass": 0.5}},
+         "per_iteration.2.rl_data.min_pass: must be above rl_data.min_pass (0.9), got 0.5"),
+        ({"sft": {"lr": "1e400"}}, "sft.lr: must be a finite number, got inf"),
         # not finite: YAML's .nan and .inf are floats, and no check written as `value < 0` catches nan
         ({"grpo": {"kl_coef": float("nan")}}, "grpo.kl_coef: must be a finite number, got nan"),
         ({"reward": {"timeout": float("inf")}}, "reward.timeout: must be a finite number, got inf"),  # would lift the limit
@@ -153,9 +158,17 @@ def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, c
 def test_an_rl_data_band_is_refused_only_when_no_pass_rate_its_samples_can_give_lies_in_it(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, rl_data={"samples": 2, "min_pass": 0.4, "max_pass": 0.6})
     assert load_recipe(path).rl_data.samples == 2  # keeps the problems solved once in two
-    with pytest.raises(RecipeError, match=r"with samples=3 a problem's pass rate is one of 0, 1/3, 2/3, 1"):
+    with pytest.raises(RecipeError, match=r"with samples=3 a problem whose samples are all judged has a pass rate of 0, 1/3, 2/3 or 1"):
         load_recipe(path, ["rl_data.samples=3"])
     assert load_recipe(path, ["rl_data.samples=1", "rl_data.min_pass=-0.1", "rl_data.max_pass=1.1"]).rl_data.samples == 1  # keeps all
+
+
+def test_an_evaluator_prompt_left_empty_is_the_students(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"model": "MODEL", "prompt": "Q: {question}"},
+                                                              "evaluator": {"prompt": ""}})
+    assert load_recipe(path).roles.evaluator.prompt == ""  # the loop asks with `roles.student.prompt`
+    with pytest.raises(RecipeError, match=r"roles.student.prompt: must contain \{question\} once"):
+        load_recipe(path, ["roles.student.prompt="])  # the student's own prompt cannot be empty
 
 
 def test_a_reward_plugin_whose_import_hangs_is_named_by_its_key_without_hanging_the_check(

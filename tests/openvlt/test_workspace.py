@@ -105,12 +105,12 @@ def test_status_shows_the_time_of_the_attempt_it_reports_and_none_for_one_that_l
     assert line("a").split()[1:4] == ["interrupted", "2", "-"]  # not the first attempt's 0.3 s
 
     def fails(ctx):
-        time.sleep(0.2)
+        time.sleep(0.6)
         raise ValueError("bad row 3")
 
     with Workspace.open(recipe) as ws, pytest.raises(ValueError):
         ws.stage("a", fails, outputs={"x": tmp_path / "run" / "a.txt"})
-    assert line("a").split()[1:3] == ["failed", "3"] and 0.2 <= float(line("a").split()[3]) < 0.3
+    assert line("a").split()[1:3] == ["failed", "3"] and float(line("a").split()[3]) >= 0.6  # its own time
     assert line("a").endswith("ValueError: bad row 3")
 
 
