@@ -465,12 +465,12 @@ def check_values(recipe: Recipe) -> None:
         if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
             raise RecipeError(f"{where_set('rl_data.max_pass', 'rl_data.min_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
                               f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")
-        greedy_band = [p for p in (0.0, 1.0) if r.rl_data.min_pass < p < r.rl_data.max_pass]
-        if r.rl_data.enabled and not r.rl_data.temperature > 0 and not greedy_band:
-            raise RecipeError(f"{where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
-                              "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
-        n = r.rl_data.samples
-        if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in range(n + 1)):
+        n, greedy = r.rl_data.samples, not r.rl_data.temperature > 0
+        achievable = (0, n) if greedy else range(n + 1)  # right answers among n samples, all judged (greedy ones agree)
+        if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in achievable):
+            if greedy:
+                raise RecipeError(f"{where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
+                                  "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
             rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n))]) + " or 1"
             raise RecipeError(f"{where_set('rl_data.samples', 'rl_data.min_pass', 'rl_data.max_pass')}: with samples={n} a "
                               f"problem whose samples are all judged has a pass rate of {rates}, and none lies in the band "
