@@ -147,8 +147,14 @@ def read_records(
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
     dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
 
-    keep, bad, seen = [], [], set()
-    for index, row in enumerate(dataset):
+    undecodable = _undecodable_text(table)  # a row Python cannot read would stop the loop below with no row named
+    if undecodable and not skip_bad_rows:
+        index = min(undecodable)
+        raise RecordError(path, index, _text_or_none(table, "id", index), undecodable[index])
+    readable = [i for i in range(len(dataset)) if i not in undecodable]
+    keep, seen = [], set()
+    bad = [(i, _raw_row(table, i), reason) for i, reason in sorted(undecodable.items())]
+    for index, row in zip(readable, dataset.select(readable) if undecodable else dataset):
         reason = validate_record(row, decode_images)
         if reason is None and row["id"] in seen:
             reason = f"duplicate id {row['id']!r}"
@@ -165,6 +171,49 @@ def read_records(
     return Records(dataset, path, keep)
 
 
+def _undecodable_text(table: pa.Table) -> dict[int, str]:
+    """Rows whose text columns hold bytes that are not UTF-8 (a writer that did not check): row -> reason."""
+    found: dict[int, str] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for index, value in enumerate(column.cast(pa.large_binary()).to_pylist()):
+            try:
+                value is None or value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                found.setdefault(index, f"field {name!r} is not UTF-8 text (byte {value[exc.start]:#04x} at position {exc.start})")
+    return found
+
+
+def _text_or_none(table: pa.Table, name: str, index: int) -> str | None:
+    try:
+        return table.column(name)[index].as_py()
+    except (UnicodeDecodeError, KeyError):
+        return None
+
+
+def _raw_row(table: pa.Table, index: int) -> dict[str, Any]:
+    """One row whose undecodable text stays bytes, so it is quarantined as it is."""
+    row = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            row[name] = column[index].as_py()
+            continue
+        value = column.cast(pa.large_binary())[index].as_py()
+        try:
+            row[name] = value if value is None else value.decode("utf-8")
+        except UnicodeDecodeError:
+            row[name] = value
+    return row
+
+
 def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | None:
     """The reason `rec` (in storage form) breaks the contract, or None if it is a valid record."""
     for name in CORE_COLUMNS:
@@ -173,7 +222,7 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
     for name in _STRING_COLUMNS:
         if not isinstance(rec[name], str):
             return f"field {name!r} must be a string, got {type(rec[name]).__name__}"
-        if name != "question" and not rec[name].strip():
+        if not rec[name].strip():  # (a question may be its image alone: "<image>")
             return f"empty {name!r}"
     try:
         extra = json.loads(rec["extra_info"]) if isinstance(rec["extra_info"], str) else rec["extra_info"]

@@ -49,9 +49,9 @@ def main(argv: list[str]) -> int:
 def _score(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = BatchSummary()
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # bytes: each line decoded on its own
     sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
-    with source if source is not sys.stdin else nullcontext(), sink if sink is not sys.stdout else nullcontext():
+    with source if source is not sys.stdin.buffer else nullcontext(), sink if sink is not sys.stdout else nullcontext():
         try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
             with redirect_stdout(sys.stderr):
                 for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout):
@@ -66,9 +66,14 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items(lines: IO[str]) -> Iterator[dict[str, Any] | ValueError]:
+def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
     """Parse lines lazily; a broken line becomes a ValueError in its place (its output line is an error)."""
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield ValueError(f"line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} at position {exc.start})")
+            continue
         try:
             item = json.loads(line)
         except ValueError as exc:

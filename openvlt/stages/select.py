@@ -13,7 +13,9 @@ for the problem), that iteration's `verdicts` and `n_correct`, and the caption t
 With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
 accepted (none correct, none short enough, or none judged) keeps the row selected for it in the
 previous iteration, lineage and all, so the curriculum does not shrink to the problems the model
-already solves.
+already solves. Only a row for the same problem is kept: same id, question, answer and images (two
+data files may both number their problems p0, p1, ...); a row whose id now names another problem is
+counted as `previous_other_problem`.
 
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
@@ -21,6 +23,7 @@ plugin) is not "wrong": it is quarantined to a side file with the reason, and co
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +32,8 @@ from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
 from openvlt.stages.common import count_failures, score_responses
 from openvlt.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("shortest", "longest", "first", "random")
 # what a kept row brings from the iteration that selected it (verdicts there, not the failed ones here)
@@ -60,7 +65,7 @@ def select_traces(
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
     if previous is not None:
-        yields["kept_previous"] = 0
+        yields["kept_previous"] = yields["previous_other_problem"] = 0
     for problem, results in zip(traced, verdicts):
         correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
         fitting = [j for j in correct if max_tokens is None or count_tokens(problem["traces"][j]) <= max_tokens]
@@ -69,9 +74,13 @@ def select_traces(
             chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
             rows.append({**record, "response": problem["traces"][chosen], "sample_index": chosen, "n_correct": len(correct),
                          "selected_in": label})
-        elif problem["id"] in earlier:  # wrong, too long or unjudged this time: the verified trace of last time stays
+            continue
+        kept = earlier.get(problem["id"])
+        if kept is not None and not _same_problem(problem, kept):  # the id reused by another data file
+            yields["previous_other_problem"] += 1
+            kept = None
+        if kept is not None:  # wrong, too long or unjudged this time: the verified trace of last time stays
             yields["kept_previous"] += 1
-            kept = earlier[problem["id"]]
             rows.append({**record, **{key: kept.get(key) for key in _LINEAGE}})
         elif results and all(not r.ok for r in results):
             quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
@@ -80,6 +89,9 @@ def select_traces(
             yields["too_long"] += 1
         else:
             yields["no_correct"] += 1
+    if yields.get("previous_other_problem"):
+        log.warning("select: %d problem(s) share an id with another problem of the previous iteration (other question, "
+                    "answer or images); their earlier traces were not kept", yields["previous_other_problem"])
     if truncate_reflections:
         _truncate(rows, reflection_markers, yields, judge)
     write_records(rows, out_path)
@@ -115,6 +127,10 @@ def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
     head = trace[: min(cuts)].rstrip()
     tail = trace[end:] if end != -1 else (" " + trace[answer_at:] if answer_at != -1 else "")
     return head + tail
+
+
+def _same_problem(problem: dict[str, Any], earlier: dict[str, Any]) -> bool:
+    return all(problem.get(key) == earlier.get(key) for key in ("question", "answer", "images"))
 
 
 def _choose(candidates: list[int], traces: Sequence[str], policy: str, rng: random.Random) -> int:

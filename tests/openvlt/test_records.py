@@ -1,4 +1,5 @@
 """Problem records: the schema is enforced on write and on read, bad rows are named or quarantined."""
+import base64
 import io
 import json
 
@@ -61,6 +62,7 @@ def test_images_given_as_paths_are_read_in(tmp_path):
         ({"answer": "   "}, "empty 'answer'"),
         ({"answer": None}, "missing field 'answer'"),
         ({"reward": ""}, "empty 'reward'"),
+        ({"images": [], "question": " "}, "empty 'question'"),
         ({"extra_info": [1, 2]}, "extra_info must be a dict"),
         ({"id": 7}, "field 'id' must be a string"),
     ],
@@ -72,6 +74,11 @@ def test_bad_row_on_write_names_file_row_and_reason(tmp_path, changes, reason):
     assert err.value.row == 2
     assert str(tmp_path / "r.parquet") in str(err.value) and "row 2" in str(err.value) and reason in str(err.value)
     assert not (tmp_path / "r.parquet").exists()  # nothing half-written
+
+
+def test_a_question_that_is_its_image_alone_is_a_problem(tmp_path):
+    write_records([record(0, question="<image>")], tmp_path / "r.parquet")
+    assert read_records(tmp_path / "r.parquet")[0]["question"] == "<image>"
 
 
 def test_duplicate_id_is_a_bad_row(tmp_path):
@@ -111,6 +118,25 @@ def test_bad_rows_on_read_are_named_or_quarantined(tmp_path):
     assert [r["id"] for r in kept] == ["p0"]
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert len(reasons) == 3 and "duplicate id 'p0'" in reasons[2]
+
+
+def test_text_that_is_not_utf8_is_a_bad_row_not_a_bare_decode_error(tmp_path):
+    """A writer that does not check its strings (C++, another language's Arrow) can store bytes Python
+    cannot decode; the row is named, or quarantined with its bytes as they were."""
+    path = tmp_path / "latin1.parquet"
+    _write_raw(path, [record(0), record(1), record(2)])
+    table = pq.read_table(path)
+    questions = pa.array([q.encode() for q in table.column("question").to_pylist()], pa.binary())
+    questions = pa.array([questions[0].as_py(), b"caf\xe9? <image>", questions[2].as_py()], pa.binary()).view(pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index("question"), "question", questions), path)
+    with pytest.raises(RecordError, match=r"latin1.parquet, row 1 \(id 'p1'\): field 'question' is not UTF-8 text "
+                                          r"\(byte 0xe9 at position 3\)"):
+        read_records(path)
+    kept = read_records(path, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")
+    assert [r["id"] for r in kept] == ["p0", "p2"] and kept.source_rows == [0, 2]
+    (entry,) = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert (entry["row"], entry["id"]) == (1, "p1")
+    assert base64.b64decode(entry["record"]["question"]["base64"]) == b"caf\xe9? <image>"
 
 
 def truncated_jpeg() -> bytes:

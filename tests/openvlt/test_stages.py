@@ -284,6 +284,14 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
     for p in regenerated[:20]:  # written this time: no caption was read
         assert (rows[p["id"]]["trace_source"], rows[p["id"]]["selected_in"], rows[p["id"]]["caption"]) == ("student", "iter_2", None)
 
+    # another data file numbering its problems the same way: an id naming another problem keeps nothing of it
+    renamed = [{**p, "question": "Another file's question: " + p["question"]} if i % 2 else
+               {**p, "images": []} for i, p in enumerate(regenerated[20:])]
+    counts = select_traces(renamed, tmp_path / "other.parquet", previous=list(earlier.values()),
+                           judge=RewardSettings(workers=1, override="math"))
+    assert counts["kept_previous"] == 0 and counts["previous_other_problem"] == len(carried) > 0
+    assert counts["out"] == 0 and counts["no_correct"] == 20
+
     # right but too long this time, or not judged at all (the plugin fails): the earlier trace stays too
     too_long = [{**p, "traces": [f"<think>{' x' * 50}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]
     counts = select_traces(too_long, tmp_path / "long.parquet", previous=list(earlier.values()), max_tokens=20,

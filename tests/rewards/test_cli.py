@@ -41,6 +41,17 @@ def test_score_writes_one_line_per_input_line_in_order(tmp_path, capsys):
     assert "items=6 ok=3 errors=2 timeouts=1" in summary and "items/s=" in summary
 
 
+def test_a_line_that_is_not_utf8_gets_its_error_line_and_the_others_are_scored(tmp_path):
+    source, output = tmp_path / "latin1.jsonl", tmp_path / "out.jsonl"
+    good = json.dumps(LINES[0]).encode()
+    source.write_bytes(good + b"\n" + '{"response": "<answer>caf\u00e9</answer>", "ground_truth": "3"}'.encode("latin-1")
+                       + b"\n" + good + b"\n")
+    assert main(["score", str(source), "--reward", "math", "--workers", "0", "--output", str(output)]) == 0
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["score"] for line in lines] == [1.0, None, 1.0]
+    assert lines[1]["error"] == "reward 'math' on item 1: line 2 is not UTF-8 text (byte 0xe9 at position 25)"
+
+
 def test_unknown_reward_exits_2(tmp_path, capsys):
     assert main(["score", str(write_input(tmp_path / "in.jsonl")), "--reward", "mth"]) == 2
     assert "did you mean 'math'" in capsys.readouterr().err
