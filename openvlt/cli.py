@@ -54,7 +54,7 @@ def _quiet_library_progress_bars() -> None:
 
 
 def _status(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="openvlt status", description="Show a run's stages: done, failed, interrupted.")
+    parser = argparse.ArgumentParser(prog="openvlt status", description="Show a run's stages: complete, failed (why), interrupted, running.")
     parser.add_argument("run_dir", help="the run directory (e.g. runs/tiny-cpu)")
     args = parser.parse_args(argv)
     from pathlib import Path

@@ -245,10 +245,11 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 # ----------------------------------------------------------------------------- helpers
 def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
     """A slice of a user data file (recipe key `key`); bad rows stop the run, or are quarantined with
-    data.skip_bad_rows (one file per data file, named after it plus a hash of its path: two test.parquet
-    stay apart; rewritten at every read, so a fixed file leaves none). A reward name no plugin answers
-    to, or a slice with no usable problem, stops the run here, naming the file."""
-    tag = hashlib.sha256(str(Path(ref.path).resolve()).encode()).hexdigest()[:8]
+    data.skip_bad_rows (one file per data file and slice, named after the file plus a hash of its path
+    and slice: two test.parquet stay apart; rewritten at every read, so a fixed file leaves none). Only
+    the slice is read and checked. A reward name no plugin answers to, or a slice with no usable
+    problem, stops the run here, naming the file."""
+    tag = hashlib.sha256(f"{Path(ref.path).resolve()}[{ref.start}:{ref.stop}]".encode()).hexdigest()[:8]
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
     if quarantine is not None:
         quarantine.unlink(missing_ok=True)
@@ -261,8 +262,24 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
             quarantine is not None and quarantine.exists()) else ""
         raise ValueError(f"{key}: {exc}{set_aside}") from None
     if r.reward.override is None:
+        _anchor_reward_files(problems, Path(ref.path).parent)
         _check_reward_names(problems, ref.path, key)
     return problems
+
+
+def _anchor_reward_files(problems: list[dict[str, Any]], folder: Path) -> None:
+    """A row's `reward` that names a plugin file by a relative path means the file next to the data file
+    (as image paths do; else the working directory's), made absolute so a rerun from elsewhere finds it."""
+    from rewards import RewardError
+    from rewards.registry import canonical_spec
+
+    anchored: dict[str, str] = {}
+    for p in problems:
+        if ".py" in p["reward"]:
+            try:
+                p["reward"] = anchored.setdefault(p["reward"], canonical_spec(p["reward"], base=folder))
+            except RewardError:  # an unreadable composition: _check_reward_names names it
+                pass
 
 
 def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:
@@ -270,13 +287,13 @@ def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> 
     from rewards import RewardError, check_reward
 
     first = {}
-    for i, p in enumerate(problems):
-        first.setdefault(p["reward"], (i, p["id"]))
-    for name, (i, problem_id) in first.items():
+    for p in problems:
+        first.setdefault(p["reward"], p["id"])
+    for name, problem_id in first.items():
         try:
             check_reward(name)
         except RewardError as exc:
-            raise ValueError(f"{key}: {path}, problem {i} of the slice (id {problem_id!r}): {exc} "
+            raise ValueError(f"{key}: {path}, problem {problem_id!r} (the first whose reward is {name!r}): {exc} "
                              "(fix the file's reward column, or set reward.override)") from exc
 
 

@@ -319,6 +319,12 @@ def _resolve(raw: dict[str, Any], overrides: Sequence[str], check_paths: bool) -
             log.warning("per_iteration.%s is not used: the recipe runs %s", k,
                         "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
         _build(Recipe, copy.deepcopy(extra), f"per_iteration.{k}")  # keys and types, named where they are
+    for name in ("sft", "rl"):
+        refs = getattr(recipe.data, name)
+        if len(refs) > recipe.iterations:
+            log.warning("data.%s has %d entries, one per iteration: entries %s are not used (the recipe runs %s)",
+                        name, len(refs), ", ".join(str(k) for k in range(recipe.iterations + 1, len(refs) + 1)),
+                        "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
     recipe = _expand_run_dir(recipe)  # first: a reward plugin may live in the run directory
     check_values(recipe)
     if check_paths:

@@ -27,11 +27,13 @@ import base64
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -59,10 +61,12 @@ class Records:
     `rec["images"]` is a list of encoded image bytes, `rec["extra_info"]` a dict.
     """
 
-    def __init__(self, dataset: datasets.Dataset, path: str | Path, source_rows: list[int] | None = None):
+    def __init__(self, dataset: datasets.Dataset, path: str | Path, source_rows: list[int] | None = None,
+                 file_rows: int | None = None):
         self.dataset = dataset
         self.path = Path(path)
         self.source_rows = source_rows or list(range(len(dataset)))  # row numbers in the file (bad rows skipped)
+        self.file_rows = len(dataset) if file_rows is None else file_rows  # rows in the file, read or not
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -129,10 +133,11 @@ def write_records(
 
 def read_records(
     path: str | Path, *, skip_bad_rows: bool = False, quarantine_path: str | Path | None = None,
-    decode_images: bool = False,
+    decode_images: bool = False, start: int = 0, stop: int | None = None,
 ) -> Records:
-    """Read and validate a record file (every row, every image header; with `decode_images`, every
-    image's pixels: a truncated JPEG has a valid header and only fails when it is decoded)."""
+    """Read and validate rows [start, stop) of a record file (every row, every image header; with
+    `decode_images`, every image's pixels: a truncated JPEG has a valid header and only fails when it
+    is decoded). Rows outside the range are neither read in nor checked; errors name file rows."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"record file not found: {path}")
@@ -143,17 +148,20 @@ def read_records(
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {list(CORE_COLUMNS)}")
-    table = _normalise_extra_info(_normalise_images(table, path))
+    file_rows, offset = table.num_rows, min(start, table.num_rows)
+    if start or stop is not None:
+        table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
+    table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)))
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
     dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
 
     undecodable = _undecodable_text(table)  # a row Python cannot read would stop the loop below with no row named
     if undecodable and not skip_bad_rows:
         index = min(undecodable)
-        raise RecordError(path, index, _text_or_none(table, "id", index), undecodable[index])
+        raise RecordError(path, offset + index, _text_or_none(table, "id", index), undecodable[index])
     readable = [i for i in range(len(dataset)) if i not in undecodable]
     keep, seen = [], set()
-    bad = [(i, _raw_row(table, i), reason) for i, reason in sorted(undecodable.items())]
+    bad = [(offset + i, _raw_row(table, i), reason) for i, reason in sorted(undecodable.items())]
     for index, row in zip(readable, dataset.select(readable) if undecodable else dataset):
         reason = validate_record(row, decode_images)
         if reason is None and row["id"] in seen:
@@ -162,13 +170,13 @@ def read_records(
             seen.add(row["id"])
             keep.append(index)
         elif skip_bad_rows:
-            bad.append((index, row, reason))
+            bad.append((offset + index, row, reason))
         else:
-            raise RecordError(path, index, row.get("id"), reason)
+            raise RecordError(path, offset + index, row.get("id"), reason)
     if bad:
         _quarantine(bad, path, quarantine_path)
         dataset = dataset.select(keep)
-    return Records(dataset, path, keep)
+    return Records(dataset, path, [offset + i for i in keep], file_rows)
 
 
 def _undecodable_text(table: pa.Table) -> dict[int, str]:
@@ -240,7 +248,8 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
         data = image.get("bytes") if isinstance(image, dict) else image
         if not isinstance(data, (bytes, bytearray)) or not data:
             where = image.get("path") if isinstance(image, dict) else None
-            return f"image {k + 1} of {len(images)} " + (f"cannot be read from {where}" if where else "has no bytes")
+            url = " (a URL: openvlt reads local files only; download the images first)" if where and "://" in where else ""
+            return f"image {k + 1} of {len(images)} " + (f"cannot be read from {where}{url}" if where else "has no bytes")
         try:
             with Image.open(io.BytesIO(data)) as im:
                 if max(im.size) > MAX_ASPECT_RATIO * min(im.size):
@@ -252,7 +261,8 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
                 else:
                     im.verify()
         except Exception as exc:
-            return f"image {k + 1} of {len(images)} cannot be decoded ({type(exc).__name__}: {exc})"
+            why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc))  # PIL names its buffer
+            return f"image {k + 1} of {len(images)} cannot be decoded ({type(exc).__name__}: {why})"
     return None
 
 
@@ -296,6 +306,8 @@ def _image_struct(image: Any, folder: Path = Path()) -> dict[str, Any]:
         return {"bytes": None, "path": None}  # validation reports it as an image with no bytes
     if isinstance(image, (bytes, bytearray)):
         return {"bytes": bytes(image), "path": None}
+    if isinstance(image, str) and "://" in image:
+        return {"bytes": None, "path": image}  # a URL: validation names it
     if isinstance(image, (str, Path)):
         file = folder / image  # an absolute `image` stays as it is
         try:
@@ -337,6 +349,17 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
         type=pa.list_(_IMAGE_STRUCT),
     )
     return table.set_column(table.schema.get_field_index("images"), "images", column)
+
+
+def _normalise_text(table: pa.Table) -> pa.Table:
+    """Integer ids and answers (a common layout) as text; a null extra_info as no extra information."""
+    for name in ("id", "answer"):
+        if pa.types.is_integer(table.schema.field(name).type):
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
+    if table.column("extra_info").null_count:
+        table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
+                                 pc.fill_null(table.column("extra_info"), "{}"))
+    return table
 
 
 def _normalise_extra_info(table: pa.Table) -> pa.Table:

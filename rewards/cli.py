@@ -7,6 +7,7 @@ Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}
 and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
 is not valid JSON gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
+A ``--reward`` that cannot be loaded stops before the first line, with exit status 2.
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from rewards.registry import RewardError, list_rewards
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="openvlt rewards", description=__doc__.split("\n\n")[0])
+    doc = __doc__.replace("``", "")  # plain text in --help
+    parser = argparse.ArgumentParser(prog="openvlt rewards", description=doc.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="score a JSONL file of responses", description=__doc__,
+    score = commands.add_parser("score", help="score a JSONL file of responses", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     score.add_argument("input", help="JSONL file ('-' for stdin)")
     score.add_argument("--reward", required=True, help="plugin name, file.py:function, or e.g. 0.9*math+0.1*format")
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, os.getcwd())                      # as `python -m` would find it (workers get our path)
     if args.command == "list":
         for name, summary in list_rewards().items():
-            print(f"{name:<12} {summary}")
+            print(f"{name:<12} {summary.replace('``', '')}")
         return 0
     return _score(args)
 

@@ -114,8 +114,10 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     s = _PERCENT_RE.sub("", s)
     s = _DEGREE_RE.sub("", s)
     found_unit = None
-    if unit and s.lower().endswith(unit.lower()) and len(s) > len(unit):
-        found_unit, s = canonical_unit(unit) or unit.lower(), s[: -len(unit)].strip()
+    head = s[: -len(unit)] if unit else ""
+    # the expected unit as a whole word: "5 cm" does not end in the unit "m"
+    if unit and s.lower().endswith(unit.lower()) and head.strip() and not (head[-1].isalpha() and unit[0].isalpha()):
+        found_unit, s = canonical_unit(unit) or unit.lower(), head.strip()
     else:
         match = _UNIT_RE.match(s)
         if match and (match.group(2) or len(match.group(3).strip()) > 1) and (canon := canonical_unit(match.group(3))):

@@ -216,12 +216,13 @@ def import_hints(spec: str) -> tuple[str, ...]:
     return tuple(modules)
 
 
-def canonical_spec(spec: str) -> str:
-    """``spec`` with file paths made absolute, so it means the same in a process with another cwd."""
+def canonical_spec(spec: str, base: str | os.PathLike | None = None) -> str:
+    """``spec`` with file paths made absolute, so it means the same in a process with another cwd.
+    With ``base`` (a data file's folder), a relative file found there is taken from there."""
     from rewards.compose import join_terms, split_terms
 
     terms = split_terms(spec.strip())
-    return join_terms([(w, _absolute_file_spec(part)) for w, part in terms])
+    return join_terms([(w, _absolute_file_spec(part, base)) for w, part in terms])
 
 
 def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping[str, Any] | None,
@@ -350,10 +351,11 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
-def _absolute_file_spec(part: str) -> str:
+def _absolute_file_spec(part: str, base: str | os.PathLike | None = None) -> str:
     where, sep, attr = part.rpartition(":")
     if sep and where.endswith(".py") and part not in _registry:
-        return f"{os.path.abspath(where)}:{attr}"
+        beside = os.path.join(base, where) if base is not None and not os.path.isabs(where) else None
+        return f"{os.path.abspath(beside if beside and os.path.isfile(beside) else where)}:{attr}"
     return part
 
 

@@ -93,8 +93,9 @@ def check_hf_options(device: str = "cpu", dtype: str = "float32", batch_size: in
     """The `hf` engine's option values (HFEngine checks them too, before it loads the model)."""
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype: must be one of float32, bfloat16, float16, got {dtype!r}")
-    if batch_size < 1 or (threads is not None and threads < 1):
-        raise ValueError(f"batch_size and threads: must be >= 1, got {batch_size!r} and {threads!r}")
+    for name, value in (("batch_size", batch_size), ("threads", threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name}: must be >= 1, got {value!r}")
 
 
 def _constructor(engine: str, model: str) -> tuple[Any, tuple[str, ...]]:

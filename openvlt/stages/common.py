@@ -32,14 +32,15 @@ def load_problems(
     instead (with the reason) and the rest is used. `decode_images` for user data (see read_records).
     """
     records = read_records(path, skip_bad_rows=quarantine_path is not None, quarantine_path=quarantine_path,
-                           decode_images=decode_images)
+                           decode_images=decode_images, start=start, stop=stop)
     if len(records) == 0 and start == 0 and stop is None:
         return []  # an empty stage output (e.g. select kept nothing): the consumer says what that means
-    stop = records.source_rows[-1] + 1 if stop is None and records.source_rows else stop
-    chosen = [i for i, row in enumerate(records.source_rows) if start <= row < (stop or 0)]  # file row numbers
-    if not chosen:
-        raise NoProblems(f"{path}: rows [{start}, {stop}) select no problems (the file has {len(records)} usable rows)")
-    return [records[i] for i in chosen]
+    if len(records) == 0:
+        raise NoProblems(f"{path}: rows [{start}, {stop}) select no problems (the file has {records.file_rows} rows)")
+    if stop is not None and stop > records.file_rows:
+        log.warning("%s: rows [%d, %d) asked for, but the file has %d rows: using [%d, %d)",
+                    path, start, stop, records.file_rows, start, records.file_rows)
+    return list(records)
 
 
 def fill(template: str, **values: str) -> str:

@@ -29,7 +29,8 @@ def train_sft(
     """Write a Hugging Face model folder to `out_dir`; return counts (examples, steps, losses)."""
     if not selected:
         raise ValueError("no SFT examples: the select stage kept no problem (see its counts in manifest.json: "
-                         "no_correct, too_long, quarantined)")
+                         "no_correct, too_long, quarantined); once the cause is fixed, run the same command with "
+                         "--redo iter_K/select (a complete select stage is not redone by --force alone)")
     examples = []
     for row in selected:
         request = student_request(row, prompt, system)

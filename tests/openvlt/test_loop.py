@@ -219,6 +219,7 @@ def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(refere
     recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{PLUGINS}:raises"})
     done = run(recipe)
     assert done.returncode == 1 and "no SFT examples: the select stage kept no problem" in done.stderr
+    assert "run the same command with --redo iter_K/select (a complete select stage is not redone by --force alone)" in done.stderr
     select = stages(run_dir)["iter_1/select"]["counts"]
     assert select["reward_errors"] == 64 and select["quarantined"] == 32 and select["out"] == 0
     assert stages(run_dir)["base/evaluate"]["counts"]["reward_errors"] == 16  # counted, not turned into 0
@@ -329,15 +330,15 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     with Workspace.open(recipe) as ws:
         with pytest.raises(ValueError, match=r"data.sft: .*all_bad.parquet has no usable problems"):
             _inputs(ws, recipe, DataRef(str(tmp_path / "all_bad.parquet")), "data.sft")
-        with pytest.raises(ValueError, match=r"data.eval.mine: .*typo.parquet, problem 2 of the slice \(id '.*'\): "
-                                             r"unknown reward 'mathh'; did you mean 'math'\?"):
+        with pytest.raises(ValueError, match=rf"data.eval.mine: .*typo.parquet, problem '{rows[2]['id']}' \(the first whose "
+                                             r"reward is 'mathh'\): unknown reward 'mathh'; did you mean 'math'\?"):
             _inputs(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
         import rewards.registry
 
         waits = plugin_file(tmp_path / "waits.py", "import time\ntime.sleep(600)")  # an error in time, not a hung run
         write_records([*rows[:1], {**rows[1], "reward": waits}], tmp_path / "waits.parquet")
         with patch.object(rewards.registry, "LOAD_LIMIT_S", 1.0), pytest.raises(
-                ValueError, match=r"data.rl: .*waits.parquet, problem 1 of the slice \(id '.*'\): loading reward "
+                ValueError, match=rf"data.rl: .*waits.parquet, problem '{rows[1]['id']}' \(the first whose reward is .*\): loading reward "
                                   r"'.*waits.py:score' took more than 1 s"):
             _inputs(ws, recipe, DataRef(str(tmp_path / "waits.parquet")), "data.rl")
         overridden = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
@@ -355,9 +356,42 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
         with pytest.raises(ValueError, match=r"data.rl: .*fixed_later.parquet: rows \[3, 4\) select no problems .*"
                                              r"\(1 bad rows set aside in .*quarantine"):
             _inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")
+        assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 2  # one per slice read
         write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
+        assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1  # [3, 4) not read since
+        assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")) == 1
         assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))
+
+
+def test_a_rows_relative_reward_file_is_the_one_next_to_the_data_file_wherever_the_run_starts(
+        tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """As image paths are: a rerun from another folder reads the same plugin (before, `mine.py:score` was
+    looked for in the working directory, so a resume started elsewhere stopped)."""
+    from openvlt.loop import _inputs
+    from openvlt.recipe import DataRef, load_recipe
+    from openvlt.records import write_records
+    from openvlt.stages.common import load_problems
+    from openvlt.workspace import Workspace
+
+    from .test_recipe import write
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir(), elsewhere.mkdir()
+    plugin_file(data / "mine.py", "")
+    plugin_file(elsewhere / "theirs.py", "")  # not next to the data: the working directory's, as before
+    rows = load_problems(toyworld_dir / "train.parquet", 0, 3)
+    write_records([{**rows[0], "reward": "mine.py:score"}, {**rows[1], "reward": "0.5*math+0.5*mine.py:score"},
+                   {**rows[2], "reward": "theirs.py:score"}], data / "mixed.parquet")
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    monkeypatch.chdir(elsewhere)
+    with Workspace.open(recipe) as ws:
+        problems = _inputs(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
+    assert [p["reward"] for p in problems] == [f"{data}/mine.py:score", f"0.5*math+0.5*{data}/mine.py:score",
+                                               f"{elsewhere}/theirs.py:score"]
+    monkeypatch.chdir(tmp_path)  # theirs.py is not found from here: named
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"data.sft: .*mixed.parquet, problem .*theirs.py"):
+        _inputs(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
 
 
 def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tmp_path, tiny_reasoner):

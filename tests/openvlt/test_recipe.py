@@ -138,6 +138,8 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"backend": {"options": {"checkpoint_every": -1}}}, "backend.options.checkpoint_every: must be an integer >= 0, got -1"),
         ({"roles": {"student": {"model": "MODEL", "options": {"batch_size": "abc"}}}},
          "roles.student.options.batch_size: expected int, got str 'abc'"),
+        ({"roles": {"student": {"model": "MODEL", "options": {"batch_size": 0}}}},
+         "roles.student.options: batch_size: must be >= 1, got 0"),
         ({"roles": {"student": {"model": "MODEL"}, "evaluator": {"options": {"dtype": "fp16"}}}},
          "roles.evaluator.options: dtype: must be one of float32, bfloat16, float16, got 'fp16'"),
         ({"roles": {"student": {"model": "MODEL"}, "captioner": {"engine": "program", "model": "toyworld-captioner",
@@ -396,6 +398,11 @@ def test_per_iteration_entries_past_the_last_iteration_are_unused_but_checked(tm
     assert "per_iteration.2 is not used: the recipe runs 1 iteration" in caplog.text
     with pytest.raises(RecipeError, match="per_iteration.2.sft.batch_size: must be >= 1, got 0"):
         load_recipe(path, ["iterations=1", "per_iteration.2.sft.batch_size=0"])  # the next run may use it
+    caplog.clear()
+    train = str(toyworld_dir / "train.parquet")
+    load_recipe(path, ["iterations=1", f"data.sft=[{train}, {train}, {train}]"])
+    assert "data.sft has 3 entries, one per iteration: entries 2, 3 are not used (the recipe runs 1 iteration)" in caplog.text
+    assert "data.rl has" not in caplog.text
 
 
 def test_run_dir_placeholder_and_prepared_paths(tmp_path, tiny_student):
@@ -450,3 +457,29 @@ def test_an_error_names_the_recipe_file_and_the_overrides_it_was_loaded_with(tmp
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     assert str(err.value).startswith(f"{path}: unknown recipe key 'sft.stepz'; did you mean 'sft.steps'?")
+
+
+def test_the_recipe_key_reference_lists_every_key_with_the_codes_default():
+    """recipes/README.md is where a user looks a key up: it names every key the recipe check accepts, and
+    no other, each with the default the code has."""
+    import dataclasses
+    import re
+
+    from openvlt.recipe import Recipe, Role
+
+    def defaults(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.name == "roles":
+                yield from ((f"roles.<role>.{k}", v) for k, v in defaults(Role))
+            elif dataclasses.is_dataclass(value):
+                yield from defaults(type(value), f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", value
+
+    text = (Path(__file__).parents[2] / "recipes" / "README.md").read_text()
+    documented = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S)[1])
+    code = dict(defaults(Recipe))
+    assert sorted(set(code) - set(documented)) == [] and sorted(set(documented) - set(code)) == []
+    assert {k: v for k, v in documented.items() if v != code[k]} == {}
+

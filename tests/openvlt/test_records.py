@@ -139,6 +139,42 @@ def test_text_that_is_not_utf8_is_a_bad_row_not_a_bare_decode_error(tmp_path):
     assert base64.b64decode(entry["record"]["question"]["base64"]) == b"caf\xe9? <image>"
 
 
+def test_a_row_range_reads_and_checks_only_its_rows_and_names_file_rows(tmp_path, caplog):
+    from openvlt.stages.common import NoProblems, load_problems
+
+    path = tmp_path / "theirs.parquet"
+    _write_raw(path, [record(0), record(1, images=[b"\x89PNG broken"]), record(2), record(3, answer=" "), record(4)])
+    chosen = read_records(path, start=2, stop=3)
+    assert [r["id"] for r in chosen] == ["p2"] and chosen.source_rows == [2] and chosen.file_rows == 5
+    with pytest.raises(RecordError, match=r"theirs.parquet, row 3 \(id 'p3'\): empty 'answer'"):
+        read_records(path, start=2)
+    kept = read_records(path, start=2, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")
+    assert kept.source_rows == [2, 4] and [json.loads(line)["row"] for line in (tmp_path / "q.jsonl").open()] == [3]
+    assert [p["id"] for p in load_problems(path, 4, 9)] == ["p4"]
+    assert "rows [4, 9) asked for, but the file has 5 rows: using [4, 5)" in caplog.text
+    with pytest.raises(NoProblems, match=r"rows \[5, 9\) select no problems \(the file has 5 rows\)"):
+        load_problems(path, 5, 9)
+
+
+def test_integer_ids_and_answers_and_null_extra_info_are_read_and_urls_and_bad_images_are_named(tmp_path):
+    columns = {"id": [1, 2], "images": [None, None], "question": ["1 + 2?", "2 + 2?"], "answer": [3, 4],
+               "data_source": ["unit"] * 2, "reward": ["math"] * 2, "extra_info": [None, '{"precision": 2}']}
+    pq.write_table(pa.table(columns), tmp_path / "ints.parquet")
+    assert [(r["id"], r["answer"], r["extra_info"]) for r in read_records(tmp_path / "ints.parquet")] == [
+        ("1", "3", {}), ("2", "4", {"precision": 2})]
+    pq.write_table(pa.table({**columns, "images": [["https://example.com/a.png"], ["b.png"]],
+                             "question": ["<image>", "<image>"]}), tmp_path / "urls.parquet")
+    with pytest.raises(RecordError, match=r"row 0 \(id '1'\): image 1 of 1 cannot be read from https://example.com/a.png "
+                                          r"\(a URL: openvlt reads local files only; download the images first\)"):
+        read_records(tmp_path / "urls.parquet")
+    pq.write_table(pa.table({**columns, "images": [[png()], [b"not an image"]], "question": ["<image>", "<image>"]}),
+                   tmp_path / "bad.parquet")
+    with pytest.raises(RecordError) as err:
+        read_records(tmp_path / "bad.parquet")
+    assert str(err.value).endswith("row 1 (id '2'): image 1 of 1 cannot be decoded (UnidentifiedImageError: "
+                                   "cannot identify image file)")
+
+
 def truncated_jpeg() -> bytes:
     """A JPEG cut short: its header is fine, its pixels are not all there."""
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))

@@ -253,7 +253,7 @@ def test_from_a_process_pool_and_a_daemonic_pool():
 def test_from_ray_tasks_and_a_threaded_actor():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         @ray.remote
         def task(n):

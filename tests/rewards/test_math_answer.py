@@ -67,6 +67,9 @@ PRECISION = [
     ("[1, 2, 3]", "[1,2,3]", {"answer_type": "list"}, 1.0), ("[1, 2]", "[1,2,3]", {"answer_type": "list"}, 0.0),
     ("[3, 2, 1]", "[1,2,3]", {"answer_type": "list"}, 0.0), ("1.05, 2", "[1.1, 2]", {"answer_type": "list", "precision": 1}, 1.0),
     ("4 cm", "4", {"unit": "cm"}, 1.0), ("4 m", "4", {"unit": "cm"}, 0.0), ("4", "4", {"unit": "cm"}, 1.0),
+    # the expected unit's letters ending another unit are not the unit: "5 cm" is not 5 m
+    ("5 cm", "5", {"unit": "m"}, 0.0), ("5 km", "5", {"unit": "m"}, 0.0), ("5 mm", "5", {"unit": "m"}, 0.0),
+    ("5m", "5", {"unit": "m"}, 1.0), ("5 m", "5", {"unit": "m"}, 1.0), ("5 km", "5", {"unit": "km"}, 1.0),
 ]
 
 MULTIPLE_CHOICE = [
