@@ -249,7 +249,8 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
     and slice: two test.parquet stay apart; rewritten at every read, so a fixed file leaves none). Only
     the slice is read and checked. A reward name no plugin answers to, or a slice with no usable
     problem, stops the run here, naming the file."""
-    tag = hashlib.sha256(f"{Path(ref.path).resolve()}[{ref.start}:{ref.stop}]".encode()).hexdigest()[:8]
+    whole = (ref.start, ref.stop) == (0, None)  # (a whole file keeps the name runs gave it before slices had their own)
+    tag = hashlib.sha256(f"{Path(ref.path).resolve()}{'' if whole else f'[{ref.start}:{ref.stop}]'}".encode()).hexdigest()[:8]
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
     if quarantine is not None:
         quarantine.unlink(missing_ok=True)
@@ -275,11 +276,12 @@ def _anchor_reward_files(problems: list[dict[str, Any]], folder: Path) -> None:
 
     anchored: dict[str, str] = {}
     for p in problems:
-        if ".py" in p["reward"]:
+        if ".py" in p["reward"] and p["reward"] not in anchored:
             try:
-                p["reward"] = anchored.setdefault(p["reward"], canonical_spec(p["reward"], base=folder))
+                anchored[p["reward"]] = canonical_spec(p["reward"], base=folder)
             except RewardError:  # an unreadable composition: _check_reward_names names it
-                pass
+                anchored[p["reward"]] = p["reward"]
+        p["reward"] = anchored.get(p["reward"], p["reward"])
 
 
 def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:

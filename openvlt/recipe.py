@@ -309,6 +309,7 @@ def _resolve(raw: dict[str, Any], overrides: Sequence[str], check_paths: bool) -
     recipe = _build(Recipe, raw, "")
     if recipe.iterations < 1:
         raise RecipeError(f"iterations: must be >= 1, got {recipe.iterations}")
+    runs = "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations"
     for k, extra in recipe.per_iteration.items():
         if not isinstance(k, int) or k < 1:
             raise RecipeError(f"per_iteration.{k}: iterations are numbered from 1")
@@ -316,15 +317,13 @@ def _resolve(raw: dict[str, Any], overrides: Sequence[str], check_paths: bool) -
             if _lookup_raw(extra, key) is not _MISSING:
                 raise RecipeError(f"per_iteration.{k}.{key}: {why}")
         if k > recipe.iterations:  # e.g. `iterations=1` on the command line, for a quicker look
-            log.warning("per_iteration.%s is not used: the recipe runs %s", k,
-                        "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
+            log.warning("per_iteration.%s is not used: the recipe runs %s", k, runs)
         _build(Recipe, copy.deepcopy(extra), f"per_iteration.{k}")  # keys and types, named where they are
     for name in ("sft", "rl"):
         refs = getattr(recipe.data, name)
         if len(refs) > recipe.iterations:
             log.warning("data.%s has %d entries, one per iteration: entries %s are not used (the recipe runs %s)",
-                        name, len(refs), ", ".join(str(k) for k in range(recipe.iterations + 1, len(refs) + 1)),
-                        "1 iteration" if recipe.iterations == 1 else f"{recipe.iterations} iterations")
+                        name, len(refs), ", ".join(str(k) for k in range(recipe.iterations + 1, len(refs) + 1)), runs)
     recipe = _expand_run_dir(recipe)  # first: a reward plugin may live in the run directory
     check_values(recipe)
     if check_paths:

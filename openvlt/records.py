@@ -137,7 +137,7 @@ def read_records(
 ) -> Records:
     """Read and validate rows [start, stop) of a record file (every row, every image header; with
     `decode_images`, every image's pixels: a truncated JPEG has a valid header and only fails when it
-    is decoded). Rows outside the range are neither read in nor checked; errors name file rows."""
+    is decoded). Rows outside the range are neither normalised nor checked; errors name file rows."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"record file not found: {path}")
@@ -151,28 +151,31 @@ def read_records(
     file_rows, offset = table.num_rows, min(start, table.num_rows)
     if start or stop is not None:
         table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
-    table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)))
-    dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
-    dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
-
-    undecodable = _undecodable_text(table)  # a row Python cannot read would stop the loop below with no row named
-    if undecodable and not skip_bad_rows:
-        index = min(undecodable)
-        raise RecordError(path, offset + index, _text_or_none(table, "id", index), undecodable[index])
-    readable = [i for i in range(len(dataset)) if i not in undecodable]
-    keep, seen = [], set()
-    bad = [(offset + i, _raw_row(table, i), reason) for i, reason in sorted(undecodable.items())]
-    for index, row in zip(readable, dataset.select(readable) if undecodable else dataset):
-        reason = validate_record(row, decode_images)
-        if reason is None and row["id"] in seen:
-            reason = f"duplicate id {row['id']!r}"
-        if reason is None:
-            seen.add(row["id"])
-            keep.append(index)
-        elif skip_bad_rows:
-            bad.append((offset + index, row, reason))
-        else:
-            raise RecordError(path, offset + index, row.get("id"), reason)
+    try:
+        table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)))
+        dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
+        dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
+        # text Python cannot decode would stop the loop below with no row named: those rows are set apart first
+        undecodable = _undecodable_text(table)
+        rows = iter(dataset.select([i for i in range(len(dataset)) if i not in undecodable]) if undecodable else dataset)
+        keep, bad, seen = [], [], set()
+        for index in range(len(dataset)):
+            if index in undecodable:
+                row, reason = _raw_row(table, index), undecodable[index]
+            else:
+                row = next(rows)
+                reason = validate_record(row, decode_images)
+                if reason is None and row["id"] in seen:
+                    reason = f"duplicate id {row['id']!r}"
+            if reason is None:
+                seen.add(row["id"])
+                keep.append(index)
+            elif skip_bad_rows:
+                bad.append((offset + index, row, reason))
+            else:
+                raise RecordError(path, offset + index, row.get("id"), reason)
+    except UnicodeDecodeError as exc:  # inside a nested column (a struct extra_info, a list of paths)
+        raise RecordError(path, None, None, f"a column holds text that is not UTF-8 ({exc})") from exc
     if bad:
         _quarantine(bad, path, quarantine_path)
         dataset = dataset.select(keep)
@@ -197,13 +200,6 @@ def _undecodable_text(table: pa.Table) -> dict[int, str]:
             except UnicodeDecodeError as exc:
                 found.setdefault(index, f"field {name!r} is not UTF-8 text (byte {value[exc.start]:#04x} at position {exc.start})")
     return found
-
-
-def _text_or_none(table: pa.Table, name: str, index: int) -> str | None:
-    try:
-        return table.column(name)[index].as_py()
-    except (UnicodeDecodeError, KeyError):
-        return None
 
 
 def _raw_row(table: pa.Table, index: int) -> dict[str, Any]:
@@ -352,31 +348,30 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
 
 
 def _normalise_text(table: pa.Table) -> pa.Table:
-    """Integer ids and answers (a common layout) as text; a null extra_info as no extra information."""
+    """Integer ids and answers (a common layout) as text."""
     for name in ("id", "answer"):
         if pa.types.is_integer(table.schema.field(name).type):
             table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
-    if table.column("extra_info").null_count:
-        table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
-                                 pc.fill_null(table.column("extra_info"), "{}"))
     return table
 
 
 def _normalise_extra_info(table: pa.Table) -> pa.Table:
     """`extra_info` as JSON text, also when another tool (verl's and EasyR1's parquet files) wrote it
-    as a struct or a map column."""
+    as a struct or a map column; a null one as no extra information."""
     kind = table.schema.field("extra_info").type
     if pa.types.is_dictionary(kind):  # pandas' categorical column
         table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
                                  table.column("extra_info").cast(kind.value_type))
         kind = kind.value_type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return table
+        column = table.column("extra_info")
+        return table.set_column(table.schema.get_field_index("extra_info"), "extra_info", pc.fill_null(column, "{}")) if (
+            column.null_count) else table
 
     def as_dict(value: Any) -> Any:
         return dict(value) if isinstance(value, list) and pa.types.is_map(kind) else value
 
-    texts = [v if v is None or isinstance(v, str) else json.dumps(as_dict(v), sort_keys=True, ensure_ascii=False, default=str)
+    texts = ["{}" if v is None else v if isinstance(v, str) else json.dumps(as_dict(v), sort_keys=True, ensure_ascii=False, default=str)
              for v in table.column("extra_info").to_pylist()]
     return table.set_column(table.schema.get_field_index("extra_info"), "extra_info", pa.array(texts, pa.string()))
 
@@ -409,7 +404,7 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
     tmp = temporary_path(target)
     with open(tmp, "w", encoding="utf-8") as f:
         for index, row, reason in bad:
-            entry = {"file": str(path), "row": index, "id": row.get("id"), "reason": reason, "record": _jsonable(row)}
+            entry = {"file": str(path), "row": index, "id": _jsonable(row.get("id")), "reason": reason, "record": _jsonable(row)}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
     replace(tmp, target)
     log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])

@@ -6,7 +6,7 @@
 Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``
 and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
-is not valid JSON gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
+is not valid JSON, or not UTF-8, gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
 A ``--reward`` that cannot be loaded stops before the first line, with exit status 2.
 """
 from __future__ import annotations

@@ -125,7 +125,7 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
 def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None, integer: bool,
                         unit: str | None) -> bool | None:
     """Exact verdict on two read numbers, or ``None`` when only rounding rules could decide."""
-    expected_unit = want.unit or (canonical_unit(unit) if unit else None)
+    expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit else None)  # as read_quantity keeps it
     if got.unit and expected_unit and got.unit != expected_unit:
         return False
     candidates = [got.value]

@@ -56,6 +56,7 @@ _UNIT_ALIASES = {
     "watt": "w", "joule": "j", "newton": "n", "hz": "hz", "kpa": "kpa", "rad": "rad", "radian": "rad",
 }
 # "(number)(space)(unit)"; a one-letter unit needs the space, so "2s" stays an expression in s
+_TRAILING_WORD_RE = re.compile(r"[^\W\d_]+$")
 _UNIT_RE = re.compile(r"^(.*?[\d}.])(\s*)((?:square|sq\.?|cubic)?\s*[A-Za-z][A-Za-z\s/.]*(?:\^\s*\{?[23]\}?)?)$")
 
 
@@ -115,9 +116,13 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     s = _DEGREE_RE.sub("", s)
     found_unit = None
     head = s[: -len(unit)] if unit else ""
-    # the expected unit as a whole word: "5 cm" does not end in the unit "m"
-    if unit and s.lower().endswith(unit.lower()) and head.strip() and not (head[-1].isalpha() and unit[0].isalpha()):
-        found_unit, s = canonical_unit(unit) or unit.lower(), head.strip()
+    if unit and s.lower().endswith(unit.lower()) and head.strip():
+        if head[-1].isalpha() and unit[0].isalpha():  # "5 cm", "5 µm" for the unit "m": the unit is the whole word
+            lead = _TRAILING_WORD_RE.search(head)[0]
+            word = lead + s[len(head):]
+            found_unit, s = canonical_unit(word) or word.lower(), head[: -len(lead)].strip()
+        else:
+            found_unit, s = canonical_unit(unit) or unit.lower(), head.strip()
     else:
         match = _UNIT_RE.match(s)
         if match and (match.group(2) or len(match.group(3).strip()) > 1) and (canon := canonical_unit(match.group(3))):

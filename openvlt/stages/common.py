@@ -36,7 +36,8 @@ def load_problems(
     if len(records) == 0 and start == 0 and stop is None:
         return []  # an empty stage output (e.g. select kept nothing): the consumer says what that means
     if len(records) == 0:
-        raise NoProblems(f"{path}: rows [{start}, {stop}) select no problems (the file has {records.file_rows} rows)")
+        raise NoProblems(f"{path}: rows [{start}, {'end' if stop is None else stop}) select no problems "
+                         f"(the file has {records.file_rows} rows)")
     if stop is not None and stop > records.file_rows:
         log.warning("%s: rows [%d, %d) asked for, but the file has %d rows: using [%d, %d)",
                     path, start, stop, records.file_rows, start, records.file_rows)

@@ -3,6 +3,7 @@
 The runs go through the real CLI in subprocesses, as a user would run them. OPENVLT_CRASH_AT kills
 the process with SIGKILL at a named point (openvlt.faults), like the OOM killer at 3 a.m.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -352,7 +353,8 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     write_records([*rows[:3], {**rows[3], "images": [truncated_jpeg()]}], tmp_path / "fixed_later.parquet")
     with Workspace.open(lenient, force=True) as ws:
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 3
-        assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1
+        whole = hashlib.sha256(str((tmp_path / "fixed_later.parquet").resolve()).encode()).hexdigest()[:8]
+        assert [p.name for p in (ws.root / "quarantine").glob("fixed_later-*.jsonl")] == [f"fixed_later-{whole}.jsonl"]
         with pytest.raises(ValueError, match=r"data.rl: .*fixed_later.parquet: rows \[3, 4\) select no problems .*"
                                              r"\(1 bad rows set aside in .*quarantine"):
             _inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")
@@ -360,6 +362,8 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
         write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
         assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1  # [3, 4) not read since
+        whole = hashlib.sha256(str((tmp_path / "fixed_later.parquet").resolve()).encode()).hexdigest()[:8]
+        assert not (ws.root / "quarantine" / f"fixed_later-{whole}.jsonl").exists()  # the name runs before slices gave it
         assert len(_inputs(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")) == 1
         assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))
 

@@ -138,6 +138,24 @@ def test_text_that_is_not_utf8_is_a_bad_row_not_a_bare_decode_error(tmp_path):
     assert (entry["row"], entry["id"]) == (1, "p1")
     assert base64.b64decode(entry["record"]["question"]["base64"]) == b"caf\xe9? <image>"
 
+    # an undecodable id, after a row that is bad for another reason: named and quarantined in file order
+    ids = pa.array([b"p0", b"p\xff1", b"p2"], pa.binary()).view(pa.string())
+    table = table.set_column(table.schema.get_field_index("id"), "id", ids)
+    pq.write_table(table.set_column(table.schema.get_field_index("answer"), "answer", pa.array(["", "1", "2"])), path)
+    with pytest.raises(RecordError, match=r"row 0 \(id 'p0'\): empty 'answer'"):
+        read_records(path)
+    assert [r["id"] for r in read_records(path, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")] == ["p2"]
+    entries = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [e["row"] for e in entries] == [0, 1] and base64.b64decode(entries[1]["id"]["base64"]) == b"p\xff1"
+
+    # inside a struct extra_info (verl's layout): the file and the reason, not a bare UnicodeDecodeError
+    notes = pa.array([b"ok", b"caf\xe9", b"ok"], pa.binary()).view(pa.string())
+    table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
+                             pa.StructArray.from_arrays([notes], ["note"]))
+    pq.write_table(table, path)
+    with pytest.raises(RecordError, match=r"latin1.parquet: a column holds text that is not UTF-8"):
+        read_records(path, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")
+
 
 def test_a_row_range_reads_and_checks_only_its_rows_and_names_file_rows(tmp_path, caplog):
     from openvlt.stages.common import NoProblems, load_problems

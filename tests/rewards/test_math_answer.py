@@ -70,6 +70,10 @@ PRECISION = [
     # the expected unit's letters ending another unit are not the unit: "5 cm" is not 5 m
     ("5 cm", "5", {"unit": "m"}, 0.0), ("5 km", "5", {"unit": "m"}, 0.0), ("5 mm", "5", {"unit": "m"}, 0.0),
     ("5m", "5", {"unit": "m"}, 1.0), ("5 m", "5", {"unit": "m"}, 1.0), ("5 km", "5", {"unit": "km"}, 1.0),
+    ("5 \u00b5m", "5", {"unit": "m"}, 0.0), ("5 cm^2", "5", {"unit": "m^2"}, 0.0), ("5 hours", "5", {"unit": "s"}, 0.0),
+    ("5 seconds", "5", {"unit": "s"}, 1.0),
+    # an expected unit the unit table does not know is still compared: 5 kPa is not 5 Pa
+    ("5 kPa", "5", {"unit": "Pa"}, 0.0), ("5 Pa", "5", {"unit": "Pa"}, 1.0), ("5 ton", "5", {"unit": "N"}, 0.0),
 ]
 
 MULTIPLE_CHOICE = [
