@@ -249,8 +249,10 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
     and slice: two test.parquet stay apart; rewritten at every read, so a fixed file leaves none). Only
     the slice is read and checked. A reward name no plugin answers to, or a slice with no usable
     problem, stops the run here, naming the file."""
-    whole = (ref.start, ref.stop) == (0, None)  # (a whole file keeps the name runs gave it before slices had their own)
-    tag = hashlib.sha256(f"{Path(ref.path).resolve()}{'' if whole else f'[{ref.start}:{ref.stop}]'}".encode()).hexdigest()[:8]
+    named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
+    if (ref.start, ref.stop) != (0, None):
+        named += f"[{ref.start}:{ref.stop}]"
+    tag = hashlib.sha256(named.encode()).hexdigest()[:8]
     quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
     if quarantine is not None:
         quarantine.unlink(missing_ok=True)
@@ -263,25 +265,8 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
             quarantine is not None and quarantine.exists()) else ""
         raise ValueError(f"{key}: {exc}{set_aside}") from None
     if r.reward.override is None:
-        _anchor_reward_files(problems, Path(ref.path).parent)
         _check_reward_names(problems, ref.path, key)
     return problems
-
-
-def _anchor_reward_files(problems: list[dict[str, Any]], folder: Path) -> None:
-    """A row's `reward` that names a plugin file by a relative path means the file next to the data file
-    (as image paths do; else the working directory's), made absolute so a rerun from elsewhere finds it."""
-    from rewards import RewardError
-    from rewards.registry import canonical_spec
-
-    anchored: dict[str, str] = {}
-    for p in problems:
-        if ".py" in p["reward"] and p["reward"] not in anchored:
-            try:
-                anchored[p["reward"]] = canonical_spec(p["reward"], base=folder)
-            except RewardError:  # an unreadable composition: _check_reward_names names it
-                anchored[p["reward"]] = p["reward"]
-        p["reward"] = anchored.get(p["reward"], p["reward"])
 
 
 def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:

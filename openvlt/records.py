@@ -7,7 +7,8 @@ A problem record is one row with these columns (shared/ARCHITECTURE.md):
     question     text with exactly one `<image>` placeholder per image
     answer       ground truth, non-empty
     data_source  where the problem came from ("toyworld", "mathvista", ...)
-    reward       name of the reward plugin that judges answers to this problem
+    reward       name of the reward plugin that judges answers to this problem (a relative plugin file,
+                 `mine.py:score`, is the one next to the record file, else the working directory's)
     extra_info   dict of whatever the reward needs (choices, answer_type, precision, ...)
 
 Later stages add columns (caption, traces, ...) and never drop `id`.
@@ -152,7 +153,7 @@ def read_records(
     if start or stop is not None:
         table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
     try:
-        table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)))
+        table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)), path.parent)
         dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
         dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
         # text Python cannot decode would stop the loop below with no row named: those rows are set apart first
@@ -187,7 +188,7 @@ def _undecodable_text(table: pa.Table) -> dict[int, str]:
     found: dict[int, str] = {}
     for name in table.column_names:
         column = table.column(name)
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if not _is_text(column):
             continue
         try:
             column.validate(full=True)
@@ -207,7 +208,7 @@ def _raw_row(table: pa.Table, index: int) -> dict[str, Any]:
     row = {}
     for name in table.column_names:
         column = table.column(name)
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if not _is_text(column):
             row[name] = column[index].as_py()
             continue
         value = column.cast(pa.large_binary())[index].as_py()
@@ -347,12 +348,32 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     return table.set_column(table.schema.get_field_index("images"), "images", column)
 
 
-def _normalise_text(table: pa.Table) -> pa.Table:
-    """Integer ids and answers (a common layout) as text."""
+def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
+    """Integer ids and answers (a common layout) as text; reward plugin files named by a relative path
+    made absolute, as image paths are read: next to the record file (else in the working directory), so
+    a run resumed from another folder judges with the same file."""
+    from rewards.registry import RewardError, canonical_spec
+
     for name in ("id", "answer"):
         if pa.types.is_integer(table.schema.field(name).type):
             table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
-    return table
+    if not _is_text(table.column("reward")):
+        return table  # validation names the type
+    specs = table.column("reward").to_pylist()
+    anchored = {}
+    for spec in {s for s in specs if s is not None and ".py" in s}:
+        try:
+            anchored[spec] = canonical_spec(spec, base=folder)
+        except RewardError:  # an unreadable composition: the reward check names it
+            pass
+    if all(absolute == spec for spec, absolute in anchored.items()):
+        return table
+    return table.set_column(table.schema.get_field_index("reward"), "reward",
+                            pa.array([anchored.get(s, s) for s in specs], pa.string()))
+
+
+def _is_text(column: pa.ChunkedArray) -> bool:
+    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
 def _normalise_extra_info(table: pa.Table) -> pa.Table:
