@@ -46,6 +46,7 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict
     with Workspace.open(recipe, force=force, redo=redo) as ws:  # one process at a time in a run directory
         log.info("run directory %s (recipe %s)", ws.root, recipe.digest())
         prepare(ws, recipe)
+        check_training_data(ws, recipe)
         base = recipe.roles.student.model
         evaluate(ws, recipe, "base", base)
         previous_grpo = None
@@ -77,6 +78,25 @@ def prepare(ws: Workspace, r: Recipe) -> None:
         ws.stage("prepare", lambda ctx: prepare_inputs(r.prepare.toyworld, r.prepare.tiny_student, ctx.out), outputs=targets)
 
 
+def check_training_data(ws: Workspace, r: Recipe) -> None:
+    """Every training slice is read and checked when the run starts, unless the stage that reads it is
+    complete: the RL problems, and later iterations' SFT problems, are first read after an SFT stage, and
+    a bad row (or an unknown reward) there would stop the run hours in."""
+    seen = set()
+    for k in range(1, r.iterations + 1):
+        rk = r.for_iteration(k)
+        for which, reader in (("sft", f"iter_{k}/caption" if k == 1 else f"iter_{k}/regenerate"), ("rl", f"iter_{k}/rl_data")):
+            ref = rk.data_for_iteration(which, k)
+            if not ws.complete(reader) and (ref.path, ref.start, ref.stop) not in seen:
+                seen.add((ref.path, ref.start, ref.stop))
+                log.info("checking %s rows [%d, %s) (%s reads them)", ref.path, ref.start, "end" if ref.stop is None else ref.stop, reader)
+                try:
+                    _inputs(ws, rk, ref, f"data.{which}")
+                except Exception as exc:
+                    ws.record_stop(f"checking the data {reader} reads: {type(exc).__name__}: {exc}")
+                    raise
+
+
 def caption(ws: Workspace, r: Recipe, k: int) -> None:
     from openvlt.stages.caption import caption_problems
 
@@ -90,7 +110,7 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
             source=_label("captioner", r.roles.captioner),
         ),
         outputs={"captions": ws.root / it / "captions.parquet"},
-        inputs={"problems": ref.path},
+        inputs={"problems": ref},
     )
 
 
@@ -128,7 +148,7 @@ def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             retries=r.regenerate.retries, judge=r.reward,
         ),
         outputs={"traces": ws.root / it / "traces.parquet"},
-        inputs={"problems": ref.path, "model": model},
+        inputs={"problems": ref, "model": model},
     )
 
 
@@ -186,7 +206,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             n = write_records(_inputs(ws, r, ref, "data.rl"), ctx.out["rl"])
             return {"in": n, "out": n}
 
-        ws.stage(f"{it}/rl_data", copy_all, outputs={"rl": out}, inputs={"problems": ref.path})
+        ws.stage(f"{it}/rl_data", copy_all, outputs={"rl": out}, inputs={"problems": ref})
         return
     ws.stage(
         f"{it}/rl_data",
@@ -199,7 +219,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             judge=r.reward,
         ),
         outputs={"rl": out},
-        inputs={"problems": ref.path, "model": model},
+        inputs={"problems": ref, "model": model},
     )
 
 
@@ -238,17 +258,27 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
         )
 
-    held_out = {f"eval.{name}": ref.path for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
+    held_out = {f"eval.{name}": ref for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
     ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **held_out})
 
 
 # ----------------------------------------------------------------------------- helpers
 def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
-    """A slice of a user data file (recipe key `key`); bad rows stop the run, or are quarantined with
-    data.skip_bad_rows (one file per data file and slice, named after the file plus a hash of its path
-    and slice: two test.parquet stay apart; rewritten at every read, so a fixed file leaves none). Only
-    the slice is read and checked. A reward name no plugin answers to, or a slice with no usable
-    problem, stops the run here, naming the file."""
+    """A slice of a user data file (recipe key `key`); training data that holds held-out problems is
+    warned about."""
+    problems = _read_slice(ws, r, ref, key)
+    for name, held in r.data.eval.items() if not key.startswith("data.eval.") else ():
+        if (key, ref.path, ref.start, ref.stop, name) not in _CHECKED:  # once per process
+            _CHECKED.add((key, ref.path, ref.start, ref.stop, name))
+            _warn_about_held_out_problems(problems, key, name, _held_out_problems(ws, r, held, name))
+    return problems
+
+
+def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
+    """Bad rows stop the run, or are quarantined with data.skip_bad_rows (one file per data file and
+    slice, named after the file plus a hash of its path and slice: two test.parquet stay apart;
+    rewritten at every read, so a fixed file leaves none). Only the slice is read and checked. A reward
+    name no plugin answers to, or a slice with no usable problem, stops the run here, naming the file."""
     named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
     if (ref.start, ref.stop) != (0, None):
         named += f"[{ref.start}:{ref.stop}]"
@@ -267,6 +297,44 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
     if r.reward.override is None:
         _check_reward_names(problems, ref.path, key)
     return problems
+
+
+def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dict[tuple, str]:
+    """A held-out set's problems as (question, image hashes) -> id, read once per process and file state."""
+    stat = Path(ref.path).stat()
+    key = (str(Path(ref.path).resolve()), ref.start, ref.stop, stat.st_size, stat.st_mtime_ns)
+    if key not in _HELD_OUT:
+        _HELD_OUT[key] = {_problem_key(p): p["id"] for p in _read_slice(ws, r, ref, f"data.eval.{name}")}
+    return _HELD_OUT[key]
+
+
+_HELD_OUT: dict[tuple, dict[tuple, str]] = {}
+_CHECKED: set[tuple] = set()
+
+
+def _problem_key(p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    return " ".join(p["question"].split()), tuple(hashlib.sha256(image).hexdigest() for image in p["images"])
+
+
+def _warn_about_held_out_problems(problems: list[dict[str, Any]], key: str, name: str, held_out: dict[tuple, str]) -> None:
+    """A held-out problem trained on makes the set's accuracy partly a memory test. Warned, not refused
+    (a debugging run may mean it): the same question with the same images, or another question about one
+    of the set's images."""
+    pictures = {picture for _, images in held_out for picture in images}
+    copies, shared = [], 0
+    for p in problems:
+        problem = _problem_key(p)
+        if problem in held_out:
+            copies.append((p["id"], held_out[problem]))
+        elif not pictures.isdisjoint(problem[1]):
+            shared += 1
+    if not (copies or shared):
+        return
+    parts = [f"{len(copies)} of its {len(problems)} problems are in held-out set {name!r} too (the same question and "
+             f"images; the first: {copies[0][0]!r}, there {copies[0][1]!r})"] if copies else []
+    parts += [f"{shared} of its problems ask about an image of held-out set {name!r}"] if shared else []
+    log.warning("%s: %s: that set's accuracy will overstate what the model learned; take them out of one of the files",
+                key, "; ".join(parts))
 
 
 def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:

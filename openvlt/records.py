@@ -183,6 +183,51 @@ def read_records(
     return Records(dataset, path, [offset + i for i in keep], file_rows)
 
 
+def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[tuple[str, Path]]:
+    """The image files rows [start, stop) of a record file name instead of holding their bytes: (the name
+    as written, the file `read_records` reads: next to the record file), each once. They are part of what
+    the rows hold, so a run's fingerprint of its data covers them. Only names are read, never image bytes
+    into Python; [] for a file that holds its images, or that is no readable record file."""
+    path = Path(path)
+    try:
+        reader = pq.ParquetFile(path)
+        kind = reader.schema_arrow.field("images").type
+        item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+        if item is not None and pa.types.is_struct(item) and item.get_field_index("path") >= 0:
+            leaves = {c.path.rsplit(".", 1)[-1]: c.path for c in reader.schema if c.path.startswith("images.")}
+            if "bytes" in leaves and _never_null(reader, leaves["bytes"]):
+                return []  # every image held: the common case, known from the footer
+            column = reader.read(columns=[leaves[f] for f in ("bytes", "path") if f in leaves]).column("images")
+        elif item is not None and (pa.types.is_string(item) or pa.types.is_large_string(item)):
+            column = reader.read(columns=["images"]).column("images")
+        else:
+            return []
+    except Exception:  # not a record file: reading it names what is wrong
+        return []
+    column = column.slice(start, None if stop is None else max(0, stop - start)).combine_chunks()
+    images = column.flatten()
+    if pa.types.is_struct(images.type):  # as `_image_struct` reads one: the bytes, else the file the path names
+        fields = dict(zip([f.name for f in images.type], images.flatten()))
+        held = fields.get("bytes")
+        named = pc.is_valid(fields["path"]) if held is None else pc.and_kleene(
+            pc.or_kleene(pc.is_null(held), pc.equal(pc.binary_length(held), 0)), pc.is_valid(fields["path"]))
+        images = pc.filter(fields["path"], named)
+    names = dict.fromkeys(name for name in images.to_pylist() if name and "://" not in name)
+    return [(name, path.parent / name) for name in names]
+
+
+def _never_null(reader: pq.ParquetFile, leaf: str) -> bool:
+    """Whether the footer's statistics say column `leaf` has no null (and no empty list) in any row group."""
+    meta = reader.metadata
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        chunk = next(group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema == leaf)
+        stats = chunk.statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True
+
+
 def _undecodable_text(table: pa.Table) -> dict[int, str]:
     """Rows whose text columns hold bytes that are not UTF-8 (a writer that did not check): row -> reason."""
     found: dict[int, str] = {}

@@ -35,7 +35,7 @@ import yaml
 
 from openvlt.faults import crashpoint
 from openvlt.files import atomic_write, replace, temporary_path
-from openvlt.recipe import Recipe, RecipeError, changes_since, dump_recipe, rebase_paths
+from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_recipe, rebase_paths
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ class Workspace:
         self.manifest: dict[str, Any] = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
         )
+        self.image_hashes_path = root / ".image_hashes.json"  # `data_fingerprint`'s cache: path -> [size, mtime, hash]
+        try:
+            self.image_hashes: dict[str, list] = json.loads(self.image_hashes_path.read_text())
+        except (OSError, ValueError):  # none yet, or unreadable: only a cache
+            self.image_hashes = {}
+        if not isinstance(self.image_hashes, dict):
+            self.image_hashes = {}
 
     @classmethod
     def open(cls, recipe: Recipe, force: bool = False, redo: str | None = None) -> "Workspace":
@@ -79,7 +86,7 @@ class Workspace:
 
     @classmethod
     def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | None) -> "Workspace":
-        _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml"])
+        _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml", ".image_hashes.json"])
         ws = cls(root)
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
@@ -100,6 +107,7 @@ class Workspace:
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
+        ws.manifest.pop("stopped", None)  # the last start's data check: made again
         ws.manifest["recipe"] = recipe.digest()
         ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
         if marked:
@@ -152,6 +160,11 @@ class Workspace:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def record_stop(self, why: str) -> None:
+        """A run stopped between stages (its data checked when it started): `openvlt status` says why."""
+        self.manifest["stopped"] = why[:2000]
+        self._save()
+
     def complete(self, key: str) -> bool:
         return self.manifest["stages"].get(key, {}).get("status") == "complete"
 
@@ -163,9 +176,10 @@ class Workspace:
         key: str,
         fn: Callable[[StageContext], dict[str, Any]],
         outputs: dict[str, str | Path],
-        inputs: dict[str, str | Path] | None = None,
+        inputs: dict[str, str | Path | DataRef] | None = None,
     ) -> dict[str, Any]:
-        """Run `fn` as stage `key` unless it is complete; return its counts."""
+        """Run `fn` as stage `key` unless it is complete; return its counts. `inputs` are files or folders,
+        or slices of data files (whose hash covers the image files the slice names)."""
         finals = {name: Path(p) for name, p in outputs.items()}
         if self.complete(key):
             self._check_inputs_unchanged(key, inputs or {})
@@ -174,7 +188,7 @@ class Workspace:
             return self.counts(key)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
-                     inputs={n: {"path": str(p), "hash": fingerprint(Path(p))} for n, p in (inputs or {}).items()})
+                     inputs={n: self._input_entry(value) for n, value in (inputs or {}).items()})
         entry.pop("seconds", None)  # an earlier attempt's; this one's is recorded when it ends, if it ends
         self._save()
         crashpoint(f"before:{key}")
@@ -223,7 +237,7 @@ class Workspace:
         log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
         return counts
 
-    def _check_inputs_unchanged(self, key: str, inputs: dict[str, str | Path]) -> None:
+    def _check_inputs_unchanged(self, key: str, inputs: dict[str, str | Path | DataRef]) -> None:
         """A complete stage whose input files changed since it ran (a data file fixed in place, a model
         folder replaced) is not silently skipped: its outputs were made from the old content."""
         changed = self._changed_inputs(key, inputs)
@@ -235,13 +249,37 @@ class Workspace:
                              "content, or --force to keep the completed work as it is")
         log.warning("--force: %s; keeping its outputs", what)
 
-    def _changed_inputs(self, key: str, inputs: dict[str, str | Path] | None = None) -> list[str]:
+    def _changed_inputs(self, key: str, inputs: dict[str, str | Path | DataRef] | None = None) -> list[str]:
         """`key`'s inputs (as given, else as recorded) whose content differs from what it ran on
         (files over 64 MiB are compared by size: see `fingerprint`)."""
         recorded = self.manifest["stages"].get(key, {}).get("inputs", {})
-        paths = inputs if inputs is not None else {name: entry["path"] for name, entry in recorded.items()}
-        return [f"{name} ({path})" for name, path in paths.items()
-                if name in recorded and fingerprint(Path(path)) != recorded[name]["hash"]]
+        given = inputs if inputs is not None else {name: _recorded_input(entry) for name, entry in recorded.items()}
+        changed = []
+        for name, value in given.items():
+            if name not in recorded:
+                continue
+            old = recorded[name]["hash"]
+            now = self._input_entry(value, images="+" in (old or ""))["hash"]  # (a hash from before images were
+            if _same_content(old, now):                                       # fingerprinted: the file alone)
+                continue
+            path = value.path if isinstance(value, DataRef) else value
+            if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
+                missing = [image for image, file in _named_images(value) if not file.is_file()]
+                what = f"{len(missing)} image files it names are missing, e.g. {missing[0]}" if missing else "an image file it names"
+                changed.append(f"{name} ({path}: {what})")
+            else:
+                changed.append(f"{name} ({path})")
+        return changed
+
+    def _input_entry(self, value: str | Path | DataRef, images: bool = True) -> dict[str, Any]:
+        """What the manifest records of an input: its path and hash (a data slice: its rows too)."""
+        if not isinstance(value, DataRef):
+            return {"path": str(value), "hash": fingerprint(Path(value))}
+        before = dict(self.image_hashes)
+        digest = data_fingerprint(Path(value.path), value.start, value.stop, self.image_hashes if images else None)
+        if self.image_hashes != before:
+            atomic_write(self.image_hashes_path, json.dumps(self.image_hashes))
+        return {"path": value.path, "rows": [value.start, value.stop], "hash": digest}
 
     def _scratch(self, key: str) -> Path:
         return self.root / ".scratch" / key.replace("/", "__")
@@ -255,7 +293,7 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
     was made from the same recipe and inputs: after `--force` with new values, or a `--redo` that
     changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
     stamp = scratch / "made_from.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == made_from:
+    if stamp.exists() and _same_work(json.loads(stamp.read_text()), made_from):
         return
     left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
     if left:
@@ -301,6 +339,8 @@ def format_status(run_dir: Path) -> str:
         detail = {"running": "running now", "interrupted": "interrupted; a rerun continues it",
                   "redo": "marked by --redo; a rerun runs it again"}.get(status, s.get("error") or _summary(s.get("counts", {})))
         lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{format_seconds(seconds):>9}  {detail}")
+    if "stopped" in manifest and not holder:
+        lines.append(f"stopped before its next stage: {manifest['stopped']}")
     if "finished" in manifest:
         lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
     elif not holder:
@@ -316,12 +356,77 @@ def fingerprint(path: Path) -> str | None:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         digest.update(str(f.relative_to(path) if f != path else f.name).encode())
-        size = f.stat().st_size
-        if size > _HASH_LIMIT:
-            digest.update(str(size).encode())
-        else:
-            digest.update(f.read_bytes())
+        _add_content(digest, f)
     return digest.hexdigest()[:16]
+
+
+def data_fingerprint(path: Path, start: int = 0, stop: int | None = None, known: dict[str, list] | None = None) -> str | None:
+    """The fingerprint of a data file, and, when rows [start, stop) name image files instead of holding
+    their bytes, "+<their hash>": the images are what the stages read, so replacing one changes the data
+    as far as a run is concerned. `known` caches image hashes by path, size and modification time (a resume
+    does not read a whole image set again; a copied one is read once more); None: the file alone."""
+    head = fingerprint(path)
+    images = _named_images(DataRef(str(path), start, stop)) if known is not None and head is not None else []
+    if not images:
+        return head
+    misses = sum(_cached(file, known) is None for _, file in images)
+    if misses:
+        log.info("hashing %d image files %s names (then cached in .image_hashes.json)", misses, path)
+    named = hashlib.sha256()
+    for name, file in images:
+        named.update(f"{name}\0{_file_hash(file, known)}\0".encode())
+    return f"{head}+{named.hexdigest()[:16]}"
+
+
+def _add_content(digest: Any, file: Path) -> None:
+    size = file.stat().st_size
+    digest.update(str(size).encode() if size > _HASH_LIMIT else file.read_bytes())
+
+
+def _cached(file: Path, known: dict[str, list]) -> str | None:
+    try:
+        stat = file.stat()
+    except OSError:
+        return "unreadable"
+    size, mtime, digest = known.get(os.path.abspath(file), (None, None, None))
+    return digest if (size, mtime) == (stat.st_size, stat.st_mtime_ns) else None
+
+
+def _file_hash(file: Path, known: dict[str, list]) -> str:
+    cached = _cached(file, known)
+    if cached is not None:
+        return cached
+    try:
+        stat, digest = file.stat(), hashlib.sha256()
+        _add_content(digest, file)
+    except OSError:
+        return "unreadable"  # (a folder, no permission): reading the data file names it
+    known[os.path.abspath(file)] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()[:16]]
+    return known[os.path.abspath(file)][2]
+
+
+def _same_content(recorded: str | None, now: str | None) -> bool:
+    """A hash recorded before data files' images were fingerprinted has no "+" part: the file alone
+    is compared, so runs started then resume (their completed stages without an image check)."""
+    return recorded == now or (recorded is not None and "+" not in recorded and now is not None
+                               and now.split("+")[0] == recorded)
+
+
+def _same_work(stamp: dict[str, Any], made_from: dict[str, Any]) -> bool:
+    """Whether saved work stamped `stamp` was made from `made_from`'s recipe and inputs."""
+    old, new = stamp.get("inputs", {}), made_from["inputs"]
+    return stamp.get("recipe") == made_from["recipe"] and old.keys() == new.keys() and all(
+        _same_content(old[name], new[name]) for name in new)
+
+
+def _named_images(data: DataRef) -> list[tuple[str, Path]]:
+    from openvlt.records import image_files  # (here: `openvlt status` needs no pyarrow)
+
+    return image_files(data.path, data.start, data.stop)
+
+
+def _recorded_input(entry: dict[str, Any]) -> str | DataRef:
+    return DataRef(entry["path"], *entry["rows"]) if "rows" in entry else entry["path"]
 
 
 def _summary(counts: dict[str, Any]) -> str:

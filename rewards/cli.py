@@ -7,7 +7,9 @@ Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}
 and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
 is not valid JSON, or not UTF-8, gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
-A ``--reward`` that cannot be loaded stops before the first line, with exit status 2.
+Exit status: 0 when every line was scored; 1 when some line has an error or timed out (the output is
+still complete: a check of a plugin can fail a script); 2 when ``--reward`` cannot be loaded, before the
+first line.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def _score(args: argparse.Namespace) -> int:
         sink.flush()
     summary = replace(summary, seconds=time.monotonic() - started)
     print(f"openvlt rewards: {summary}", file=sys.stderr)
-    return 0
+    return 1 if summary.errors or summary.timeouts else 0
 
 
 def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:

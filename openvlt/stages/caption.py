@@ -26,15 +26,19 @@ def caption_problems(
     system: str | None = None,
     source: str = "captioner",
 ) -> dict[str, Any]:
-    """Write the problems plus a `caption` column to `out_path`; return counts."""
+    """Write the problems plus a `caption` column to `out_path`; return counts. A text-only problem has
+    nothing to describe: its caption is empty, and the captioner is not asked."""
     check_prompt("captioner", prompt)
+    pictured = [p for p in problems if p["images"]]
     requests = [
         Request(fill(prompt, question=text_of(p["question"])).replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * len(p["images"])),
                 tuple(p["images"]), system)
-        for p in problems
+        for p in pictured
     ]
-    captions = generate_in_chunks(captioner, requests, sampling, scratch, chunk_size, "caption", "caption")
-    rows = [{**p, "caption": c[0], "caption_source": source} for p, c in zip(problems, captions)]
+    # (chunks in a folder of their own: those an older openvlt saved were made over every problem)
+    described = iter(generate_in_chunks(captioner, requests, sampling, scratch / "pictured", chunk_size, "caption", "caption"))
+    captions = [next(described)[0] if p["images"] else "" for p in problems]
+    rows = [{**p, "caption": c, "caption_source": source if p["images"] else None} for p, c in zip(problems, captions)]
     write_records(rows, out_path)
-    empty = sum(not c[0].strip() for c in captions)
-    return {"in": len(problems), "out": len(rows), "empty_captions": empty}
+    empty = sum(not c.strip() for p, c in zip(problems, captions) if p["images"])
+    return {"in": len(problems), "out": len(rows), "empty_captions": empty, "text_only": len(problems) - len(pictured)}

@@ -29,8 +29,8 @@ def distill_traces(
     """Write the captioned problems plus `traces` (k per problem) and `trace_source`; return counts."""
     check_prompt("reasoner", prompt)
     # a caption is model output: an "<image>" in it would ask the text-only reasoner for an image it does not get
-    requests = [Request(fill(prompt, caption=p["caption"].replace(IMAGE_PLACEHOLDER, "image"), question=text_of(p["question"])),
-                        (), system) for p in captioned]
+    requests = [Request(fill(prompt, caption=p["caption"].replace(IMAGE_PLACEHOLDER, "image") if p["images"] else "(no image)",
+                             question=text_of(p["question"])), (), system) for p in captioned]
     traces = generate_in_chunks(reasoner, requests, sampling, scratch, chunk_size, "distill", "distill")
     rows = [{**p, "traces": list(t), "trace_source": source} for p, t in zip(captioned, traces)]
     write_records(rows, out_path)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from openvlt.engines import Request, Sampling
-from openvlt.records import read_records
+from openvlt.records import read_records, write_records
 
 from ..conftest import OPENVLT, decisive_engine, plugin_file
 from .test_records import truncated_jpeg
@@ -184,22 +184,27 @@ def _bad_data(tmp_path: Path, reference: Path) -> Path:
 
 def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tmp_path):
     data = _bad_data(tmp_path, reference)
+    bad = data.read_bytes()
+    write_records(list(read_records(reference / "data" / "toyworld" / "train.parquet"))[:32], data)
     run_dir = tmp_path / "run"
     inputs = {"sft": str(data), "rl": {"path": str(data), "start": 20, "stop": 32},
               "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
     recipe = micro_recipe(tmp_path, run_dir, data=inputs, iterations=1, prepare={},
                           roles={**yaml.safe_load(micro_recipe(tmp_path, run_dir).read_text())["roles"],
                                  "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    assert run(recipe, crash_at="before:iter_1/caption").returncode == -signal.SIGKILL
+    base = stages(run_dir)["base/evaluate"]
+    assert base["status"] == "complete"
+    data.write_bytes(bad)  # the data file gets bad rows before the run resumes
     done = run(recipe)
     assert done.returncode == 1
     assert f"{data}, row 3 (id 'toyworld-3-train-000003'): image 1 of 1 cannot be decoded" in done.stderr
     assert "Traceback" not in done.stderr
-    base = stages(run_dir)["base/evaluate"]
-    assert base["status"] == "complete"  # work done before the bad row is kept
+    assert stages(run_dir)["base/evaluate"] == base  # work done before the bad row is kept
     status = subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert status.returncode == 0
-    line = next(line for line in status.stdout.splitlines() if line.startswith("iter_1/caption"))
-    assert "failed" in line and "row 3" in line and "cannot be decoded" in line
+    line = next(line for line in status.stdout.splitlines() if line.startswith("stopped before its next stage"))
+    assert "iter_1/caption reads" in line and "row 3" in line and "cannot be decoded" in line
     assert status.stdout.splitlines()[-1].startswith("not finished: the same command continues it")
 
     done = run(recipe, "data.skip_bad_rows=true", "--force")
@@ -213,6 +218,30 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 29
     assert f"3 bad input row(s) set aside in quarantine/{path.name}" in done.stdout
     assert json.loads((run_dir / "summary.json").read_text())["quarantined_rows"] == {f"quarantine/{path.name}": 3}
+
+
+def test_a_bad_row_in_training_data_read_after_sft_stops_the_run_before_any_stage(reference, tmp_path):
+    """RL problems are first used after SFT (hours in, on a cluster): their slice is checked at the start,
+    and so is a later iteration's SFT slice, unless the stage that reads it is complete."""
+    data, good = _bad_data(tmp_path, reference), str(reference / "data" / "toyworld" / "train.parquet")
+    roles = {**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"],
+             "student": {"engine": "hf", "model": str(reference / "models" / "student")}}
+    held = {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}
+    for data_keys, first_bad in (({"sft": {"path": good, "stop": 20}, "rl": {"path": str(data), "stop": 12}}, "row 3"),
+                                 ({"sft": [{"path": good, "stop": 20}, {"path": str(data), "start": 4, "stop": 8}],
+                                   "rl": {"path": good, "start": 20}}, "row 5")):
+        run_dir = tmp_path / f"run-{first_bad[-1]}"
+        done = run(micro_recipe(tmp_path, run_dir, data={**data_keys, "eval": held}, prepare={}, roles=roles))
+        assert done.returncode == 1 and f"{data}, {first_bad} (id " in done.stderr, done.stderr[-3000:]
+        assert stages(run_dir) == {}  # nothing ran: not even the base evaluation
+    from openvlt.loop import check_training_data
+    from openvlt.recipe import load_recipe
+    from openvlt.workspace import Workspace
+
+    recipe = load_recipe(tmp_path / "run-5.yaml")
+    with Workspace.open(recipe) as ws:
+        ws.manifest["stages"]["iter_2/regenerate"] = {"status": "complete"}  # read already: not again
+        check_training_data(ws, recipe)
 
 
 def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):
@@ -430,3 +459,28 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
 
     with pytest.raises(ValueError, match=why.replace(".", r"\.")):  # and by the stage, for a model that came later
         _engine(load_recipe(refused, check_paths=False), "captioner")
+
+
+def test_training_data_that_holds_held_out_problems_is_warned_about(tmp_path, toyworld_dir, tiny_student, caplog):
+    """The same question with the same images, or another question about a held-out image: the set's
+    accuracy would partly measure memory. A warning, not a refusal; the toy world's own split has none."""
+    from openvlt.loop import _inputs
+    from openvlt.recipe import DataRef, load_recipe
+    from openvlt.records import write_records
+    from openvlt.stages.common import load_problems
+    from openvlt.workspace import Workspace
+
+    from .test_recipe import write
+
+    train, held = load_problems(toyworld_dir / "train.parquet", 0, 5), load_problems(toyworld_dir / "test.parquet", 0, 3)
+    copies = [{**held[0], "id": "copy0", "question": "  " + held[0]["question"]}, {**held[1], "id": "copy1"}]
+    asked_again = {**held[2], "id": "again", "question": "<image> How many shapes are there in total?", "answer": "1"}
+    write_records([*train, *copies, asked_again], tmp_path / "leaky.parquet")
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    with Workspace.open(recipe) as ws:
+        assert len(_inputs(ws, recipe, DataRef(str(toyworld_dir / "train.parquet")), "data.sft")) == 120
+        assert "held-out" not in caplog.text
+        assert len(_inputs(ws, recipe, DataRef(str(tmp_path / "leaky.parquet")), "data.rl")) == 8
+    assert (f"data.rl: 2 of its 8 problems are in held-out set 'held' too (the same question and images; the first: 'copy0', "
+            f"there {held[0]['id']!r}); 1 of its problems ask about an image of held-out set 'held': that set's accuracy will "
+            "overstate what the model learned") in caplog.text

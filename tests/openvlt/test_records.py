@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -272,3 +273,23 @@ def test_missing_column_and_missing_file_are_named(tmp_path):
         read_records(tmp_path / "thin.parquet")
     with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
         read_records(tmp_path / "nowhere.parquet")
+
+
+def test_image_files_are_the_files_a_record_file_names_not_the_bytes_it_holds(tmp_path):
+    """What a run fingerprints besides the record file itself (Workspace: an image replaced in place)."""
+    from openvlt.records import image_files
+
+    common = {"id": ["a", "b", "c"], "question": ["<image> how many?"] * 3, "answer": ["1"] * 3, "data_source": ["x"] * 3,
+              "reward": ["math"] * 3, "extra_info": ["{}"] * 3}
+    struct = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    named = [[{"bytes": None, "path": "imgs/a.png"}], [{"bytes": png((1, 2, 3)), "path": "original.png"}],  # held: not named
+             [{"bytes": None, "path": "https://example.com/c.png"}]]  # a URL: read_records refuses it
+    pq.write_table(pa.table({**common, "images": pa.array(named, struct)}), tmp_path / "structs.parquet")
+    assert image_files(tmp_path / "structs.parquet") == [("imgs/a.png", tmp_path / "imgs" / "a.png")]
+    assert image_files(tmp_path / "structs.parquet", 1, 3) == []  # a slice: rows 1 and 2 only
+    pq.write_table(pa.table({**common, "images": [["a.png"], None, ["/abs/b.png", "a.png"]]}), tmp_path / "paths.parquet")
+    assert image_files(tmp_path / "paths.parquet") == [("a.png", tmp_path / "a.png"), ("/abs/b.png", Path("/abs/b.png"))]
+    held = [[{"bytes": png((1, 2, 3)), "path": f"{i}.png"}] for i in range(3)]  # as the Hub's files are: names kept
+    pq.write_table(pa.table({**common, "images": pa.array(held, struct)}), tmp_path / "held.parquet")
+    (tmp_path / "notes.parquet").write_text("not parquet")
+    assert image_files(tmp_path / "held.parquet") == [] and image_files(tmp_path / "notes.parquet") == []

@@ -31,7 +31,7 @@ def distilled(toyworld_dir, tmp_path_factory):
     captioner = build_engine(EngineSpec("program", "toyworld-captioner"))
     counts = caption_problems(problems, captioner, out / "captions.parquet", prompt="<image> Describe it.",
                               sampling=Sampling(), scratch=out / "s1")
-    assert counts == {"in": 40, "out": 40, "empty_captions": 0}
+    assert counts == {"in": 40, "out": 40, "empty_captions": 0, "text_only": 0}
     reasoner = build_engine(EngineSpec("program", "toyworld-reasoner", {"error_rate": 0.4}))
     counts = distill_traces(load_problems(out / "captions.parquet"), reasoner, out / "traces.parquet", prompt=PROMPT,
                             sampling=Sampling(n=4, seed=1), scratch=out / "s2", source="reasoner program:toyworld-reasoner")
@@ -50,6 +50,30 @@ def test_the_captioner_gets_its_system_prompt(toyworld_dir, tmp_path):
     caption_problems(load_problems(toyworld_dir / "train.parquet", 0, 3), Recording(), tmp_path / "c.parquet",
                      prompt="<image> Describe it.", sampling=Sampling(), scratch=tmp_path / "s", system="You describe images.")
     assert [r.system for r in seen] == ["You describe images."] * 3
+
+
+def test_a_text_only_problem_is_not_sent_to_the_captioner(toyworld_dir, tmp_path):
+    """Nothing to describe: its caption is empty and no captioner is asked (the toy world's refuses)."""
+    pictured = load_problems(toyworld_dir / "train.parquet", 0, 2)
+    text_only = {**pictured[0], "id": "text", "question": "What is 2 + 3?", "images": [], "answer": "5"}
+    seen = []
+
+    class Recording:
+        def generate(self, requests, sampling):
+            seen.extend(requests)
+            return [[f"grid {i}"] for i in range(len(seen) - len(requests), len(seen))]
+
+    counts = caption_problems([pictured[0], text_only, pictured[1]], Recording(), tmp_path / "c.parquet",
+                              prompt="<image> Describe it.", sampling=Sampling(), scratch=tmp_path / "s")
+    assert len(seen) == 2 and all(len(r.images) == 1 for r in seen)
+    rows = load_problems(tmp_path / "c.parquet")
+    assert [(r["id"], r["caption"], r["caption_source"]) for r in rows] == [
+        (pictured[0]["id"], "grid 0", "captioner"), ("text", "", None), (pictured[1]["id"], "grid 1", "captioner")]
+    assert counts == {"in": 3, "out": 3, "empty_captions": 0, "text_only": 1}
+    program = build_engine(EngineSpec("program", "toyworld-captioner"))
+    caption_problems([text_only], program, tmp_path / "t.parquet", prompt="<image> Describe it.", sampling=Sampling(),
+                     scratch=tmp_path / "s2")
+    assert load_problems(tmp_path / "t.parquet")[0]["caption"] == ""
 
 
 def test_a_caption_that_mentions_an_image_placeholder_does_not_stop_distillation(distilled, tmp_path):

@@ -342,6 +342,69 @@ def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, 
     assert runs == ["v1", "v2", "v3"]
 
 
+def test_an_image_file_a_data_slice_names_is_an_input_too(tmp_path, toyworld_dir, tiny_student):
+    """Data files often name their images instead of holding them. An image of the slice replaced in place
+    changes what the completed stages read: the rerun says so (one outside the slice does not matter).
+    Image hashes are cached by path, size and time, and a stage recorded before images were fingerprinted
+    (its hash has no "+" part) still resumes."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from openvlt.recipe import DataRef
+    from openvlt.workspace import data_fingerprint
+
+    from .test_records import png
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    (tmp_path / "imgs").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / f"{name}.png").write_bytes(png((1, 2, 3)))
+    data = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "images": [["imgs/a.png"], ["imgs/b.png"]], "question": ["<image> how many?"] * 2,
+                             "answer": ["1"] * 2, "data_source": ["x"] * 2, "reward": ["math"] * 2, "extra_info": ["{}"] * 2}), data)
+    runs = []
+
+    def stage(ws):
+        def body(ctx):
+            ctx.out["x"].write_text("x")
+            runs.append(1)
+            return {}
+        ws.stage("iter_1/caption", body, outputs={"x": tmp_path / "run" / "x.txt"}, inputs={"problems": DataRef(str(data), 0, 1)})
+
+    with Workspace.open(recipe) as ws:
+        stage(ws)
+    hashes = tmp_path / "run" / ".image_hashes.json"
+    cached = json.loads(hashes.read_text())
+    assert list(cached) == [os.path.abspath(tmp_path / "imgs" / "a.png")]  # the slice's image only
+    (tmp_path / "imgs" / "b.png").write_bytes(png((9, 9, 9)))  # outside the slice
+    with Workspace.open(recipe) as ws:
+        stage(ws)  # unchanged: skipped
+    hashes.write_text(json.dumps({path: [*entry[:2], "0" * 16] for path, entry in cached.items()}))
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match="an image file it names"):
+        stage(ws)  # the cache is what is compared (same size and time), not a re-read
+    hashes.write_text(json.dumps(cached))
+    (tmp_path / "imgs" / "a.png").write_bytes(png((9, 9, 9)))
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"its input problems \(.*data.parquet: an image file "
+                                                     r"it names\) changed since it ran\. Rerun with --redo iter_1/caption"):
+        stage(ws)
+    (tmp_path / "imgs" / "a.png").unlink()  # a run directory copied without its images
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"data.parquet: 1 image files it names are missing, "
+                                                                       r"e.g. imgs/a.png\)"):
+        stage(ws)
+    (tmp_path / "imgs" / "a.png").write_bytes(png((9, 9, 9)))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    recorded = manifest["stages"]["iter_1/caption"]["inputs"]["problems"]
+    assert recorded["rows"] == [0, 1] and recorded["hash"].split("+")[0] == data_fingerprint(data).split("+")[0]
+    recorded["hash"] = recorded["hash"].split("+")[0]  # as a run started before images were fingerprinted recorded it
+    del recorded["rows"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    with Workspace.open(recipe) as ws:
+        stage(ws)  # the data file alone is compared: the same
+    assert runs == [1]
+
+
 def test_a_run_directory_moved_elsewhere_resumes_without_force(tmp_path, toyworld_dir, tiny_student):
     """Copied from the cluster to a laptop (or to another mount): paths inside it move with it."""
     import shutil
@@ -360,3 +423,17 @@ def test_a_run_directory_moved_elsewhere_resumes_without_force(tmp_path, toyworl
     assert str(tmp_path / "laptop" / "train.parquet") in frozen and "cluster" not in frozen
     with pytest.raises(RecipeError, match="sft.lr"):  # a real change is still refused
         Workspace.open(load_recipe(path, [f"run_dir={tmp_path / 'laptop'}", "sft.lr=0.5"]))
+
+
+def test_saved_work_stamped_before_images_were_fingerprinted_is_still_reused(tmp_path):
+    """An interrupted stage's chunks from before the upgrade: its data file's hash had no "+" part."""
+    from openvlt.workspace import _keep_only_work_made_from
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "made_from.json").write_text(json.dumps({"recipe": "r1", "inputs": {"problems": "aaaa"}}))
+    (scratch / "chunk-00000.json").write_text("[]")
+    _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "aaaa+bbbb"}}, "iter_1/caption", scratch, [])
+    assert (scratch / "chunk-00000.json").exists()
+    _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "cccc+bbbb"}}, "iter_1/caption", scratch, [])
+    assert not (scratch / "chunk-00000.json").exists()  # the data file itself changed
