@@ -192,13 +192,13 @@ def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> li
     try:
         reader = pq.ParquetFile(path)
         kind = reader.schema_arrow.field("images").type
-        item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+        item = _list_item(kind)
         if item is not None and pa.types.is_struct(item) and item.get_field_index("path") >= 0:
             leaves = {c.path.rsplit(".", 1)[-1]: c.path for c in reader.schema if c.path.startswith("images.")}
             if "bytes" in leaves and _never_null(reader, leaves["bytes"]):
                 return []  # every image held: the common case, known from the footer
             column = reader.read(columns=[leaves[f] for f in ("bytes", "path") if f in leaves]).column("images")
-        elif item is not None and (pa.types.is_string(item) or pa.types.is_large_string(item)):
+        elif item is not None and _is_text(item):
             column = reader.read(columns=["images"]).column("images")
         else:
             return []
@@ -233,7 +233,7 @@ def _undecodable_text(table: pa.Table) -> dict[int, str]:
     found: dict[int, str] = {}
     for name in table.column_names:
         column = table.column(name)
-        if not _is_text(column):
+        if not _is_text(column.type):
             continue
         try:
             column.validate(full=True)
@@ -253,7 +253,7 @@ def _raw_row(table: pa.Table, index: int) -> dict[str, Any]:
     row = {}
     for name in table.column_names:
         column = table.column(name)
-        if not _is_text(column):
+        if not _is_text(column.type):
             row[name] = column[index].as_py()
             continue
         value = column.cast(pa.large_binary())[index].as_py()
@@ -373,7 +373,7 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     writes them, with only `path` for local files), or of file paths; paths are read relative to the
     record file's folder. A null list is a text-only row."""
     kind = table.schema.field("images").type
-    item = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+    item = _list_item(kind)
     if pa.types.is_null(kind) or (item is not None and pa.types.is_null(item)):  # no image in any row (pandas)
         column = pa.array([[] for _ in range(table.num_rows)], type=pa.list_(_IMAGE_STRUCT))
         return table.set_column(table.schema.get_field_index("images"), "images", column)
@@ -381,8 +381,7 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     if item is not None and item.equals(_IMAGE_STRUCT) and table.column("images").null_count == 0 and not any(
             chunk.flatten().field("bytes").null_count for chunk in table.column("images").chunks):
         return table
-    if item is None or not (structs or any(check(item) for check in (
-            pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string, pa.types.is_large_string))):
+    if item is None or not (structs or _is_text(item) or pa.types.is_binary(item) or pa.types.is_large_binary(item)):
         raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images "
                           "(encoded bytes, {bytes, path} structs or file paths)")
     rows = table.column("images").to_pylist()
@@ -402,7 +401,7 @@ def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
     for name in ("id", "answer"):
         if pa.types.is_integer(table.schema.field(name).type):
             table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
-    if not _is_text(table.column("reward")):
+    if not _is_text(table.schema.field("reward").type):
         return table  # validation names the type
     specs = table.column("reward").to_pylist()
     anchored = {}
@@ -417,8 +416,13 @@ def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
                             pa.array([anchored.get(s, s) for s in specs], pa.string()))
 
 
-def _is_text(column: pa.ChunkedArray) -> bool:
-    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _list_item(kind: pa.DataType) -> pa.DataType | None:
+    """The item type of a list column's type; None for any other type."""
+    return kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
 
 
 def _normalise_extra_info(table: pa.Table) -> pa.Table:
@@ -429,7 +433,7 @@ def _normalise_extra_info(table: pa.Table) -> pa.Table:
         table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info",
                                  table.column("extra_info").cast(kind.value_type))
         kind = kind.value_type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if _is_text(kind):
         column = table.column("extra_info")
         return table.set_column(table.schema.get_field_index("extra_info"), "extra_info", pc.fill_null(column, "{}")) if (
             column.null_count) else table

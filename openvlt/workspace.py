@@ -369,12 +369,13 @@ def data_fingerprint(path: Path, start: int = 0, stop: int | None = None, known:
     images = _named_images(DataRef(str(path), start, stop)) if known is not None and head is not None else []
     if not images:
         return head
-    misses = sum(_cached(file, known) is None for _, file in images)
+    cached = [(name, file, _cached(file, known)) for name, file in images]
+    misses = sum(digest is None for _, _, digest in cached)
     if misses:
         log.info("hashing %d image files %s names (then cached in .image_hashes.json)", misses, path)
     named = hashlib.sha256()
-    for name, file in images:
-        named.update(f"{name}\0{_file_hash(file, known)}\0".encode())
+    for name, file, digest in cached:
+        named.update(f"{name}\0{digest or _hash_image(file, known)}\0".encode())
     return f"{head}+{named.hexdigest()[:16]}"
 
 
@@ -384,18 +385,16 @@ def _add_content(digest: Any, file: Path) -> None:
 
 
 def _cached(file: Path, known: dict[str, list]) -> str | None:
+    """The cached hash of an image whose size and modification time are those recorded with it."""
     try:
         stat = file.stat()
     except OSError:
-        return "unreadable"
+        return "unreadable"  # (missing): reading the data file names it
     size, mtime, digest = known.get(os.path.abspath(file), (None, None, None))
     return digest if (size, mtime) == (stat.st_size, stat.st_mtime_ns) else None
 
 
-def _file_hash(file: Path, known: dict[str, list]) -> str:
-    cached = _cached(file, known)
-    if cached is not None:
-        return cached
+def _hash_image(file: Path, known: dict[str, list]) -> str:
     try:
         stat, digest = file.stat(), hashlib.sha256()
         _add_content(digest, file)

@@ -37,8 +37,8 @@ def caption_problems(
     ]
     # (chunks in a folder of their own: those an older openvlt saved were made over every problem)
     described = iter(generate_in_chunks(captioner, requests, sampling, scratch / "pictured", chunk_size, "caption", "caption"))
-    captions = [next(described)[0] if p["images"] else "" for p in problems]
-    rows = [{**p, "caption": c, "caption_source": source if p["images"] else None} for p, c in zip(problems, captions)]
+    rows = [{**p, "caption": next(described)[0], "caption_source": source} if p["images"] else
+            {**p, "caption": "", "caption_source": None} for p in problems]
     write_records(rows, out_path)
-    empty = sum(not c.strip() for p, c in zip(problems, captions) if p["images"])
+    empty = sum(not row["caption"].strip() for row in rows if row["images"])
     return {"in": len(problems), "out": len(rows), "empty_captions": empty, "text_only": len(problems) - len(pictured)}
