@@ -101,17 +101,18 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
     from openvlt.stages.caption import caption_problems
 
     it, ref = f"iter_{k}", r.data_for_iteration("sft", k)
-    ws.stage(
-        f"{it}/caption",
-        lambda ctx: caption_problems(
-            _inputs(ws, r, ref, "data.sft"), _engine(r, "captioner"), ctx.out["captions"],
+
+    def body(ctx):
+        problems = _inputs(ws, r, ref, "data.sft")
+        captioner = _engine(r, "captioner") if any(p["images"] for p in problems) else None  # text only: load no model
+        return caption_problems(
+            problems, captioner, ctx.out["captions"],
             prompt=r.roles.captioner.prompt, system=r.roles.captioner.system, scratch=ctx.scratch, chunk_size=r.caption.chunk_size,
             sampling=Sampling(n=1, temperature=r.caption.temperature, max_tokens=r.caption.max_tokens, seed=r.seed),
             source=_label("captioner", r.roles.captioner),
-        ),
-        outputs={"captions": ws.root / it / "captions.parquet"},
-        inputs={"problems": ref},
-    )
+        )
+
+    ws.stage(f"{it}/caption", body, outputs={"captions": ws.root / it / "captions.parquet"}, inputs={"problems": ref})
 
 
 def distill(ws: Workspace, r: Recipe, k: int) -> None:
@@ -187,7 +188,7 @@ def sft(ws: Workspace, r: Recipe, k: int, base: str) -> str:
         f"{it}/sft",
         lambda ctx: train_sft(
             load_problems(data), base, ctx.out["model"], config=r.sft, backend=r.backend.name, options=r.backend.options,
-            prompt=r.roles.student.prompt, system=r.roles.student.system, seed=r.seed,
+            pixel_bounds=r.pixel_bounds(), prompt=r.roles.student.prompt, system=r.roles.student.system, seed=r.seed,
         ),
         outputs={"model": model},
         inputs={"data": data, "base": base},
@@ -232,7 +233,7 @@ def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
         f"{it}/grpo",
         lambda ctx: train_grpo(
             load_problems(data), init, ctx.out["model"], config=r.grpo, backend=r.backend.name, options=r.backend.options,
-            prompt=r.roles.student.prompt, system=r.roles.student.system, judge=r.reward, seed=r.seed + k,
+            pixel_bounds=r.pixel_bounds(), prompt=r.roles.student.prompt, system=r.roles.student.system, judge=r.reward, seed=r.seed + k,
         ),
         outputs={"model": model},
         inputs={"data": data, "init": init},

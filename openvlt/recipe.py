@@ -65,7 +65,9 @@ MEMORY_ONLY = ("sft.grad_accum", "grpo.micro_batch_size", "backend.options.check
 
 # Keys added after runs were made, at the value that computes what those runs computed: left out of the
 # work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
-ADDED_LATER = {"grpo.reward": None}
+PIXEL_OPTIONS = ("max_pixels", "min_pixels")  # hf engine options bounding an image's size (Qwen2.5-VL processor arguments)
+
+ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None}
 
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -240,13 +242,23 @@ class Recipe:
 
     def role_options(self, role: str) -> dict[str, Any]:
         """The options `role`'s engine is built with: its own, plus, for an hf engine that names no
-        device, the local backend's, so one `backend.options.device=cuda` puts the whole loop on a GPU."""
+        device, the local backend's, so one `backend.options.device=cuda` puts the whole loop on a GPU.
+        An hf evaluator that sets no image size bounds takes the student's (`pixel_bounds`): it judges
+        the student's models, which are to see images as they were trained on them."""
         spec = getattr(self.roles, role)
         options = dict(spec.options)
         training_device = self.backend.options.get("device") if self.backend.name == "local" else None
         if spec.engine == "hf" and training_device is not None:
             options.setdefault("device", training_device)
+        if role == "evaluator" and spec.engine == "hf" and not any(name in options for name in PIXEL_OPTIONS):
+            options.update(self.pixel_bounds())
         return options
+
+    def pixel_bounds(self) -> dict[str, int]:
+        """The student's image size bounds (`roles.student.options.max_pixels` / `min_pixels`), which
+        SFT and GRPO train with and write into every model folder they save."""
+        options = self.roles.student.options if self.roles.student.engine == "hf" else {}
+        return {name: options[name] for name in PIXEL_OPTIONS if options.get(name) is not None}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -419,7 +431,10 @@ _POSITIVE = {
 _NOT_NEGATIVE = ("caption.temperature", "distill.temperature", "regenerate.temperature", "evaluate.temperature",
                  "grpo.kl_coef", "grpo.clip_ratio_low", "grpo.clip_ratio_high", "sft.weight_decay", "grpo.weight_decay")
 _TOP_P = ("distill.top_p", "regenerate.top_p", "grpo.top_p")  # a probability mass: 0 < top_p <= 1
-_AT_LEAST_ONE_IF_SET = ("select.max_tokens", "rl_data.max_problems", "evaluate.max_problems")  # null: no limit
+_AT_LEAST_ONE_IF_SET = {  # key -> what null means
+    "select.max_tokens": "no limit", "rl_data.max_problems": "no limit", "evaluate.max_problems": "no limit",
+    "sft.max_length": "the student's context", "grpo.max_prompt_length": "the student's context less grpo.max_tokens",
+}
 
 
 def check_values(recipe: Recipe) -> None:
@@ -464,9 +479,9 @@ def check_values(recipe: Recipe) -> None:
         for key in _TOP_P:
             if not 0 < value(key) <= 1:
                 raise RecipeError(f"{where(key)}: must be in (0, 1], got {value(key)!r}")
-        for key in _AT_LEAST_ONE_IF_SET:
+        for key, null in _AT_LEAST_ONE_IF_SET.items():
             if value(key) is not None and value(key) < 1:
-                raise RecipeError(f"{where(key)}: must be >= 1, or null for no limit, got {value(key)!r}")
+                raise RecipeError(f"{where(key)}: must be >= 1, or null for {null}, got {value(key)!r}")
         if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
             raise RecipeError(f"{where_set('rl_data.max_pass', 'rl_data.min_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
                               f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")

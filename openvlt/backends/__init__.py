@@ -24,6 +24,8 @@ class SFTConfig:
     schedule: str = "cosine"      # cosine | linear | constant (after warm-up; cosine/linear end at 10 %)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    max_length: Optional[int] = None  # tokens (prompt with its images, plus trace); longer examples are left out,
+                                  # counted (null: the student's context, max_position_embeddings)
 
 
 OWN_REWARD = "{reward}"  # in GRPOConfig.reward: the problem's own reward plugin (or the recipe's reward.override)
@@ -39,6 +41,8 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 1024
+    max_prompt_length: Optional[int] = None  # tokens, images included; longer problems are left out, counted (verl:
+                                  # data.max_prompt_length; null: the student's context less max_tokens)
     lr: float = 1e-6
     warmup_steps: int = 0
     schedule: str = "constant"
@@ -61,13 +65,13 @@ class GRPOConfig:
 class Backend(Protocol):
     def sft(
         self, examples: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: SFTConfig,
-        *, seed: int = 0, options: dict[str, Any] | None = None,
+        *, seed: int = 0, options: dict[str, Any] | None = None, pixel_bounds: dict[str, int] | None = None,
     ) -> Path: ...
 
     def grpo(
         self, problems: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: GRPOConfig,
         *, score: Callable[[list[dict[str, Any]]], list[Any]], correct: Callable[[dict[str, Any], Any], bool | None] | None = None,
-        seed: int = 0, options: dict[str, Any] | None = None,
+        seed: int = 0, options: dict[str, Any] | None = None, pixel_bounds: dict[str, int] | None = None,
     ) -> Path: ...
 
 

@@ -59,10 +59,12 @@ def sft(
     *,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    pixel_bounds: dict[str, int] | None = None,
     callback: Callable[[int, Any, Any], None] | None = None,
 ) -> Path:
     """Fine-tune `init_model` on examples `{"prompt", "images", "response"}`; save to `out_dir`.
 
+    `pixel_bounds` (`max_pixels` / `min_pixels`) size the images; the saved folder keeps them.
     `callback(step, model, processor)` runs after every optimiser step (benchmarks evaluate there).
     """
     if not examples:
@@ -71,7 +73,7 @@ def sft(
         raise ValueError(f"sft.batch_size {config.batch_size} is not divisible by sft.grad_accum {config.grad_accum}")
     opts = _options(options)
     out = Path(out_dir)
-    model, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model)
+    model, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model, **(pixel_bounds or {}))
     model.train()
     optimizer, scheduler = _optimizer(model, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.schedule)
     start = _resume(out, model, optimizer, scheduler)
@@ -108,7 +110,7 @@ def sft(
             callback(step, model, processor)
     log.info("sft: %d steps on %d examples in %.0f s, final loss %.3f", config.steps - start, len(examples),
              time.time() - started, metrics.last.get("loss", float("nan")))
-    return _save(model, init_model, out)
+    return _save(model, init_model, out, pixel_bounds)
 
 
 def grpo(
@@ -121,6 +123,7 @@ def grpo(
     correct: Callable[[dict[str, Any], Any], bool | None] | None = None,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    pixel_bounds: dict[str, int] | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
     """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward", "id" (optional)}`.
@@ -140,7 +143,7 @@ def grpo(
         raise ValueError(f"GRPO samples its rollouts: temperature must be > 0, got {config.temperature}")
     opts = _options(options)
     out = Path(out_dir)
-    policy, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model)
+    policy, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model, **(pixel_bounds or {}))
     reference = load_model(init_model, opts.dtype, opts.device).eval().requires_grad_(False)
     if config.freeze_vision:
         log.info("grpo: vision tower frozen (%d parameters)", freeze_vision_tower(policy))
@@ -232,7 +235,7 @@ def grpo(
         crashpoint(f"grpo:step:{step}")
         if callback is not None:
             callback(step, row)
-    return _save(policy, init_model, out)
+    return _save(policy, init_model, out, pixel_bounds)
 
 
 def freeze_vision_tower(model: Any) -> int:
@@ -406,10 +409,10 @@ def _resume(out: Path, model, optimizer, scheduler) -> int:
     return int(state["step"])
 
 
-def _save(model: Any, init_model: str | Path, out: Path) -> Path:
+def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str, int] | None) -> Path:
     """Weights plus the init model's tokenizer/processor files: a complete Hugging Face folder."""
     model.save_pretrained(out)
-    copy_processor_files(init_model, out)
+    copy_processor_files(init_model, out, pixel_bounds)
     shutil.rmtree(out / "_checkpoint", ignore_errors=True)
     return out
 

@@ -89,13 +89,18 @@ def check_engine_options(engine: str, model: str, options: dict[str, Any]) -> No
         check_hf_options(**options)
 
 
-def check_hf_options(device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None) -> None:
+def check_hf_options(
+    device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None,
+    max_pixels: int | None = None, min_pixels: int | None = None,
+) -> None:
     """The `hf` engine's option values (HFEngine checks them too, before it loads the model)."""
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype: must be one of float32, bfloat16, float16, got {dtype!r}")
-    for name, value in (("batch_size", batch_size), ("threads", threads)):
+    for name, value in (("batch_size", batch_size), ("threads", threads), ("max_pixels", max_pixels), ("min_pixels", min_pixels)):
         if value is not None and value < 1:
             raise ValueError(f"{name}: must be >= 1, got {value!r}")
+    if max_pixels is not None and min_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels: must be at most max_pixels ({max_pixels}), got {min_pixels}")
 
 
 def _constructor(engine: str, model: str) -> tuple[Any, tuple[str, ...]]:

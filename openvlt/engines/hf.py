@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 
 class HFEngine:
     def __init__(
-        self, model: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None
+        self, model: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 32, threads: int | None = None,
+        max_pixels: int | None = None, min_pixels: int | None = None,
     ):
-        check_hf_options(device, dtype, batch_size, threads)
+        """`max_pixels` / `min_pixels`: the image size bounds (Qwen2.5-VL processor arguments); the folder's own
+        values otherwise."""
+        check_hf_options(device, dtype, batch_size, threads, max_pixels, min_pixels)
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model, dtype=dtype, device=device)
-        self.processor = load_processor(model)
+        self.processor = load_processor(model, max_pixels, min_pixels)
         self.prefill = template_prefill(self.processor)
         self.batch_size = batch_size
         self.device = device

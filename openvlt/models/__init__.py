@@ -18,9 +18,12 @@ PROCESSOR_FILES = (
 )
 
 
-def load_processor(path: str | Path) -> Any:
+def load_processor(path: str | Path, max_pixels: int | None = None, min_pixels: int | None = None) -> Any:
     """The folder's processor: the stock one where it loads, else an image-only Qwen2.5-VL one; for a
     text-only model, its tokenizer in a `TextOnlyProcessor`.
+
+    `max_pixels` / `min_pixels` bound the size each image is resized to (Qwen2.5-VL's processor
+    arguments; the folder's own values otherwise), and so its number of image tokens.
 
     Without torchvision the stock Qwen2.5-VL processor cannot be built (its video processor needs
     torchvision); then folders with our `auto_map` load through it, and other Qwen2.5-VL folders
@@ -30,7 +33,13 @@ def load_processor(path: str | Path) -> Any:
     A tokenizer without a pad token pads with its end-of-text token (batches need one; attention
     masks and labels leave padding out, so which token it is does not matter).
     """
-    processor = _processor(str(path)) if reads_images(path) else TextOnlyProcessor(str(path))
+    bounds = pixel_bounds(max_pixels, min_pixels)
+    if not reads_images(path):
+        if bounds:
+            raise ValueError(f"{path} is a text-only model: it reads no images, so {', '.join(bounds)} cannot apply to it")
+        processor: Any = TextOnlyProcessor(str(path))
+    else:
+        processor = _processor(str(path), bounds)
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -38,16 +47,21 @@ def load_processor(path: str | Path) -> Any:
     return processor
 
 
-def _processor(path: str) -> Any:
+def pixel_bounds(max_pixels: int | None = None, min_pixels: int | None = None) -> dict[str, int]:
+    """The image size bounds that are set, as processor arguments."""
+    return {name: value for name, value in (("max_pixels", max_pixels), ("min_pixels", min_pixels)) if value is not None}
+
+
+def _processor(path: str, bounds: dict[str, int]) -> Any:
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, **bounds)
     except (ImportError, ValueError) as exc:
         if "torchvision" not in str(exc).lower():
             raise
     if Path(path, "processing_openvlt.py").exists():
-        return AutoProcessor.from_pretrained(path, trust_remote_code=True)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=True, **bounds)
     from transformers import AutoTokenizer
     from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
@@ -55,7 +69,7 @@ def _processor(path: str) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     log.info("%s: torchvision is not installed; using the image-only Qwen2.5-VL processor", path)
-    return Qwen2_5_VLProcessor(AutoImageProcessor.from_pretrained(path), tokenizer,
+    return Qwen2_5_VLProcessor(AutoImageProcessor.from_pretrained(path, **bounds), tokenizer,
                                chat_template=tokenizer.chat_template or _chat_template_file(path))
 
 
@@ -85,6 +99,13 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
         raise ValueError(f"{path}: a {config.model_type!r} model is neither an image-text-to-text model nor a "
                          "causal language model, which are what openvlt generates with and trains") from None
     return model.to(device)
+
+
+def context_length(path: str | Path) -> int | None:
+    """How many tokens the folder's language model takes (`max_position_embeddings`), if it says."""
+    config = _config(path)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
 
 
 def reads_images(path: str | Path) -> bool:
@@ -150,9 +171,36 @@ class TextOnlyProcessor:
         return self.tokenizer(text, **kwargs)
 
 
-def copy_processor_files(src: str | Path, dst: str | Path) -> None:
-    """Copy tokenizer/processor/generation files so `dst` is a complete, loadable model folder."""
+def copy_processor_files(src: str | Path, dst: str | Path, bounds: dict[str, int] | None = None) -> None:
+    """Copy tokenizer/processor/generation files so `dst` is a complete, loadable model folder.
+
+    `bounds` (`max_pixels` / `min_pixels`, as the model was trained with) are written into its
+    preprocessor_config.json, so that whoever loads the folder, openvlt or plain transformers,
+    shows the model images at the size it learned from."""
     os.makedirs(dst, exist_ok=True)
     for name in PROCESSOR_FILES:
         if Path(src, name).exists():
             shutil.copy2(Path(src, name), Path(dst, name))
+    if bounds:
+        _write_pixel_bounds(Path(dst), bounds)
+
+
+def _write_pixel_bounds(folder: Path, bounds: dict[str, int]) -> None:
+    """Set the image processor's bounds where transformers reads them: preprocessor_config.json (older
+    folders, e.g. the hub's Qwen2.5-VL) and the `image_processor` part of processor_config.json (folders
+    saved by transformers 5, read first)."""
+    import json
+
+    for name, part in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        path = folder / name
+        if not path.exists():
+            continue
+        whole = json.loads(path.read_text())
+        config = whole.get(part) if part else whole
+        if not isinstance(config, dict):
+            continue
+        config.update(bounds)  # read before `size` by the Qwen2-VL image processors
+        size = config.get("size")
+        if isinstance(size, dict) and {"shortest_edge", "longest_edge"} <= set(size):  # the same values, for readers of `size`
+            size.update({{"min_pixels": "shortest_edge", "max_pixels": "longest_edge"}[k]: v for k, v in bounds.items()})
+        path.write_text(json.dumps(whole, indent=2) + "\n")

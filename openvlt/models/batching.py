@@ -96,6 +96,20 @@ def prompt_lengths(
     return lengths
 
 
+def example_lengths(
+    processor: Any,
+    prompts: Sequence[str],
+    images: Sequence[Sequence[bytes]],
+    responses: Sequence[str],
+    systems: Sequence[str | None] | None = None,
+) -> list[int]:
+    """Each example's length in tokens as `encode_examples` builds it (prompt with its image tokens,
+    response, end of turn), counted without running the image processor, as `prompt_lengths` does."""
+    prefill = template_prefill(processor)
+    return [n + len(response_ids(processor.tokenizer, _after_prefill(response, prefill))) + 1
+            for n, response in zip(prompt_lengths(processor, prompts, images, systems), responses)]
+
+
 def encode_examples(
     processor: Any,
     prompts: Sequence[str],

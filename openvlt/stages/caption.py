@@ -16,7 +16,7 @@ from openvlt.stages.common import fill, generate_in_chunks, text_of
 
 def caption_problems(
     problems: Sequence[dict[str, Any]],
-    captioner: Engine,
+    captioner: Engine | None,
     out_path: str | Path,
     *,
     prompt: str,
@@ -27,9 +27,12 @@ def caption_problems(
     source: str = "captioner",
 ) -> dict[str, Any]:
     """Write the problems plus a `caption` column to `out_path`; return counts. A text-only problem has
-    nothing to describe: its caption is empty, and the captioner is not asked."""
+    nothing to describe: its caption is empty, and the captioner is not asked (None will do when no
+    problem has an image, so a large captioner is not loaded for nothing)."""
     check_prompt("captioner", prompt)
     pictured = [p for p in problems if p["images"]]
+    if pictured and captioner is None:
+        raise ValueError(f"{len(pictured)} problems have images, but no captioner was given")
     requests = [
         Request(fill(prompt, question=text_of(p["question"])).replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * len(p["images"])),
                 tuple(p["images"]), system)

@@ -119,6 +119,39 @@ def score_responses(
     return shaped
 
 
+def length_limit(model: str | Path, given: int | None, setting: str, reserved: int = 0) -> tuple[int | None, str]:
+    """The token limit a training stage keeps its items within, and what sets it: the recipe's
+    `setting` when given, else the model's context less `reserved` (None when the model does not say)."""
+    if given is not None:
+        return given, setting
+    from openvlt.models import context_length
+
+    context = context_length(model)
+    less = f" less {reserved} for the answer" if reserved else ""
+    return (None if context is None else context - reserved), f"the student's context{less} (set {setting} to choose)"
+
+
+def keep_within_length(
+    items: Sequence[dict[str, Any]], lengths: Sequence[int], limit: int | None, setting: str, what: str
+) -> tuple[list[dict[str, Any]], int]:
+    """The items of at most `limit` tokens, and how many were longer (left out, with a warning that
+    names the longest). Longer examples would be cut mid-answer or run the device out of memory, so
+    they are counted rather than trained on; none left is an error naming `setting`."""
+    if limit is None:
+        return list(items), 0
+    kept = [item for item, n in zip(items, lengths) if n <= limit]
+    if len(kept) == len(items):
+        return kept, 0
+    longest = max(range(len(items)), key=lengths.__getitem__)
+    if not kept:
+        raise ValueError(f"every one of the {len(items)} {what} is longer than {setting} ({limit} tokens; the shortest "
+                         f"has {min(lengths)}): allow longer ones, or bound the images' size with "
+                         "roles.student.options.max_pixels")
+    log.warning("%d of %d %s are longer than %s (%d tokens) and are left out; the longest, %r, has %d tokens",
+                len(items) - len(kept), len(items), what, setting, limit, items[longest].get("id"), lengths[longest])
+    return kept, len(items) - len(kept)
+
+
 def mean_or_none(values: Sequence[float]) -> float | None:
     """The mean, or None for no values (nothing judged is no evidence, not a 0)."""
     return sum(values) / len(values) if values else None

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import mean_or_none, student_request
+from openvlt.stages.common import keep_within_length, length_limit, mean_or_none, student_request
 
 
 def train_grpo(
@@ -24,12 +24,15 @@ def train_grpo(
     config: GRPOConfig,
     backend: str = "local",
     options: dict[str, Any] | None = None,
+    pixel_bounds: dict[str, int] | None = None,
     prompt: str = "{question}",
     system: str | None = None,
     judge: RewardSettings = RewardSettings(),
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...)."""
+    """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...).
+    Problems whose prompt is longer than `grpo.max_prompt_length` (or the student's context less
+    `grpo.max_tokens`) are left out and counted, as verl's `filter_overlong_prompts` does."""
     from rewards.batch import shared_scorer
 
     rl_problems = []
@@ -39,16 +42,26 @@ def train_grpo(
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
                             "id": p["id"]})
+    limit, setting = length_limit(init_model, config.max_prompt_length, "grpo.max_prompt_length", reserved=config.max_tokens)
+    too_long = 0
+    if limit is not None:
+        from openvlt.models import load_processor
+        from openvlt.models.batching import prompt_lengths
+
+        lengths = prompt_lengths(load_processor(init_model, **(pixel_bounds or {})), [p["prompt"] for p in rl_problems],
+                                 [p["images"] for p in rl_problems], [system] * len(rl_problems))
+        rl_problems, too_long = keep_within_length(rl_problems, lengths, limit, setting, "RL problems")
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,
         score=lambda items: list(scorer.score(items, timeout=judge.timeout)),
         correct=lambda problem, result: answer_is_right(result, problem["own_reward"], judge), seed=seed, options=options,
+        pixel_bounds=pixel_bounds,
     )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
     return {
-        "in": len(rl_problems), "steps": len(curve),
+        "in": len(rl_problems) + too_long, "too_long": too_long, "steps": len(curve),
         "reward_start": _mean(curve[:tenth], "reward"), "reward_end": _mean(curve[-tenth:], "reward"),
         "kl_end": _mean(curve[-tenth:], "kl"), "reward_errors": sum(r["reward_errors"] for r in curve),
     }

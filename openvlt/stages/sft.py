@@ -2,7 +2,8 @@
 
 As in OpenVLThinker, every iteration starts again from the base model rather than from the last
 checkpoint: the data get better each iteration, the starting point stays the same. Loss is on the
-assistant tokens only (openvlt.models.batching.encode_examples).
+assistant tokens only (openvlt.models.batching.encode_examples). Examples longer than `sft.max_length`
+(or the student's context) are left out and counted, not cut: a cut trace teaches a truncated answer.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import SFTConfig, get_backend
-from openvlt.stages.common import student_request
+from openvlt.stages.common import keep_within_length, length_limit, student_request
 
 
 def train_sft(
@@ -22,11 +23,13 @@ def train_sft(
     config: SFTConfig,
     backend: str = "local",
     options: dict[str, Any] | None = None,
+    pixel_bounds: dict[str, int] | None = None,
     prompt: str = "{question}",
     system: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write a Hugging Face model folder to `out_dir`; return counts (examples, steps, losses)."""
+    """Write a Hugging Face model folder to `out_dir`; return counts (examples, too long, steps, losses).
+    `pixel_bounds`: the student's image size bounds (`max_pixels` / `min_pixels`), kept in the folder."""
     if not selected:
         raise ValueError("no SFT examples: the select stage kept no problem (see its counts in manifest.json: "
                          "no_correct, too_long, quarantined); once the cause is fixed, run the same command with "
@@ -34,7 +37,19 @@ def train_sft(
     examples = []
     for row in selected:
         request = student_request(row, prompt, system)
-        examples.append({"prompt": request.prompt, "images": request.images, "response": row["response"], "system": system})
-    get_backend(backend).sft(examples, base_model, out_dir, config, seed=seed, options=options)
+        examples.append({"prompt": request.prompt, "images": request.images, "response": row["response"], "system": system,
+                         "id": row["id"]})
+    limit, setting = length_limit(base_model, config.max_length, "sft.max_length")
+    kept, too_long = examples, 0
+    if limit is not None:
+        from openvlt.models import load_processor
+        from openvlt.models.batching import example_lengths
+
+        processor = load_processor(base_model, **(pixel_bounds or {}))
+        lengths = example_lengths(processor, [e["prompt"] for e in examples], [e["images"] for e in examples],
+                                  [e["response"] for e in examples], [system] * len(examples))
+        kept, too_long = keep_within_length(examples, lengths, limit, setting, "SFT examples")
+    get_backend(backend).sft(kept, base_model, out_dir, config, seed=seed, options=options, pixel_bounds=pixel_bounds)
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
-    return {"in": len(examples), "steps": len(curve), "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"]}
+    return {"in": len(examples), "too_long": too_long, "steps": len(curve), "first_loss": curve[0]["loss"],
+            "final_loss": curve[-1]["loss"]}

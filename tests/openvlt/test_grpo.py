@@ -242,3 +242,28 @@ def _grpo_on_digit_share(problems, tiny_student, out, config, **options):
     """GRPO on a dense reward a random-init policy can climb: the share of digits it writes."""
     return train_grpo(problems, tiny_student, out, config=config, judge=RewardSettings(workers=1, override=f"{PLUGINS}:digit_share"),
                       seed=0, options={"checkpoint_every": 0, **options})
+
+
+def test_problems_whose_prompt_is_too_long_are_left_out_and_counted(tiny_student, toyworld_dir, tmp_path, monkeypatch, caplog):
+    """grpo.max_prompt_length (verl's data.max_prompt_length), or else the student's context less
+    grpo.max_tokens: a longer prompt is left out of the rollouts, counted and named."""
+    from openvlt.backends import local
+    from openvlt.models import load_processor
+    from openvlt.models.batching import prompt_lengths
+
+    problems = [{**p, "question": p["question"] + " Think it over twice." * (12 if k % 2 else 0)}
+                for k, p in enumerate(load_problems(toyworld_dir / "train.parquet", 0, 4))]
+    lengths = prompt_lengths(load_processor(tiny_student), [p["question"] for p in problems], [p["images"] for p in problems])
+    limit = max(lengths[0], lengths[2])
+    assert min(lengths[1], lengths[3]) > limit
+    trained = []
+    real_grpo = local.grpo
+    monkeypatch.setattr(local, "grpo", lambda rl, *a, **kw: trained.append([p["id"] for p in rl]) or real_grpo(rl, *a, **kw))
+    config = GRPOConfig(steps=1, prompts_per_step=2, rollouts=2, max_tokens=4, max_prompt_length=limit)
+    counts = _grpo_on_digit_share(problems, tiny_student, tmp_path / "capped", config)
+    assert counts["in"] == 4 and counts["too_long"] == 2 and trained == [[problems[0]["id"], problems[2]["id"]]]
+    assert f"2 of 4 RL problems are longer than grpo.max_prompt_length ({limit} tokens)" in caplog.text
+    # without it, the context less the answer's room: here 4096 - 4090 = 6 tokens, shorter than any prompt
+    with pytest.raises(ValueError, match=r"every one of the 4 RL problems is longer than the student's context less 4090 for "
+                                         r"the answer \(set grpo.max_prompt_length to choose\) \(6 tokens"):
+        _grpo_on_digit_share(problems, tiny_student, tmp_path / "none", GRPOConfig(steps=1, rollouts=2, max_tokens=4090))

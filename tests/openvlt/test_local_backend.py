@@ -214,11 +214,60 @@ def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_
     assert engine.generate([Request("How many? <image>", (_png(),))], Sampling(n=1, temperature=0, max_tokens=3))
 
 
-def _png() -> bytes:
+def test_example_lengths_are_the_lengths_sft_trains_on_at_any_image_size(tiny_student, problems):
+    """What sft.max_length is checked against: counted without the image processor, equal to the
+    encoded length, with the folder's image size bounds and with tighter ones."""
+    from openvlt.models import load_processor
+    from openvlt.models.batching import example_lengths
+
+    prompts = [p["question"] for p in problems] + ["Compare <image> with <image>.", "No image here."]
+    images = [p["images"] for p in problems] + [(_png((640, 300)), problems[0]["images"][0]), ()]
+    responses = [f"<think>{' red' * k}</think> <answer>{k}</answer>" for k in range(len(prompts))]
+    counted = {}
+    for bounds in ({}, {"max_pixels": 56 * 56 * 2, "min_pixels": 28 * 28}):
+        processor = load_processor(tiny_student, **bounds)
+        counted[len(bounds)] = example_lengths(processor, prompts, images, responses)
+        encoded = [encode_examples(processor, [p], [ims], [r]) for p, ims, r in zip(prompts, images, responses)]
+        assert counted[len(bounds)] == [int(e["attention_mask"].sum()) for e in encoded]
+    assert counted[2][-2] < counted[0][-2] - 40 and counted[2][-1] == counted[0][-1]  # the 640 x 300 image shrank
+
+
+def test_image_size_bounds_are_trained_with_and_kept_in_the_saved_folder(tiny_student, problems, tmp_path):
+    """A checkpoint opened with plain transformers shows the model images at the size it was trained on."""
+    from transformers import AutoProcessor
+
+    from openvlt.backends import SFTConfig
+    from openvlt.backends.local import sft
+    from openvlt.models import load_processor
+
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<answer>{p['answer']}</answer>"} for p in problems]
+    bounds = {"max_pixels": 3136, "min_pixels": 784}
+    seen = []
+    out = sft(examples, tiny_student, tmp_path / "bounded", SFTConfig(steps=1, batch_size=2), options={"checkpoint_every": 0},
+              pixel_bounds=bounds, callback=lambda step, model, processor: seen.append(processor.image_processor.size))
+    assert (seen[0].shortest_edge, seen[0].longest_edge) == (784, 3136)
+    image = [load_image(problems[0]["images"][0])]
+    text = ["<|vision_start|><|image_pad|><|vision_end|>"]
+    grid = AutoProcessor.from_pretrained(out, trust_remote_code=True)(text=text, images=image)["image_grid_thw"]
+    before = AutoProcessor.from_pretrained(tiny_student, trust_remote_code=True)(text=text, images=image)["image_grid_thw"]
+    assert before.tolist() == [[1, 6, 6]] and grid.tolist() == [[1, 4, 4]]  # 84 x 84 pixels, then at most 3136
+    assert load_processor(out).image_processor.size.longest_edge == 3136
+    unbounded = sft(examples, tiny_student, tmp_path / "plain", SFTConfig(steps=1, batch_size=2), options={"checkpoint_every": 0})
+    assert (unbounded / "preprocessor_config.json").read_bytes() == (tiny_student / "preprocessor_config.json").read_bytes()
+
+
+def test_a_text_only_model_refuses_image_size_bounds(tiny_reasoner):
+    from openvlt.models import load_processor
+
+    with pytest.raises(ValueError, match="is a text-only model: it reads no images, so max_pixels cannot apply to it"):
+        load_processor(tiny_reasoner, max_pixels=3136)
+
+
+def _png(size: tuple[int, int] = (84, 84)) -> bytes:
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (84, 84), "white").save(buf, format="PNG")
+    Image.new("RGB", size, "white").save(buf, format="PNG")
     return buf.getvalue()

@@ -294,6 +294,25 @@ def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(r
     assert all(after[k]["status"] == "complete" for k in after)
 
 
+def test_the_students_image_size_bounds_reach_training_and_every_model_it_saves(reference, tmp_path):
+    """roles.student.options.max_pixels: SFT and GRPO train with it, their model folders keep it, and
+    the evaluator and the next iteration's generation read images at that size."""
+    from transformers import AutoProcessor
+
+    shutil.copytree(reference, tmp_path / "run")
+    recipe = micro_recipe(tmp_path, tmp_path / "run")
+    done = run(recipe, "roles.student.options.max_pixels=3136", "--force", "--redo", "iter_2/sft")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = stages(tmp_path / "run")
+    assert after["iter_2/sft"]["counts"]["too_long"] == 0 and after["iter_2/grpo"]["counts"]["too_long"] == 0
+    for stage in ("iter_2/sft", "iter_2/grpo"):
+        model = tmp_path / "run" / stage / "model"
+        assert AutoProcessor.from_pretrained(model, trust_remote_code=True).image_processor.size.longest_edge == 3136
+    base = AutoProcessor.from_pretrained(tmp_path / "run" / "iter_1" / "sft" / "model", trust_remote_code=True)
+    assert base.image_processor.size.longest_edge != 3136  # the stages before the redo kept theirs
+    assert after["iter_2/grpo/evaluate"]["attempts"] == 2
+
+
 def test_a_held_out_set_changed_with_force_after_its_evaluations_ran_shows_as_missing(reference, tmp_path):
     shutil.copytree(reference, tmp_path / "run")
     test = str(reference / "data" / "toyworld" / "test.parquet")
@@ -484,3 +503,28 @@ def test_training_data_that_holds_held_out_problems_is_warned_about(tmp_path, to
     assert (f"data.rl: 2 of its 8 problems are in held-out set 'held' too (the same question and images; the first: 'copy0', "
             f"there {held[0]['id']!r}); 1 of its problems ask about an image of held-out set 'held': that set's accuracy will "
             "overstate what the model learned") in caplog.text
+
+
+def test_a_captioner_is_not_loaded_for_problems_without_images(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """Text-only SFT problems have nothing to describe: the caption stage loads no captioner model."""
+    from openvlt import loop
+    from openvlt.recipe import load_recipe
+    from openvlt.records import write_records
+    from openvlt.stages.common import load_problems
+    from openvlt.workspace import Workspace
+
+    from .test_recipe import write
+
+    text_only = [{**p, "question": f"What is {i} + 3?", "images": [], "answer": str(i + 3)}
+                 for i, p in enumerate(load_problems(toyworld_dir / "train.parquet", 0, 4))]
+    write_records(text_only, tmp_path / "text.parquet")
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
+                               data={"sft": str(tmp_path / "text.parquet"), "rl": str(tmp_path / "text.parquet"),
+                                     "eval": {"held": str(toyworld_dir / "test.parquet")}},
+                               roles={"student": {"model": "MODEL"}, "captioner": {"engine": "hf", "model": "MODEL"}}))
+    built = []
+    real_engine = loop._engine
+    monkeypatch.setattr(loop, "_engine", lambda r, role, *a: built.append(role) or real_engine(r, role, *a))
+    with Workspace.open(recipe) as ws:
+        loop.caption(ws, recipe, 1)
+    assert built == [] and [p["caption"] for p in load_problems(tmp_path / "run" / "iter_1" / "captions.parquet")] == [""] * 4

@@ -131,6 +131,13 @@ def test_embedded_default_is_fully_offline_and_self_building():
                                                                "prompt": "Describe the image."}}},
          "roles.captioner.prompt: must contain exactly one <image> (all of a problem's images go there)"),
         ({"rl_data": {"max_problems": 0}}, "rl_data.max_problems: must be >= 1, or null for no limit, got 0"),
+        ({"sft": {"max_length": 0}}, "sft.max_length: must be >= 1, or null for the student's context, got 0"),
+        ({"per_iteration": {2: {"grpo": {"max_prompt_length": 0}}}},
+         "per_iteration.2.grpo.max_prompt_length: must be >= 1, or null for the student's context less grpo.max_tokens"),
+        ({"roles": {"student": {"model": "MODEL", "options": {"max_pixels": 3136, "min_pixels": 6272}}}},
+         "roles.student.options: min_pixels: must be at most max_pixels (3136), got 6272"),
+        ({"roles": {"student": {"model": "MODEL", "options": {"max_pixel": 3136}}}},
+         "unknown hf engine option 'roles.student.options.max_pixel'; did you mean 'roles.student.options.max_pixels'"),
         ({"grpo": {"top_p": 5}}, "grpo.top_p: must be in (0, 1], got 5.0"),
         ({"grpo": {"kl_coef": -1}}, "grpo.kl_coef: must be >= 0, got -1.0"),
         ({"reward": {"correct_at": 0}}, "reward.correct_at: must be > 0, got 0.0"),
@@ -214,7 +221,8 @@ def test_an_upgrade_alone_leaves_the_work_digest_of_an_older_run_as_it_was(tmp_p
     path.write_text("name: digest\nrun_dir: /runs/digest\nroles: {student: {engine: hf, model: /models/student}}\n"
                     "data: {sft: /data/a.parquet, rl: /data/b.parquet, eval: {held: /data/c.parquet}}\n")
     assert load_recipe(path, check_paths=False).work_digest() == "7e3a1fcf2193d93b"
-    assert load_recipe(path, ["grpo.reward=0.9*{reward}+0.1*format"], check_paths=False).work_digest() != "7e3a1fcf2193d93b"
+    for changed in ("grpo.reward=0.9*{reward}+0.1*format", "sft.max_length=4096", "grpo.max_prompt_length=512"):
+        assert load_recipe(path, [changed], check_paths=False).work_digest() != "7e3a1fcf2193d93b"
 
 
 def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
@@ -300,6 +308,21 @@ def test_hf_engines_without_a_device_run_where_the_local_backend_trains(tmp_path
     later = load_recipe(path, ["per_iteration.2.backend.options.device=cuda:1"], check_paths=False)
     assert later.for_iteration(1).role_options("student") == {"batch_size": 8}
     assert later.for_iteration(2).role_options("student") == {"batch_size": 8, "device": "cuda:1"}
+
+
+def test_the_evaluator_sees_images_at_the_size_the_student_is_trained_on(tmp_path, toyworld_dir, tiny_student):
+    """The student's max_pixels / min_pixels are what SFT and GRPO train with (`pixel_bounds`); an
+    evaluator that sets no bounds of its own takes them, one that sets any keeps its own."""
+    bounds = {"max_pixels": 12544, "min_pixels": 3136}
+    path = write(tmp_path, toyworld_dir, tiny_student,
+                 roles={"student": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 8, **bounds}},
+                        "evaluator": {"engine": "hf"}})
+    recipe = load_recipe(path)
+    assert recipe.pixel_bounds() == bounds and recipe.role_options("evaluator") == bounds
+    own = load_recipe(path, ["roles.evaluator.options.max_pixels=50176"])
+    assert own.role_options("evaluator") == {"max_pixels": 50176} and own.pixel_bounds() == bounds
+    plain = load_recipe(path, ["roles.student.options={batch_size: 8}"])
+    assert plain.pixel_bounds() == {} and plain.role_options("evaluator") == {}
 
 
 def test_a_ray_job_needs_a_run_directory_that_outlives_it(tmp_path, toyworld_dir, tiny_student, monkeypatch):

@@ -329,3 +329,47 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
     select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),  # a --redo, all judged
                   judge=RewardSettings(workers=1, override="math"))
     assert not (tmp_path / "unjudged.quarantine.jsonl").exists()
+
+
+def test_sft_leaves_out_examples_longer_than_its_limit_and_counts_them(tiny_student, toyworld_dir, tmp_path, monkeypatch, caplog):
+    """sft.max_length, or else the student's context: a longer example is counted and named, not cut
+    (a cut trace would teach a truncated answer); none short enough is an error that names the key."""
+    import shutil
+
+    from openvlt.backends import SFTConfig, local
+    from openvlt.models import load_processor
+    from openvlt.models.batching import example_lengths
+    from openvlt.stages.sft import train_sft
+
+    rows = load_problems(toyworld_dir / "train.parquet", 0, 6)
+    selected = [{**p, "response": f"<think>{' red' * (60 if k % 3 == 0 else 2)}</think> <answer>{p['answer']}</answer>"}
+                for k, p in enumerate(rows)]
+    lengths = example_lengths(load_processor(tiny_student), [p["question"] for p in rows], [p["images"] for p in rows],
+                              [p["response"] for p in selected])
+    limit = max(n for k, n in enumerate(lengths) if k % 3)
+    assert min(lengths[0], lengths[3]) > limit
+    trained = []
+    real_sft = local.sft
+    monkeypatch.setattr(local, "sft", lambda examples, *a, **kw: trained.append([e["id"] for e in examples]) or real_sft(examples, *a, **kw))
+    config = SFTConfig(steps=1, batch_size=2, max_length=limit)
+    counts = train_sft(selected, tiny_student, tmp_path / "capped", config=config, options={"checkpoint_every": 0})
+    assert counts["in"] == 6 and counts["too_long"] == 2 and trained[-1] == [p["id"] for k, p in enumerate(rows) if k % 3]
+    longest = max(range(6), key=lengths.__getitem__)
+    assert (f"2 of 6 SFT examples are longer than sft.max_length ({limit} tokens) and are left out; the longest, "
+            f"{rows[longest]['id']!r}, has {lengths[longest]} tokens") in caplog.text
+
+    short_context = tmp_path / "short-context"  # no sft.max_length: the student's own context is the limit
+    shutil.copytree(tiny_student, short_context)
+    config_json = json.loads((short_context / "config.json").read_text())
+    config_json["text_config"]["max_position_embeddings"] = limit
+    (short_context / "config.json").write_text(json.dumps(config_json))
+    counts = train_sft(selected, short_context, tmp_path / "context", config=SFTConfig(steps=1, batch_size=2),
+                       options={"checkpoint_every": 0})
+    assert counts["too_long"] == 2 and "longer than the student's context (set sft.max_length to choose)" in caplog.text
+    assert train_sft(selected, tiny_student, tmp_path / "uncapped", config=SFTConfig(steps=1, batch_size=2),
+                     options={"checkpoint_every": 0})["too_long"] == 0
+
+    with pytest.raises(ValueError, match=r"every one of the 6 SFT examples is longer than sft\.max_length \(20 tokens; "
+                                         rf"the shortest has {min(lengths)}\)"):
+        train_sft(selected, tiny_student, tmp_path / "none", config=SFTConfig(steps=1, batch_size=2, max_length=20))
+    assert not (tmp_path / "none").exists()

@@ -41,6 +41,18 @@ def test_score_writes_one_line_per_input_line_in_order(tmp_path, capsys):
     assert "items=6 ok=3 errors=2 timeouts=1" in summary and "items/s=" in summary
 
 
+def test_timeouts_alone_exit_1_and_a_clean_file_exits_0(tmp_path, capsys):
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401  (registers test_misbehave)
+
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps(LINES[0]) + "\n" + json.dumps(LINES[4]) + "\n")  # right, then one that hangs
+    assert main(["score", str(source), "--reward", "math", "--workers", "1", "--timeout", "0.5", "--output", str(output)]) == 1
+    assert [json.loads(line)["score"] for line in output.read_text().splitlines()] == [1.0, None]
+    assert "errors=0 timeouts=1" in capsys.readouterr().err
+    source.write_text(json.dumps(LINES[0]) + "\n" + json.dumps(LINES[1]) + "\n")  # one right, one wrong: no failure
+    assert main(["score", str(source), "--reward", "math", "--workers", "1", "--output", str(output)]) == 0
+
+
 def test_a_line_that_is_not_utf8_gets_its_error_line_and_the_others_are_scored(tmp_path):
     source, output = tmp_path / "latin1.jsonl", tmp_path / "out.jsonl"
     good = json.dumps(LINES[0]).encode()
