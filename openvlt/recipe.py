@@ -243,15 +243,17 @@ class Recipe:
     def role_options(self, role: str) -> dict[str, Any]:
         """The options `role`'s engine is built with: its own, plus, for an hf engine that names no
         device, the local backend's, so one `backend.options.device=cuda` puts the whole loop on a GPU.
-        An hf evaluator that sets no image size bounds takes the student's (`pixel_bounds`): it judges
-        the student's models, which are to see images as they were trained on them."""
+        An hf evaluator takes each image size bound it does not set from the student (`pixel_bounds`):
+        it judges the student's models, which are to see images as they were trained on them."""
         spec = getattr(self.roles, role)
         options = dict(spec.options)
         training_device = self.backend.options.get("device") if self.backend.name == "local" else None
         if spec.engine == "hf" and training_device is not None:
             options.setdefault("device", training_device)
-        if role == "evaluator" and spec.engine == "hf" and not any(name in options for name in PIXEL_OPTIONS):
-            options.update(self.pixel_bounds())
+        if role == "evaluator" and spec.engine == "hf":
+            for name, value in self.pixel_bounds().items():
+                if options.get(name) is None:
+                    options[name] = value
         return options
 
     def pixel_bounds(self) -> dict[str, int]:
@@ -616,8 +618,12 @@ def check_inputs(recipe: Recipe) -> None:
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
             if spec.engine == "hf" and _here(spec.model):
-                if not _reads_images(f"roles.{role}.model", spec.model) and role in ("captioner", "student"):
-                    raise RecipeError(text_only_model_error(role, spec.model))
+                if not _reads_images(f"roles.{role}.model", spec.model):
+                    if role in ("captioner", "student"):
+                        raise RecipeError(text_only_model_error(role, spec.model))
+                    if bounds := [name for name in PIXEL_OPTIONS if spec.options.get(name) is not None]:
+                        raise RecipeError(f"{_named(f'roles.{role}.options.{bounds[0]}', k, recipe.per_iteration.get(k, {}))}: "
+                                          f"{spec.model} is a text-only model: it reads no images to bound")
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):

@@ -38,11 +38,13 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
         select = manifest.get(f"{it}/select", {}).get("counts", {})
         rl = manifest.get(f"{it}/rl_data", {}).get("counts", {})
         grpo = manifest.get(f"{it}/grpo", {}).get("counts", {})
+        sft = manifest.get(f"{it}/sft", {}).get("counts", {})
         regenerated = manifest.get(f"{it}/regenerate", {}).get("counts", {})
         data = {f"select_{key}": select[key] for key in _YIELD_KEYS if key in select}
         data |= {f"regenerate_{key}": n for key, n in regenerated.items() if key.startswith("retried_")}
         data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"), "rl_problems_unjudged": rl.get("unjudged"),
-                 "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end")}
+                 "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end"),
+                 "sft_too_long": sft.get("too_long"), "grpo_too_long": grpo.get("too_long")}  # left out: over their limit
         summary["iterations"].append({
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
@@ -67,6 +69,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         yield_ = "-" if d.get("select_trace_yield") is None else f"{d['select_trace_yield']:.2f}"
         lines.append(f"{'iter ' + str(it['iter']):<10}{acc(it['sft']):>8}{acc(it['grpo']):>8}"
                      f"{d.get('select_out', '-')!s:>10}{yield_:>13}{d.get('rl_problems_kept', '-')!s:>13}")
+    for it in summary["iterations"]:
+        d = it["data"]
+        if d.get("sft_too_long") or d.get("grpo_too_long"):
+            lines.append(f"iter {it['iter']}: left out as too long: {d.get('sft_too_long') or 0} SFT example(s) "
+                         f"(sft.max_length), {d.get('grpo_too_long') or 0} RL problem(s) (grpo.max_prompt_length)")
     for path, n in summary.get("quarantined_rows", {}).items():
         lines.append(f"{n} bad input row(s) set aside in {path}")
     unjudged = [(label, entry["unjudged_answers"]) for label, entry in _evaluations(summary) if entry.get("unjudged_answers")]

@@ -174,23 +174,35 @@ class TextOnlyProcessor:
 def copy_processor_files(src: str | Path, dst: str | Path, bounds: dict[str, int] | None = None) -> None:
     """Copy tokenizer/processor/generation files so `dst` is a complete, loadable model folder.
 
-    `bounds` (`max_pixels` / `min_pixels`, as the model was trained with) are written into its
-    preprocessor_config.json, so that whoever loads the folder, openvlt or plain transformers,
-    shows the model images at the size it learned from."""
+    `src` may be a hub name in the Hugging Face cache. `bounds` (`max_pixels` / `min_pixels`, as the
+    model was trained with) are written into the image processor's config, so that whoever loads the
+    folder, openvlt or plain transformers, shows the model images at the size it learned from."""
     os.makedirs(dst, exist_ok=True)
+    src = model_folder(src)
     for name in PROCESSOR_FILES:
         if Path(src, name).exists():
             shutil.copy2(Path(src, name), Path(dst, name))
-    if bounds:
-        _write_pixel_bounds(Path(dst), bounds)
+    if bounds and not _write_pixel_bounds(Path(dst), bounds):
+        raise ValueError(f"{src} has no preprocessor_config.json or processor_config.json to keep the image size bounds in")
 
 
-def _write_pixel_bounds(folder: Path, bounds: dict[str, int]) -> None:
+def model_folder(model: str | Path) -> Path:
+    """Where a model's files are: the folder itself, or a hub name's snapshot in the Hugging Face cache
+    (which loading it has filled)."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(model), local_files_only=True))
+
+
+def _write_pixel_bounds(folder: Path, bounds: dict[str, int]) -> int:
     """Set the image processor's bounds where transformers reads them: preprocessor_config.json (older
     folders, e.g. the hub's Qwen2.5-VL) and the `image_processor` part of processor_config.json (folders
-    saved by transformers 5, read first)."""
+    saved by transformers 5, read first). Returns how many files took them."""
     import json
 
+    written = 0
     for name, part in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
         path = folder / name
         if not path.exists():
@@ -204,3 +216,5 @@ def _write_pixel_bounds(folder: Path, bounds: dict[str, int]) -> None:
         if isinstance(size, dict) and {"shortest_edge", "longest_edge"} <= set(size):  # the same values, for readers of `size`
             size.update({{"min_pixels": "shortest_edge", "max_pixels": "longest_edge"}[k]: v for k, v in bounds.items()})
         path.write_text(json.dumps(whole, indent=2) + "\n")
+        written += 1
+    return written

@@ -119,37 +119,61 @@ def score_responses(
     return shaped
 
 
-def length_limit(model: str | Path, given: int | None, setting: str, reserved: int = 0) -> tuple[int | None, str]:
-    """The token limit a training stage keeps its items within, and what sets it: the recipe's
-    `setting` when given, else the model's context less `reserved` (None when the model does not say)."""
-    if given is not None:
-        return given, setting
-    from openvlt.models import context_length
-
-    context = context_length(model)
-    less = f" less {reserved} for the answer" if reserved else ""
-    return (None if context is None else context - reserved), f"the student's context{less} (set {setting} to choose)"
-
-
 def keep_within_length(
-    items: Sequence[dict[str, Any]], lengths: Sequence[int], limit: int | None, setting: str, what: str
+    items: Sequence[dict[str, Any]], model: str | Path, pixel_bounds: dict[str, int] | None, given: int | None, key: str,
+    what: str, reserved: tuple[str, int] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The items of at most `limit` tokens, and how many were longer (left out, with a warning that
-    names the longest). Longer examples would be cut mid-answer or run the device out of memory, so
-    they are counted rather than trained on; none left is an error naming `setting`."""
+    """The items (`prompt`, `images`, `system`, and `response` for SFT examples) of at most `given`
+    tokens in `model`'s tokens, or, when `given` is None, of at most its context less the `reserved`
+    (key, tokens) for an answer; and how many were longer. Those are left out with a warning that names
+    the longest: cut, they would teach a truncated answer, and kept, they can run the device out of
+    memory. None left is an error naming `key`."""
+    limit, setting = _length_limit(model, given, key, reserved)
     if limit is None:
         return list(items), 0
+    lengths = _lengths_in_tokens(items, model, pixel_bounds)
     kept = [item for item, n in zip(items, lengths) if n <= limit]
     if len(kept) == len(items):
         return kept, 0
     longest = max(range(len(items)), key=lengths.__getitem__)
     if not kept:
+        bound = "bound the images' size (roles.student.options.max_pixels), or " if any(i["images"] for i in items) else ""
         raise ValueError(f"every one of the {len(items)} {what} is longer than {setting} ({limit} tokens; the shortest "
-                         f"has {min(lengths)}): allow longer ones, or bound the images' size with "
-                         "roles.student.options.max_pixels")
+                         f"has {min(lengths)}): {bound}{'raise' if setting == key else 'set'} {key}")
     log.warning("%d of %d %s are longer than %s (%d tokens) and are left out; the longest, %r, has %d tokens",
                 len(items) - len(kept), len(items), what, setting, limit, items[longest].get("id"), lengths[longest])
     return kept, len(items) - len(kept)
+
+
+def _length_limit(model: str | Path, given: int | None, key: str, reserved: tuple[str, int] | None) -> tuple[int | None, str]:
+    """The limit and its name in messages (None when neither the recipe nor the model says one)."""
+    if given is not None:
+        return given, key
+    from openvlt.models import context_length
+
+    context = context_length(model)
+    if context is None:
+        return None, key
+    if reserved is None:
+        return context, "the student's context"
+    name, tokens = reserved
+    if context - tokens < 1:
+        raise ValueError(f"{name} ({tokens}) leaves no room for a prompt in the student's context ({context} tokens): "
+                         f"lower {name}, or set {key}")
+    return context - tokens, f"the student's context less {name}"
+
+
+def _lengths_in_tokens(items: Sequence[dict[str, Any]], model: str | Path, pixel_bounds: dict[str, int] | None) -> list[int]:
+    from openvlt.models import load_processor
+    from openvlt.models.batching import example_lengths, prompt_lengths
+
+    processor = load_processor(model, **(pixel_bounds or {}))
+    if any(i["images"] for i in items) and not hasattr(processor, "_get_num_multimodal_tokens"):
+        log.warning("%s: its processor cannot count image tokens without encoding the images: lengths count the text only", model)
+    prompts, images, systems = [i["prompt"] for i in items], [i["images"] for i in items], [i.get("system") for i in items]
+    if items and "response" in items[0]:
+        return example_lengths(processor, prompts, images, [i["response"] for i in items], systems)
+    return prompt_lengths(processor, prompts, images, systems)
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import keep_within_length, length_limit, mean_or_none, student_request
+from openvlt.stages.common import keep_within_length, mean_or_none, student_request
 
 
 def train_grpo(
@@ -42,15 +42,8 @@ def train_grpo(
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
                             "id": p["id"]})
-    limit, setting = length_limit(init_model, config.max_prompt_length, "grpo.max_prompt_length", reserved=config.max_tokens)
-    too_long = 0
-    if limit is not None:
-        from openvlt.models import load_processor
-        from openvlt.models.batching import prompt_lengths
-
-        lengths = prompt_lengths(load_processor(init_model, **(pixel_bounds or {})), [p["prompt"] for p in rl_problems],
-                                 [p["images"] for p in rl_problems], [system] * len(rl_problems))
-        rl_problems, too_long = keep_within_length(rl_problems, lengths, limit, setting, "RL problems")
+    rl_problems, too_long = keep_within_length(rl_problems, init_model, pixel_bounds, config.max_prompt_length,
+                                               "grpo.max_prompt_length", "RL problems", reserved=("grpo.max_tokens", config.max_tokens))
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,

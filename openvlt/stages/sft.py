@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import SFTConfig, get_backend
-from openvlt.stages.common import keep_within_length, length_limit, student_request
+from openvlt.stages.common import keep_within_length, student_request
 
 
 def train_sft(
@@ -39,16 +39,7 @@ def train_sft(
         request = student_request(row, prompt, system)
         examples.append({"prompt": request.prompt, "images": request.images, "response": row["response"], "system": system,
                          "id": row["id"]})
-    limit, setting = length_limit(base_model, config.max_length, "sft.max_length")
-    kept, too_long = examples, 0
-    if limit is not None:
-        from openvlt.models import load_processor
-        from openvlt.models.batching import example_lengths
-
-        processor = load_processor(base_model, **(pixel_bounds or {}))
-        lengths = example_lengths(processor, [e["prompt"] for e in examples], [e["images"] for e in examples],
-                                  [e["response"] for e in examples], [system] * len(examples))
-        kept, too_long = keep_within_length(examples, lengths, limit, setting, "SFT examples")
+    kept, too_long = keep_within_length(examples, base_model, pixel_bounds, config.max_length, "sft.max_length", "SFT examples")
     get_backend(backend).sft(kept, base_model, out_dir, config, seed=seed, options=options, pixel_bounds=pixel_bounds)
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     return {"in": len(examples), "too_long": too_long, "steps": len(curve), "first_loss": curve[0]["loss"],

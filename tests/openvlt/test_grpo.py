@@ -264,6 +264,11 @@ def test_problems_whose_prompt_is_too_long_are_left_out_and_counted(tiny_student
     assert counts["in"] == 4 and counts["too_long"] == 2 and trained == [[problems[0]["id"], problems[2]["id"]]]
     assert f"2 of 4 RL problems are longer than grpo.max_prompt_length ({limit} tokens)" in caplog.text
     # without it, the context less the answer's room: here 4096 - 4090 = 6 tokens, shorter than any prompt
-    with pytest.raises(ValueError, match=r"every one of the 4 RL problems is longer than the student's context less 4090 for "
-                                         r"the answer \(set grpo.max_prompt_length to choose\) \(6 tokens"):
+    with pytest.raises(ValueError, match=r"every one of the 4 RL problems is longer than the student's context less "
+                                         r"grpo.max_tokens \(6 tokens; the shortest has \d+\): bound the images' size "
+                                         r"\(roles.student.options.max_pixels\), or set grpo.max_prompt_length$"):
         _grpo_on_digit_share(problems, tiny_student, tmp_path / "none", GRPOConfig(steps=1, rollouts=2, max_tokens=4090))
+    with pytest.raises(ValueError, match=r"grpo.max_tokens \(5000\) leaves no room for a prompt in the student's context "
+                                         r"\(4096 tokens\): lower grpo.max_tokens, or set grpo.max_prompt_length"):
+        _grpo_on_digit_share(problems, tiny_student, tmp_path / "none", GRPOConfig(steps=1, rollouts=2, max_tokens=5000))
+    assert not (tmp_path / "none").exists()

@@ -252,8 +252,32 @@ def test_image_size_bounds_are_trained_with_and_kept_in_the_saved_folder(tiny_st
     before = AutoProcessor.from_pretrained(tiny_student, trust_remote_code=True)(text=text, images=image)["image_grid_thw"]
     assert before.tolist() == [[1, 6, 6]] and grid.tolist() == [[1, 4, 4]]  # 84 x 84 pixels, then at most 3136
     assert load_processor(out).image_processor.size.longest_edge == 3136
+    assert HFEngine(str(tiny_student), max_pixels=3136, min_pixels=784).processor.image_processor.size == seen[0]  # a role's options
     unbounded = sft(examples, tiny_student, tmp_path / "plain", SFTConfig(steps=1, batch_size=2), options={"checkpoint_every": 0})
     assert (unbounded / "preprocessor_config.json").read_bytes() == (tiny_student / "preprocessor_config.json").read_bytes()
+
+
+def test_a_model_saved_from_a_hub_name_gets_the_processor_files_of_its_cached_snapshot(tiny_student, tmp_path, monkeypatch):
+    """A recipe's student may be a hub name (`Qwen/Qwen2.5-VL-3B-Instruct`): its checkpoints must still be
+    complete folders, with the snapshot's tokenizer and processor files, and the bounds they were trained with."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from openvlt.models import copy_processor_files, load_processor
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--org--tiny-vl"
+    shutil.copytree(tiny_student, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    copy_processor_files("org/tiny-vl", tmp_path / "ckpt", {"max_pixels": 3136})
+    shutil.copy(tiny_student / "config.json", tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "tokenizer.json").read_bytes() == (tiny_student / "tokenizer.json").read_bytes()
+    assert load_processor(tmp_path / "ckpt").image_processor.size.longest_edge == 3136
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ValueError, match="bare has no preprocessor_config.json or processor_config.json to keep the image size"):
+        copy_processor_files(tmp_path / "bare", tmp_path / "other", {"max_pixels": 3136})
 
 
 def test_a_text_only_model_refuses_image_size_bounds(tiny_reasoner):

@@ -295,8 +295,8 @@ def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(r
 
 
 def test_the_students_image_size_bounds_reach_training_and_every_model_it_saves(reference, tmp_path):
-    """roles.student.options.max_pixels: SFT and GRPO train with it, their model folders keep it, and
-    the evaluator and the next iteration's generation read images at that size."""
+    """roles.student.options.max_pixels through the loop: the model folders SFT and GRPO save keep it (so
+    the stages that load them, and plain transformers, read images at that size); the stages before stay."""
     from transformers import AutoProcessor
 
     shutil.copytree(reference, tmp_path / "run")

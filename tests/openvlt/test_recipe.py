@@ -311,8 +311,8 @@ def test_hf_engines_without_a_device_run_where_the_local_backend_trains(tmp_path
 
 
 def test_the_evaluator_sees_images_at_the_size_the_student_is_trained_on(tmp_path, toyworld_dir, tiny_student):
-    """The student's max_pixels / min_pixels are what SFT and GRPO train with (`pixel_bounds`); an
-    evaluator that sets no bounds of its own takes them, one that sets any keeps its own."""
+    """The student's max_pixels / min_pixels are what SFT and GRPO train with (`pixel_bounds`); the
+    evaluator takes each one it does not set itself."""
     bounds = {"max_pixels": 12544, "min_pixels": 3136}
     path = write(tmp_path, toyworld_dir, tiny_student,
                  roles={"student": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 8, **bounds}},
@@ -320,9 +320,18 @@ def test_the_evaluator_sees_images_at_the_size_the_student_is_trained_on(tmp_pat
     recipe = load_recipe(path)
     assert recipe.pixel_bounds() == bounds and recipe.role_options("evaluator") == bounds
     own = load_recipe(path, ["roles.evaluator.options.max_pixels=50176"])
-    assert own.role_options("evaluator") == {"max_pixels": 50176} and own.pixel_bounds() == bounds
+    assert own.role_options("evaluator") == {**bounds, "max_pixels": 50176} and own.pixel_bounds() == bounds
     plain = load_recipe(path, ["roles.student.options={batch_size: 8}"])
     assert plain.pixel_bounds() == {} and plain.role_options("evaluator") == {}
+
+
+def test_image_size_bounds_on_a_text_only_model_are_refused_with_the_recipe(tmp_path, toyworld_dir, tiny_student, tiny_reasoner):
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={
+        "student": {"engine": "hf", "model": "MODEL"},
+        "reasoner": {"engine": "hf", "model": str(tiny_reasoner), "options": {"min_pixels": 3136}}})
+    with pytest.raises(RecipeError, match=f"roles.reasoner.options.min_pixels: {tiny_reasoner} is a text-only model: it reads no images"):
+        load_recipe(path)
+    assert load_recipe(path, ["roles.reasoner.options={}"]).roles.reasoner.options == {}
 
 
 def test_a_ray_job_needs_a_run_directory_that_outlives_it(tmp_path, toyworld_dir, tiny_student, monkeypatch):

@@ -29,3 +29,17 @@ def test_answers_the_reward_could_not_judge_are_in_the_summary_and_the_table(tmp
     assert "answers the reward could not judge (errors, timeouts; counted wrong): base 10, GRPO 1 3" in table
     page = write_report(run, recipe).read_text()
     assert "<td>p1</td>" in page  # the kept answers, with their problem ids
+
+
+def test_examples_left_out_as_too_long_are_in_the_summary_and_the_table(tmp_path, toyworld_dir, tiny_student):
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=2))
+    run = tmp_path / "run"
+    (run).mkdir()
+    stages = {"iter_1/sft": {"counts": {"in": 10, "too_long": 0}}, "iter_1/grpo": {"counts": {"in": 5, "too_long": 0}},
+              "iter_2/sft": {"counts": {"in": 10, "too_long": 3}}, "iter_2/grpo": {"counts": {"in": 5, "too_long": 1}}}
+    (run / "manifest.json").write_text(json.dumps({"stages": stages}))
+    summary = write_summary(run, recipe)
+    assert [(it["data"]["sft_too_long"], it["data"]["grpo_too_long"]) for it in summary["iterations"]] == [(0, 0), (3, 1)]
+    table = format_summary(summary)
+    assert "iter 2: left out as too long: 3 SFT example(s) (sft.max_length), 1 RL problem(s) (grpo.max_prompt_length)" in table
+    assert "iter 1: left out" not in table

@@ -365,11 +365,12 @@ def test_sft_leaves_out_examples_longer_than_its_limit_and_counts_them(tiny_stud
     (short_context / "config.json").write_text(json.dumps(config_json))
     counts = train_sft(selected, short_context, tmp_path / "context", config=SFTConfig(steps=1, batch_size=2),
                        options={"checkpoint_every": 0})
-    assert counts["too_long"] == 2 and "longer than the student's context (set sft.max_length to choose)" in caplog.text
+    assert counts["too_long"] == 2 and f"2 of 6 SFT examples are longer than the student's context ({limit} tokens)" in caplog.text
     assert train_sft(selected, tiny_student, tmp_path / "uncapped", config=SFTConfig(steps=1, batch_size=2),
                      options={"checkpoint_every": 0})["too_long"] == 0
 
     with pytest.raises(ValueError, match=r"every one of the 6 SFT examples is longer than sft\.max_length \(20 tokens; "
-                                         rf"the shortest has {min(lengths)}\)"):
+                                         rf"the shortest has {min(lengths)}\): bound the images' size "
+                                         r"\(roles\.student\.options\.max_pixels\), or raise sft\.max_length$"):
         train_sft(selected, tiny_student, tmp_path / "none", config=SFTConfig(steps=1, batch_size=2, max_length=20))
     assert not (tmp_path / "none").exists()
