@@ -63,10 +63,10 @@ def check_prompt(role: str, template: str, key: str | None = None) -> None:
 MEMORY_ONLY = ("sft.grad_accum", "grpo.micro_batch_size", "backend.options.checkpoint_every", "backend.options.cache_mb",
                "backend.options.threads")
 
-# Keys added after runs were made, at the value that computes what those runs computed: left out of the
-# work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
 PIXEL_OPTIONS = ("max_pixels", "min_pixels")  # hf engine options bounding an image's size (Qwen2.5-VL processor arguments)
 
+# Keys added after runs were made, at the value that computes what those runs computed: left out of the
+# work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
 ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None}
 
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
