@@ -256,10 +256,11 @@ class Recipe:
                     options[name] = value
         return options
 
-    def pixel_bounds(self) -> dict[str, int]:
-        """The student's image size bounds (`roles.student.options.max_pixels` / `min_pixels`), which
-        SFT and GRPO train with and write into every model folder they save."""
-        options = self.roles.student.options if self.roles.student.engine == "hf" else {}
+    def pixel_bounds(self, role: str = "student") -> dict[str, int]:
+        """A role's image size bounds (`roles.<role>.options.max_pixels` / `min_pixels`); the student's
+        are what SFT and GRPO train with and write into every model folder they save."""
+        spec = getattr(self.roles, role)
+        options = spec.options if spec.engine == "hf" else {}
         return {name: options[name] for name in PIXEL_OPTIONS if options.get(name) is not None}
 
     def digest(self) -> str:
@@ -621,8 +622,8 @@ def check_inputs(recipe: Recipe) -> None:
                 if not _reads_images(f"roles.{role}.model", spec.model):
                     if role in ("captioner", "student"):
                         raise RecipeError(text_only_model_error(role, spec.model))
-                    if bounds := [name for name in PIXEL_OPTIONS if spec.options.get(name) is not None]:
-                        raise RecipeError(f"{_named(f'roles.{role}.options.{bounds[0]}', k, recipe.per_iteration.get(k, {}))}: "
+                    if bounds := r.pixel_bounds(role):
+                        raise RecipeError(f"{_named(f'roles.{role}.options.{next(iter(bounds))}', k, recipe.per_iteration.get(k, {}))}: "
                                           f"{spec.model} is a text-only model: it reads no images to bound")
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue

@@ -103,9 +103,7 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
 
 def context_length(path: str | Path) -> int | None:
     """How many tokens the folder's language model takes (`max_position_embeddings`), if it says."""
-    config = _config(path)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
+    return getattr(_config(path).get_text_config(), "max_position_embeddings", None)  # a VLM's: its language model's
 
 
 def reads_images(path: str | Path) -> bool:

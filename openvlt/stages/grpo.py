@@ -54,7 +54,7 @@ def train_grpo(
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
     return {
-        "in": len(rl_problems) + too_long, "too_long": too_long, "steps": len(curve),
+        "in": len(problems), "too_long": too_long, "steps": len(curve),
         "reward_start": _mean(curve[:tenth], "reward"), "reward_end": _mean(curve[-tenth:], "reward"),
         "kl_end": _mean(curve[-tenth:], "kl"), "reward_errors": sum(r["reward_errors"] for r in curve),
     }
