@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
-from openvlt.recipe import DataRef, Recipe, Role, prepared_paths, text_only_model_error
+from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace
 
@@ -79,22 +79,53 @@ def prepare(ws: Workspace, r: Recipe) -> None:
 
 
 def check_training_data(ws: Workspace, r: Recipe) -> None:
-    """Every training slice is read and checked when the run starts, unless the stage that reads it is
+    """Every training slice is read and checked when the run starts, unless the stages that read it are
     complete: the RL problems, and later iterations' SFT problems, are first read after an SFT stage, and
-    a bad row (or an unknown reward) there would stop the run hours in."""
-    seen = set()
+    a bad row (or an unknown reward) there would stop the run hours in. So are its prompts' lengths, for
+    every limit a stage will hold them to: a slice none of whose prompts fits stops the run, and those too
+    long are named."""
+    readers: dict[tuple, dict[tuple, tuple[Recipe, str, str, DataRef]]] = {}  # slice -> length check -> who reads it
     for k in range(1, r.iterations + 1):
         rk = r.for_iteration(k)
         for which, reader in (("sft", f"iter_{k}/caption" if k == 1 else f"iter_{k}/regenerate"), ("rl", f"iter_{k}/rl_data")):
             ref = rk.data_for_iteration(which, k)
-            if not ws.complete(reader) and (ref.path, ref.start, ref.stop) not in seen:
-                seen.add((ref.path, ref.start, ref.stop))
-                log.info("checking %s rows [%d, %s) (%s reads them)", ref.path, ref.start, "end" if ref.stop is None else ref.stop, reader)
-                try:
-                    _inputs(ws, rk, ref, f"data.{which}")
-                except Exception as exc:
-                    ws.record_stop(f"checking the data {reader} reads: {type(exc).__name__}: {exc}")
-                    raise
+            if not ws.complete(reader):
+                checks = readers.setdefault((ref.path, ref.start, ref.stop), {})
+                checks.setdefault((which, repr(_prompt_limit(rk, which)), repr(rk.pixel_bounds()), rk.roles.student.prompt,
+                                   rk.roles.student.system), (rk, which, reader, ref))
+    for checks in readers.values():
+        rk, which, reader, ref = next(iter(checks.values()))
+        log.info("checking %s rows [%d, %s) (%s reads them)", ref.path, ref.start, "end" if ref.stop is None else ref.stop, reader)
+        try:
+            problems = _inputs(ws, rk, ref, f"data.{which}")
+            for rk, which, reader, _ in checks.values():
+                _check_prompt_lengths(rk, which, problems)
+        except Exception as exc:
+            ws.record_stop(f"checking the data {reader} reads: {type(exc).__name__}: {exc}")
+            raise
+
+
+def _prompt_limit(r: Recipe, which: str) -> dict[str, Any]:
+    """problems_within_length's limit for the SFT or the RL problems."""
+    from openvlt.stages.common import grpo_prompt_limit
+
+    return grpo_prompt_limit(r.grpo) if which == "rl" else {"given": r.sft.max_length, "key": "sft.max_length", "what": "SFT problems"}
+
+
+def _check_prompt_lengths(r: Recipe, which: str, problems: list[dict[str, Any]]) -> None:
+    """An SFT problem whose prompt alone is longer than sft.max_length, or an RL problem's longer than
+    GRPO's limit, will be left out: say so now, not after hours of captioning and SFT. Lengths are the
+    base student's (every checkpoint keeps its processor); a hub model not downloaded yet is not checked."""
+    from openvlt.stages.common import problems_within_length
+
+    student = r.roles.student
+    if student.engine != "hf" or not model_is_here(student.model):
+        return
+    try:
+        problems_within_length(problems, student.model, r.pixel_bounds(), prompt=student.prompt, system=student.system,
+                               ahead=True, **_prompt_limit(r, which))
+    except ValueError as exc:
+        raise ValueError(f"data.{which}: {exc}") from None
 
 
 def caption(ws: Workspace, r: Recipe, k: int) -> None:
@@ -217,7 +248,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
                               seed=r.seed + 100 * k),
             min_pass=r.rl_data.min_pass, max_pass=r.rl_data.max_pass, max_problems=r.rl_data.max_problems,
-            judge=r.reward,
+            judge=r.reward, model=model, grpo=r.grpo, pixel_bounds=r.pixel_bounds(),
         ),
         outputs={"rl": out},
         inputs={"problems": ref, "model": model},

@@ -618,7 +618,7 @@ def check_inputs(recipe: Recipe) -> None:
                 missing.append(f"data.eval.{name}: {ref.path}")
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
-            if spec.engine == "hf" and _here(spec.model):
+            if spec.engine == "hf" and model_is_here(spec.model):
                 if not _reads_images(f"roles.{role}.model", spec.model):
                     if role in ("captioner", "student"):
                         raise RecipeError(text_only_model_error(role, spec.model))
@@ -653,7 +653,7 @@ def text_only_model_error(role: str, model: str) -> str:
             "model (a Qwen2.5-VL folder or hub name)")
 
 
-def _here(model: str | None) -> bool:
+def model_is_here(model: str | None) -> bool:
     """A model folder on this machine, or a hub name already in the Hugging Face cache."""
     return bool(model) and (Path(model).is_dir() or (not _looks_local(model) and _in_hub_cache(model)))
 

@@ -44,7 +44,8 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
         data |= {f"regenerate_{key}": n for key, n in regenerated.items() if key.startswith("retried_")}
         data |= {"rl_problems_in": rl.get("in"), "rl_problems_kept": rl.get("out"), "rl_problems_unjudged": rl.get("unjudged"),
                  "grpo_reward_start": grpo.get("reward_start"), "grpo_reward_end": grpo.get("reward_end"),
-                 "sft_too_long": sft.get("too_long"), "grpo_too_long": grpo.get("too_long")}  # left out: over their limit
+                 "sft_too_long": sft.get("too_long"), "grpo_too_long": _total(rl.get("too_long"), grpo.get("too_long"))}
+        # (left out: over their limit; rl_data leaves out the RL problems GRPO would, when it runs)
         summary["iterations"].append({
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
@@ -54,6 +55,12 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
     summary["seconds"] = round(sum(s.get("seconds", 0) for s in manifest.values()), 1)
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _total(*counts: int | None) -> int | None:
+    """The sum of the counts that were made (None when none was)."""
+    made = [n for n in counts if n is not None]
+    return sum(made) if made else None
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ from rewards.numbers import (
     read_quantity,
     round_half_up,
     terminates,
+    unit_words,
 )
 from rewards.registry import register
 from rewards.safety import unsafe_reason
@@ -118,6 +119,9 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
         return letter_of(answer) == letter_of(truth)
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
+    want_unit = unit_words(truth) or (unit_words(f"1 {unit}") if unit else "")
+    if want_unit and (got_unit := unit_words(answer)) and got_unit != want_unit:
+        return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
     exact = integer or (want is not None and want.value.denominator == 1 and want.decimal_literal)
     return _symbolic_match(answer, truth, precision=precision, exact=exact)
 

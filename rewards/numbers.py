@@ -25,7 +25,7 @@ _UNICODE = str.maketrans({
 })
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
-_SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|!|,|;|:|quad|qquad)(?![A-Za-z])|\\ ")
+_SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
 _DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SCI_RE = re.compile(
     rf"^([+-]?)({_DECIMAL})(?:[eE]([+-]?\d+)|\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{{?\s*([+-]?\d+)\s*\}}?)?$"
@@ -191,6 +191,29 @@ def _unit_word(word: str) -> str | None:
     if word.endswith("s") and word[:-1] in _UNIT_ALIASES and len(word) > 3:
         return _UNIT_ALIASES[word[:-1]]
     return None
+
+
+_UNIT_WORD = r"[A-Za-z]+(?:\^\{?-?\d+\}?)?"
+# a number (no letters but LaTeX commands: \frac, \sqrt, \pi), maybe after "x =", then its unit: words with
+# powers, joined by spaces, \cdot, * or /
+_TRAILING_UNIT_RE = re.compile(r"^(?:[A-Za-z]\w*\s*=\s*)?(?:[^A-Za-z\\]|\\[A-Za-z]+|\\.)*?(?:[\d}.]|\\[A-Za-z]+\s)\s*"
+                               rf"({_UNIT_WORD}(?:\s*(?:\\cdot|[*/])?\s*{_UNIT_WORD})*)$")
+
+
+def unit_words(text: str) -> str:
+    """The unit written after a number, its words canonical where known and joined ("" for none).
+    Whatever the unit table does not know is kept (lower-cased), so that "5 N·m" is not "5 m"
+    (math-verify drops the unit words it knows and reads both as 5). Letters in the number itself make
+    it an expression, not a number with a unit: "2x^2 - 3x" has none.
+
+    >>> unit_words("5 N\\\\cdot m"), unit_words("x = 5 \\\\text{ meters}"), unit_words("12\\\\pi cm"), unit_words("2x^2 - 3x")
+    ('nm', 'm', 'cm', '')
+    """
+    match = _TRAILING_UNIT_RE.match(normalize(text))
+    if match is None:
+        return ""
+    words = re.findall(_UNIT_WORD + "|/", match.group(1).replace("\\cdot", " ").lower())
+    return "".join(w if w == "/" else canonical_unit(w) or w.replace("{", "").replace("}", "") for w in words)
 
 
 def round_half_up(value: Fraction, places: int) -> Fraction:

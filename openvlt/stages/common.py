@@ -2,6 +2,7 @@
 generation, and scoring with each problem's own reward plugin."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from openvlt.backends import GRPOConfig
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
 from openvlt.recipe import RewardSettings, check_prompt
@@ -77,22 +79,44 @@ def generate_in_chunks(
 ) -> list[list[str]]:
     """`engine.generate` over chunks of requests; each finished chunk is saved in `scratch`, so a
     stage killed mid-way regenerates only the chunks it had not finished (none twice, none lost).
-    Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit."""
+    Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit.
+    A saved chunk names its requests: one made for others (by an openvlt that chose the problems
+    differently) is generated again rather than pair answers with the wrong problems."""
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[list[str]] = []
     with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
         for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
-            path = scratch / f"chunk-{c:05d}.json"
-            if path.exists():
-                texts = json.loads(path.read_text())
-            else:
+            path, chunk = scratch / f"chunk-{c:05d}.json", list(requests[start : start + chunk_size])
+            texts = _saved_chunk(path, chunk)
+            if texts is None:
                 chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
-                texts = engine.generate(list(requests[start : start + chunk_size]), chunk_sampling)
-                atomic_write(path, json.dumps(texts))
+                texts = engine.generate(chunk, chunk_sampling)
+                atomic_write(path, json.dumps({"requests": _digest(chunk), "texts": texts}))
                 crashpoint(f"{point}:chunk:{c}")
             out.extend(texts)
             bar.update(len(texts))
     return out
+
+
+def _saved_chunk(path: Path, requests: list[Request]) -> list[list[str]] | None:
+    """A finished chunk's answers, if it was made for these requests (a plain list: saved before chunks
+    named their requests, taken as it is)."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if isinstance(saved, list):
+        return saved
+    if saved["requests"] == _digest(requests) and len(saved["texts"]) == len(requests):
+        return saved["texts"]
+    log.warning("%s was made for other requests than this stage asks now; generating it again", path)
+    return None
+
+
+def _digest(requests: Sequence[Request]) -> str:
+    h = hashlib.sha256()
+    for request in requests:
+        h.update(json.dumps([request.prompt, request.system, [hashlib.sha256(image).hexdigest() for image in request.images]]).encode())
+    return h.hexdigest()
 
 
 def score_responses(
@@ -121,13 +145,13 @@ def score_responses(
 
 def keep_within_length(
     items: Sequence[dict[str, Any]], model: str | Path, pixel_bounds: dict[str, int] | None, given: int | None, key: str,
-    what: str, reserved: tuple[str, int] | None = None,
+    what: str, reserved: tuple[str, int] | None = None, ahead: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """The items (`prompt`, `images`, `system`, and `response` for SFT examples) of at most `given`
     tokens in `model`'s tokens, or, when `given` is None, of at most its context less the `reserved`
     (key, tokens) for an answer; and how many were longer. Those are left out with a warning that names
     the longest: cut, they would teach a truncated answer, and kept, they can run the device out of
-    memory. None left is an error naming `key`."""
+    memory. None left is an error naming `key`. `ahead`: a check before the stage that leaves them out."""
     limit, setting = _length_limit(model, given, key, reserved)
     if limit is None:
         return list(items), 0
@@ -140,9 +164,29 @@ def keep_within_length(
         bound = "bound the images' size (roles.student.options.max_pixels), or " if any(i["images"] for i in items) else ""
         raise ValueError(f"every one of the {len(items)} {what} is longer than {setting} ({limit} tokens; the shortest "
                          f"has {min(lengths)}): {bound}{'raise' if setting == key else 'set'} {key}")
-    log.warning("%d of %d %s are longer than %s (%d tokens) and are left out; the longest, %r, has %d tokens",
-                len(items) - len(kept), len(items), what, setting, limit, items[longest].get("id"), lengths[longest])
+    log.warning("%d of %d %s are longer than %s (%d tokens) and %s left out; the longest, %r, has %d tokens",
+                len(items) - len(kept), len(items), what, setting, limit, "will be" if ahead else "are",
+                items[longest].get("id"), lengths[longest])
     return kept, len(items) - len(kept)
+
+
+def problems_within_length(
+    problems: Sequence[dict[str, Any]], model: str | Path, pixel_bounds: dict[str, int] | None, *, prompt: str,
+    system: str | None, given: int | None, key: str, what: str, reserved: tuple[str, int] | None = None, ahead: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    """The problems whose student prompt, image tokens included, is within the limit (as keep_within_length
+    counts it), and how many are not."""
+    items = [{"prompt": request.prompt, "images": request.images, "system": system, "id": p["id"], "problem": p}
+             for p in problems for request in [student_request(p, prompt, system)]]
+    kept, too_long = keep_within_length(items, model, pixel_bounds, given, key, what, reserved, ahead)
+    return [item["problem"] for item in kept], too_long
+
+
+def grpo_prompt_limit(config: GRPOConfig) -> dict[str, Any]:
+    """problems_within_length's limit for GRPO's prompts (verl's data.max_prompt_length), which rl_data,
+    GRPO and the run-start check share."""
+    return {"given": config.max_prompt_length, "key": "grpo.max_prompt_length", "what": "RL problems",
+            "reserved": ("grpo.max_tokens", config.max_tokens)}
 
 
 def _length_limit(model: str | Path, given: int | None, key: str, reserved: tuple[str, int] | None) -> tuple[int | None, str]:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import keep_within_length, mean_or_none, student_request
+from openvlt.stages.common import grpo_prompt_limit, mean_or_none, problems_within_length, student_request
 
 
 def train_grpo(
@@ -32,18 +32,19 @@ def train_grpo(
 ) -> dict[str, Any]:
     """Write a Hugging Face model folder to `out_dir`; return counts (reward at start and end, ...).
     Problems whose prompt is longer than `grpo.max_prompt_length` (or the student's context less
-    `grpo.max_tokens`) are left out and counted, as verl's `filter_overlong_prompts` does."""
+    `grpo.max_tokens`) are left out and counted, as verl's `filter_overlong_prompts` does (rl_data has
+    left them out already when it runs)."""
     from rewards.batch import shared_scorer
 
+    fitting, too_long = problems_within_length(problems, init_model, pixel_bounds, prompt=prompt, system=system,
+                                               **grpo_prompt_limit(config))
     rl_problems = []
-    for p in problems:
+    for p in fitting:
         request = student_request(p, prompt, system)
         own = judge.reward_of(p)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
                             "id": p["id"]})
-    rl_problems, too_long = keep_within_length(rl_problems, init_model, pixel_bounds, config.max_prompt_length,
-                                               "grpo.max_prompt_length", "RL problems", reserved=("grpo.max_tokens", config.max_tokens))
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
     get_backend(backend).grpo(
         rl_problems, init_model, out_dir, config,

@@ -2,17 +2,21 @@
 
 Like OpenVLThinker's medium/hard sets and DAPO's dynamic sampling: problems the model always solves
 or never solves give GRPO no signal (every rollout in the group gets the same reward, so every
-advantage is zero). Keep min_pass < pass rate < max_pass.
+advantage is zero). Keep min_pass < pass rate < max_pass. Problems whose prompt is too long for GRPO
+are left out first, so that no sample, and no place in `max_problems`, goes to a problem GRPO would drop.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
+from openvlt.backends import GRPOConfig
 from openvlt.engines import Engine, Sampling
 from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import count_failures, generate_in_chunks, mean_or_none, score_responses, student_request
+from openvlt.stages.common import (
+    count_failures, generate_in_chunks, grpo_prompt_limit, mean_or_none, problems_within_length, score_responses, student_request,
+)
 
 
 def select_rl_problems(
@@ -29,8 +33,17 @@ def select_rl_problems(
     judge: RewardSettings = RewardSettings(),
     chunk_size: int = 256,
     system: str | None = None,
+    model: str | Path | None = None,
+    grpo: GRPOConfig | None = None,
+    pixel_bounds: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Write the kept problems plus a `pass_rate` column to `out_path`; return counts."""
+    """Write the kept problems plus a `pass_rate` column to `out_path`; return counts. With the
+    student's `model` folder and the `grpo` settings, problems longer than GRPO's prompt limit are left
+    out before sampling and counted as `too_long`."""
+    given, too_long = problems, 0
+    if model is not None and grpo is not None:
+        problems, too_long = problems_within_length(problems, model, pixel_bounds, prompt=prompt, system=system,
+                                                    **grpo_prompt_limit(grpo))
     requests = [student_request(p, prompt, system) for p in problems]
     samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates")
     verdicts = score_responses(problems, samples, judge)
@@ -47,6 +60,6 @@ def select_rl_problems(
                          f"(pass rates: {histogram}, unjudged: {len(rates) - len(judged)}); widen "
                          "rl_data.min_pass/max_pass or set rl_data.enabled=false")
     write_records(kept, out_path)
-    return {"in": len(problems), "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
+    return {"in": len(given), "too_long": too_long, "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
             "all_pass": sum(r >= 1 for r in judged), "none_pass": sum(r <= 0 for r in judged),
             "unjudged": len(rates) - len(judged), **count_failures(verdicts)}

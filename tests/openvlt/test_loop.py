@@ -6,6 +6,7 @@ the process with SIGKILL at a named point (openvlt.faults), like the OOM killer 
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -242,6 +243,61 @@ def test_a_bad_row_in_training_data_read_after_sft_stops_the_run_before_any_stag
     with Workspace.open(recipe) as ws:
         ws.manifest["stages"]["iter_2/regenerate"] = {"status": "complete"}  # read already: not again
         check_training_data(ws, recipe)
+
+
+def test_prompts_too_long_to_train_on_are_found_when_the_run_starts(reference, tmp_path, caplog):
+    """A slice none of whose prompts fits its limit stops the run before any stage (not after hours of
+    captioning and SFT), naming the key; when some are too long, they are named and the run goes on."""
+    from openvlt.loop import check_training_data
+    from openvlt.models import load_processor
+    from openvlt.models.batching import prompt_lengths
+    from openvlt.recipe import load_recipe
+    from openvlt.stages.common import load_problems, student_request
+    from openvlt.workspace import Workspace
+
+    train, student = str(reference / "data" / "toyworld" / "train.parquet"), str(reference / "models" / "student")
+    roles = {**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"],
+             "student": {"engine": "hf", "model": student}}
+    data = {"sft": {"path": train, "stop": 20}, "rl": {"path": train, "start": 20, "stop": 36},
+            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
+    grpo = yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["grpo"]
+    run_dir = tmp_path / "run"  # the SFT problems are the RL problems too: one slice, read once, checked for both
+    done = run(micro_recipe(tmp_path, run_dir, data={**data, "rl": data["sft"]}, prepare={}, roles=roles,
+                            grpo={**grpo, "max_prompt_length": 5}))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert re.search(r"data.rl: every one of the 20 RL problems is longer than grpo.max_prompt_length \(5 tokens; the shortest "
+                     r"has \d+\): bound the images' size \(roles.student.options.max_pixels\), or raise grpo.max_prompt_length",
+                     done.stderr), done.stderr[-3000:]
+    assert stages(run_dir) == {}  # nothing ran: not even the base evaluation
+    status = subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert "iter_1/rl_data reads" in status.stdout and "grpo.max_prompt_length" in status.stdout
+
+    recipe = load_recipe(micro_recipe(tmp_path, tmp_path / "sft", data=data, prepare={}, roles=roles))
+    prompts = [student_request(p, recipe.roles.student.prompt, recipe.roles.student.system).prompt
+               for p in load_problems(train, 0, 20)]
+    lengths = prompt_lengths(load_processor(student), prompts, [p["images"] for p in load_problems(train, 0, 20)])
+    limit = sorted(lengths)[10]
+    # a later iteration's own limit is checked too
+    recipe = load_recipe(micro_recipe(tmp_path, tmp_path / "later", data=data, prepare={}, roles=roles,
+                                      per_iteration={2: {"grpo": {"max_prompt_length": 5}}}))
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"^data.rl: every one of the 16 RL problems is "
+                                                                        r"longer than grpo.max_prompt_length \(5 tokens"):
+        check_training_data(ws, recipe)
+    assert "iter_2/rl_data reads" in json.loads((tmp_path / "later" / "manifest.json").read_text())["stopped"]
+
+    for max_length, expected in ((limit, None), (min(lengths) - 1, "every one")):
+        recipe = load_recipe(micro_recipe(tmp_path, tmp_path / f"sft-{max_length}", data=data, prepare={}, roles=roles,
+                                          sft={"steps": 6, "max_length": max_length}))
+        with Workspace.open(recipe) as ws:
+            if expected is None:
+                check_training_data(ws, recipe)
+                too_long = sum(n > limit for n in lengths)
+                assert (f"{too_long} of 20 SFT problems are longer than sft.max_length ({limit} tokens) and will be left out; "
+                        f"the longest, 'toyworld-3-train-{lengths.index(max(lengths)):06d}', has {max(lengths)} tokens") in caplog.text
+            else:
+                with pytest.raises(ValueError, match=rf"^data.sft: every one of the 20 SFT problems is longer than "
+                                                     rf"sft.max_length \({max_length} tokens; the shortest has {min(lengths)}\)"):
+                    check_training_data(ws, recipe)
 
 
 def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):

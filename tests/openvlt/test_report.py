@@ -35,11 +35,17 @@ def test_examples_left_out_as_too_long_are_in_the_summary_and_the_table(tmp_path
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=2))
     run = tmp_path / "run"
     (run).mkdir()
+    # RL problems too long for GRPO are left out by rl_data when it runs (then GRPO finds none), else by GRPO
     stages = {"iter_1/sft": {"counts": {"in": 10, "too_long": 0}}, "iter_1/grpo": {"counts": {"in": 5, "too_long": 0}},
-              "iter_2/sft": {"counts": {"in": 10, "too_long": 3}}, "iter_2/grpo": {"counts": {"in": 5, "too_long": 1}}}
+              "iter_1/rl_data": {"counts": {"in": 5, "out": 5}},  # rl_data.enabled: false copies them all
+              "iter_2/sft": {"counts": {"in": 10, "too_long": 3}}, "iter_2/grpo": {"counts": {"in": 3, "too_long": 0}},
+              "iter_2/rl_data": {"counts": {"in": 5, "too_long": 2, "out": 3}}}
     (run / "manifest.json").write_text(json.dumps({"stages": stages}))
     summary = write_summary(run, recipe)
-    assert [(it["data"]["sft_too_long"], it["data"]["grpo_too_long"]) for it in summary["iterations"]] == [(0, 0), (3, 1)]
+    assert [(it["data"]["sft_too_long"], it["data"]["grpo_too_long"]) for it in summary["iterations"]] == [(0, 0), (3, 2)]
     table = format_summary(summary)
-    assert "iter 2: left out as too long: 3 SFT example(s) (sft.max_length), 1 RL problem(s) (grpo.max_prompt_length)" in table
+    assert "iter 2: left out as too long: 3 SFT example(s) (sft.max_length), 2 RL problem(s) (grpo.max_prompt_length)" in table
     assert "iter 1: left out" not in table
+    stages["iter_1/grpo"]["counts"]["too_long"] = 1
+    (run / "manifest.json").write_text(json.dumps({"stages": stages}))
+    assert [it["data"]["grpo_too_long"] for it in write_summary(run, recipe)["iterations"]] == [1, 2]

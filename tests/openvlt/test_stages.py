@@ -16,7 +16,7 @@ from openvlt.stages.rl_data import select_rl_problems
 from openvlt.stages.select import select_traces, truncate_at_reflection
 from rewards import get_reward
 
-from .stubs import ScriptedEngine
+from .stubs import ScriptedEngine, question_of
 
 PROMPT = "Image description: {caption}\nQuestion: {question}\nThink, then answer."
 PLUGINS = Path(__file__).with_name("plugins.py")
@@ -210,6 +210,41 @@ def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path
     assert all(r["pass_rate"] == 1.0 for r in read_records(tmp_path / "rl3.parquet"))
 
 
+def test_rl_data_spends_no_sample_on_a_problem_too_long_for_grpo(toyworld_dir, tiny_student, tmp_path, caplog):
+    """With the student's folder and the GRPO settings, a problem whose prompt GRPO would leave out is left out
+    first: it gets no samples and takes no place in max_problems, which goes to problems GRPO trains on."""
+    from openvlt.backends import GRPOConfig
+    from openvlt.models import load_processor
+    from openvlt.models.batching import prompt_lengths
+
+    unique = list({p["question"]: p for p in load_problems(toyworld_dir / "train.parquet")}.values())[:6]
+    problems = [{**p, "question": p["question"] + " Think it over twice." * (12 if k % 2 else 0)} for k, p in enumerate(unique)]
+    lengths = prompt_lengths(load_processor(tiny_student), [p["question"] for p in problems], [p["images"] for p in problems])
+    limit = max(lengths[0::2])
+    assert min(lengths[1::2]) > limit
+    answers, asked = {question_of(p["question"]): p["answer"] for p in problems}, []
+
+    def half_right(prompt, k):  # every problem has pass rate 0.5: in the band
+        asked.append(question_of(prompt))
+        return answers[question_of(prompt)] if k == 0 else "wrong"
+
+    common = dict(prompt="{question}", sampling=Sampling(n=2), judge=SCRIPTED, max_problems=2)
+    counts = select_rl_problems(problems, ScriptedEngine(half_right), tmp_path / "rl.parquet", scratch=tmp_path / "s",
+                                model=tiny_student, grpo=GRPOConfig(max_prompt_length=limit), **common)
+    assert [r["id"] for r in read_records(tmp_path / "rl.parquet")] == [problems[0]["id"], problems[2]["id"]]
+    assert counts["in"] == 6 and counts["too_long"] == 3 and counts["out"] == 2
+    assert sorted(asked) == sorted(2 * [question_of(p["question"]) for p in problems[0::2]])  # 2 samples each, short ones only
+    assert f"3 of 6 RL problems are longer than grpo.max_prompt_length ({limit} tokens) and are left out" in caplog.text
+    asked.clear()  # without them, every problem is sampled, and a long one takes a place
+    counts = select_rl_problems(problems, ScriptedEngine(half_right), tmp_path / "all.parquet", scratch=tmp_path / "s2", **common)
+    assert [r["id"] for r in read_records(tmp_path / "all.parquet")] == [problems[0]["id"], problems[1]["id"]]
+    assert len(asked) == 12 and counts["too_long"] == 0
+    with pytest.raises(ValueError, match=r"every one of the 3 RL problems is longer than grpo.max_prompt_length"):
+        select_rl_problems(problems[1::2], ScriptedEngine(half_right), tmp_path / "none.parquet", scratch=tmp_path / "s3",
+                           model=tiny_student, grpo=GRPOConfig(max_prompt_length=limit), **common)
+    assert not (tmp_path / "none.parquet").exists()
+
+
 def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     problems = list({p["question"]: p for p in load_problems(toyworld_dir / "test.parquet")}.values())
     truth = {p["question"]: p["answer"] for p in problems}
@@ -249,6 +284,14 @@ def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
     (tmp_path / "chunk-00001.json").unlink()  # as if killed while writing chunk 1
     again = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
     assert again == first and engine.calls == 4  # only the missing chunk was generated again
+    # chunks made for other requests (problem 2 left out since, by a newer openvlt) are not paired with these
+    fewer = requests[:2] + requests[3:]
+    shifted = generate_in_chunks(engine, fewer, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
+    assert shifted == [[f"{r.prompt}|{k}|{7 + i // 4}" for k in range(2)] for i, r in enumerate(fewer)] and engine.calls == 7
+    # a chunk saved as a plain list, before chunks named their requests, is taken as it is
+    (tmp_path / "chunk-00000.json").write_text(json.dumps(first[:4]))
+    assert generate_in_chunks(engine, requests[:4], Sampling(n=2, seed=7), tmp_path, 4, "t", "t") == first[:4]
+    assert engine.calls == 7
 
 
 def test_regenerate_retries_only_the_unsolved_problems(toyworld_dir, tmp_path):

@@ -53,6 +53,13 @@ UNITS = [
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
     ("5 apples", "5", 0.0),  # not a known unit: the answer is not just a number
+    # another unit is another unit, known or not (math-verify drops the unit words it knows: "5 N·m" read as 5)
+    ("5 N\u00b7m", "5 m", 0.0), ("5 kg\\cdot m", "5 m", 0.0), ("5 V\u00b7s", "5 s", 0.0), ("5 kg\u00b7m", "5 N\u00b7m", 0.0),
+    ("5 N\\cdot m", "5 N\u00b7m", 1.0), ("x = 5 m", "5 m", 1.0), ("2.5 \\times 2 m", "5 m", 1.0),
+    ("5\\,\\text{m}", "5 m", 1.0), ("5\\;\\mathrm{cm}", "5 cm", 1.0),  # a LaTeX space before a unit word
+    ("12\\pi m", "12\\pi cm", 0.0), ("12\\pi\\text{ cm}", "12\\pi cm", 1.0),
+    # letters in the number make it an expression, whose variables are no unit
+    ("-3x + 2x^2", "2x^2 - 3x", 1.0), ("-2y + 3x", "3x - 2y", 1.0), ("2 a b", "2ab", 1.0), ("2\\pi r", "2\\pi s", 0.0),
 ]
 
 PRECISION = [
@@ -74,6 +81,7 @@ PRECISION = [
     ("5 seconds", "5", {"unit": "s"}, 1.0),
     # an expected unit the unit table does not know is still compared: 5 kPa is not 5 Pa
     ("5 kPa", "5", {"unit": "Pa"}, 0.0), ("5 Pa", "5", {"unit": "Pa"}, 1.0), ("5 ton", "5", {"unit": "N"}, 0.0),
+    ("5 N\u00b7m", "5", {"unit": "m"}, 0.0), ("x = 5 m", "5", {"unit": "N\u00b7m"}, 0.0), ("5 N\u00b7m", "5", {"unit": "N\u00b7m"}, 1.0),
 ]
 
 MULTIPLE_CHOICE = [
