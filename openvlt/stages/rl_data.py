@@ -40,7 +40,7 @@ def select_rl_problems(
     """Write the kept problems plus a `pass_rate` column to `out_path`; return counts. With the
     student's `model` folder and the `grpo` settings, problems longer than GRPO's prompt limit are left
     out before sampling and counted as `too_long`."""
-    given, too_long = problems, 0
+    asked, too_long = len(problems), 0
     if model is not None and grpo is not None:
         problems, too_long = problems_within_length(problems, model, pixel_bounds, prompt=prompt, system=system,
                                                     **grpo_prompt_limit(grpo))
@@ -60,6 +60,6 @@ def select_rl_problems(
                          f"(pass rates: {histogram}, unjudged: {len(rates) - len(judged)}); widen "
                          "rl_data.min_pass/max_pass or set rl_data.enabled=false")
     write_records(kept, out_path)
-    return {"in": len(given), "too_long": too_long, "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
+    return {"in": asked, "too_long": too_long, "out": len(kept), "mean_pass_rate": sum(judged) / max(len(judged), 1),
             "all_pass": sum(r >= 1 for r in judged), "none_pass": sum(r <= 0 for r in judged),
             "unjudged": len(rates) - len(judged), **count_failures(verdicts)}
