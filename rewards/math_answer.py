@@ -42,8 +42,9 @@ from rewards.numbers import (
     normalize_text,
     read_quantity,
     round_half_up,
+    split_unit,
     terminates,
-    unit_words,
+    unit_key,
 )
 from rewards.registry import register
 from rewards.safety import unsafe_reason
@@ -108,7 +109,8 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     if _hedged(answer, truth):
         return False
     if precision is None and normalize_text(answer) == normalize_text(truth):
-        return True
+        if normalize(answer) == normalize(truth) or split_unit(truth) is None:
+            return True  # the same text; but a unit's case may be its meaning: "5 Nm" is not "5 nm"
     want, got = read_quantity(truth, unit=unit), read_quantity(answer, unit=unit)
     if want is not None and got is not None:
         verdict = _compare_quantities(got, want, precision=precision, integer=integer, unit=unit)
@@ -119,9 +121,11 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
         return letter_of(answer) == letter_of(truth)
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
-    want_unit = unit_words(truth) or (unit_words(f"1 {unit}") if unit else "")
-    if want_unit and (got_unit := unit_words(answer)) and got_unit != want_unit:
-        return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
+    want_split = split_unit(truth) or ((truth, unit_key(unit)) if unit else None)
+    if want_split and (got_split := split_unit(answer)):  # both a number with a unit: compare each
+        if got_split[1] != want_split[1]:
+            return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
+        return _value_match(got_split[0], want_split[0], precision=precision, unit=None, integer=integer)
     exact = integer or (want is not None and want.value.denominator == 1 and want.decimal_literal)
     return _symbolic_match(answer, truth, precision=precision, exact=exact)
 

@@ -54,7 +54,10 @@ _UNIT_ALIASES = {
     "pixel": "px", "unit": "unit", "cent": "cent", "point": "point", "object": "object",
     "item": "item", "people": "people", "person": "people", "persons": "people", "volt": "v",
     "watt": "w", "joule": "j", "newton": "n", "hz": "hz", "kpa": "kpa", "rad": "rad", "radian": "rad",
+    "kelvin": "k", "pascal": "pa",
 }
+# symbols whose case is their meaning, looked up as written: lower-cased, "Nm" would be nanometres
+_CASED_UNITS = {"N": "n", "J": "j", "W": "w", "V": "v", "K": "k", "Pa": "pa", "Nm": "n*m"}
 # "(number)(space)(unit)"; a one-letter unit needs the space, so "2s" stays an expression in s
 _TRAILING_WORD_RE = re.compile(r"[^\W\d_]+$")
 _UNIT_RE = re.compile(r"^(.*?[\d}.])(\s*)((?:square|sq\.?|cubic)?\s*[A-Za-z][A-Za-z\s/.]*(?:\^\s*\{?[23]\}?)?)$")
@@ -122,7 +125,8 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
             word = lead + s[len(head):]
             found_unit, s = canonical_unit(word) or word.lower(), head[: -len(lead)].strip()
         else:
-            found_unit, s = canonical_unit(unit) or unit.lower(), head.strip()
+            written = s[len(head):]  # as written: "5 Nm" is newton metres even where the unit is "nm"
+            found_unit, s = canonical_unit(written) or written.lower(), head.strip()
     else:
         match = _UNIT_RE.match(s)
         if match and (match.group(2) or len(match.group(3).strip()) > 1) and (canon := canonical_unit(match.group(3))):
@@ -168,6 +172,8 @@ def read_number(text: str) -> tuple[Fraction, bool] | None:
 
 def canonical_unit(text: str) -> str | None:
     """A known unit in canonical spelling (``"square centimeters"`` -> ``"cm^2"``), else ``None``."""
+    if text.strip() in _CASED_UNITS:
+        return _CASED_UNITS[text.strip()]
     s = " ".join(text.lower().replace("^{", "^").replace("}", "").split()).rstrip(".")
     power = ""
     for prefix, p in (("square ", "^2"), ("sq. ", "^2"), ("sq ", "^2"), ("cubic ", "^3")):
@@ -195,25 +201,57 @@ def _unit_word(word: str) -> str | None:
 
 _UNIT_WORD = r"[A-Za-z]+(?:\^\{?-?\d+\}?)?"
 # a number (no letters but LaTeX commands: \frac, \sqrt, \pi), maybe after "x =", then its unit: words with
-# powers, joined by spaces, \cdot, * or /
-_TRAILING_UNIT_RE = re.compile(r"^(?:[A-Za-z]\w*\s*=\s*)?(?:[^A-Za-z\\]|\\[A-Za-z]+|\\.)*?(?:[\d}.]|\\[A-Za-z]+\s)\s*"
-                               rf"({_UNIT_WORD}(?:\s*(?:\\cdot|[*/])?\s*{_UNIT_WORD})*)$")
+# powers, joined by spaces, \cdot, * or /. Each part matches one way only (a separator is never empty), so
+# a text that is no number with a unit fails in linear time, not by trying every split of "m m m ... =".
+_TRAILING_UNIT_RE = re.compile(r"^((?:[A-Za-z]\w*\s*=\s*)?(?:[^A-Za-z\\]|\\[A-Za-z]+|\\[^A-Za-z])*?(?:[\d}.]|\\[A-Za-z]+\s))\s*"
+                               rf"({_UNIT_WORD}(?:(?:\s*(?:\\cdot|[*/])\s*|\s+){_UNIT_WORD})*)$")
+_UNIT_TOKEN_RE = re.compile(r"/|([A-Za-z]+)(?:\^\{?(-?\d+)\}?)?")
+_POWER_WORDS = {"square": 2, "sq": 2, "cubic": 3}
+_NO_BRACES = str.maketrans("", "", "{}")
 
 
-def unit_words(text: str) -> str:
-    """The unit written after a number, its words canonical where known and joined ("" for none).
-    Whatever the unit table does not know is kept (lower-cased), so that "5 N·m" is not "5 m"
-    (math-verify drops the unit words it knows and reads both as 5). Letters in the number itself make
-    it an expression, not a number with a unit: "2x^2 - 3x" has none.
+def split_unit(text: str) -> tuple[str, str] | None:
+    """``(number, unit)`` for a number followed by a unit (its :func:`unit_key`), else ``None``: ``m/s``,
+    ``m s^{-1}`` and ``meters per second`` are one unit, ``N·m`` and ``nm`` (nanometres) two. Letters in
+    the number itself make the text an expression, not a number with a unit (``2x^2 - 3x``).
 
-    >>> unit_words("5 N\\\\cdot m"), unit_words("x = 5 \\\\text{ meters}"), unit_words("12\\\\pi cm"), unit_words("2x^2 - 3x")
-    ('nm', 'm', 'cm', '')
+    >>> split_unit("x = 5 \\\\text{ meters}"), split_unit("12\\\\pi m s^-1"), split_unit("2x^2 - 3x")
+    (('x = 5', 'm'), ('12\\\\pi', 'm*s^-1'), None)
     """
+    if len(text) > 200:
+        return None
     match = _TRAILING_UNIT_RE.match(normalize(text))
     if match is None:
-        return ""
-    words = re.findall(_UNIT_WORD + "|/", match.group(1).replace("\\cdot", " ").lower())
-    return "".join(w if w == "/" else canonical_unit(w) or w.replace("{", "").replace("}", "") for w in words)
+        return None
+    return match.group(1).strip(), unit_key(match.group(2))
+
+
+def unit_key(unit: str) -> str:
+    """A unit's canonical form: the powers of its base units, sorted (``"km/h"``, ``"km h^-1"`` and
+    ``"kph"`` give ``"h^-1*km"``). A unit with a word the unit table does not know is kept as written,
+    lower-cased, after a ``?`` (``"?apples"``): it may be variables (``2ab``, ``2 a b``), so it is only
+    ever compared as text.
+    """
+    text = normalize(unit).replace("\\cdot", " ")
+    powers: dict[str, int] = {}
+    sign, pending = 1, 1
+    for token in _UNIT_TOKEN_RE.finditer(text):
+        word, power = token.group(1), int(token.group(2) or 1)
+        if word is None or word.lower() == "per":
+            sign = -1  # every word after "/" divides: J/kg K is J/(kg K), as physics writes it
+            continue
+        if word.lower() in _POWER_WORDS:
+            pending = _POWER_WORDS[word.lower()]
+            continue
+        known = canonical_unit(word)
+        if known is None:
+            return "?" + "".join(canonical_unit(t.group(1) or "") or t.group(0).lower().translate(_NO_BRACES)
+                                 for t in _UNIT_TOKEN_RE.finditer(text))
+        head, _, per = known.partition("/")
+        for base, exponent in [*((b, 1) for b in head.split("*")), *([(per, -1)] if per else [])]:
+            powers[base] = powers.get(base, 0) + sign * pending * power * exponent
+        pending = 1
+    return "*".join(base if p == 1 else f"{base}^{p}" for base, p in sorted(powers.items()) if p)
 
 
 def round_half_up(value: Fraction, places: int) -> Fraction:

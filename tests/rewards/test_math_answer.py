@@ -60,6 +60,13 @@ UNITS = [
     ("12\\pi m", "12\\pi cm", 0.0), ("12\\pi\\text{ cm}", "12\\pi cm", 1.0),
     # letters in the number make it an expression, whose variables are no unit
     ("-3x + 2x^2", "2x^2 - 3x", 1.0), ("-2y + 3x", "3x - 2y", 1.0), ("2 a b", "2ab", 1.0), ("2\\pi r", "2\\pi s", 0.0),
+    # a compound unit is its base units' powers, however written
+    ("5 m s^{-1}", "5 m/s", 1.0), ("5 m\\cdot s^{-1}", "5 m/s", 1.0), ("10 meters per second", "10 m/s", 1.0),
+    ("5 km h^-1", "5 km/h", 1.0), ("5 m/s^2", "5 m s^{-2}", 1.0), ("5 m/s", "5 s/m", 0.0), ("5 J/kg K", "5 J kg^{-1} K^{-1}", 1.0),
+    ("\\frac{1}{2} m/s", "0.5 m s^{-1}", 1.0), ("\\frac{1}{3} m s^{-1}", "0.33 m/s", 0.0),
+    # a symbol's case is its meaning where lower-casing makes another unit; elsewhere case is forgiven
+    ("5 Nm", "5 N\u00b7m", 1.0), ("5 Nm", "5 nm", 0.0), ("5 nm", "5 Nm", 0.0), ("5 N", "5 newtons", 1.0), ("5 CM", "5 cm", 1.0),
+    ("5 listen", "5 silent", 0.0),  # unknown words are compared as written, not as letters
 ]
 
 PRECISION = [
@@ -82,6 +89,8 @@ PRECISION = [
     # an expected unit the unit table does not know is still compared: 5 kPa is not 5 Pa
     ("5 kPa", "5", {"unit": "Pa"}, 0.0), ("5 Pa", "5", {"unit": "Pa"}, 1.0), ("5 ton", "5", {"unit": "N"}, 0.0),
     ("5 N\u00b7m", "5", {"unit": "m"}, 0.0), ("x = 5 m", "5", {"unit": "N\u00b7m"}, 0.0), ("5 N\u00b7m", "5", {"unit": "N\u00b7m"}, 1.0),
+    ("5 Nm", "5", {"unit": "nm"}, 0.0), ("5 nm", "5", {"unit": "Nm"}, 0.0), ("5 m s^-1", "5", {"unit": "m/s"}, 1.0),
+    ("3.14159 m s^-1", "3.14", {"unit": "m/s", "precision": 2}, 1.0), ("3.2 m s^-1", "3", {"unit": "m/s", "answer_type": "integer"}, 0.0),
 ]
 
 MULTIPLE_CHOICE = [
@@ -186,13 +195,15 @@ ADVERSARIAL = [
     "(" * 5000, "\\frac{" * 5000, "{" * 3000 + "}" * 3000, "\\sqrt{" * 2000,
     "x" * 100_000, "1" * 5000, "\\left(" * 1000, "\\sum_{k=1}^{10^{9}} k^{k}",
     "\\binom{" * 500, "^" * 1000, "\\boxed{" * 1000, "((10^{999})^{999})^{999}",
+    "1 " + "m^{2} " * 30 + "=", "1 " + "m \\cdot " * 25 + "=",  # a unit's words, then not a unit: no backtracking
 ]
 
 
+@pytest.mark.parametrize("truth", ["3", "3 m"])
 @pytest.mark.parametrize("answer", ADVERSARIAL, ids=lambda a: a[:16])
-def test_adversarial_answers_are_wrong_and_fast(answer):
+def test_adversarial_answers_are_wrong_and_fast(answer, truth):
     started = time.perf_counter()
-    assert math_reward(tagged(answer), "3", extra_info={}) == 0.0
+    assert math_reward(tagged(answer), truth, extra_info={}) == 0.0
     assert time.perf_counter() - started < 1.0  # well inside any sensible per-item limit
 
 
