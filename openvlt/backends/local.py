@@ -78,6 +78,7 @@ def sft(
     optimizer, scheduler = _optimizer(model, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.schedule)
     start = _resume(out, model, optimizer, scheduler)
     metrics = _Metrics(out / "metrics.jsonl", start)
+    update = _GuardedUpdate(model, optimizer, config.max_grad_norm, "sft")
     cache = _EncodedExamples(examples, processor, opts.cache_mb)
     micro = config.batch_size // config.grad_accum
     started = time.time()
@@ -97,11 +98,10 @@ def sft(
             )
             (loss_sum / max(n_tokens, 1)).backward()  # token mean over the optimiser batch, however split
             total_loss += loss_sum.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        row = {"step": step, "loss": total_loss / max(n_tokens, 1), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+        lr = scheduler.get_last_lr()[0]  # the rate this step trains at
+        grad_norm = update()
+        _advance(scheduler)
+        row = {"step": step, "loss": total_loss / max(n_tokens, 1), "lr": lr, "grad_norm": grad_norm}
         metrics.write(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}")
         _checkpoint(out, step, config.steps, opts.checkpoint_every, model, optimizer, scheduler)
@@ -151,6 +151,7 @@ def grpo(
     optimizer, scheduler = _optimizer(policy, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.schedule)
     start = _resume(out, policy, optimizer, scheduler)
     metrics = _Metrics(out / "metrics.jsonl", start)
+    update = _GuardedUpdate(policy, optimizer, config.max_grad_norm, "grpo")
     actor = grpo_actor_config(config)
     bar = tqdm(range(start + 1, config.steps + 1), desc="grpo", unit="step", initial=start, total=config.steps)
     for step in bar:
@@ -208,13 +209,10 @@ def grpo(
                     stats["pg_loss"].append(pg_loss)  # micro shares of the mini-batch token mean: they add up
                     stats["kl"].append(kl_loss)
                     stats["clipfrac"].append(clipfrac)
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                update()
                 updates += 1
-        with warnings.catch_warnings():  # the schedule follows the steps, updated or not (torch warns if none was yet)
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
-            scheduler.step()
+        lr = scheduler.get_last_lr()[0]  # the rate this step trained at
+        _advance(scheduler)
 
         ok = [r for r in results if r.ok]
         row = {
@@ -227,7 +225,7 @@ def grpo(
             "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
             "response_tokens": float(torch.tensor([len(i) for row in token_ids for i in row], dtype=torch.float32).mean()),
             "reward_errors": sum(not r.ok for r in results),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": lr,
         }
         metrics.write(row)
         bar.set_postfix({name: "-" if row[name] is None else f"{row[name]:.{digits}f}" for name, digits in (("reward", 3), ("kl", 4))})
@@ -332,6 +330,39 @@ def _permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n))
     random.Random(f"{seed}/{epoch}").shuffle(order)
     return tuple(order)
+
+
+class _GuardedUpdate:
+    """Clip, then step, unless the gradient norm is not finite (an overflow, a NaN loss): that update is
+    skipped, as verl's actor does, instead of writing NaN into every weight and every later checkpoint.
+    `limit` in a row stop the stage, naming the way out; the checkpoint before them is intact."""
+
+    def __init__(self, model: Any, optimizer: Any, max_norm: float, stage: str, limit: int = 5):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer, self.max_norm, self.stage, self.limit = optimizer, max_norm, stage, limit
+        self.in_a_row = 0
+
+    def __call__(self) -> float:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_norm))
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.in_a_row = 0
+        else:
+            self.in_a_row += 1
+            log.warning("%s: the gradient norm is %s: update skipped", self.stage, grad_norm)
+            if self.in_a_row >= self.limit:
+                raise FloatingPointError(
+                    f"{self.stage}: the gradient norm was not finite in {self.in_a_row} updates in a row: the loss "
+                    f"diverged; lower {self.stage}.lr, or run without backend.options.autocast")
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+
+def _advance(scheduler: Any) -> None:
+    """The schedule follows the steps, updated or not (torch warns when no update was made yet)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        scheduler.step()
 
 
 def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: int, schedule: str):

@@ -56,6 +56,8 @@ class HFEngine:
         """Texts and their token ids, n per request. The ids end with the stop token when the model
         stopped (a policy must learn to stop), the texts do not; padding is removed from both. A text
         begins with what the chat template opened the answer with (`<think>` for R1-style templates)."""
+        if not requests:
+            return [], []
         was_training = self.model.training
         self.model.eval()
         tokenizer = self.processor.tokenizer

@@ -55,6 +55,7 @@ def test_sampling_gives_n_texts_reproducible_by_seed(engine, requests):
     assert engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=5)) == first
     assert engine.generate(requests[:2], Sampling(n=3, temperature=1.0, max_tokens=8, seed=6)) != first
     assert len(set(first[0])) > 1
+    assert engine.generate([], Sampling(n=3, temperature=1.0, max_tokens=8)) == []  # nothing asked: nothing, no error
 
 
 def test_max_tokens_is_respected_and_ids_end_at_the_stop_token(engine, requests):

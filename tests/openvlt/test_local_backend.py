@@ -168,6 +168,46 @@ def test_gradient_accumulation_does_not_change_the_update(tiny_student, toyworld
         assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
 
 
+def test_a_non_finite_gradient_skips_its_update_and_logs_the_rate_each_step_trained_at(tiny_student, toyworld_dir,
+                                                                                        tmp_path, monkeypatch):
+    """An overflowed gradient (an inf from bfloat16 autocast) skips that update, as verl does, rather than
+    clipping it into NaN and saving NaN weights; a loss that keeps diverging stops the stage. The logged
+    lr is the one the step used: warm-up starts at lr / warmup_steps."""
+    from safetensors.torch import load_file
+
+    from openvlt.backends import SFTConfig
+    from openvlt.backends.local import sft
+
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<answer>{p['answer']}</answer>"}
+                for p in load_problems(toyworld_dir / "train.parquet", 0, 8)]
+    clip, calls, poisoned = torch.nn.utils.clip_grad_norm_, [0], set()
+
+    def overflow_at(*updates):
+        def clip_with_overflow(params, *args, **kwargs):
+            calls[0] += 1
+            if calls[0] in updates or "all" in updates:
+                next(p for p in params if p.grad is not None).grad[0].fill_(float("inf"))
+                poisoned.add(calls[0])
+            return clip(params, *args, **kwargs)
+        calls[0] = 0
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_with_overflow)
+
+    overflow_at(2)
+    config = SFTConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=2, schedule="constant")
+    out = sft(examples, tiny_student, tmp_path / "once", config, options={"checkpoint_every": 0})
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    weights, initial = load_file(out / "model.safetensors"), load_file(tiny_student / "model.safetensors")
+    assert poisoned == {2} and [np.isfinite(r["grad_norm"]) for r in rows] == [True, False, True]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert any(not torch.equal(t, initial[name]) for name, t in weights.items())  # steps 1 and 3 trained
+    assert [r["lr"] for r in rows] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+    overflow_at("all")
+    with pytest.raises(FloatingPointError, match="sft: the gradient norm was not finite in 5 updates in a row: "
+                                                 "the loss diverged; lower sft.lr"):
+        sft(examples, tiny_student, tmp_path / "always", SFTConfig(steps=8, batch_size=4), options={"checkpoint_every": 0})
+
+
 def test_autocast_runs_the_passes_in_bfloat16_and_keeps_float32_weights(tiny_student, toyworld_dir, tmp_path, logit_dtypes):
     from safetensors.torch import load_file
 
@@ -190,8 +230,9 @@ def test_autocast_runs_the_passes_in_bfloat16_and_keeps_float32_weights(tiny_stu
     assert curves["bfloat16"][-1] < curves["bfloat16"][0]
     with pytest.raises(ValueError, match="backend.options.autocast: must be one of none, bfloat16, got 'float16'"):
         local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"autocast": "float16"})
-    with pytest.raises(ValueError, match="backend.options.dtype: float16 weights cannot be trained with plain AdamW"):
-        local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"dtype": "float16"})
+    for dtype in ("float16", "bfloat16"):  # neither has float32 master weights: bfloat16 rounds most updates away
+        with pytest.raises(ValueError, match=f"backend.options.dtype: {dtype} weights cannot be trained with plain AdamW"):
+            local.sft(examples, tiny_student, tmp_path / "bad", SFTConfig(steps=1, batch_size=8), options={"dtype": dtype})
 
 
 def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_student, tmp_path):

@@ -82,7 +82,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
                                                       "did you mean 'backend.options.device'?"),
         ({"backend": {"options": {"autocast": "bf16"}}}, "backend.options.autocast: must be one of none, bfloat16, got 'bf16'"),
         ({"per_iteration": {2: {"backend": {"options": {"dtype": "fp16"}}}}},
-         "per_iteration.2.backend.options.dtype: must be one of float32, bfloat16, got 'fp16'"),
+         "per_iteration.2.backend.options.dtype: must be one of float32, got 'fp16'"),
         ({"prepare": {"toyworld": {"n_trian": 5}}}, "unknown recipe key 'prepare.toyworld.n_trian'; did you mean 'prepare.toyworld.n_train'?"),
         ({"distill": {"samples": 0}}, "distill.samples: must be >= 1, got 0"),
         ({"per_iteration": {2: {"sft": {"batch_size": 0}}}}, "per_iteration.2.sft.batch_size: must be >= 1, got 0"),
