@@ -9,6 +9,7 @@ about an empty file.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -45,14 +46,21 @@ def flush_to_disk(path: Path) -> None:
         _fsync(path)
 
 
+_NO_FSYNC = {errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP}  # what "cannot sync this" looks like
+
+
 def _fsync(path: Path) -> None:
+    """fsync `path`. A file that fails to reach the disk (EIO; ENOSPC or EDQUOT, which network file
+    systems often report only here) is an error, so no stage is recorded complete over it; a folder,
+    or a file system that cannot sync, is best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. a folder a platform cannot open: durability is best effort there
+    except OSError:  # e.g. a folder a platform cannot open, a link to nothing
         return
     try:
         os.fsync(fd)
-    except OSError:  # a file system without fsync on folders (some network mounts)
-        pass
+    except OSError as error:
+        if error.errno not in _NO_FSYNC and not path.is_dir():
+            raise OSError(error.errno, f"{path} did not reach the disk: {error.strerror}") from error
     finally:
         os.close(fd)

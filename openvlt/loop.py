@@ -143,7 +143,8 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
             source=_label("captioner", r.roles.captioner),
         )
 
-    ws.stage(f"{it}/caption", body, outputs={"captions": ws.root / it / "captions.parquet"}, inputs={"problems": ref})
+    ws.stage(f"{it}/caption", body, outputs={"captions": ws.root / it / "captions.parquet"},
+             inputs={"problems": ref, "model": r.roles.captioner.model})  # a local folder replaced in place is seen
 
 
 def distill(ws: Workspace, r: Recipe, k: int) -> None:
@@ -161,7 +162,7 @@ def distill(ws: Workspace, r: Recipe, k: int) -> None:
             source=_label("reasoner", r.roles.reasoner),
         ),
         outputs={"traces": ws.root / it / "traces.parquet"},
-        inputs={"captions": captions},
+        inputs={"captions": captions, "model": r.roles.reasoner.model},
     )
 
 

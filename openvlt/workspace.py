@@ -200,6 +200,9 @@ class Workspace:
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)
+            if p.is_dir():  # a kept partial folder (a model, a data set): what a kill left half-written inside it
+                for stale in p.rglob(temporary_path(Path("*"), "*").name):
+                    _remove(stale)
         started = time.time()
         result = scratch / "result.json"  # written once fn has finished: a kill after it never runs fn again
         if result.exists():
@@ -414,8 +417,9 @@ def _same_content(recorded: str | None, now: str | None) -> bool:
 def _same_work(stamp: dict[str, Any], made_from: dict[str, Any]) -> bool:
     """Whether saved work stamped `stamp` was made from `made_from`'s recipe and inputs."""
     old, new = stamp.get("inputs", {}), made_from["inputs"]
-    return stamp.get("recipe") == made_from["recipe"] and old.keys() == new.keys() and all(
-        _same_content(old[name], new[name]) for name in new)
+    added = {name for name in new.keys() - old.keys() if new[name] is None}  # recorded since, with nothing to compare
+    return stamp.get("recipe") == made_from["recipe"] and old.keys() == new.keys() - added and all(
+        _same_content(old[name], new[name]) for name in old)
 
 
 def _named_images(data: DataRef) -> list[tuple[str, Path]]:

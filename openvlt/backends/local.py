@@ -46,7 +46,7 @@ from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_option
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
-from openvlt.files import atomic_write, replace
+from openvlt.files import atomic_write, flush_to_disk, replace
 
 log = logging.getLogger(__name__)
 
@@ -425,6 +425,7 @@ def _checkpoint(out: Path, step: int, total: int, every: int, model, optimizer, 
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     tmp = target / "state.pt.tmp"
     torch.save(state, tmp)
+    flush_to_disk(out / "metrics.jsonl")  # the rows a resume from this checkpoint keeps survive a power loss too
     replace(tmp, target / "state.pt")  # a kill never leaves a half-written checkpoint
 
 

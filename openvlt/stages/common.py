@@ -87,10 +87,13 @@ def generate_in_chunks(
     with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
         for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
             path, chunk = scratch / f"chunk-{c:05d}.json", list(requests[start : start + chunk_size])
-            texts = _saved_chunk(path, chunk)
+            texts = _saved_chunk(path, chunk, sampling.n)
             if texts is None:
                 chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
                 texts = engine.generate(chunk, chunk_sampling)
+                if not _answers_each(texts, chunk, sampling.n):  # else a zip downstream drops or shifts rows
+                    raise RuntimeError(f"{desc}: the engine {type(engine).__name__} returned {len(texts)} answer lists "
+                                       f"for {len(chunk)} requests ({sampling.n} answers each asked)")
                 atomic_write(path, json.dumps({"requests": _digest(chunk), "texts": texts}))
                 crashpoint(f"{point}:chunk:{c}")
             out.extend(texts)
@@ -98,18 +101,22 @@ def generate_in_chunks(
     return out
 
 
-def _saved_chunk(path: Path, requests: list[Request]) -> list[list[str]] | None:
-    """A finished chunk's answers, if it was made for these requests (a plain list: saved before chunks
-    named their requests, taken as it is)."""
+def _saved_chunk(path: Path, requests: list[Request], n: int) -> list[list[str]] | None:
+    """A finished chunk's answers, if it was made for these requests (a plain list, saved before chunks
+    named their requests, is taken if it answers as many requests as many times)."""
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    if isinstance(saved, list):
+    if isinstance(saved, list) and _answers_each(saved, requests, n):
         return saved
-    if saved["requests"] == _digest(requests) and len(saved["texts"]) == len(requests):
+    if isinstance(saved, dict) and saved["requests"] == _digest(requests) and _answers_each(saved["texts"], requests, n):
         return saved["texts"]
     log.warning("%s was made for other requests than this stage asks now; generating it again", path)
     return None
+
+
+def _answers_each(texts: list[list[str]], requests: Sequence[Request], n: int) -> bool:
+    return len(texts) == len(requests) and all(len(answers) == n for answers in texts)
 
 
 def _digest(requests: Sequence[Request]) -> str:

@@ -1,6 +1,8 @@
 """Atomic, durable writes: the content reaches the disk before the rename, the rename before the caller goes on."""
 import os
 
+import pytest
+
 from openvlt.files import atomic_write, replace
 
 
@@ -45,3 +47,29 @@ def test_replacing_a_folder_syncs_every_file_in_it_first(tmp_path, monkeypatch):
     synced_before = {path for kind, path in events[: [k for k, _ in events].index("replace")]}
     assert {str(made / n) for n in ("model.safetensors", "config.json", "sub/tokenizer.json")} <= synced_before
     assert events[-1] == ("fsync", str(final.parent)) and (final / "sub" / "tokenizer.json").read_text() == "sub/tokenizer.json"
+
+
+def test_a_file_that_fails_to_reach_the_disk_is_an_error_and_the_old_file_stays(tmp_path, monkeypatch):
+    """A full quota is often reported only by fsync on network file systems: the write fails, loudly, and
+    nothing is renamed over the old content. Folders, and file systems that cannot sync, stay best effort."""
+    import errno
+
+    target = tmp_path / "manifest.json"
+    atomic_write(target, "old")
+    real_fsync = os.fsync
+
+    def fsync_failing_with(code, on_folders_only=False):
+        def fsync(fd):
+            if on_folders_only and not os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+                return real_fsync(fd)
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    fsync_failing_with(errno.EDQUOT)
+    with pytest.raises(OSError, match=r"\.manifest\.json\.tmp-\d+ did not reach the disk: Disk quota exceeded"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old"
+    for code, folders in ((errno.EINVAL, False), (errno.EIO, True)):
+        fsync_failing_with(code, on_folders_only=folders)
+        atomic_write(target, f"new {code}")
+        assert target.read_text() == f"new {code}"

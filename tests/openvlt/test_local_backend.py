@@ -137,6 +137,25 @@ def test_resumed_metrics_keep_the_rows_up_to_the_checkpoint_and_survive_a_torn_l
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_checkpoint_reaches_the_disk_after_the_metrics_rows_it_keeps(tiny_student, toyworld_dir, tmp_path, monkeypatch):
+    """Metrics rows are appended without a sync; a resume keeps those up to the checkpoint's step, so they are
+    synced before the checkpoint is: after a power loss, no resumed stage reports steps it lost."""
+    import os
+
+    from openvlt.backends import SFTConfig
+    from openvlt.backends.local import sft
+
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<answer>{p['answer']}</answer>"}
+                for p in load_problems(toyworld_dir / "train.parquet", 0, 4)]
+    sft(examples, tiny_student, tmp_path / "m", SFTConfig(steps=3, batch_size=4), options={"checkpoint_every": 1})
+    checkpoints = [i for i, name in enumerate(synced) if name == "state.pt.tmp"]
+    assert len(checkpoints) == 2  # steps 1 and 2 (the last step saves the model instead)
+    assert all(synced[i - 1] == "metrics.jsonl" for i in checkpoints)
+
+
 def test_batches_are_a_pure_function_of_step():
     seen = [i for step in range(1, 6) for i in _batch_indices(10, 4, step, seed=7)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs are permutations

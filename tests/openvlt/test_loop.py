@@ -513,8 +513,9 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
     reasoner.processor.tokenizer.save_pretrained(tmp_path / "reasoner")
     base = yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"]
     text_reasoner = {**base, "reasoner": {"engine": "hf", "model": str(tmp_path / "reasoner"), "options": {"batch_size": 64}}}
-    done = run(micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner,
-                            distill={"samples": 2, "temperature": 0.0, "max_tokens": 12, "chunk_size": 12}))
+    recipe = micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner,
+                          distill={"samples": 2, "temperature": 0.0, "max_tokens": 12, "chunk_size": 12})
+    done = run(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
     traced = read_records(tmp_path / "run" / "iter_1" / "traces.parquet")
     assert set(traced.column("trace_source")) == {f"reasoner hf:{tmp_path / 'reasoner'}"}
@@ -522,6 +523,11 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
     greedy = reasoner.generate(asked, Sampling(n=2, temperature=0, max_tokens=12))
     assert traced.column("traces") == greedy and len({t[0] for t in greedy}) > len(asked) // 2
     assert stages(tmp_path / "run")["iter_1/sft"]["status"] == "complete"
+    config = tmp_path / "reasoner" / "config.json"  # the reasoner's folder replaced in place by a new revision:
+    config.write_text(config.read_text().replace("{", '{"revision": 2,', 1))  # its traces are not silently kept
+    done = run(recipe)
+    assert done.returncode != 0 and (f"iter_1/distill is complete, but its input model ({tmp_path / 'reasoner'}) "
+                                     "changed since it ran") in done.stderr
 
     text_captioner = {**base, "captioner": {"engine": "hf", "model": str(tiny_reasoner)}}
     refused = micro_recipe(tmp_path, tmp_path / "refused", iterations=1, roles=text_captioner)

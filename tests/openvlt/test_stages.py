@@ -292,6 +292,17 @@ def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
     (tmp_path / "chunk-00000.json").write_text(json.dumps(first[:4]))
     assert generate_in_chunks(engine, requests[:4], Sampling(n=2, seed=7), tmp_path, 4, "t", "t") == first[:4]
     assert engine.calls == 7
+    # ... if it answers as many requests, as many times: one made for a longer list is generated again
+    (tmp_path / "chunk-00000.json").write_text(json.dumps(first[:5]))
+    assert generate_in_chunks(engine, requests[:4], Sampling(n=2, seed=7), tmp_path, 4, "t", "t") == first[:4]
+    assert engine.calls == 8
+
+    class Dropping(Echo):  # an engine that loses a request would shift every later answer onto another problem
+        def generate(self, requests, sampling):
+            return super().generate(requests, sampling)[:-1]
+
+    with pytest.raises(RuntimeError, match="t: the engine Dropping returned 3 answer lists for 4 requests"):
+        generate_in_chunks(Dropping(), requests, Sampling(n=2, seed=7), tmp_path / "dropping", 4, "t", "t")
 
 
 def test_regenerate_retries_only_the_unsolved_problems(toyworld_dir, tmp_path):

@@ -210,6 +210,29 @@ def test_an_interrupted_stage_reuses_its_saved_work_only_if_made_from_the_same_r
     assert seen[-1] == ([], False)
 
 
+def test_a_folder_output_kept_from_a_killed_attempt_loses_the_files_half_written_in_it(tmp_path, toyworld_dir, tiny_student):
+    """A model folder's metrics.jsonl, a data set's parquet: a kill inside atomic_write leaves a temporary
+    file in the partial folder; the rerun keeps the folder's finished files, not that one."""
+    from openvlt.files import temporary_path
+
+    recipe, out = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))), tmp_path / "run" / "model"
+
+    def killed_writing(ctx):
+        (ctx.out["m"] / "sub").mkdir(parents=True)
+        (ctx.out["m"] / "config.json").write_text("{}")
+        temporary_path(ctx.out["m"] / "sub" / "metrics.jsonl", 4242).write_text("half")
+        raise Killed
+
+    def finishing(ctx):
+        (ctx.out["m"] / "sub" / "metrics.jsonl").write_text("rows")
+        return {}
+
+    with pytest.raises(Killed):
+        Workspace.open(recipe).stage("sft", killed_writing, outputs={"m": out})
+    Workspace.open(recipe).stage("sft", finishing, outputs={"m": out})
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["config.json", "sub", "sub/metrics.jsonl"]
+
+
 def test_a_stage_killed_after_its_work_finished_is_recorded_not_run_again(tmp_path, toyworld_dir, tiny_student, monkeypatch):
     recipe, out = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))), tmp_path / "run" / "x.txt"
     calls = []
@@ -435,5 +458,12 @@ def test_saved_work_stamped_before_images_were_fingerprinted_is_still_reused(tmp
     (scratch / "chunk-00000.json").write_text("[]")
     _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "aaaa+bbbb"}}, "iter_1/caption", scratch, [])
     assert (scratch / "chunk-00000.json").exists()
+    # an input recorded since (caption's model): nothing to compare for a program or hub model, a folder's content
+    _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "aaaa+bbbb", "model": None}}, "iter_1/caption", scratch, [])
+    assert (scratch / "chunk-00000.json").exists()
+    _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "aaaa+bbbb", "model": "dddd"}}, "iter_1/caption", scratch, [])
+    assert not (scratch / "chunk-00000.json").exists()
+    (scratch / "made_from.json").write_text(json.dumps({"recipe": "r1", "inputs": {"problems": "aaaa"}}))
+    (scratch / "chunk-00000.json").write_text("[]")
     _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "cccc+bbbb"}}, "iter_1/caption", scratch, [])
     assert not (scratch / "chunk-00000.json").exists()  # the data file itself changed
