@@ -52,8 +52,11 @@ def extract_answer(response: str) -> Extraction:
 
 
 def strip_thinking(text: str) -> str:
-    """``text`` without its ``<think>…</think>`` blocks; an unclosed ``<think>`` hides the rest."""
-    out, pos = [], 0
+    """``text`` without its ``<think>…</think>`` blocks; an unclosed ``<think>`` hides the rest, and a
+    ``</think>`` before any ``<think>`` ends reasoning that began in the prompt (R1-style templates open
+    the answer with ``<think>``, so verl and TRL pass the response without it)."""
+    close, first_open = text.find(THINK_CLOSE), text.find(THINK_OPEN)
+    out, pos = [], (close + len(THINK_CLOSE) if close >= 0 and (first_open < 0 or close < first_open) else 0)
     while True:
         start = text.find(THINK_OPEN, pos)
         if start < 0:

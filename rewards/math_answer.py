@@ -25,6 +25,7 @@ Differences from math-verify used alone, deliberately:
 from __future__ import annotations
 
 import functools
+import math
 import re
 import signal
 import threading
@@ -51,11 +52,13 @@ from rewards.safety import unsafe_reason
 
 MATH_VERIFY_SECONDS = 3  # math-verify's own alarm, where one can be used (main thread, no other alarm)
 _ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|:|=)\s*", re.I)
+_MARKDOWN_BOLD_RE = re.compile(r"^(\*\*|__)(.+)\1$", re.S)  # chat models bold the answer: **C**
 _LETTER_RE = re.compile(r"^\(?[A-Z]\)?\.?$")
 _WORDS_RE = re.compile(r"^[a-z][a-z '\-]*[a-z]$")
 _MATH_WORDS = {"pi", "infinity", "inf", "undefined", "none"}
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
+_POINT_NAME_RE = re.compile(r"^[A-Z]{3,4}$")  # a geometry answer names its angle or polygon: m\angle ABC = 30
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sqrt", "inf", "infty", "mod", "deg"}
 
@@ -85,16 +88,16 @@ def ground_truth_answer(ground_truth: str) -> str:
 
 def answers_match(answer: str, truth: str, extra_info: Mapping[str, Any]) -> bool:
     """Whether an extracted ``answer`` equals ``truth`` under the rules of ``extra_info``."""
-    answer = _ANSWER_PHRASE_RE.sub("", answer.strip())
+    answer = _ANSWER_PHRASE_RE.sub("", _MARKDOWN_BOLD_RE.sub(r"\2", answer.strip()))
     if not normalize(truth):
         raise ValueError(f"the ground truth {truth!r} is empty")
     choices = extra_info.get("choices")
     if choices is not None and len(choices) > 0:
         return _choice_match(answer, truth, _option_texts(choices))
-    answer_type = str(extra_info.get("answer_type") or "").lower()
-    precision = extra_info.get("precision")
-    precision = int(float(precision)) if precision not in (None, "") else None
-    unit = str(extra_info["unit"]) if extra_info.get("unit") else None
+    answer_type = str(_given(extra_info, "answer_type") or "").lower()
+    precision = _given(extra_info, "precision")
+    precision = int(float(precision)) if precision is not None else None
+    unit = normalize(str(_given(extra_info, "unit") or "")) or None  # "cm²" is "cm^2"
     if answer_type == "list":
         got, want = _list_items(answer), _list_items(truth)
         return len(got) == len(want) and all(
@@ -103,6 +106,15 @@ def answers_match(answer: str, truth: str, extra_info: Mapping[str, Any]) -> boo
     if answer_type == "text":
         return not _hedged(answer, truth) and normalize_text(answer) == normalize_text(truth)
     return _value_match(answer, truth, precision=precision, unit=unit, integer=answer_type == "integer")
+
+
+def _given(extra_info: Mapping[str, Any], key: str) -> Any:
+    """extra_info[key], or None where it is empty: a column pandas filled with NaN for rows without it
+    (MathVista's precision) is not a precision of "nan"."""
+    value = extra_info.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in ("", "nan", "none"):
+        return None
+    return value
 
 
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
@@ -122,10 +134,15 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
     want_split = split_unit(truth) or ((truth, unit_key(unit)) if unit else None)
-    if want_split and (got_split := split_unit(answer)):  # both a number with a unit: compare each
+    got_split = split_unit(answer)
+    if want_split and got_split:  # both a number with a unit: compare each
         if got_split[1] != want_split[1]:
             return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
         return _value_match(got_split[0], want_split[0], precision=precision, unit=None, integer=integer)
+    one = want_split or got_split  # a known unit on one side only may be left out ("12\pi" for "12\pi cm^2")
+    if one and not one[1].startswith("?"):
+        answer, truth = (answer, one[0]) if want_split else (one[0], truth)
+        return _value_match(answer, truth, precision=precision, unit=None, integer=integer)
     exact = integer or (want is not None and want.value.denominator == 1 and want.decimal_literal)
     return _symbolic_match(answer, truth, precision=precision, exact=exact)
 
@@ -214,7 +231,7 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
 def _prose(text: str) -> bool:
     """Words that are not math (math-verify would pull "5" out of "not 5, it is 6")."""
     words = _WORD_RE.findall(_COMMAND_RE.sub(" ", text))
-    return any(word.lower() not in _MATH_NAMES for word in words)
+    return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words)
 
 
 def _sympy_text(text: str) -> str:

@@ -23,6 +23,7 @@ _UNICODE = str.maketrans({
     "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
     **{chr(0xFF10 + d): str(d) for d in range(10)},
 })
+_FACTORIAL_RE = re.compile(r"[\d)}]!$")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
@@ -88,8 +89,8 @@ def normalize(text: str) -> str:
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
     s = " ".join(s.split())
-    while s.endswith((".", "!")) and not s[:-1].endswith("."):
-        s = s[:-1].rstrip()
+    while (s.endswith(".") or s.endswith("!") and not _FACTORIAL_RE.search(s)) and not s[:-1].endswith("."):
+        s = s[:-1].rstrip()  # a sentence's full stop, not a factorial: "5!" is 120
     if len(s) > 1 and s[0] == "{" and s[-1] == "}" and s.count("{") == 1 and "," not in s:
         s = s[1:-1].strip()
     return s
@@ -98,7 +99,9 @@ def normalize(text: str) -> str:
 def normalize_text(text: str) -> str:
     """Case- and punctuation-insensitive form for short text answers ("Red." == "red")."""
     s = normalize(text).lower().strip(" \"'`")
-    return " ".join(s.rstrip(".!?;:").split())
+    while s[-1:] in (".", "?", ";", ":") or s.endswith("!") and not _FACTORIAL_RE.search(s):
+        s = s[:-1]
+    return " ".join(s.split())
 
 
 def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:

@@ -26,6 +26,7 @@ import math
 import mmap
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -79,6 +80,14 @@ class _Worker:
     jobs: list[Job] = field(default_factory=list)
     ready: bool = False  # it has imported everything and said so; only ready workers get items
     started_at: float = field(default_factory=time.monotonic)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process it started (a plugin's subprocess that a timeout cuts off
+        would live on, holding the caller's stderr): each worker leads its own process group."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # the group is gone already
+            self.process.kill()
 
     def running(self) -> tuple[int, float]:
         """(position, start) of the item being scored, read consistently; start 0.0 when none."""
@@ -254,18 +263,18 @@ class WorkerPool:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for worker in [w for w in self._workers if not w.ready and now - w.started_at > START_GRACE_S]:
-            worker.process.kill()
+            worker.kill()
             self._died(worker)
         for worker in [w for w in self._workers if w.jobs]:
             position, start = worker.running()
             if start < 0 and position < len(worker.jobs) and now + start > registry.LOAD_LIMIT_S:
-                worker.process.kill()
+                worker.kill()
                 why = f" took more than {registry.LOAD_LIMIT_S:g} s to load (worker killed)"
                 self._unloadable[worker.jobs[position].payload[0]] = why.strip()
                 self._take_back(worker, position, "timeout", why, -start)
             elif start > 0 and position < len(worker.jobs) and now - start > worker.jobs[position].timeout:
                 limit = worker.jobs[position].timeout
-                worker.process.kill()
+                worker.kill()
                 self._take_back(worker, position, "timeout", f" timed out after {limit:g} s (worker killed)", start)
 
     def _take_back(self, worker: _Worker, culprit: int | None, status: str, why: str, start: float) -> None:
@@ -289,6 +298,7 @@ class WorkerPool:
                 process = subprocess.Popen(
                     [sys.executable, "-c", _WORKER_MAIN, *map(str, fds), str(self.memory_mb or 0), str(self._owner)],
                     pass_fds=fds, stdin=subprocess.DEVNULL, stdout=_worker_stdout(), env=registry.child_env(),
+                    start_new_session=True,
                 )
             finally:
                 child_sock.close()
@@ -297,8 +307,7 @@ class WorkerPool:
         return _Worker(process, conn, progress)
 
     def _retire(self, worker: _Worker) -> None:
-        if worker.process.poll() is None:
-            worker.process.kill()
+        worker.kill()  # exited or not: what its plugin started goes with it
         try:
             worker.process.wait(timeout=2.0)
         except subprocess.TimeoutExpired:

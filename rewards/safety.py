@@ -19,6 +19,7 @@ MAX_LITERAL_EXPONENT = 1000
 MAX_FACTORIAL = 500
 
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
+_LITERAL_RE = re.compile(r"\d+(?:\.\d+)?")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*!")
 _CLOSERS = {"{": "}", "(": ")", "[": "]"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
@@ -77,8 +78,11 @@ def _stacked_exponent(s: str) -> float:
     return best
 
 
-def _tower_height(s: str) -> int:
-    return max((1 + _tower_height(e) for e in _exponents(s)), default=0)
+def _tower_height(s: str, cap: int = 2 * MAX_TOWER + 2) -> int:
+    """How many powers are stacked, counted up to `cap` (a run of 400 carets is no reason to recurse 400 deep)."""
+    if cap == 0:
+        return 0
+    return max((1 + _tower_height(e, cap - 1) for e in _exponents(s)), default=0)
 
 
 def _exponents(s: str) -> list[str]:
@@ -128,6 +132,11 @@ def _match(s: str, at: int) -> int:
 def _exponent_reason(exponent: str) -> str | None:
     e = exponent.strip().strip("{}() ")
     if _NUMBER_RE.match(e) and abs(float(e)) > MAX_LITERAL_EXPONENT:
+        return f"exponent {exponent.strip()} too large"
+    # arithmetic in the exponent: 10^{99999999+1}, 2^{1 99999999} (digits a space apart are one number to
+    # math-verify), 10^{999*999*999}; the product of its numbers bounds what it can evaluate to
+    literals = [abs(float(n)) for n in _LITERAL_RE.findall(e.replace(" ", ""))]
+    if any(n > MAX_LITERAL_EXPONENT for n in literals) or math.prod(max(1.0, n) for n in literals) > MAX_LITERAL_EXPONENT ** 2:
         return f"exponent {exponent.strip()} too large"
     inner = e.replace(" ", "").replace("{", "").replace("}", "").split("^")
     if len(inner) == 2 and all(_NUMBER_RE.match(p) for p in inner):

@@ -166,6 +166,24 @@ def test_an_item_that_hangs_right_after_its_plugin_loaded_is_stopped_at_its_own_
     assert elapsed < 30  # a worker start, two loads of 1 s and the 0.5 s limit; not 120 s
 
 
+def test_a_timed_out_item_takes_the_processes_its_plugin_started_with_it(tmp_path):
+    """A code-execution reward runs the answer in a subprocess: the timeout kills that too, not only the
+    worker (left alone, it would run on, and hold the caller's stderr open)."""
+    plugin = tmp_path / "runs_code.py"
+    plugin.write_text("import pathlib, subprocess, sys\n\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    child = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+                      f"    pathlib.Path({str(tmp_path / 'child.pid')!r}).write_text(str(child.pid))\n"
+                      "    child.wait()\n    return 1.0\n")
+    results = _within(60, lambda: score_batch([{"response": "x", "ground_truth": "x"}], reward=f"{plugin}:score",
+                                              workers=1, timeout=1.0))
+    assert [r.status for r in results] == ["timeout"]
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
 def test_workers_are_reused_across_calls(scorer):
     items = [{"response": "a", "ground_truth": "a"}] * 200
     first = {r.components["pid"] for r in scorer.score(items, "test_echo", timeout=5.0)}

@@ -26,6 +26,7 @@ NUMBERS = [
     ("2.9999999", "3", 0.0),  # integers compare exactly; math-verify alone rounds this to 3
     ("123456789012345679", "123456789012345678", 0.0), ("123456789012345678", "123456789012345678", 1.0),
     ("\uff13", "3", 1.0),  # full-width digit
+    ("5!", "5", 0.0), ("5!", "120", 1.0), ("(2+1)!", "6", 1.0),  # "!" after a number is a factorial, not a full stop
     ("{3}", "3", 1.0), ("$3$", "3", 1.0), ("3.", "3", 1.0),
 ]
 
@@ -67,6 +68,9 @@ UNITS = [
     # a symbol's case is its meaning where lower-casing makes another unit; elsewhere case is forgiven
     ("5 Nm", "5 N\u00b7m", 1.0), ("5 Nm", "5 nm", 0.0), ("5 nm", "5 Nm", 0.0), ("5 N", "5 newtons", 1.0), ("5 CM", "5 cm", 1.0),
     ("5 listen", "5 silent", 0.0),  # unknown words are compared as written, not as letters
+    # a known unit may be left out on either side, after a radical or pi too (Geometry3K writes both ways)
+    ("12\\pi \\text{ cm}^2", "12\\pi", 1.0), ("16\\pi", "16\\pi \\text{ cm}^2", 1.0), ("8\\sqrt{2} \\text{ units}", "8\\sqrt{2}", 1.0),
+    ("\\frac{25\\pi}{2} cm^2", "\\frac{25\\pi}{2}", 1.0), ("13\\pi \\text{ cm}^2", "12\\pi", 0.0), ("2\\pi r", "2\\pi", 0.0),
 ]
 
 PRECISION = [
@@ -91,6 +95,10 @@ PRECISION = [
     ("5 N\u00b7m", "5", {"unit": "m"}, 0.0), ("x = 5 m", "5", {"unit": "N\u00b7m"}, 0.0), ("5 N\u00b7m", "5", {"unit": "N\u00b7m"}, 1.0),
     ("5 Nm", "5", {"unit": "nm"}, 0.0), ("5 nm", "5", {"unit": "Nm"}, 0.0), ("5 m s^-1", "5", {"unit": "m/s"}, 1.0),
     ("3.14159 m s^-1", "3.14", {"unit": "m/s", "precision": 2}, 1.0), ("3.2 m s^-1", "3", {"unit": "m/s", "answer_type": "integer"}, 0.0),
+    # a key that pandas filled with NaN for the rows without it is absent (MathVista's precision), not "nan"
+    ("3", "3", {"precision": float("nan")}, 1.0), ("3 cm", "3", {"unit": float("nan")}, 1.0), ("3.5", "3", {"precision": "nan"}, 0.0),
+    ("12 cm\u00b2", "12", {"unit": "cm\u00b2"}, 1.0), ("12 square centimeters", "12", {"unit": "cm\u00b2"}, 1.0),
+    ("12 m^2", "12", {"unit": "cm\u00b2"}, 0.0),
 ]
 
 MULTIPLE_CHOICE = [
@@ -99,6 +107,7 @@ MULTIPLE_CHOICE = [
     ("Option C", "C", 1.0), ("3", "C", 1.0), ("3.0", "C", 1.0), ("B", "C", 0.0), ("4", "C", 0.0),
     ("C. 5", "C", 0.0),  # the letter and the text name different options
     ("A or C", "C", 0.0), ("A, C", "C", 0.0), ("E", "C", 0.0), ("C", "3", 1.0), ("C", "(C)", 1.0),
+    ("**C**", "C", 1.0), ("**B**", "C", 0.0), ("__3__", "C", 1.0),  # a chat model's markdown bold
 ]
 
 TEXT = [
@@ -116,6 +125,7 @@ SETS_INTERVALS_EQUATIONS = [
     ("(-\\infty, 2]", "(-\\infty, 2]", 1.0), ("(1, 2)", "(2, 1)", 0.0),
     ("y = 2x + 1", "2x - y + 1 = 0", 1.0), ("3x+4y+14=0", "3x-1y+13=0", 0.0), ("x = 3", "3", 1.0),
     ("x=4", "3", 0.0), ("(1, 2)", "(1,2)", 1.0),
+    ("m\\angle ABC = 30", "30", 1.0), ("m\\angle ABC = 31", "30", 0.0),  # a named angle is no prose
 ]
 
 HEDGING = [
@@ -151,6 +161,9 @@ def test_case_table(category, answer, truth, extra, expected):
     ("The answer is 3.", 0.0),  # no tag, no box
     ("\\boxed{3}", 1.0),
     ("<answer>\\boxed{3}</answer>", 1.0),
+    # reasoning opened by the prompt (R1-style templates): a "</think>" alone ends it, drafts before it do not count
+    ("Try \\boxed{4}. Wait, wrong.\n</think>\nSo \\boxed{3}", 1.0), ("Try \\boxed{3}. Wait.\n</think>\nIt is \\boxed{4}", 0.0),
+    ("Maybe \\boxed{3}.\n</think>\nThe answer is 4.", 0.0),
 ])
 def test_response_level_rules(response, expected):
     assert math_reward(response, "3", extra_info={}) == expected
@@ -196,6 +209,7 @@ ADVERSARIAL = [
     "x" * 100_000, "1" * 5000, "\\left(" * 1000, "\\sum_{k=1}^{10^{9}} k^{k}",
     "\\binom{" * 500, "^" * 1000, "\\boxed{" * 1000, "((10^{999})^{999})^{999}",
     "1 " + "m^{2} " * 30 + "=", "1 " + "m \\cdot " * 25 + "=",  # a unit's words, then not a unit: no backtracking
+    "10^{99999999+1}", "2^{1 99999999999}", "10^{999*999*999}", "^" * 398,  # arithmetic in an exponent; a caret run
 ]
 
 
