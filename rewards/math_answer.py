@@ -25,7 +25,6 @@ Differences from math-verify used alone, deliberately:
 from __future__ import annotations
 
 import functools
-import math
 import re
 import signal
 import threading
@@ -112,9 +111,7 @@ def _given(extra_info: Mapping[str, Any], key: str) -> Any:
     """extra_info[key], or None where it is empty: a column pandas filled with NaN for rows without it
     (MathVista's precision) is not a precision of "nan"."""
     value = extra_info.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in ("", "nan", "none"):
-        return None
-    return value
+    return None if str(value).strip().lower() in ("", "nan", "none") else value
 
 
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
