@@ -63,6 +63,10 @@ def _total(*counts: int | None) -> int | None:
     return sum(made) if made else None
 
 
+def _dash(count: int | None) -> str:
+    return "-" if count is None else str(count)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a plain-text table (what `openvlt run` prints at the end)."""
     def acc(entry: dict[str, Any]) -> str:
@@ -75,7 +79,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         d = it["data"]
         yield_ = "-" if d.get("select_trace_yield") is None else f"{d['select_trace_yield']:.2f}"
         lines.append(f"{'iter ' + str(it['iter']):<10}{acc(it['sft']):>8}{acc(it['grpo']):>8}"
-                     f"{d.get('select_out', '-')!s:>10}{yield_:>13}{d.get('rl_problems_kept', '-')!s:>13}")
+                     f"{_dash(d.get('select_out')):>10}{yield_:>13}{_dash(d.get('rl_problems_kept')):>13}")
     for it in summary["iterations"]:
         d = it["data"]
         if d.get("sft_too_long") or d.get("grpo_too_long"):

@@ -91,11 +91,7 @@ def sft(
         for m in range(config.grad_accum):
             batch = _to(collate(encoded[m * micro : (m + 1) * micro], processor.tokenizer.pad_token_id), opts.device)
             labels = batch.pop("labels")
-            with _autocast(opts):
-                logits = model(**batch).logits[:, :-1]  # (B, T-1, V)
-            loss_sum = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-            )
+            loss_sum = _trace_loss_sum(model, batch, labels, opts)
             (loss_sum / max(n_tokens, 1)).backward()  # token mean over the optimiser batch, however split
             total_loss += loss_sum.item()
         lr = scheduler.get_last_lr()[0]  # the rate this step trains at
@@ -527,15 +523,38 @@ def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch
     return sub
 
 
+def _next_token_logits(model: Any, batch: dict[str, torch.Tensor], first: int) -> torch.Tensor:
+    """Logits at positions `first`..T-2 (position t predicts token t+1), as (B, T-1-first, V).
+
+    The language-model head runs on those positions only (transformers' `logits_to_keep`): the
+    prompt's positions, images included, predict nothing that is trained, and at a real vocabulary
+    (151k for Qwen2.5-VL) their float32 logits would be most of a step's memory."""
+    width = batch["input_ids"].shape[1]
+    first = max(0, min(first, width - 2))
+    return model(**batch, logits_to_keep=width - first).logits[:, :-1]
+
+
+def _trace_loss_sum(model: Any, batch: dict[str, torch.Tensor], labels: torch.Tensor, opts: LocalOptions) -> torch.Tensor:
+    """Cross-entropy summed over the labelled tokens (the trace and its end of turn; the prompt is -100)."""
+    first = int((labels[:, 1:] != -100).int().argmax(1).min())  # the earliest position that predicts a trace token
+    with _autocast(opts):
+        logits = _next_token_logits(model, batch, first)  # (B, T-1-first, V)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels[:, first + 1 :].reshape(-1), ignore_index=-100, reduction="sum")
+
+
 def _response_logprobs(model: Any, batch: dict[str, torch.Tensor], resp_pos: torch.Tensor, temperature: float) -> torch.Tensor:
     """log p(response token j | prefix) for each row, as a (B, R) tensor aligned with `resp_pos`.
 
     The logits are divided by the rollout temperature first, as verl's actor and reference do, so
-    the ratio and the KL are those of the distribution the rollouts were sampled from."""
-    logits = model(**batch).logits[:, :-1].float() / temperature  # (B, T-1, V): position t predicts token t+1
-    targets = batch["input_ids"][:, 1:]
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    return logp.gather(1, resp_pos.clamp(max=logp.shape[1] - 1))  # beyond a row's end: padding, masked out
+    the ratio and the KL are those of the distribution the rollouts were sampled from. verl's
+    `logprobs_from_logits` takes the log-softmax a row at a time (flash-attn's kernel where installed)."""
+    from verl.utils.torch_functional import logprobs_from_logits  # verl imports in 1.5 s: only when training
+
+    first = max(0, min(int(resp_pos.min()), batch["input_ids"].shape[1] - 2))  # no row's response starts earlier
+    logits = _next_token_logits(model, batch, first).float() / temperature  # (B, T-1-first, V)
+    logp = logprobs_from_logits(logits, batch["input_ids"][:, first + 1 :])  # (B, T-1-first)
+    return logp.gather(1, (resp_pos - first).clamp(max=logp.shape[1] - 1))  # beyond a row's end: padding, masked out
 
 
 def _logprobs_in_chunks(

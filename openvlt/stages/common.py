@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,10 +48,12 @@ def load_problems(
 
 
 def fill(template: str, **values: str) -> str:
-    """`{name}` placeholders replaced literally (no str.format: prompts may hold LaTeX braces)."""
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", value)
-    return template
+    """`{name}` placeholders replaced literally (no str.format: prompts may hold LaTeX braces), all in
+    one pass: a value is model output or data, and a `{question}` inside a caption stays as written."""
+    if not values:
+        return template
+    placeholder = re.compile("|".join(re.escape("{" + name + "}") for name in values))
+    return placeholder.sub(lambda m: values[m.group(0)[1:-1]], template)
 
 
 def text_of(question: str) -> str:

@@ -34,6 +34,8 @@ def evaluate_model(
     """Write `{"model", "sets": {name: {accuracy, n, ...}}}` JSON to `out_path`; return accuracies."""
     report: dict[str, Any] = {"model": model_label, "sets": {}}
     for name, problems in eval_sets.items():
+        if not problems:  # an accuracy of nothing is no number; the loop's slices are never empty, a caller's may be
+            raise ValueError(f"held-out set {name!r} has no problems to evaluate")
         requests = [student_request(p, prompt, system) for p in problems]
         answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}")
         verdicts = score_responses(problems, answers, judge)

@@ -3,8 +3,10 @@
 OpenVLThinker, step 3. Problems without a correct trace are dropped and counted; the default
 policy keeps the shortest correct trace. Optional reflection truncation cuts the reasoning at the
 first "Wait," / "But wait" / ... while keeping the final answer (in OpenVLThinker's ablation this
-lifted MathVista from 48.4 to 62.5). A length cap drops traces that are too long. Every yield
-is counted: traces in, correct, problems kept, dropped and why.
+lifted MathVista from 48.4 to 62.5); a cut is kept only if the judge still accepts it. A length
+cap drops traces that are too long as SFT will see them, that is after their cut. The policy
+chooses among the correct traces as the teacher wrote them. Every yield is counted: traces in,
+correct, problems kept, dropped and why.
 
 Every row says where its trace comes from: `selected_in` (the iteration label, e.g. "iter_1"),
 `trace_source` (which teacher or model wrote it), `sample_index` (which of that iteration's traces
@@ -12,10 +14,10 @@ for the problem), that iteration's `verdicts` and `n_correct`, and the caption t
 
 With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
 accepted (none correct, none short enough, or none judged) keeps the row selected for it in the
-previous iteration, lineage and all, so the curriculum does not shrink to the problems the model
-already solves. Only a row for the same problem is kept: same id, question, answer and images (two
-data files may both number their problems p0, p1, ...); a row whose id now names another problem is
-counted as `previous_other_problem`.
+previous iteration, lineage and all (its trace as that iteration cut it, or not), so the curriculum
+does not shrink to the problems the model already solves. Only a row for the same problem is kept:
+same id, question, answer and images (two data files may both number their problems p0, p1, ...); a
+row whose id now names another problem is counted as `previous_other_problem`.
 
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
@@ -61,19 +63,23 @@ def select_traces(
     count_tokens = count_tokens or (lambda text: len(text.split()))
     verdicts = score_responses(traced, [p["traces"] for p in traced], judge)
 
+    cuts, cut_verdicts = _cut_reflections(traced, verdicts, reflection_markers, judge) if truncate_reflections else ({}, [])
     earlier = {row["id"]: row for row in previous or []}
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
     if previous is not None:
         yields["kept_previous"] = yields["previous_other_problem"] = 0
-    for problem, results in zip(traced, verdicts):
+    for i, (problem, results) in enumerate(zip(traced, verdicts)):
         correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
-        fitting = [j for j in correct if max_tokens is None or count_tokens(problem["traces"][j]) <= max_tokens]
+        written = {j: cuts.get((i, j)) or problem["traces"][j] for j in correct}  # the trace SFT trains on: cut if accepted
+        fitting = [j for j in correct if max_tokens is None or count_tokens(written[j]) <= max_tokens]
         record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
         if fitting:
             chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
-            rows.append({**record, "response": problem["traces"][chosen], "sample_index": chosen, "n_correct": len(correct),
+            rows.append({**record, "response": written[chosen], "sample_index": chosen, "n_correct": len(correct),
                          "selected_in": label})
+            if (i, chosen) in cuts:
+                yields["truncated" if cuts[i, chosen] else "truncation_rejected"] += 1
             continue
         kept = earlier.get(problem["id"])
         if kept is not None and not _same_problem(problem, kept):  # the id reused by another data file
@@ -92,8 +98,6 @@ def select_traces(
     if yields.get("previous_other_problem"):
         log.warning("select: %d problem(s) share an id with another problem of the previous iteration (other question, "
                     "answer or images); their earlier traces were not kept", yields["previous_other_problem"])
-    if truncate_reflections:
-        _truncate(rows, reflection_markers, yields, judge)
     write_records(rows, out_path)
     target = Path(quarantine_path or Path(out_path).with_name(Path(out_path).stem + ".quarantine.jsonl"))
     if quarantined:
@@ -106,7 +110,7 @@ def select_traces(
     return {
         "in": len(traced), "out": len(rows), "traces": traces, "correct_traces": correct_traces,
         "trace_yield": correct_traces / max(traces, 1), "problem_yield": len(rows) / max(len(traced), 1),
-        **yields, "quarantined": len(quarantined), **count_failures(verdicts),
+        **yields, "quarantined": len(quarantined), **count_failures([*verdicts, *cut_verdicts]),
     }
 
 
@@ -114,19 +118,35 @@ def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
     """The trace cut at the first reflection marker inside its reasoning, final answer kept;
     None if there is nothing to cut.
 
+    The final answer is what follows `</think>`, else the `<answer>` block, else the last line
+    holding a `\\boxed{}`; a marker that opens the reasoning (`<think>Hmm, ...`) is not a reflection:
+    cutting there would leave no reasoning at all.
+
     >>> truncate_at_reflection("<think>2 + 2 = 4. Wait, check: 4.</think> <answer>4</answer>", ["Wait,"])
     '<think>2 + 2 = 4.</think> <answer>4</answer>'
     """
-    answer_at = trace.rfind("<answer>")
-    end = trace.find("</think>")
-    reasoning_end = end if end != -1 else (answer_at if answer_at != -1 else len(trace))
-    cuts = [trace.find(m, 0, reasoning_end) for m in markers]
-    cuts = [c for c in cuts if c > 0]
+    end, answer_at, boxed = trace.find("</think>"), trace.rfind("<answer>"), trace.rfind("\\boxed")
+    if end != -1:
+        reasoning_end, final = end, trace[end:]
+    elif answer_at != -1:
+        reasoning_end, final = answer_at, " " + trace[answer_at:]
+    elif boxed != -1:
+        reasoning_end = trace.rfind("\n", 0, boxed) + 1  # the answer's line
+        final = "\n" + trace[reasoning_end:]
+    else:
+        return None  # no final answer to keep
+    opened = trace.find("<think>", 0, reasoning_end)
+    start = 0 if opened == -1 else opened + len("<think>")
+    cuts = []
+    for marker in markers:
+        at = trace.find(marker, start, reasoning_end)
+        if at != -1 and not trace[start:at].strip():  # opens the reasoning: the next one, if any
+            at = trace.find(marker, at + 1, reasoning_end)
+        if at != -1:
+            cuts.append(at)
     if not cuts:
         return None
-    head = trace[: min(cuts)].rstrip()
-    tail = trace[end:] if end != -1 else (" " + trace[answer_at:] if answer_at != -1 else "")
-    return head + tail
+    return trace[: min(cuts)].rstrip() + final
 
 
 def _same_problem(problem: dict[str, Any], earlier: dict[str, Any]) -> bool:
@@ -143,16 +163,15 @@ def _choose(candidates: list[int], traces: Sequence[str], policy: str, rng: rand
     return candidates[0]
 
 
-def _truncate(rows, markers, yields, judge) -> None:
-    """Cut reflections in the selected traces; keep a cut only if the cut trace is still judged correct."""
-    cut = [(row, truncate_at_reflection(row["response"], markers)) for row in rows]
-    cut = [(row, text) for row, text in cut if text is not None]
+def _cut_reflections(traced, verdicts, markers, judge) -> tuple[dict[tuple[int, int], str | None], list]:
+    """Every correct trace that has a reflection to cut, cut and judged again: {(problem, trace): the cut
+    if it is still judged correct, else None}, and the verdicts. A cut can leave a retracted slip standing
+    ("2 + 2 = 5. Wait, ..."): the answer is kept, so only the judge can tell."""
+    cut = {(i, j): truncate_at_reflection(trace, markers)
+           for i, (problem, results) in enumerate(zip(traced, verdicts))
+           for j, (trace, result) in enumerate(zip(problem["traces"], results)) if judge.is_correct(result)}
+    cut = {key: text for key, text in cut.items() if text is not None}
     if not cut:
-        return
-    verdicts = score_responses([row for row, _ in cut], [[text] for _, text in cut], judge)
-    for (row, text), (result,) in zip(cut, verdicts):
-        if judge.is_correct(result):
-            row["response"] = text
-            yields["truncated"] += 1
-        else:
-            yields["truncation_rejected"] += 1
+        return {}, []
+    cut_verdicts = score_responses([traced[i] for i, _ in cut], [[text] for text in cut.values()], judge)
+    return {key: text if judge.is_correct(result) else None for (key, text), (result,) in zip(cut.items(), cut_verdicts)}, cut_verdicts

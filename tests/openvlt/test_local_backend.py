@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _Metrics, _response_logprobs, _rows
+from openvlt.backends import LocalOptions
+from openvlt.backends.local import _batch_indices, _logprobs_in_chunks, _Metrics, _response_logprobs, _rows, _trace_loss_sum
 from openvlt.engines import Request, Sampling
 from openvlt.engines.hf import HFEngine
 from openvlt.models.batching import chat_text, collate, encode_examples, encode_rollouts
@@ -75,6 +76,41 @@ def test_length_ordered_chunks_give_the_same_logprobs_as_one_padded_batch(engine
         whole = _response_logprobs(engine.model, _rows(batch, torch.arange(len(flat))), resp_pos, 1.0)
         chunked = _logprobs_in_chunks(engine.model, batch, resp_pos, 3, "cpu", 1.0)
     assert torch.allclose(whole * resp_mask, chunked * resp_mask, atol=1e-5)
+
+
+def test_the_language_model_head_runs_on_the_positions_that_are_trained_only(engine, problems):
+    """At a real vocabulary the prompt's logits (images included) would be most of a step's memory:
+    the head must see only the positions from the earliest response (GRPO) or trace token (SFT) on,
+    and the log-probs and loss must be those of the full forward pass."""
+    widths: list[int] = []
+    hook = engine.model.get_output_embeddings().register_forward_hook(lambda m, inputs, out: widths.append(inputs[0].shape[1]))
+    try:
+        questions = [problems[0]["question"], problems[1]["question"] + " Answer with care, and show every step."]
+        images = [problems[0]["images"], problems[1]["images"]]
+        ids = [engine.processor.tokenizer(t)["input_ids"] for t in ("<think>two</think> <answer>3</answer>", "<answer>7</answer>")]
+        batch, resp_pos, resp_mask = encode_rollouts(engine.processor, questions, images, ids, 1)
+        rows = _rows(batch, torch.arange(2))
+        with torch.no_grad():
+            ours = _response_logprobs(engine.model, rows, resp_pos, 0.7)
+            full = (engine.model(**rows).logits[:, :-1] / 0.7).log_softmax(-1).gather(-1, rows["input_ids"][:, 1:, None])[..., 0]
+            width = rows["input_ids"].shape[1]
+            assert widths[0] == width - int(resp_pos[:, 0].min()) < width - 30  # from the earlier response's start: no prompt, no image
+            assert torch.allclose(ours * resp_mask, full.gather(1, resp_pos.clamp(max=width - 2)) * resp_mask, atol=1e-5)
+
+            widths.clear()
+            sft_batch = collate([encode_examples(engine.processor, [q], [im], [t]) for q, im, t in
+                                 zip(questions, images, ["<think>two</think> <answer>3</answer>", "<answer>7</answer>"])],
+                                engine.processor.tokenizer.pad_token_id)
+            labels = sft_batch.pop("labels")
+            loss = _trace_loss_sum(engine.model, sft_batch, labels, LocalOptions())
+            logits = engine.model(**sft_batch).logits[:, :-1]
+            expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                         ignore_index=-100, reduction="sum")
+            first_trace_token = int((labels[:, 1:] != -100).int().argmax(1).min())
+            assert widths[0] == sft_batch["input_ids"].shape[1] - first_trace_token < sft_batch["input_ids"].shape[1] - 30
+            assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    finally:
+        hook.remove()
 
 
 def test_sft_labels_cover_exactly_the_response_and_end_of_turn(engine, problems):

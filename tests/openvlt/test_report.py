@@ -49,3 +49,10 @@ def test_examples_left_out_as_too_long_are_in_the_summary_and_the_table(tmp_path
     stages["iter_1/grpo"]["counts"]["too_long"] = 1
     (run / "manifest.json").write_text(json.dumps({"stages": stages}))
     assert [it["data"]["grpo_too_long"] for it in write_summary(run, recipe)["iterations"]] == [1, 2]
+
+
+def test_an_iteration_not_yet_run_shows_dashes_not_none():
+    summary = {"eval_set": "toyworld", "base": {"accuracy": 0.25}, "seconds": 12.0,
+               "iterations": [{"iter": 1, "sft": {"accuracy": None}, "grpo": {}, "data": {"rl_problems_kept": None, "select_out": None}}]}
+    line = format_summary(summary).splitlines()[3]
+    assert line.split() == ["iter", "1", "-", "-", "-", "-", "-"]

@@ -85,6 +85,15 @@ def test_a_caption_that_mentions_an_image_placeholder_does_not_stop_distillation
     assert all("An image of a grid." in p and "<image>" not in p for p in prompts)
 
 
+def test_a_caption_that_spells_a_placeholder_is_inserted_as_written(distilled, tmp_path):
+    """Captions are model output: one that reads a sign saying "{question}" must not pull the question in."""
+    captioned = [{**p, "caption": "A sign reads {question}."} for p in load_problems(distilled / "captions.parquet")[:2]]
+    prompts = []
+    reasoner = ScriptedEngine(lambda prompt, k: prompts.append(prompt) or "1")
+    distill_traces(captioned, reasoner, tmp_path / "t.parquet", prompt=PROMPT, sampling=Sampling(), scratch=tmp_path / "s")
+    assert all("A sign reads {question}." in p for p in prompts) and len(prompts) == 2
+
+
 def test_caption_and_distill_keep_lineage_and_columns(distilled, toyworld_dir):
     traced = read_records(distilled / "traces.parquet")
     source = read_records(toyworld_dir / "train.parquet")
@@ -154,10 +163,39 @@ def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
         ("<think>no reflection</think> <answer>3</answer>", None),
         ("<think>3</think> <answer>Wait, 3</answer>", None),  # only the reasoning is cut
         ("so 4. Wait, yes 4. <answer>4</answer>", "so 4. <answer>4</answer>"),
+        # a marker that opens the reasoning is how R1-style reasoners start, not a reflection: cutting
+        # there would keep "<think></think>" and teach the student to skip reasoning
+        ("<think>\nWait, 2 + 2 is asked. So 4.</think> <answer>4</answer>", None),
+        ("<think>Wait, hmm. 2 + 2 = 5. Wait, no: 4.</think> <answer>4</answer>", "<think>Wait, hmm. 2 + 2 = 5.</think> <answer>4</answer>"),
+        ("Wait, 2 + 2. Then 4. Wait, yes. <answer>4</answer>", "Wait, 2 + 2. Then 4. <answer>4</answer>"),
+        # no tags: the final answer is the last line that boxes it
+        ("2 + 2 = 4. Wait, check: 4.\nThe answer is \\boxed{4}.", "2 + 2 = 4.\nThe answer is \\boxed{4}."),
+        ("2 + 2 = 4. Wait, so \\boxed{4}.", None),  # the answer's line is the whole trace
+        ("2 + 2 = 4. Wait, check: 4.", None),  # no final answer to keep
     ],
 )
 def test_truncate_at_reflection(trace, cut):
     assert truncate_at_reflection(trace, ["Wait,", "But wait"]) == cut
+
+
+def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path):
+    """A long reflection makes a trace too long; cut, it fits, and the cut is what SFT trains on.
+    The policy still chooses among the traces as the teacher wrote them; a trace with nothing to cut
+    is measured whole."""
+    reflection = " ".join(["recheck"] * 40)
+    problem = {"id": "p0", "images": [], "question": "What is 2 + 2?", "answer": "4", "data_source": "t", "reward": "math",
+               "extra_info": {}, "trace_source": "reasoner"}
+    short = "<think>2 + 2 = 4, so the sum is 4.</think> <answer>4</answer>"
+    traced = [{**problem, "traces": [f"<think>2 + 2 = 4. Wait, {reflection}.</think> <answer>4</answer>"]},
+              {**problem, "id": "p1", "traces": [f"<think>2 + 2 = 4. Wait, {reflection}.</think> <answer>4</answer>", short]},
+              {**problem, "id": "p2", "traces": [f"<think>2 + 2 = 4. {reflection}.</think> <answer>4</answer>"]}]
+    counts = select_traces(traced, tmp_path / "sft.parquet", truncate_reflections=True, max_tokens=20,
+                           judge=RewardSettings(workers=1))
+    rows = {r["id"]: r for r in read_records(tmp_path / "sft.parquet")}
+    assert rows["p0"]["response"] == "<think>2 + 2 = 4.</think> <answer>4</answer>" and rows["p0"]["sample_index"] == 0
+    assert (rows["p1"]["sample_index"], rows["p1"]["response"]) == (1, short)  # the shortest as written, though the cut is shorter
+    assert "p2" not in rows
+    assert (counts["out"], counts["too_long"], counts["truncated"], counts["truncation_rejected"]) == (2, 1, 1, 0)
 
 
 def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_path):
@@ -262,6 +300,9 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
         / sum(p["extra_info"]["kind"] == kind for p in problems) for kind in kinds})
     assert len(kinds) > 1 and 0 < expected < 1
     assert counts["accuracy/again"] == pytest.approx(sum("red" in p["question"] for p in problems[:10]) / 10)
+    with pytest.raises(ValueError, match="held-out set 'empty' has no problems"):
+        evaluate_model({"empty": []}, "scripted", engine, tmp_path / "e.json", prompt="{question}",
+                       sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "e", judge=SCRIPTED)
 
 
 def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
