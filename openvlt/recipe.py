@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import json
@@ -358,16 +359,19 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     schema: Any = Recipe
     for i, part in enumerate(parts):
         schema = _field_type(schema, part, ".".join(parts[: i + 1]))
+        name: Any = part  # a key as the recipe's YAML has it: text, but for an iteration number
         if i == 1 and parts[0] == "per_iteration":
-            schema = Recipe  # per_iteration.2.<any recipe key>
+            schema, name = Recipe, _key(part)  # per_iteration.2.<any recipe key>
         if i == len(parts) - 1:
             value = _override_value(text, schema, key.strip())
-            if isinstance(value, dict) and isinstance(node.get(_key(part)), dict) and dataclasses.is_dataclass(_unwrap(schema)):
-                _merge(node[_key(part)], value)  # a block: `sft={steps: 5}` keeps the recipe's other SFT values
+            if isinstance(value, dict) and isinstance(node.get(name), dict) and dataclasses.is_dataclass(_unwrap(schema)):
+                _merge(node[name], value)  # a block: `sft={steps: 5}` keeps the recipe's other SFT values
             else:
-                node[_key(part)] = value  # a value, or a mapping of names (data.eval, options): replaced whole
+                node[name] = value  # a value, or a mapping of names (data.eval, options): replaced whole
             continue
-        child = node.setdefault(_key(part), {})
+        if node.get(name) is None:  # absent, or an empty block (`sft:` with only comments under it)
+            node[name] = {}
+        child = node[name]
         if not isinstance(child, dict):
             here = ".".join(parts[: i + 1])
             example = "[{path: ..., start: 0, stop: 100}]" if isinstance(child, list) else (
@@ -468,6 +472,23 @@ def check_values(recipe: Recipe) -> None:
         for key in _AT_LEAST_ONE:
             if value(key) < 1:
                 raise RecipeError(f"{where(key)}: must be >= 1, got {value(key)!r}")
+        if r.sft.batch_size % r.sft.grad_accum:
+            raise RecipeError(f"{where_set('sft.grad_accum', 'sft.batch_size')}: sft.batch_size ({r.sft.batch_size}) must be a "
+                              f"multiple of sft.grad_accum ({r.sft.grad_accum}): each micro-batch is batch_size / grad_accum examples")
+        if r.grpo.mini_batches > r.grpo.prompts_per_step * r.grpo.rollouts:
+            raise RecipeError(f"{where_set('grpo.mini_batches', 'grpo.prompts_per_step', 'grpo.rollouts')}: {r.grpo.mini_batches} "
+                              f"mini-batches of a step's {r.grpo.prompts_per_step} x {r.grpo.rollouts} rollouts would leave some "
+                              "empty: at most grpo.prompts_per_step x grpo.rollouts")
+        for key, end, which in (("rl_data.min_pass", 0, "never"), ("rl_data.max_pass", 1, "always")):
+            outside = value(key) < 0 if end == 0 else value(key) > 1
+            if r.rl_data.enabled and outside and (k == 1 or where(key) != key):  # a way to include the end; or 100 for 1.0?
+                log.warning("%s: %s is outside [0, 1], so problems the model %s solves are kept too (a pass rate is the "
+                            "fraction of samples answered right: a percentage would be a mistake)", where(key), value(key), which)
+        for stage in ("sft", "grpo"):
+            config, named = getattr(r, stage), where_set(f"{stage}.warmup_steps", f"{stage}.steps")
+            if config.warmup_steps >= config.steps and (k == 1 or named.startswith("per_iteration")):  # once per setting
+                log.warning("%s: %d warm-up steps of %d: the learning rate reaches %s.lr (%g) at the last step at best, "
+                            "and never decays", named, config.warmup_steps, config.steps, stage, config.lr)
         if value("reward.workers") < 1:
             raise RecipeError(f"{where('reward.workers')}: must be >= 1, got {value('reward.workers')} (the loop judges in worker "
                               "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")
@@ -567,17 +588,25 @@ def _check_prepare(prepare: Prepare) -> None:
     if prepare.toyworld:
         from data_tools.toyworld.dataset import build_toyworld
 
-        _check_names("prepare.toyworld", prepare.toyworld, list(inspect.signature(build_toyworld).parameters)[1:] + ["out"])
+        hints = typing.get_type_hints(build_toyworld)
+        _check_arguments("prepare.toyworld", prepare.toyworld,
+                         {name: hints[name] for name in list(inspect.signature(build_toyworld).parameters)[1:]})
     if prepare.tiny_student:
         from data_tools.tiny_model import TinySize
 
-        _check_names("prepare.tiny_student", prepare.tiny_student, [f.name for f in dataclasses.fields(TinySize)] + ["seed", "out"])
+        _check_arguments("prepare.tiny_student", prepare.tiny_student, {**typing.get_type_hints(TinySize), "seed": int})
 
 
-def _check_names(where: str, given: dict[str, Any], known: list[str]) -> None:
-    for key in given:
+def _check_arguments(where: str, given: dict[str, Any], known: dict[str, Any]) -> None:
+    """Names and types of a builder's keyword arguments (`out`, the folder, is every builder's)."""
+    known = {**known, "out": str}
+    for key, value in given.items():
         if key not in known:
-            raise RecipeError(_unknown(f"{where}.{key}", key, known))
+            raise RecipeError(_unknown(f"{where}.{key}", key, list(known)))
+        kind = known[key]
+        if typing.get_origin(kind) is tuple:  # YAML has lists, not tuples
+            kind = list[typing.get_args(kind)[0]]
+        _coerce(kind, value, f"{where}.{key}")
 
 
 def _named(key: str, k: int, extra: dict[str, Any]) -> str:
@@ -599,6 +628,8 @@ def _not_one_of(where: str, value: Any, allowed: tuple[str, ...]) -> str:
 def check_inputs(recipe: Recipe) -> None:
     """Every data file and model folder must exist, unless the prepare block builds it. A hub name
     (`org/name`) must be in the Hugging Face cache when offline; online, its download is announced."""
+    from openvlt.models import lacks_chat_template, no_chat_template
+
     prepared = prepared_paths(recipe)
     missing, downloads = [], {}
     if not Path(recipe.run_dir).is_absolute() and _in_ray_job():
@@ -611,15 +642,19 @@ def check_inputs(recipe: Recipe) -> None:
         for key, device in _devices(r):
             if (problem := _device_problem(device)) is not None:
                 raise RecipeError(f"{_named(key, k, recipe.per_iteration.get(k, {}))}: {problem}")
+        named = functools.partial(_named, k=k, extra=recipe.per_iteration.get(k, {}))  # under per_iteration.k. if set there
         for name, refs in (("data.sft", r.data.sft), ("data.rl", r.data.rl)):
-            missing += [f"{name}: {ref.path}" for ref in refs if not _exists(ref.path, prepared)]
+            missing += [f"{named(name)}: {ref.path}" for ref in refs if not _exists(ref.path, prepared)]
         for name, ref in r.data.eval.items():
             if not _exists(ref.path, prepared):
-                missing.append(f"data.eval.{name}: {ref.path}")
+                missing.append(f"{named(f'data.eval.{name}')}: {ref.path}")
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
             if spec.engine == "hf" and model_is_here(spec.model):
-                if not _reads_images(f"roles.{role}.model", spec.model):
+                reads_images = _reads_images(f"roles.{role}.model", spec.model)  # first: it names a folder that is no model
+                if lacks_chat_template(spec.model):
+                    raise RecipeError(f"roles.{role}.model: {no_chat_template(spec.model)}")
+                if not reads_images:
                     if role in ("captioner", "student"):
                         raise RecipeError(text_only_model_error(role, spec.model))
                     if bounds := r.pixel_bounds(role):
@@ -862,6 +897,8 @@ def _merge(base: dict, extra: dict) -> None:
 
 
 def _expand_run_dir(recipe: Recipe) -> Recipe:
+    if not recipe.run_dir and not recipe.name.strip():  # runs/ itself would hold this run's stages beside every other run
+        raise RecipeError("name: empty; the run directory is runs/<name>: give the run a name (or a run_dir)")
     run_dir = os.path.normpath(recipe.run_dir or f"runs/{recipe.name}")  # `runs/x/` and `runs/x` are one run
 
     def expand(value: Any) -> Any:

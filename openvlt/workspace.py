@@ -90,10 +90,17 @@ class Workspace:
         ws = cls(root)
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
-        old = (yaml.safe_load(frozen.read_text()) or {}) if frozen.exists() else None
+        try:
+            old = (yaml.safe_load(frozen.read_text()) or {}) if frozen.exists() else None
+            if old is not None and not isinstance(old, dict):
+                raise yaml.YAMLError(f"a {type(old).__name__}, not a mapping of keys")
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{frozen}, the recipe this run was started with, is not a recipe ({exc}): restore it "
+                              "(a recipe.*.yaml beside it is an earlier one), or start a new run directory") from None
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
+        completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
         if changes:
-            if not force:
+            if not force and completed:
                 raise RecipeError(
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
                     + "\n  ".join(changes[:20])
@@ -101,8 +108,12 @@ class Workspace:
                     "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
                 )
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            n = 1
+            while (root / f"recipe.{stamp}.yaml").exists():  # changed twice within a second: keep both
+                stamp, n = f"{stamp.split('.')[0]}.{n}", n + 1
             shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
-            log.warning("--force: recipe changed (%s); the old one is kept as recipe.%s.yaml", "; ".join(changes[:5]), stamp)
+            log.warning("%s: recipe changed (%s); the old one is kept as recipe.%s.yaml",
+                        "--force" if completed else "no stage had completed", "; ".join(changes[:5]), stamp)
         if old is None or changes or old.get("run_dir") != recipe.run_dir:  # new, forced, or moved (it names where it is)
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)

@@ -351,6 +351,19 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
+def plugin_files(spec: str) -> list[str]:
+    """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute:
+    what to fingerprint to see that a plugin was edited. Registered names and modules name no file.
+
+    >>> plugin_files("0.9*math+0.1*/tmp/mine.py:score")
+    ['/tmp/mine.py']
+    """
+    from rewards.compose import split_terms
+
+    parts = [_absolute_file_spec(part) for _, part in split_terms(spec.strip())]
+    return list(dict.fromkeys(part.rpartition(":")[0] for part in parts if part.rpartition(":")[0].endswith(".py")))
+
+
 def _absolute_file_spec(part: str, base: str | os.PathLike | None = None) -> str:
     where, sep, attr = part.rpartition(":")
     if sep and where.endswith(".py") and part not in _registry:

@@ -73,6 +73,25 @@ def _processor(path: str, bounds: dict[str, int]) -> Any:
                                chat_template=tokenizer.chat_template or _chat_template_file(path))
 
 
+def lacks_chat_template(model: str | Path) -> bool:
+    """Whether a model folder (or a cached hub name) has a tokenizer but no chat template, read from
+    its files without loading them: tokenizer_config.json's `chat_template`, or a template file. A
+    folder without tokenizer_config.json is not judged here (its loader names what is missing)."""
+    import json
+
+    folder = model_folder(model)
+    try:
+        config = json.loads(Path(folder, "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return not (isinstance(config, dict) and config.get("chat_template")) and not _chat_template_file(str(folder))
+
+
+def no_chat_template(path: str | Path) -> str:
+    return (f"{path} has no chat template (a base model?): openvlt prompts every model as a chat; "
+            "use an instruct or reasoning model, or add chat_template.jinja to the folder")
+
+
 def _chat_template_file(path: str) -> str | None:
     """The template a processor folder keeps beside the tokenizer (chat_template.jinja or .json)."""
     import json
@@ -157,8 +176,7 @@ class TextOnlyProcessor:
         if not self.tokenizer.chat_template:
             self.tokenizer.chat_template = _chat_template_file(path)
         if not self.tokenizer.chat_template:
-            raise ValueError(f"{path} has no chat template (a base model?): openvlt prompts every model as a chat; "
-                             "use an instruct or reasoning model, or add chat_template.jinja to the folder")
+            raise ValueError(no_chat_template(path))
 
     def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         return self.tokenizer.apply_chat_template(messages, **kwargs)

@@ -590,3 +590,21 @@ def test_a_captioner_is_not_loaded_for_problems_without_images(tmp_path, toyworl
     with Workspace.open(recipe) as ws:
         loop.caption(ws, recipe, 1)
     assert built == [] and [p["caption"] for p in load_problems(tmp_path / "run" / "iter_1" / "captions.parquet")] == [""] * 4
+
+
+def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_incomplete(tmp_path):
+    """Verdicts come from the plugin's code: a plugin file edited after select or an evaluation ran is
+    an input that changed, like a data file fixed in place."""
+    plugin = tmp_path / "my_reward.py"
+    shutil.copy(PLUGINS, plugin)
+    run_dir = tmp_path / "run"
+    recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{plugin}:lenient_half"})
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-2000:]
+    judged = [key for key, stage in stages(run_dir).items() if f"reward {plugin}" in stage.get("inputs", {})]
+    assert judged == ["base/evaluate", "iter_1/select", "iter_1/sft/evaluate", "iter_1/rl_data", "iter_1/grpo",
+                      "iter_1/grpo/evaluate"]
+    plugin.write_text(plugin.read_text() + "\n# edited: every verdict may differ now\n")
+    done = run(recipe)
+    assert done.returncode == 1
+    assert f"base/evaluate is complete, but its input reward {plugin} ({plugin}) changed since it ran" in done.stderr

@@ -156,6 +156,14 @@ def test_embedded_default_is_fully_offline_and_self_building():
          "per_iteration.2.roles.student.model: every iteration's SFT starts from the base student"),
         ({"per_iteration": {2: {"iterations": 5}}}, "per_iteration.2.iterations: set the number of iterations at the top level"),
         ({"per_iteration": {"2": {"sft": {"steps": 3}}, 2: {"sft": {"steps": 4}}}}, "per_iteration.2: given twice"),
+        # values that would fail only when their stage starts, hours in
+        ({"sft": {"batch_size": 32, "grad_accum": 3}}, "sft.grad_accum: sft.batch_size (32) must be a multiple of sft.grad_accum (3)"),
+        ({"sft": {"batch_size": 8, "grad_accum": 2}, "per_iteration": {2: {"sft": {"batch_size": 9}}}},
+         "per_iteration.2.sft.batch_size: sft.batch_size (9) must be a multiple of sft.grad_accum (2)"),
+        ({"grpo": {"mini_batches": 1000}}, "grpo.mini_batches: 1000 mini-batches of a step's 16 x 8 rollouts would leave some empty"),
+        ({"prepare": {"toyworld": {"n_train": "abc"}}}, "prepare.toyworld.n_train: expected int, got str 'abc'"),
+        ({"prepare": {"tiny_student": {"hidden": 1.5}}}, "prepare.tiny_student.hidden: expected int, got float 1.5"),
+        ({"name": " "}, "name: empty; the run directory is runs/<name>"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
@@ -449,11 +457,24 @@ def test_run_dir_placeholder_and_prepared_paths(tmp_path, tiny_student):
     assert recipe.data.sft[0].path == f"{tmp_path}/run/data/toyworld/train.parquet"
 
 
-def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_dir, tiny_student):
+def test_a_recipe_changed_before_any_stage_completed_is_taken_and_the_old_one_kept(tmp_path, toyworld_dir, tiny_student, caplog):
+    """Nothing completed is nothing to protect (saved work of an interrupted stage is reused only if made
+    from the same values): a run that failed at its first stage is fixed and rerun without --force."""
     path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
     Workspace.open(load_recipe(path))
-    Workspace.open(load_recipe(path))  # same recipe: fine
+    for lr in ("0.5", "0.25"):  # twice within a second: two old recipes kept, not one over the other
+        Workspace.open(load_recipe(path, [f"sft.lr={lr}"]))
+        assert f"lr: {lr}" in (tmp_path / "run" / "recipe.yaml").read_text()
+    assert "no stage had completed: recipe changed (sft.lr: 0.5 -> 0.25)" in caplog.text
+    kept = sorted(yaml.safe_load(p.read_text())["sft"]["lr"] for p in (tmp_path / "run").glob("recipe.*.yaml"))
+    assert kept == [1e-05, 0.5]
+
+
+def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
     changed = load_recipe(path, ["sft.lr=0.5"])
+    Workspace.open(load_recipe(path)).stage("gen", lambda ctx: {"bytes": ctx.out["x"].write_text("done")}, outputs={"x": tmp_path / "run" / "x"})
+    Workspace.open(load_recipe(path))  # same recipe: fine
     with pytest.raises(RecipeError, match=r"refusing to resume with a changed recipe:\n  sft.lr: 1e-05 -> 0.5"):
         Workspace.open(changed)
     Workspace.open(changed, force=True)
@@ -515,3 +536,47 @@ def test_the_recipe_key_reference_lists_every_key_with_the_codes_default():
     assert sorted(set(code) - set(documented)) == [] and sorted(set(documented) - set(code)) == []
     assert {k: v for k, v in documented.items() if v != code[k]} == {}
 
+
+
+def test_a_model_with_a_tokenizer_but_no_chat_template_is_refused_with_the_recipe(tmp_path, toyworld_dir, tiny_student, tiny_reasoner):
+    """A base model would fail at distill, after captioning; the recipe check names it first."""
+    base = tmp_path / "base_lm"
+    shutil.copytree(tiny_reasoner, base)
+    (base / "chat_template.jinja").unlink()
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    reasoner = {"engine": "hf", "model": str(tiny_reasoner)}
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={**MINIMAL["roles"], "reasoner": reasoner})
+    assert load_recipe(path).roles.reasoner.model == str(tiny_reasoner)
+    with pytest.raises(RecipeError, match=r"roles.reasoner.model: .*base_lm has no chat template \(a base model\?\)"):
+        load_recipe(path, [f"roles.reasoner.model={base}"])
+
+
+def test_overrides_reach_into_an_empty_block_and_name_held_out_sets_that_look_like_numbers(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, sft=None, data={**MINIMAL["data"], "eval": {"2024": {"path": "DATA/test.parquet"}}})
+    recipe = load_recipe(path, ["sft.steps=5", "data.eval.2024.stop=10"])  # `sft:` with only comments under it is null
+    assert recipe.sft.steps == 5 and recipe.data.eval["2024"].stop == 10
+
+
+def test_values_that_do_something_else_than_they_seem_are_warned_about_once(tmp_path, toyworld_dir, tiny_student, caplog):
+    path = write(tmp_path, toyworld_dir, tiny_student, sft={"steps": 10, "warmup_steps": 30}, rl_data={"max_pass": 100})
+    with caplog.at_level("WARNING", logger="openvlt.recipe"):
+        load_recipe(path)
+    assert caplog.text.count("sft.warmup_steps: 30 warm-up steps of 10: the learning rate reaches sft.lr") == 1
+    assert caplog.text.count("rl_data.max_pass: 100.0 is outside [0, 1], so problems the model always solves are kept") == 1
+
+
+def test_a_damaged_frozen_recipe_is_named_not_a_traceback(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
+    Workspace.open(load_recipe(path))
+    for damage in ("sft: [unclosed\n", "- a list\n"):
+        (tmp_path / "run" / "recipe.yaml").write_text(damage)
+        with pytest.raises(RecipeError, match=r"run/recipe.yaml, the recipe this run was started with, is not a recipe"):
+            Workspace.open(load_recipe(path))
+
+
+def test_a_data_file_missing_only_for_a_later_iteration_is_named_under_its_entry(tmp_path, toyworld_dir, tiny_student):
+    path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"data": {"eval": {"held": str(tmp_path / "gone.parquet")}}}})
+    with pytest.raises(RecipeError, match=r"missing input\(s\):\n  per_iteration.2.data.eval.held: .*gone.parquet"):
+        load_recipe(path)
