@@ -537,7 +537,6 @@ def test_the_recipe_key_reference_lists_every_key_with_the_codes_default():
     assert {k: v for k, v in documented.items() if v != code[k]} == {}
 
 
-
 def test_a_model_with_a_tokenizer_but_no_chat_template_is_refused_with_the_recipe(tmp_path, toyworld_dir, tiny_student, tiny_reasoner):
     """A base model would fail at distill, after captioning; the recipe check names it first."""
     base = tmp_path / "base_lm"

@@ -139,8 +139,8 @@ def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_s
     with Workspace.open(load_recipe(path)) as outer:  # free again; and one process may open it more than once
         with Workspace.open(load_recipe(path)) as inner:
             assert inner.root == outer.root
-        with pytest.raises(RecipeError):  # an open that fails ...
-            Workspace.open(load_recipe(path, ["sft.lr=0.5"]))
+        with pytest.raises(ValueError, match="--redo 'nope'"):  # an open that fails ...
+            Workspace.open(load_recipe(path), redo="nope")
         assert f"pid {os.getpid()}" in format_status(tmp_path / "run")  # ... or closes leaves the outer one's lock
     assert "in progress" not in format_status(tmp_path / "run")  # the last close: free for other processes
 
@@ -438,6 +438,7 @@ def test_a_run_directory_moved_elsewhere_resumes_without_force(tmp_path, toyworl
     shutil.copy(toyworld_dir / "train.parquet", tmp_path / "cluster" / "run" / "train.parquet")
     with Workspace.open(load_recipe(path)) as ws:
         before = ws.work_digest
+        ws.stage("gen", lambda ctx: {"bytes": ctx.out["x"].write_text("done")}, outputs={"x": ws.root / "x"})  # work to protect
     shutil.move(tmp_path / "cluster" / "run", tmp_path / "laptop")
     moved = load_recipe(path, [f"run_dir={tmp_path / 'laptop'}"])
     with Workspace.open(moved) as ws:  # no "refusing to resume with a changed recipe"
