@@ -479,8 +479,8 @@ def check_values(recipe: Recipe) -> None:
             raise RecipeError(f"{where_set('grpo.mini_batches', 'grpo.prompts_per_step', 'grpo.rollouts')}: {r.grpo.mini_batches} "
                               f"mini-batches of a step's {r.grpo.prompts_per_step} x {r.grpo.rollouts} rollouts would leave some "
                               "empty: at most grpo.prompts_per_step x grpo.rollouts")
-        for key, end, which in (("rl_data.min_pass", 0, "never"), ("rl_data.max_pass", 1, "always")):
-            outside = value(key) < 0 if end == 0 else value(key) > 1
+        for key, outside, which in (("rl_data.min_pass", r.rl_data.min_pass < 0, "never"),
+                                    ("rl_data.max_pass", r.rl_data.max_pass > 1, "always")):
             if r.rl_data.enabled and outside and (k == 1 or where(key) != key):  # a way to include the end; or 100 for 1.0?
                 log.warning("%s: %s is outside [0, 1], so problems the model %s solves are kept too (a pass rate is the "
                             "fraction of samples answered right: a percentage would be a mistake)", where(key), value(key), which)

@@ -107,10 +107,10 @@ class Workspace:
                     + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
                     "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
                 )
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            stamp = second = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             n = 1
             while (root / f"recipe.{stamp}.yaml").exists():  # changed twice within a second: keep both
-                stamp, n = f"{stamp.split('.')[0]}.{n}", n + 1
+                stamp, n = f"{second}.{n}", n + 1
             shutil.copy2(frozen, root / f"recipe.{stamp}.yaml")
             log.warning("%s: recipe changed (%s); the old one is kept as recipe.%s.yaml",
                         "--force" if completed else "no stage had completed", "; ".join(changes[:5]), stamp)

@@ -360,8 +360,8 @@ def plugin_files(spec: str) -> list[str]:
     """
     from rewards.compose import split_terms
 
-    parts = [_absolute_file_spec(part) for _, part in split_terms(spec.strip())]
-    return list(dict.fromkeys(part.rpartition(":")[0] for part in parts if part.rpartition(":")[0].endswith(".py")))
+    files = [_absolute_file_spec(part).rpartition(":")[0] for _, part in split_terms(spec.strip())]
+    return list(dict.fromkeys(file for file in files if file.endswith(".py")))
 
 
 def _absolute_file_spec(part: str, base: str | os.PathLike | None = None) -> str:

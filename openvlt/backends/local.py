@@ -524,14 +524,12 @@ def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch
 
 
 def _next_token_logits(model: Any, batch: dict[str, torch.Tensor], first: int) -> torch.Tensor:
-    """Logits at positions `first`..T-2 (position t predicts token t+1), as (B, T-1-first, V).
+    """Logits at positions `first`..T-2 (0 <= first <= T-2; position t predicts token t+1), as (B, T-1-first, V).
 
     The language-model head runs on those positions only (transformers' `logits_to_keep`): the
     prompt's positions, images included, predict nothing that is trained, and at a real vocabulary
     (151k for Qwen2.5-VL) their float32 logits would be most of a step's memory."""
-    width = batch["input_ids"].shape[1]
-    first = max(0, min(first, width - 2))
-    return model(**batch, logits_to_keep=width - first).logits[:, :-1]
+    return model(**batch, logits_to_keep=batch["input_ids"].shape[1] - first).logits[:, :-1]
 
 
 def _trace_loss_sum(model: Any, batch: dict[str, torch.Tensor], labels: torch.Tensor, opts: LocalOptions) -> torch.Tensor:
