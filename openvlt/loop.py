@@ -207,7 +207,8 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
             label=it,
         )
 
-    inputs = {"traces": traces, **({"previous": previous} if previous else {}), **_reward_files(r)}
+    rows = (traces, previous) if previous else (traces,)
+    inputs = {"traces": traces, **({"previous": previous} if previous else {}), **_reward_files(r, rows=rows)}
     ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs=inputs)
 
 
@@ -252,7 +253,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
             judge=r.reward, model=model, grpo=r.grpo, pixel_bounds=r.pixel_bounds(),
         ),
         outputs={"rl": out},
-        inputs={"problems": ref, "model": model, **_reward_files(r)},
+        inputs={"problems": ref, "model": model, **_reward_files(r, rows=(ref,))},
     )
 
 
@@ -268,7 +269,7 @@ def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
             pixel_bounds=r.pixel_bounds(), prompt=r.roles.student.prompt, system=r.roles.student.system, judge=r.reward, seed=r.seed + k,
         ),
         outputs={"model": model},
-        inputs={"data": data, "init": init, **_reward_files(r, r.grpo.reward)},
+        inputs={"data": data, "init": init, **_reward_files(r, r.grpo.reward, rows=(data,))},
     )
     return str(model)
 
@@ -292,7 +293,8 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
         )
 
     held_out = {f"eval.{name}": ref for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
-    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **held_out, **_reward_files(r)})
+    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **held_out,
+                                                                            **_reward_files(r, rows=tuple(held_out.values()))})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -385,14 +387,19 @@ def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> 
                              "(fix the file's reward column, or set reward.override)") from exc
 
 
-def _reward_files(r: Recipe, *more: str | None) -> dict[str, str]:
-    """The plugin files the recipe judges with (`reward.override`, and `grpo.reward` for GRPO), as stage
-    inputs: a plugin edited in place changes every verdict, so the stages that judged with it are no
-    longer complete. (A plugin file named in a data file's reward column is not tracked.)"""
+def _reward_files(r: Recipe, *more: str | None, rows: tuple[str | Path | DataRef, ...] = ()) -> dict[str, str]:
+    """The plugin files a stage judges with, as its inputs: `reward.override`'s (and `more`, e.g.
+    `grpo.reward`), else those the reward column of the record files `rows` names. A plugin edited in place
+    changes every verdict, so the stages that judged with it are no longer complete."""
+    from openvlt.records import reward_plugin_files
     from rewards.registry import plugin_files
 
-    specs = [spec for spec in (r.reward.override, *more) if spec]
-    return {f"reward {path}": path for spec in specs for path in plugin_files(spec)}
+    files = [path for spec in (r.reward.override, *more) if spec for path in plugin_files(spec)]
+    if r.reward.override is None:
+        for ref in rows:
+            ref = ref if isinstance(ref, DataRef) else DataRef(str(ref))
+            files += reward_plugin_files(ref.path, ref.start, ref.stop)
+    return {f"reward {path}": path for path in files}
 
 
 def _engine(r: Recipe, role: str, model: str | None = None):

@@ -365,7 +365,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if i == len(parts) - 1:
             value = _override_value(text, schema, key.strip())
             if isinstance(value, dict) and isinstance(node.get(name), dict) and dataclasses.is_dataclass(_unwrap(schema)):
-                _merge(node[name], value)  # a block: `sft={steps: 5}` keeps the recipe's other SFT values
+                _merge_block(node[name], value, schema, key.strip())  # `sft={steps: 5}` keeps the other SFT values
             else:
                 node[name] = value  # a value, or a mapping of names (data.eval, options): replaced whole
             continue
@@ -896,9 +896,24 @@ def _merge(base: dict, extra: dict) -> None:
             base[key] = value
 
 
+def _merge_block(base: dict, extra: dict, schema: Any, where: str) -> None:
+    """An override's mapping merged into the block it names, block by block; a mapping of names under it
+    (`data.eval`, an `options` block) is replaced whole, as when the override names it (`data={eval: {a: x}}`
+    evaluates on `a` alone, like `data.eval={a: x}`)."""
+    for key, value in extra.items():
+        inner = _field_type(schema, str(key), f"{where}.{key}")
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and dataclasses.is_dataclass(_unwrap(inner)):
+            _merge_block(base[key], value, inner, f"{where}.{key}")
+        else:
+            base[key] = value
+
+
 def _expand_run_dir(recipe: Recipe) -> Recipe:
     if not recipe.run_dir and not recipe.name.strip():  # runs/ itself would hold this run's stages beside every other run
         raise RecipeError("name: empty; the run directory is runs/<name>: give the run a name (or a run_dir)")
+    if not recipe.run_dir and not os.path.normpath(f"runs/{recipe.name}").startswith(f"runs{os.sep}"):
+        raise RecipeError(f"name: {recipe.name!r} leads out of runs/; the run directory is runs/<name>: name the run "
+                          "plainly (`exp/seed1` is fine), or give a run_dir")
     run_dir = os.path.normpath(recipe.run_dir or f"runs/{recipe.name}")  # `runs/x/` and `runs/x` are one run
 
     def expand(value: Any) -> Any:

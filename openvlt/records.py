@@ -216,6 +216,28 @@ def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> li
     return [(name, path.parent / name) for name in names]
 
 
+def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[str]:
+    """The plugin files (absolute) that the `reward` column of rows [start, stop) names, each once: the
+    code that judges those rows, found as `read_records` anchors it (next to the record file, else in the
+    working directory). Only that column is read; [] for a file that is no readable record file."""
+    from rewards.registry import RewardError, plugin_files
+
+    path = Path(path)
+    try:
+        column = pq.read_table(path, columns=["reward"]).column("reward")
+        specs = column.slice(start, None if stop is None else max(0, stop - start)).unique().to_pylist()
+    except Exception:  # not a record file: reading it names what is wrong
+        return []
+    files: dict[str, None] = {}
+    for spec in specs:
+        if isinstance(spec, str) and ".py" in spec:
+            try:
+                files.update(dict.fromkeys(plugin_files(spec, base=path.parent)))
+            except RewardError:  # an unreadable composition: the reward check names it
+                pass
+    return list(files)
+
+
 def _never_null(reader: pq.ParquetFile, leaf: str) -> bool:
     """Whether the footer's statistics say column `leaf` has no null (and no empty list) in any row group."""
     meta = reader.metadata

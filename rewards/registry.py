@@ -351,16 +351,17 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
-def plugin_files(spec: str) -> list[str]:
-    """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute:
-    what to fingerprint to see that a plugin was edited. Registered names and modules name no file.
+def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
+    """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute
+    (a relative one found in ``base``, a data file's folder, is taken from there, as `canonical_spec`
+    does): what to fingerprint to see that a plugin was edited. Registered names and modules name no file.
 
     >>> plugin_files("0.9*math+0.1*/tmp/mine.py:score")
     ['/tmp/mine.py']
     """
     from rewards.compose import split_terms
 
-    files = [_absolute_file_spec(part).rpartition(":")[0] for _, part in split_terms(spec.strip())]
+    files = [_absolute_file_spec(part, base).rpartition(":")[0] for _, part in split_terms(spec.strip())]
     return list(dict.fromkeys(file for file in files if file.endswith(".py")))
 
 

@@ -592,13 +592,30 @@ def test_a_captioner_is_not_loaded_for_problems_without_images(tmp_path, toyworl
     assert built == [] and [p["caption"] for p in load_problems(tmp_path / "run" / "iter_1" / "captions.parquet")] == [""] * 4
 
 
-def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_incomplete(tmp_path):
+@pytest.mark.parametrize("named_by", ["reward.override", "the data's reward column"])
+def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_incomplete(tmp_path, named_by):
     """Verdicts come from the plugin's code: a plugin file edited after select or an evaluation ran is
-    an input that changed, like a data file fixed in place."""
-    plugin = tmp_path / "my_reward.py"
+    an input that changed, like a data file fixed in place, whether the recipe names it or the data's rows
+    do (by a path relative to the data file, as verl's data files name their scorer)."""
+    from data_tools.toyworld.dataset import build_toyworld
+
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    plugin = data / "my_reward.py"
+    if named_by == "reward.override":
+        data.mkdir()
+        recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{plugin}:lenient_half"})
+    else:
+        build_toyworld(data, n_train=48, n_test=16, seed=3)
+        for split in ("train", "test"):
+            rows = list(read_records(data / f"{split}.parquet"))
+            write_records([{**row, "reward": "my_reward.py:lenient_half"} for row in rows], data / f"{split}.parquet")
+        recipe = micro_recipe(
+            tmp_path, run_dir, iterations=1, reward={"workers": 1},
+            prepare={"tiny_student": {"hidden": 32, "intermediate": 64, "vision_hidden": 32, "vocab": 500}},
+            data={"sft": {"path": str(data / "train.parquet"), "start": 0, "stop": 32},
+                  "rl": {"path": str(data / "train.parquet"), "start": 32, "stop": 48},
+                  "eval": {"toyworld": str(data / "test.parquet")}})
     shutil.copy(PLUGINS, plugin)
-    run_dir = tmp_path / "run"
-    recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{plugin}:lenient_half"})
     done = run(recipe)
     assert done.returncode == 0, done.stderr[-2000:]
     judged = [key for key, stage in stages(run_dir).items() if f"reward {plugin}" in stage.get("inputs", {})]

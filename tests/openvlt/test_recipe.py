@@ -164,6 +164,9 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"prepare": {"toyworld": {"n_train": "abc"}}}, "prepare.toyworld.n_train: expected int, got str 'abc'"),
         ({"prepare": {"tiny_student": {"hidden": 1.5}}}, "prepare.tiny_student.hidden: expected int, got float 1.5"),
         ({"name": " "}, "name: empty; the run directory is runs/<name>"),
+        ({"name": ".."}, "name: '..' leads out of runs/; the run directory is runs/<name>"),
+        ({"name": "a/../.."}, "name: 'a/../..' leads out of runs/"),
+        ({"name": "."}, "name: '.' leads out of runs/"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(tmp_path, toyworld_dir, tiny_student, changes, message):
@@ -400,6 +403,12 @@ def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyw
                            "data.eval={other: x.parquet}", "roles.student.options={}"], check_paths=False)
     assert r.for_iteration(2).roles.student.prompt == "Answer: {question}" and r.select.policy == "random"
     assert list(r.data.eval) == ["other"] and r.roles.student.options == {}  # mappings of names are replaced whole
+    r = load_recipe(path, ["data={eval: {other: x.parquet}}", "roles.student={options: {}}", "sft={grad_accum: 2}"],
+                    check_paths=False)  # also inside a block a mapping sets: merged block by block, names replaced
+    assert list(r.data.eval) == ["other"] and r.roles.student.options == {} and (r.sft.steps, r.sft.grad_accum) == (9, 2)
+    assert r.data.sft == load_recipe(path, check_paths=False).data.sft
+    with pytest.raises(RecipeError, match=r"unknown recipe key 'sft.stpes'; did you mean 'sft.steps'"):
+        load_recipe(path, ["sft={stpes: 5}"], check_paths=False)
     anchors = tmp_path / "anchors.yaml"  # YAML merge keys still work under the duplicate-key check
     anchors.write_text(path.read_text() + "distill: &gen {samples: 2, top_p: 0.9}\nregenerate: {<<: *gen, samples: 3}\n")
     r = load_recipe(anchors, check_paths=False)
