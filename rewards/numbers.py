@@ -59,6 +59,8 @@ _UNIT_ALIASES = {
 }
 # symbols whose case is their meaning, looked up as written: lower-cased, "Nm" would be nanometres
 _CASED_UNITS = {"N": "n", "J": "j", "W": "w", "V": "v", "K": "k", "Pa": "pa", "Nm": "n*m"}
+# mega- before a symbol written in its own case ("MW", "MPa", "Mm"): lower-cased it would be milli- ("mW")
+_MEGA_RE = re.compile(r"M(m|g|[lL]|W|Hz|V|A|J|Pa|N|s|eV|\u03a9|B|b)")
 # "(number)(space)(unit)"; a one-letter unit needs the space, so "2s" stays an expression in s
 _TRAILING_WORD_RE = re.compile(r"[^\W\d_]+$")
 _UNIT_RE = re.compile(r"^(.*?[\d}.])(\s*)((?:square|sq\.?|cubic)?\s*[A-Za-z][A-Za-z\s/.]*(?:\^\s*\{?[23]\}?)?)$")
@@ -177,6 +179,8 @@ def canonical_unit(text: str) -> str | None:
     """A known unit in canonical spelling (``"square centimeters"`` -> ``"cm^2"``), else ``None``."""
     if text.strip() in _CASED_UNITS:
         return _CASED_UNITS[text.strip()]
+    if mega := _MEGA_RE.fullmatch(text.strip()):
+        return "M" + (canonical_unit(mega.group(1)) or mega.group(1).lower())  # never equal to a lower-cased unit
     s = " ".join(text.lower().replace("^{", "^").replace("}", "").split()).rstrip(".")
     power = ""
     for prefix, p in (("square ", "^2"), ("sq. ", "^2"), ("sq ", "^2"), ("cubic ", "^3")):

@@ -67,6 +67,8 @@ UNITS = [
     ("\\frac{1}{2} m/s", "0.5 m s^{-1}", 1.0), ("\\frac{1}{3} m s^{-1}", "0.33 m/s", 0.0),
     # a symbol's case is its meaning where lower-casing makes another unit; elsewhere case is forgiven
     ("5 Nm", "5 N\u00b7m", 1.0), ("5 Nm", "5 nm", 0.0), ("5 nm", "5 Nm", 0.0), ("5 N", "5 newtons", 1.0), ("5 CM", "5 cm", 1.0),
+    ("5 MW", "5 mW", 0.0), ("5 MPa", "5 mPa", 0.0), ("5 Mm", "5 mm", 0.0), ("5 mHz", "5 MHz", 0.0),  # mega- is not milli-
+    ("5 MPa", "5 MPa", 1.0), ("5 MW", "5", 1.0), ("5 MM", "5 mm", 1.0),  # (capitals throughout: case forgiven)
     ("5 listen", "5 silent", 0.0),  # unknown words are compared as written, not as letters
     # a known unit may be left out on either side, after a radical or pi too (Geometry3K writes both ways)
     ("12\\pi \\text{ cm}^2", "12\\pi", 1.0), ("16\\pi", "16\\pi \\text{ cm}^2", 1.0), ("8\\sqrt{2} \\text{ units}", "8\\sqrt{2}", 1.0),
@@ -94,6 +96,7 @@ PRECISION = [
     ("5 kPa", "5", {"unit": "Pa"}, 0.0), ("5 Pa", "5", {"unit": "Pa"}, 1.0), ("5 ton", "5", {"unit": "N"}, 0.0),
     ("5 N\u00b7m", "5", {"unit": "m"}, 0.0), ("x = 5 m", "5", {"unit": "N\u00b7m"}, 0.0), ("5 N\u00b7m", "5", {"unit": "N\u00b7m"}, 1.0),
     ("5 Nm", "5", {"unit": "nm"}, 0.0), ("5 nm", "5", {"unit": "Nm"}, 0.0), ("5 m s^-1", "5", {"unit": "m/s"}, 1.0),
+    ("5 MW", "5", {"unit": "mW"}, 0.0), ("5 mPa", "5", {"unit": "MPa"}, 0.0), ("5 MPa", "5", {"unit": "MPa"}, 1.0),
     ("3.14159 m s^-1", "3.14", {"unit": "m/s", "precision": 2}, 1.0), ("3.2 m s^-1", "3", {"unit": "m/s", "answer_type": "integer"}, 0.0),
     # a key that pandas filled with NaN for the rows without it is absent (MathVista's precision), not "nan"
     ("3", "3", {"precision": float("nan")}, 1.0), ("3 cm", "3", {"unit": float("nan")}, 1.0), ("3.5", "3", {"precision": "nan"}, 0.0),
