@@ -1,8 +1,9 @@
 """Multiple-choice answers: letters and option texts mapped to option indices.
 
-With ``choices = ["2", "4", "3", "5"]`` the answers ``C``, ``(C)``, ``c``, ``C. 3``, ``C) 3``,
+With ``choices = ["2", "4", "3", "5"]`` the answers ``C``, ``(C)``, ``c``, ``C. 3``, ``C) 3``, ``C 3``,
 ``The answer is C``, ``Option C`` and ``3`` all mean option 2. An answer that names two different
-options (``A or C``, ``A, C``, ``C. 5`` where C is not 5) names both, and so is wrong.
+options (``A or C``, ``A, C``, ``C. 5`` where C is not 5) names both, and so is wrong. An option whose
+text holds a comma (``red, blue``) is named by that text, with or without its letter.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rewards.numbers import normalize, normalize_text
 _LETTER = r"\(?\s*([A-Za-z])\s*\)?"
 _BARE_RE = re.compile(rf"^{_LETTER}\s*[.:)]?$")
 _LETTER_TEXT_RE = re.compile(r"^\(?\s*([A-Za-z])\s*(?:\)|[.:])\s*(.+)$")
+_LETTER_SPACE_TEXT_RE = re.compile(r"^([A-Z])\s+(.+)$")  # "C 3": a letter only where the rest is an option's text
 _PHRASE_RE = re.compile(
     rf"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is|\s*:)?\s*{_LETTER}\s*(?:[.:)]\s*(.*))?$",
     re.I,
@@ -32,10 +34,13 @@ def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str
     >>> sorted(option_indices("A or C", ["2", "4", "3", "5"], lambda a, b: a == b))
     [0, 2]
     """
+    text = normalize(answer)
+    whole = _one_option(text, choices)
+    if whole is not None:  # before splitting at commas: "red, blue" may be one option's text
+        return {whole}
     parts = top_level_parts(answer)
     if len(parts) > 1:
         return set().union(*(option_indices(p, choices, same) for p in parts))
-    text = normalize(answer)
     named = _named_letter(text, len(choices))
     if named is not None:
         index, rest = named
@@ -43,6 +48,9 @@ def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str
             by_text = _by_text(rest, choices, same)
             return {index} | by_text if by_text else {index}
         return {index}
+    spaced = _LETTER_SPACE_TEXT_RE.match(text)
+    if spaced and (index := ord(spaced.group(1)) - ord("A")) < len(choices) and (by_text := _by_text(spaced.group(2), choices, same)):
+        return {index} | by_text
     return _by_text(text, choices, same)
 
 
@@ -62,6 +70,17 @@ def _named_letter(text: str, n_options: int) -> tuple[int, str] | None:
             # a lone lower-case letter must be a bare letter ("b"), not a word's first letter
             if 0 <= index < n_options and (letter.isupper() or regex is not _LETTER_TEXT_RE):
                 return index, (rest or "").strip()
+    return None
+
+
+def _one_option(text: str, choices: Sequence[str]) -> int | None:
+    """The option an answer names as a whole: exactly one option's text, alone or after its own letter."""
+    named = _named_letter(text, len(choices)) or (
+        (ord(m.group(1)) - ord("A"), m.group(2)) if (m := _LETTER_SPACE_TEXT_RE.match(text)) else None)
+    for index, rest in ((None, text), *([named] if named and named[1] else [])):
+        matching = [i for i, option in enumerate(choices) if normalize_text(str(option)) == normalize_text(rest)]
+        if len(matching) == 1 and index in (None, matching[0]):
+            return matching[0]
     return None
 
 

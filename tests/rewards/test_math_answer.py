@@ -111,6 +111,7 @@ MULTIPLE_CHOICE = [
     ("C. 5", "C", 0.0),  # the letter and the text name different options
     ("A or C", "C", 0.0), ("A, C", "C", 0.0), ("E", "C", 0.0), ("C", "3", 1.0), ("C", "(C)", 1.0),
     ("**C**", "C", 1.0), ("**B**", "C", 0.0), ("__3__", "C", 1.0),  # a chat model's markdown bold
+    ("C 3", "C", 1.0), ("C 5", "C", 0.0), ("A 3", "C", 0.0), ("I think 3", "C", 0.0),  # a letter, a space, its text
 ]
 
 TEXT = [
@@ -185,6 +186,16 @@ def test_toy_world_responses():
 def test_ground_truth_written_like_a_response():
     assert math_reward(tagged("7"), "\\boxed{7}", extra_info={}) == 1.0
     assert math_reward(tagged("7"), "<answer>7</answer>", extra_info={}) == 1.0
+
+
+@pytest.mark.parametrize("answer, truth, expected", [
+    ("red, blue", "A", 1.0), ("A. red, blue", "A", 1.0), ("(A) red, blue", "A", 1.0), ("A red, blue", "A", 1.0),
+    ("red", "A", 0.0), ("red, green", "A", 0.0), ("B. red, blue", "A", 0.0), ("red, blue", "B", 0.0), ("red", "B", 1.0),
+])
+def test_an_option_text_with_a_comma_names_that_option_not_two(answer, truth, expected):
+    """ "red, blue" is one option's text here, not "red" or "blue" (which would name options B and C)."""
+    choices = {"choices": ["red, blue", "red", "blue", "green"]}
+    assert math_reward(tagged(answer), truth, extra_info=choices) == expected
 
 
 def test_choices_may_come_as_a_mapping_or_an_array():
