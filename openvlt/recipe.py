@@ -453,6 +453,8 @@ def check_values(recipe: Recipe) -> None:
     from rewards import RewardError, check_reward
     from rewards.compose import split_terms
 
+    if recipe.seed >= 2**32:  # would fail where a library takes it (numpy's limit), in GRPO at the earliest
+        raise RecipeError(f"seed: must be below 2**32 (4294967296), got {recipe.seed}")
     for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
         r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
 

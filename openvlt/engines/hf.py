@@ -58,8 +58,6 @@ class HFEngine:
         begins with what the chat template opened the answer with (`<think>` for R1-style templates)."""
         if not requests:
             return [], []
-        was_training = self.model.training
-        self.model.eval()
         tokenizer = self.processor.tokenizer
         stop_ids = set(_stop_ids(self.model, tokenizer))
         never = _vision_token_ids(self.model)
@@ -71,37 +69,39 @@ class HFEngine:
         lengths = prompt_lengths(self.processor, [r.prompt for r in requests], [r.images for r in requests],
                                  [r.system for r in requests])
         order = sorted(range(len(requests)), key=lengths.__getitem__)
-        # Keep about `batch_size` sequences per generate call whatever n is.
-        per_call = max(1, self.batch_size // sampling.n)
-        starts = range(0, len(requests), per_call)
-        for k, start in enumerate(tqdm(starts, desc="generate", unit="batch", disable=not progress)):
-            where = order[start : start + per_call]
-            chunk = [requests[i] for i in where]
-            batch = encode_prompts(self.processor, [r.prompt for r in chunk], [r.images for r in chunk], [r.system for r in chunk])
-            batch = {key: value.to(self.device) for key, value in batch.items()}
-            torch.manual_seed(sampling.seed * 1_000_003 + k)
-            greedy = sampling.temperature == 0
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=sampling.max_tokens,
-                do_sample=not greedy,
-                temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p,
-                top_k=None,
-                num_return_sequences=1 if greedy else sampling.n,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=sorted(stop_ids),
-                suppress_tokens=never or None,
-                **_PLAIN_SAMPLING,
-            )
-            generated = out[:, batch["input_ids"].shape[1] :].tolist()
-            if greedy:  # n identical greedy samples: decode once, copy
-                generated = [g for g in generated for _ in range(sampling.n)]
-            for i, request_index in enumerate(where):
-                rows = [_trim(g, stop_ids) for g in generated[i * sampling.n : (i + 1) * sampling.n]]
-                ids[request_index] = rows
-                texts[request_index] = [self.prefill + tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-        self.model.train(was_training)
+        greedy = sampling.temperature == 0
+        calls = _generate_calls(order, 1 if greedy else sampling.n, self.batch_size)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for k, (where, count) in enumerate(tqdm(calls, desc="generate", unit="batch", disable=not progress)):
+                chunk = [requests[i] for i in where]
+                batch = encode_prompts(self.processor, [r.prompt for r in chunk], [r.images for r in chunk], [r.system for r in chunk])
+                batch = {key: value.to(self.device) for key, value in batch.items()}
+                torch.manual_seed((sampling.seed * 1_000_003 + k) % 2**63)  # (torch takes seeds below 2**64)
+                out = self.model.generate(
+                    **batch,
+                    max_new_tokens=sampling.max_tokens,
+                    do_sample=not greedy,
+                    temperature=None if greedy else sampling.temperature,
+                    top_p=None if greedy else sampling.top_p,
+                    top_k=None,
+                    num_return_sequences=count,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=sorted(stop_ids),
+                    suppress_tokens=never or None,
+                    **_PLAIN_SAMPLING,
+                )
+                generated = out[:, batch["input_ids"].shape[1] :].tolist()
+                for i, request_index in enumerate(where):
+                    rows = [_trim(g, stop_ids) for g in generated[i * count : (i + 1) * count]]
+                    decoded = [self.prefill + tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+                    if greedy:  # n identical greedy samples: generated and decoded once, copied
+                        rows, decoded = [list(rows[0]) for _ in range(sampling.n)], decoded * sampling.n
+                    ids[request_index] += rows
+                    texts[request_index] += decoded
+        finally:
+            self.model.train(was_training)
         return texts, ids
 
 
@@ -116,6 +116,22 @@ _PLAIN_SAMPLING: dict[str, Any] = {
     "begin_suppress_tokens": None, "renormalize_logits": False, "guidance_scale": None, "penalty_alpha": None,
     "dola_layers": None, "prompt_lookup_num_tokens": None,
 }
+
+
+def _generate_calls(order: list[int], per_request: int, batch_size: int) -> list[tuple[list[int], int]]:
+    """(requests, samples of each) per generate call, about `batch_size` sequences a call whatever n is:
+    several requests' samples in one call, or, when one request asks for more than `batch_size`, its
+    samples over several calls (GPU memory is what `batch_size` bounds).
+
+    >>> _generate_calls([0, 1, 2], 2, 4)
+    [([0, 1], 2), ([2], 2)]
+    >>> _generate_calls([0, 1], 5, 2)
+    [([0], 2), ([0], 2), ([0], 1), ([1], 2), ([1], 2), ([1], 1)]
+    """
+    if per_request <= batch_size:
+        step = batch_size // per_request
+        return [(order[start : start + step], per_request) for start in range(0, len(order), step)]
+    return [([i], min(batch_size, per_request - done)) for i in order for done in range(0, per_request, batch_size)]
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:

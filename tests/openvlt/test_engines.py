@@ -58,6 +58,24 @@ def test_sampling_gives_n_texts_reproducible_by_seed(engine, requests):
     assert engine.generate([], Sampling(n=3, temperature=1.0, max_tokens=8)) == []  # nothing asked: nothing, no error
 
 
+def test_a_generate_call_holds_about_batch_size_sequences_whatever_n_is(tiny_student, requests):
+    """`batch_size` bounds the sequences a generate call holds (GPU memory): 16 samples of one prompt at
+    batch_size 4 take four calls of 4, greedy samples are generated once, and a seed as large as GRPO makes
+    from a large recipe seed still seeds."""
+    engine = decisive_engine(tiny_student, batch_size=4)
+    calls = []
+    generate = engine.model.generate
+    engine.model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0] * kw["num_return_sequences"]) or generate(**kw)
+    sampled = engine.generate(requests[:2], Sampling(n=6, temperature=1.0, max_tokens=4, seed=2**40 * 100_003))
+    assert calls == [4, 2, 4, 2] and [len(t) for t in sampled] == [6, 6] and len(set(sampled[0])) > 1
+    calls.clear()
+    texts, ids = engine.generate_ids(requests[:4], Sampling(n=3, temperature=0, max_tokens=4))
+    engine.model.generate = generate
+    assert calls == [4] and all(len(set(t)) == 1 and len(t) == 3 for t in texts)
+    ids[0][0].append(-1)  # each sample its own list: changing one leaves the others as generated
+    assert ids[0][1][-1] != -1
+
+
 def test_max_tokens_is_respected_and_ids_end_at_the_stop_token(engine, requests):
     _, ids = engine.generate_ids(requests, Sampling(n=2, temperature=1.0, max_tokens=6, seed=1))
     stop = engine.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")

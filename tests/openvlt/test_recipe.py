@@ -164,6 +164,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"prepare": {"toyworld": {"n_train": "abc"}}}, "prepare.toyworld.n_train: expected int, got str 'abc'"),
         ({"prepare": {"tiny_student": {"hidden": 1.5}}}, "prepare.tiny_student.hidden: expected int, got float 1.5"),
         ({"name": " "}, "name: empty; the run directory is runs/<name>"),
+        ({"seed": 2**32}, "seed: must be below 2**32 (4294967296), got 4294967296"),
         ({"name": ".."}, "name: '..' leads out of runs/; the run directory is runs/<name>"),
         ({"name": "a/../.."}, "name: 'a/../..' leads out of runs/"),
         ({"name": "."}, "name: '.' leads out of runs/"),
