@@ -23,7 +23,7 @@ def temporary_path(path: Path, pid: int | str | None = None) -> Path:
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
     tmp = temporary_path(path)
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")  # report.html says utf-8, whatever the locale
     replace(tmp, path)
 
 
@@ -64,3 +64,9 @@ def _fsync(path: Path) -> None:
             raise OSError(error.errno, f"{path} did not reach the disk: {error.strerror}") from error
     finally:
         os.close(fd)
+
+
+def jsonl_rows(path: Path) -> int:
+    """The rows of a JSON-lines file, one a line (a row written with ensure_ascii=False keeps U+2028 and
+    the like as they are, which `str.splitlines` would count as line ends)."""
+    return Path(path).read_bytes().count(b"\n")

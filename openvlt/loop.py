@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
+from openvlt.files import jsonl_rows
 from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace
@@ -326,7 +327,7 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
         if not problems:  # (an empty file read whole; an empty slice raises)
             raise NoProblems(f"{ref.path} has no usable problems")
     except NoProblems as exc:
-        set_aside = f" ({len(quarantine.read_text().splitlines())} bad rows set aside in {quarantine})" if (
+        set_aside = f" ({jsonl_rows(quarantine)} bad rows set aside in {quarantine})" if (
             quarantine is not None and quarantine.exists()) else ""
         raise ValueError(f"{key}: {exc}{set_aside}") from None
     if r.reward.override is None:

@@ -305,9 +305,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, check_paths: boo
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the recipe as UTF-8") from exc
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openvlt.recipe import Recipe
-from openvlt.files import atomic_write
+from openvlt.files import atomic_write, jsonl_rows
 from openvlt.workspace import format_seconds
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,18 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
         })
-    summary["quarantined_rows"] = {str(q.relative_to(run_dir)): len(q.read_text().splitlines())
+    summary["quarantined_rows"] = {str(q.relative_to(run_dir)): jsonl_rows(q)
                                    for q in sorted((run_dir / "quarantine").glob("*.jsonl"))}  # user data rows set aside
-    summary["seconds"] = round(sum(s.get("seconds", 0) for s in manifest.values()), 1)
+    summary["seconds"] = round(sum(s.get("seconds", 0) for key, s in manifest.items() if _iteration(key) <= recipe.iterations), 1)
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _iteration(stage: str) -> int:
+    """The iteration a stage belongs to (0: before the first); a run whose recipe now asks for fewer
+    iterations (`--force`) has stages past them."""
+    head = stage.split("/")[0]
+    return int(head[5:]) if head.startswith("iter_") and head[5:].isdigit() else 0
 
 
 def _total(*counts: int | None) -> int | None:
@@ -137,7 +144,7 @@ def _accuracies(stage_dir: Path, headline: str) -> dict[str, Any]:
                     "later stage again; a new run directory evaluates the new set from the start",
                     path, headline, ", ".join(sets), stage)
         return {"accuracy": None, "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
-    unjudged = sum(v.get("reward_errors", 0) + v.get("reward_timeouts", 0) for v in sets.values())
+    unjudged = sets[headline].get("reward_errors", 0) + sets[headline].get("reward_timeouts", 0)  # (under its accuracy)
     return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()},
             "unjudged_answers": unjudged}  # reward errors and timeouts: counted wrong, never silently
 

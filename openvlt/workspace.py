@@ -91,7 +91,7 @@ class Workspace:
         marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         try:
-            old = (yaml.safe_load(frozen.read_text()) or {}) if frozen.exists() else None
+            old = (yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}) if frozen.exists() else None
             if old is not None and not isinstance(old, dict):
                 raise yaml.YAMLError(f"a {type(old).__name__}, not a mapping of keys")
         except yaml.YAMLError as exc:
@@ -203,44 +203,17 @@ class Workspace:
         entry.pop("seconds", None)  # an earlier attempt's; this one's is recorded when it ends, if it ends
         self._save()
         crashpoint(f"before:{key}")
-        partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
-        for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
-            _remove_stale_temporaries(final.parent, [final.name, p.name])
-        scratch = self._scratch(key)
-        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
-        _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
-        for p in partial.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if p.is_dir():  # a kept partial folder (a model, a data set): what a kill left half-written inside it
-                for stale in p.rglob(temporary_path(Path("*"), "*").name):
-                    _remove(stale)
-        started = time.time()
-        result = scratch / "result.json"  # written once fn has finished: a kill after it never runs fn again
-        if result.exists():
-            done = json.loads(result.read_text())
-            counts, started = done["counts"], started - done["seconds"]  # report the time that attempt took
-            log.info("%s: finished by the interrupted attempt; recording its outputs", key)
-        else:
-            try:
-                counts = fn(StageContext(key, partial, scratch)) or {}
-                missing = [name for name, p in partial.items() if not p.exists()]
-                if missing:
-                    raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
-            except BaseException as exc:  # recorded for `openvlt status`; the rerun runs the stage again
-                entry.update(seconds=round(time.time() - started, 2))
-                if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
-                    entry.update(status="interrupted")
-                else:
-                    entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-                self._save()
-                raise
-            atomic_write(result, json.dumps({"counts": counts, "seconds": time.time() - started}))
-        for name, final in finals.items():
-            if partial[name].exists():  # else the interrupted attempt had renamed it already
-                _remove(final)  # the previous run's output (--redo)
-                replace(partial[name], final)
-            elif not final.exists():
-                raise RuntimeError(f"stage {key}: output {name!r} is missing; remove {scratch} and rerun")
+        scratch, started = self._scratch(key), time.time()
+        try:  # what goes wrong from here on (the stage, a full disk when its outputs are moved) is recorded for `openvlt status`
+            counts, started = self._run_in_place(key, fn, entry, scratch, finals, started)
+        except BaseException as exc:  # the rerun runs the stage again
+            entry.update(seconds=round(time.time() - started, 2))
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
+                entry.update(status="interrupted")
+            else:
+                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            self._save()
+            raise
         crashpoint(f"after:{key}")
         seconds = time.time() - started
         entry.pop("error", None)
@@ -251,6 +224,39 @@ class Workspace:
         log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
         return counts
 
+    def _run_in_place(self, key: str, fn: Callable[[StageContext], dict[str, Any]], entry: dict[str, Any], scratch: Path,
+                      finals: dict[str, Path], started: float) -> tuple[dict[str, Any], float]:
+        """Run `fn` on partial outputs (or take what an interrupted attempt finished) and move them into
+        place; return its counts and when it started."""
+        partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
+        for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
+            _remove_stale_temporaries(final.parent, [final.name, p.name])
+        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
+        for p in partial.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.is_dir():  # a kept partial folder (a model, a data set): what a kill left half-written inside it
+                for stale in p.rglob(temporary_path(Path("*"), "*").name):
+                    _remove(stale)
+        result = scratch / "result.json"  # written once fn has finished: a kill after it never runs fn again
+        if result.exists():
+            done = json.loads(result.read_text())
+            counts, started = done["counts"], started - done["seconds"]  # report the time that attempt took
+            log.info("%s: finished by the interrupted attempt; recording its outputs", key)
+        else:
+            counts = fn(StageContext(key, partial, scratch)) or {}
+            missing = [name for name, p in partial.items() if not p.exists()]
+            if missing:
+                raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
+            atomic_write(result, json.dumps({"counts": counts, "seconds": time.time() - started}))
+        for name, final in finals.items():
+            if partial[name].exists():  # else the interrupted attempt had renamed it already
+                _remove(final)  # the previous run's output (--redo)
+                replace(partial[name], final)
+            elif not final.exists():
+                raise RuntimeError(f"stage {key}: output {name!r} is missing; remove {scratch} and rerun")
+        return counts, started
+
     def _check_inputs_unchanged(self, key: str, inputs: dict[str, str | Path | DataRef]) -> None:
         """A complete stage whose input files changed since it ran (a data file fixed in place, a model
         folder replaced) is not silently skipped: its outputs were made from the old content."""
@@ -259,8 +265,10 @@ class Workspace:
             return
         what = f"{key} is complete, but its input {', '.join(changed)} changed since it ran"
         if not self.force:
-            raise ValueError(f"{what}. Rerun with --redo {key} to run it (and every stage after it) on the new "
-                             "content, or --force to keep the completed work as it is")
+            why = (f"{what}. Rerun with --redo {key} to run it (and every stage after it) on the new content, or "
+                   "--force to keep the completed work as it is")
+            self.record_stop(why)  # `openvlt status` says why the run stopped, not "the same command continues it"
+            raise ValueError(why)
         log.warning("--force: %s; keeping its outputs", what)
 
     def _changed_inputs(self, key: str, inputs: dict[str, str | Path | DataRef] | None = None) -> list[str]:

@@ -97,7 +97,7 @@ def _chat_template_file(path: str) -> str | None:
     import json
 
     if Path(path, "chat_template.jinja").exists():
-        return Path(path, "chat_template.jinja").read_text()
+        return Path(path, "chat_template.jinja").read_text(encoding="utf-8")
     if Path(path, "chat_template.json").exists():
         return json.loads(Path(path, "chat_template.json").read_text()).get("chat_template")
     return None

@@ -73,3 +73,16 @@ def test_a_file_that_fails_to_reach_the_disk_is_an_error_and_the_old_file_stays(
         fsync_failing_with(code, on_folders_only=folders)
         atomic_write(target, f"new {code}")
         assert target.read_text() == f"new {code}"
+
+
+def test_text_is_written_as_utf8_whatever_the_locale(tmp_path):
+    """report.html declares utf-8: under LANG=C (a bare container) a trace with `é` or `≤` must neither
+    crash the end of the run nor come out garbled."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    code = "import sys; from pathlib import Path; from openvlt.files import atomic_write; atomic_write(Path(sys.argv[1]), '\\xe9 \\u2264 \\U0001f642')"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.html")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert (tmp_path / "r.html").read_bytes() == "é ≤ 🙂".encode()

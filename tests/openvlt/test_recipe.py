@@ -589,3 +589,21 @@ def test_a_data_file_missing_only_for_a_later_iteration_is_named_under_its_entry
     path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"data": {"eval": {"held": str(tmp_path / "gone.parquet")}}}})
     with pytest.raises(RecipeError, match=r"missing input\(s\):\n  per_iteration.2.data.eval.held: .*gone.parquet"):
         load_recipe(path)
+
+
+def test_a_recipe_is_read_as_utf8_whatever_the_locale(tmp_path, toyworld_dir, tiny_student):
+    """A prompt in French reads the same under LANG=C; a recipe saved in another encoding is named."""
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"model": "MODEL", "prompt": "PROMPT {question}"}})
+    path.write_text(path.read_text().replace("PROMPT", "Réponds,"), encoding="utf-8")  # (safe_dump writes \xE9)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    code = "import sys; from openvlt.recipe import load_recipe; print(ascii(load_recipe(sys.argv[1]).roles.student.prompt))"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == ascii("Réponds, {question}"), done.stderr[-1000:]
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin1.yaml: not UTF-8 text \(byte \d+: invalid continuation byte\); save the recipe as UTF-8"):
+        load_recipe(latin)

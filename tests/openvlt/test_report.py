@@ -31,6 +31,28 @@ def test_answers_the_reward_could_not_judge_are_in_the_summary_and_the_table(tmp
     assert "<td>p1</td>" in page  # the kept answers, with their problem ids
 
 
+def test_the_summary_counts_what_belongs_to_it(tmp_path, toyworld_dir, tiny_student):
+    """Unjudged answers of another held-out set are not reported under the headline set's accuracy; stages
+    of iterations the recipe no longer asks for are not in its stage time; a quarantined row whose text holds
+    U+2028 (a line end to `str.splitlines`) is one row."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=1))
+    run = tmp_path / "run"
+    _eval(run / "base", 0.0)
+    evaluation = json.loads((run / "base" / "eval.json").read_text())
+    evaluation["sets"]["other"] = {**evaluation["sets"]["held"], "reward_errors": 40}
+    (run / "base" / "eval.json").write_text(json.dumps(evaluation))
+    (run / "manifest.json").write_text(json.dumps({"stages": {
+        "base/evaluate": {"seconds": 2.0}, "iter_1/sft": {"seconds": 3.0}, "iter_2/sft": {"seconds": 100.0}}}))
+    (run / "quarantine").mkdir()
+    rows = [{"row": 1, "record": {"question": "a\u2028b\u2029c\x85d"}}, {"row": 2, "record": {"question": "e"}}]
+    (run / "quarantine" / "data-1234.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                        encoding="utf-8")
+    summary = write_summary(run, recipe)
+    assert summary["base"]["unjudged_answers"] == 0 and summary["base"]["all_sets"] == {"held": 0.0, "other": 0.0}
+    assert summary["seconds"] == 5.0 and summary["quarantined_rows"] == {"quarantine/data-1234.jsonl": 2}
+    assert "could not judge" not in format_summary(summary)
+
+
 def test_examples_left_out_as_too_long_are_in_the_summary_and_the_table(tmp_path, toyworld_dir, tiny_student):
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=2))
     run = tmp_path / "run"

@@ -331,6 +331,37 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted_not_failed_and_the_cli_say
     assert "openvlt run: interrupted (the same command continues where it stopped)" in capsys.readouterr().err
 
 
+def test_a_stage_that_fails_while_its_outputs_are_moved_into_place_is_recorded_as_failed(tmp_path, toyworld_dir, tiny_student,
+                                                                                          monkeypatch):
+    """A full disk (or quota) when the finished outputs are renamed into place is a failure `openvlt status`
+    names, not "interrupted; a rerun continues it"; the rerun moves the finished outputs without running the stage."""
+    import errno
+
+    from openvlt import workspace
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    runs = []
+
+    def body(ctx):
+        runs.append(1)
+        ctx.out["x"].write_text("done")
+        return {"in": 1}
+
+    def full_disk(src, dst):
+        raise OSError(errno.EDQUOT, f"{src} did not reach the disk: Disk quota exceeded")
+
+    real = workspace.replace
+    monkeypatch.setattr(workspace, "replace", full_disk)
+    with Workspace.open(recipe) as ws, pytest.raises(OSError, match="Disk quota exceeded"):
+        ws.stage("iter_1/sft", body, outputs={"x": tmp_path / "run" / "x.txt"})
+    status = format_status(tmp_path / "run")
+    assert "iter_1/sft" in status and "failed" in status and "Disk quota exceeded" in status
+    monkeypatch.setattr(workspace, "replace", real)
+    with Workspace.open(recipe) as ws:
+        assert ws.stage("iter_1/sft", body, outputs={"x": tmp_path / "run" / "x.txt"}) == {"in": 1}
+    assert runs == [1] and (tmp_path / "run" / "x.txt").read_text() == "done"
+
+
 def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, toyworld_dir, tiny_student, caplog):
     """A data file fixed in place after its stages completed: the rerun says which stage and how to redo it."""
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
@@ -353,6 +384,7 @@ def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, 
     with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"iter_1/caption is complete, but its input problems "
                                                      r"\(.*problems.txt\) changed since it ran\. Rerun with --redo iter_1/caption"):
         stage(ws)
+    assert "stopped before its next stage: iter_1/caption is complete, but its input problems" in format_status(tmp_path / "run")
     with Workspace.open(recipe, force=True) as ws:
         stage(ws)
     assert runs == ["v1"] and "--force: iter_1/caption is complete, but its input problems" in caplog.text
