@@ -24,8 +24,9 @@ def test_greedy_output_does_not_depend_on_batching(engine, requests):
     alone = [engine.generate([r], Sampling(n=1, temperature=0, max_tokens=10))[0] for r in requests]
     assert len({t[0] for t in together}) == len(requests)  # the model answers each prompt differently
     assert together == alone  # left padding and positions are right for every row
-    text_only = engine.generate([Request("How many circles are there?")], Sampling(n=1, temperature=0, max_tokens=5))
-    assert len(text_only) == 1 and isinstance(text_only[0][0], str)
+    text_only = Request("How many circles are there?")  # no image: in a batch with images too
+    assert engine.generate([text_only, *requests[:2]], Sampling(n=1, temperature=0, max_tokens=10)) == [
+        engine.generate([text_only], Sampling(n=1, temperature=0, max_tokens=10))[0], *together[:2]]
 
 
 def test_requests_go_in_batches_of_like_prompt_length_and_come_back_in_order(tiny_student, requests):

@@ -306,8 +306,8 @@ def test_a_hub_style_folder_without_our_auto_map_still_loads_its_processor(tiny_
     (hub / "processor_config.json").write_text(json.dumps(config))
     processor = load_processor(hub)
     assert type(processor).__name__ == "Qwen2_5_VLProcessor" and processor.image_processor is not None
-    engine = HFEngine(str(hub))
-    assert engine.generate([Request("How many? <image>", (_png(),))], Sampling(n=1, temperature=0, max_tokens=3))
+    request, greedy = Request("How many? <image>", (_png(),)), Sampling(n=1, temperature=0, max_tokens=3)
+    assert HFEngine(str(hub)).generate([request], greedy) == HFEngine(str(tiny_student)).generate([request], greedy)
 
 
 def test_example_lengths_are_the_lengths_sft_trains_on_at_any_image_size(tiny_student, problems):

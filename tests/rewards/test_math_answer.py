@@ -229,10 +229,12 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("truth", ["3", "3 m"])
 @pytest.mark.parametrize("answer", ADVERSARIAL, ids=lambda a: a[:16])
-def test_adversarial_answers_are_wrong_and_fast(answer, truth):
+def test_adversarial_answers_are_wrong_and_never_hang(answer, truth):
+    """Each would take hours or all memory unguarded (10^(10^10) digits, 100000!); guarded, milliseconds.
+    The bound is a hang guard, far above that: speed is bench/reward_throughput.py's business."""
     started = time.perf_counter()
     assert math_reward(tagged(answer), truth, extra_info={}) == 0.0
-    assert time.perf_counter() - started < 1.0  # well inside any sensible per-item limit
+    assert time.perf_counter() - started < 20
 
 
 def test_powers_of_moderate_exponents_are_still_checked():
@@ -243,10 +245,7 @@ def test_powers_of_moderate_exponents_are_still_checked():
     assert unsafe_reason("((10^{999})^{999})^{999}").startswith("powers of powers") and unsafe_reason(polynomial) is None
 
 
-def test_garbage_is_cheap():
+def test_garbage_from_an_untrained_model_is_wrong():
+    """No answer to find, or a malformed one: 0 (its cost per item is measured in bench/reward_throughput.py)."""
     garbage = ["sks aa ptr ##!!" * 40, "<think> 1 2 3 answer", "answer> 3 </answer", "\\boxed 3", ""]
-    started = time.perf_counter()
-    for _ in range(1000):
-        for text in garbage:
-            assert math_reward(text, "3", extra_info={}) == 0.0
-    assert (time.perf_counter() - started) / 5000 < 1e-4  # well under 0.1 ms an item
+    assert [math_reward(text, "3", extra_info={}) for text in garbage] == [0.0] * len(garbage)
