@@ -13,10 +13,13 @@ question counts, `extra_info["targets"]`, and its options):
    skipped a pass whose count was 0, or announced "Red shapes" and then counted the blue ones;
 1. each restated cell ("Row 2: red circle yes, empty cell no, ...") is what is there;
 2. each yes/no mark is right for what that pass counts (the probe before it: "red circle?");
-3. each row's count "(2)" equals the row's yes marks, and each pass's total ("1 + 0 + 2 = 3")
-   adds up exactly those row counts;
-4. every equation is arithmetically right, unless the trace retracts it ("Wait, 3 + 4 is 7, not 8");
-5. each option check ("A 5 no, B 3 yes") quotes the real options and says yes exactly for the value.
+3. each row's count "(2)" equals the row's yes marks, each pass lists every row once, in order, and its
+   total ("1 + 0 + 2 = 3") adds up exactly those row counts;
+4. the counts are combined as the question asks ("3 - 2 = 1" for "how many more", the two totals in
+   order), and nothing else is computed after them;
+5. every equation is arithmetically right, unless the trace retracts it right after it with the right
+   value ("3 + 4 = 8. Wait, 3 + 4 is 7, not 8.");
+6. each option check ("A 5 no, B 3 yes") quotes the real options and says yes exactly for the value.
 
 Claims in other formats are not parsed, so a trace written differently is judged on its answer.
 Registered as `toyworld` in the `openvlt.rewards` entry-point group (pyproject.toml), which is how
@@ -45,7 +48,8 @@ _ROW_RE = re.compile(r"Row (\d{1,9}): ([^()]*?)\s*\((\d{1,9})\)")
 _PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
 _PASS_RE = re.compile(r"(?:<think>|\. )([A-Za-z ,]{1,40}): ([a-z]+(?: [a-z]+)?)\? Row")  # intro: probe? Row
 _EQUATION_RE = re.compile(r"(?<![\d-])(\d{1,9}(?: [+-] \d{1,9})+) = (-?\d{1,9})(?!\d)")
-_RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is -?\d{1,9}, not (-?\d{1,9})(?!\d)")
+_RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is (-?\d{1,9}), not (-?\d{1,9})(?!\d)")
+_COMBINE = {"sum": "+", "more_than": "-", "difference": "-"}  # question kinds that combine two counts
 # "(A) 3 no" quotes option A as the question writes it; "A 3 no" (the teacher's older wording) is read the same.
 _OPTION_RE = re.compile(r"(?:\(([A-D])\)|\b([A-D])) (-?\d{1,9}) (yes|no)\b")
 
@@ -57,7 +61,8 @@ def toyworld_reward(response: str, ground_truth: str, *, extra_info: Mapping[str
     answer = math_reward(response, ground_truth, extra_info=extra_info)
     reasoning = response.split("</think>")[0]
     scene = [[None if c == "-" else tuple(c.split()) for c in row.split(",")] for row in extra_info["scene"].split(";")]
-    faithful = (_passes_hold(reasoning, extra_info.get("targets")) and _grid_claims_hold(reasoning, scene)
+    faithful = (_passes_hold(reasoning, extra_info.get("targets"))
+                and _grid_claims_hold(reasoning, scene, _COMBINE.get(extra_info["kind"]) if "kind" in extra_info else "+-")
                 and _equations_hold(reasoning) and _options_hold(reasoning, extra_info.get("choices")))
     return {"score": answer * float(faithful), "answer": answer, "faithful": float(faithful)}
 
@@ -81,15 +86,28 @@ def _target(probe: str) -> tuple[str | None, str | None]:
     return (colour, shape) if len(words) == (colour is not None) + (shape is not None) else ("?", "?")
 
 
-def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]]) -> bool:
+def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]], combine: str | None) -> bool:
+    """Rows and totals, in order: each pass lists rows 1..n and adds up their counts; an equation after
+    counting combines the two totals with `combine` ("+" or "-"; "+-": either, for a record that does
+    not say its question's kind; None: the question combines nothing)."""
     counts_since_total: list[int] = []
+    rows_since_total: list[int] = []
+    totals: list[int] = []
+    combined = False  # two counts must be combined: an answer cannot come from them otherwise
     for item in sorted([*_ROW_RE.finditer(reasoning), *_EQUATION_RE.finditer(reasoning)], key=lambda m: m.start()):
-        if item.re is _EQUATION_RE:  # a pass's total adds up the row counts just listed
-            if counts_since_total:
-                tokens = item[1].split()
+        if item.re is _EQUATION_RE:
+            tokens = item[1].split()
+            if counts_since_total:  # a pass's total adds up the row counts just listed, of every row
                 if "-" in tokens[1::2] or [int(t) for t in tokens[::2]] != counts_since_total:
                     return False
-                counts_since_total = []
+                if rows_since_total != list(range(1, len(scene) + 1)):
+                    return False
+                totals.append(int(item[2]))
+                counts_since_total, rows_since_total = [], []
+            elif totals:  # after counting: combines the two counts as the question asks, or is not there
+                if combine is None or len(totals) != 2 or tokens[::2] != [str(t) for t in totals] or tokens[1] not in combine:
+                    return False
+                combined = True
             continue
         r, listed, count = int(item[1]) - 1, item[2], int(item[3])
         cells = [c.split() for c in listed.split(",")]
@@ -109,19 +127,32 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]])
         if yes != count:
             return False
         counts_since_total.append(count)
-    return True
+        rows_since_total.append(r + 1)
+    return not counts_since_total and (len(totals) != 2 or combined)  # (rows listed and never added up prove nothing)
 
 
 def _equations_hold(reasoning: str) -> bool:
-    retracted = {(expr, int(wrong)) for expr, wrong in _RETRACTION_RE.findall(reasoning)}
-    for expr, result in _EQUATION_RE.findall(reasoning):
-        tokens = expr.split()
-        value = int(tokens[0])
-        for op, term in zip(tokens[1::2], tokens[2::2]):
-            value = value + int(term) if op == "+" else value - int(term)
-        if value != int(result) and (expr, int(result)) not in retracted:
+    """Every equation is right, or is the one a retraction just after it corrects (to the right value)."""
+    retractions = list(_RETRACTION_RE.finditer(reasoning))
+    if any(_value(m[1]) != int(m[2]) for m in retractions):
+        return False  # a "correction" to a wrong value
+    equations = list(_EQUATION_RE.finditer(reasoning))
+    for i, eq in enumerate(equations):
+        if _value(eq[1]) == int(eq[2]):
+            continue
+        following = [m for m in retractions if m.start() > eq.end()]
+        next_equation = equations[i + 1].start() if i + 1 < len(equations) else len(reasoning)
+        if not (following and following[0].start() < next_equation and (following[0][1], following[0][3]) == (eq[1], eq[2])):
             return False
     return True
+
+
+def _value(expr: str) -> int:
+    tokens = expr.split()
+    value = int(tokens[0])
+    for op, term in zip(tokens[1::2], tokens[2::2]):
+        value = value + int(term) if op == "+" else value - int(term)
+    return value
 
 
 def _options_hold(reasoning: str, choices: list[str] | None) -> bool:

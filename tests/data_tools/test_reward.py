@@ -15,7 +15,7 @@ def teacher_traces(n: int, error_rate: float):
     for _ in range(n):
         scene, question, answer = sample_problem(rng, 3, DEFAULT_KINDS, 0.2)
         trace = write_trace(write_caption(scene, rng) + " " + question.text(), rng, error_rate)
-        extra = {"scene": scene_code(scene), "targets": [" ".join(w for w in t if w) for t in question.targets],
+        extra = {"scene": scene_code(scene), "kind": question.kind, "targets": [" ".join(w for w in t if w) for t in question.targets],
                  **({"choices": list(question.choices)} if question.choices else {})}
         yield trace, answer, extra
 
@@ -90,6 +90,38 @@ def test_arithmetic_and_option_claims_are_checked():
             assert reward(bad, "B", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
     retracted = "<think>3 + 4 = 8. Wait, 3 + 4 is 7, not 8. 3 + 4 = 7.</think> <answer>7</answer>"
     assert reward(retracted, "7", extra_info={"scene": extra["scene"]})["score"] == 1.0
+
+
+TWO_COUNTS = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: empty cell no, "
+              "empty cell no, red square yes (1). Row 3: red triangle yes, empty cell no, blue circle no (1). 1 + 1 + 1 = 3. "
+              "Blue shapes: blue? Row 1: red circle no, empty cell no, blue square yes (1). Row 2: empty cell no, empty cell no, "
+              "red square no (0). Row 3: red triangle no, empty cell no, blue circle yes (1). 1 + 0 + 1 = 2. 3 - 2 = 1."
+              "</think> <answer>1</answer>")
+
+
+@pytest.mark.parametrize("change", [
+    (" Row 3: red triangle yes, empty cell no, blue circle no (1). 1 + 1 + 1 = 3.", " 1 + 1 = 2."),  # a row left out:
+    (" Row 3: red triangle no, empty cell no, blue circle yes (1). 1 + 0 + 1 = 2.", " 1 + 0 = 1."),  # 2 - 1 is still 1
+    ("3 - 2 = 1.", "5 - 4 = 1."),                                        # the answer not computed from the counts
+    ("3 - 2 = 1.", "3 + -2 = 1."),                                       # (not even an equation of them)
+    ("3 - 2 = 1.", "2 - 1 = 1."),
+    ("3 - 2 = 1.", "3 - 2 = 2. Wait, 3 - 2 is 5, not 2. 3 - 2 = 1."),    # a correction to a wrong value
+    ("3 - 2 = 1.", "Wait, 3 - 2 is 1, not 4. 3 - 2 = 4. 3 - 2 = 1."),    # a retraction excuses the equation before it only
+    ("3 - 2 = 1.", "3 - 2 = 1. 1 + 1 = 2."),                             # something else computed after the counts
+])
+def test_the_counts_are_complete_and_combined_as_the_question_asks(change):
+    """A pass over some rows only, or a combining step whose operands are not the totals, can land on the
+    right answer by luck; so can a retraction that "corrects" the wrong equation."""
+    extra = {"scene": "red circle,-,blue square;-,-,red square;red triangle,-,blue circle", "targets": ["red", "blue"],
+             "kind": "difference"}
+    reward = get_reward("toyworld")
+    assert reward(TWO_COUNTS, "1", extra_info=extra)["score"] == 1.0
+    slip = TWO_COUNTS.replace("3 - 2 = 1.", "3 - 2 = 2. Wait, 3 - 2 is 1, not 2. 3 - 2 = 1.")  # the teacher's caught slip
+    assert reward(slip, "1", extra_info=extra)["score"] == 1.0
+    assert reward(TWO_COUNTS.replace(*change), "1", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
+    summed = TWO_COUNTS.replace("3 - 2 = 1.", "3 + 2 = 5.").replace("<answer>1", "<answer>5")  # + for "how many more"
+    assert reward(summed, "5", extra_info={**extra, "kind": "sum"})["score"] == 1.0
+    assert reward(summed, "5", extra_info=extra)["score"] == 0.0
 
 
 def test_runs_in_the_worker_pool_and_misuse_is_an_error_not_a_zero():
