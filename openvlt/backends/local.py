@@ -184,7 +184,7 @@ def grpo(
         policy.train()
         for _ in range(config.ppo_epochs):
             order = torch.randperm(len(rewards), generator=torch.Generator().manual_seed(seed + step))
-            for mb in order.chunk(config.mini_batches):
+            for mb in order.tensor_split(config.mini_batches):  # exactly mini_batches (chunk gives fewer)
                 n_tokens = int(resp_mask[mb].sum())
                 if n_tokens == 0:
                     continue
