@@ -67,6 +67,17 @@ class TinySize:
     vision_heads: int = 4
     vocab: int = 640
 
+    def problem(self) -> str | None:
+        """Why a model of this size could not run (a build that succeeds would fail at its first forward
+        pass), else None."""
+        if self.hidden % self.heads or (self.hidden // self.heads) % 4:
+            return f"hidden ({self.hidden}) / heads ({self.heads}) must be a multiple of 4"
+        if self.heads % self.kv_heads:
+            return f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})"
+        if self.vision_hidden % self.vision_heads or (self.vision_hidden // self.vision_heads) % 2:
+            return f"vision_hidden ({self.vision_hidden}) / vision_heads ({self.vision_heads}) must be an even whole number"
+        return None
+
 
 def build_tiny_student(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
     """Write the tiny student's folder (model, tokenizer, processor, chat template) to `out_dir`."""
@@ -76,9 +87,9 @@ def build_tiny_student(out_dir: str | Path, size: TinySize = TinySize(), seed: i
 
     from openvlt.models import qwen_processor
 
+    if size.problem():
+        raise ValueError(size.problem())
     head_dim = size.hidden // size.heads
-    if size.hidden % size.heads or head_dim % 4:
-        raise ValueError(f"hidden ({size.hidden}) / heads ({size.heads}) must be a multiple of 4")
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -588,29 +588,44 @@ def check_values(recipe: Recipe) -> None:
 
 
 def _check_prepare(prepare: Prepare) -> None:
-    """The prepare blocks are keyword arguments of the builders: a typo would fail only when they run."""
-    if prepare.toyworld:
-        from data_tools.toyworld.dataset import build_toyworld
+    """The prepare blocks are keyword arguments of the builders: a typo, a missing argument or a value the
+    builder refuses would fail only when they run."""
+    if prepare.toyworld is not None:
+        from data_tools.toyworld.dataset import build_toyworld, toyworld_problem
 
+        parameters = list(inspect.signature(build_toyworld).parameters.values())[1:]  # (the first is the folder)
         hints = typing.get_type_hints(build_toyworld)
-        _check_arguments("prepare.toyworld", prepare.toyworld,
-                         {name: hints[name] for name in list(inspect.signature(build_toyworld).parameters)[1:]})
-    if prepare.tiny_student:
+        args = _check_arguments("prepare.toyworld", prepare.toyworld, {p.name: hints[p.name] for p in parameters})
+        missing = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.name not in args]
+        if missing:
+            raise RecipeError(f"prepare.toyworld.{missing[0]}: missing (the toy world needs {', '.join(missing)})")
+        names = {"grid", "kinds", "levels"}
+        problem = toyworld_problem(**{k: tuple(v) if k == "levels" else v for k, v in args.items() if k in names})
+        if problem:
+            raise RecipeError(f"prepare.toyworld.{problem}")
+    if prepare.tiny_student is not None:
         from data_tools.tiny_model import TinySize
 
-        _check_arguments("prepare.tiny_student", prepare.tiny_student, {**typing.get_type_hints(TinySize), "seed": int})
+        args = _check_arguments("prepare.tiny_student", prepare.tiny_student, {**typing.get_type_hints(TinySize), "seed": int})
+        problem = TinySize(**{k: v for k, v in args.items() if k not in ("out", "seed")}).problem()
+        if problem:
+            raise RecipeError(f"prepare.tiny_student: {problem}")
 
 
-def _check_arguments(where: str, given: dict[str, Any], known: dict[str, Any]) -> None:
-    """Names and types of a builder's keyword arguments (`out`, the folder, is every builder's)."""
-    known = {**known, "out": str}
+def _check_arguments(where: str, given: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """Names and types of a builder's keyword arguments (`out`, the folder, is every builder's), as the
+    builder takes them: the text "4" is no int here (the builder is given the recipe's values as they are)."""
+    known, checked = {**known, "out": str}, {}
     for key, value in given.items():
         if key not in known:
             raise RecipeError(_unknown(f"{where}.{key}", key, list(known)))
         kind = known[key]
         if typing.get_origin(kind) is tuple:  # YAML has lists, not tuples
             kind = list[typing.get_args(kind)[0]]
-        _coerce(kind, value, f"{where}.{key}")
+        checked[key] = _coerce(kind, value, f"{where}.{key}")
+        if isinstance(value, str) and not isinstance(checked[key], str):
+            raise RecipeError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got str {value!r}")
+    return checked
 
 
 def _named(key: str, k: int, extra: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from PIL import Image
 from data_tools.toyworld.scene import CELL_PX, COLOURS, SHAPES, Item, Scene
 
 _MIN_PIXELS = 30  # fewer saturated pixels than this in a cell: empty
-_ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
+_ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]  # grids up to 8 x 8
 
 
 def read_grid(image: bytes | Image.Image) -> Scene:

@@ -18,13 +18,27 @@ from typing import Any
 from tqdm import tqdm
 
 from data_tools.toyworld.questions import KINDS, sample_problem
-from data_tools.toyworld.scene import Scene, render_scene
+from data_tools.toyworld.scene import CELL_PX, Scene, render_scene
 from openvlt.records import write_records
 
 log = logging.getLogger(__name__)
 
 # Two-step kinds (more_than, sum, difference) make up 35 % of problems by default.
+MAX_GRID = 8  # the tiny student's processor takes images up to 224 x 224 pixels: 8 cells of 28
 DEFAULT_KINDS = {"count_colour": 0.2, "count_shape": 0.2, "count_both": 0.25, "more_than": 0.1, "sum": 0.1, "difference": 0.15}
+
+
+def toyworld_problem(grid: int = 3, kinds: dict[str, float] | None = None, levels: tuple[int, ...] = (1, 2, 3)) -> str | None:
+    """Why `build_toyworld` could not build with these arguments ("<argument>: why"), else None."""
+    unknown = [k for k in (kinds or {}) if k not in KINDS]
+    if unknown:
+        return f"kinds: unknown question kind {unknown[0]!r}; the kinds are {', '.join(KINDS)}"
+    if not any(KINDS[k][0] in levels and w > 0 for k, w in (kinds or DEFAULT_KINDS).items()):
+        return f"kinds: no question kind with a weight above 0 has a level in {list(levels)}"
+    if not 3 <= grid <= MAX_GRID:
+        return (f"grid: must be 3 to {MAX_GRID}, got {grid} (answers go up to 8, and a larger grid's image is over the tiny "
+                f"student's {MAX_GRID * CELL_PX} x {MAX_GRID * CELL_PX} pixels, one image token a cell)")
+    return None
 
 
 def build_toyworld(
@@ -39,11 +53,10 @@ def build_toyworld(
     reward: str = "toyworld",
 ) -> dict[str, Any]:
     """Write train/test record files to `out_dir` and return the statistics written to stats.json."""
-    kinds = {k: w for k, w in (kinds or DEFAULT_KINDS).items() if KINDS[k][0] in levels}
-    if not kinds:
-        raise ValueError(f"no question kind has a level in {levels}")
-    if grid < 3:
-        raise ValueError("grid must be at least 3 (answers go up to 8)")
+    problem = toyworld_problem(grid, kinds, levels)
+    if problem:
+        raise ValueError(problem)
+    kinds = {k: w for k, w in (kinds or DEFAULT_KINDS).items() if KINDS[k][0] in levels and w > 0}
     out = Path(out_dir)
     test = _problems("test", n_test, seed, grid, kinds, mc_fraction, reward, exclude=set())
     test_scenes = {row.pop("_scene") for row in test}

@@ -5,6 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from data_tools.tiny_model import TinySize, build_tiny_student
+
 from ..conftest import OPENVLT
 
 ROUND_TRIP = textwrap.dedent("""
@@ -102,3 +106,15 @@ def test_cli_builds_a_student(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "must be a multiple of 4" in bad.stderr
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("size, message", [
+    (TinySize(hidden=72, heads=4), r"hidden \(72\) / heads \(4\) must be a multiple of 4"),
+    (TinySize(kv_heads=3), r"heads \(4\) must be a multiple of kv_heads \(3\)"),
+    (TinySize(vision_heads=3), r"vision_hidden \(64\) / vision_heads \(3\) must be an even whole number"),
+])
+def test_a_size_that_could_not_run_is_refused_before_anything_is_written(tmp_path, size, message):
+    """Such a folder used to build, then fail at its first forward pass (in the run's first evaluation)."""
+    with pytest.raises(ValueError, match=message):
+        build_tiny_student(tmp_path / "m", size)
+    assert not (tmp_path / "m").exists()

@@ -113,8 +113,28 @@ def test_levels_filter_and_bad_arguments(tmp_path):
     assert set(stats["train"]["kinds"]) <= {"count_colour", "count_shape"}
     with pytest.raises(ValueError, match="no question kind"):
         build_toyworld(tmp_path / "x", n_train=5, levels=(7,))
-    with pytest.raises(ValueError, match="grid must be at least 3"):
+    with pytest.raises(ValueError, match="grid: must be 3 to 8, got 2"):
         build_toyworld(tmp_path / "y", n_train=5, grid=2)
+    with pytest.raises(ValueError, match="grid: must be 3 to 8, got 9"):  # over the tiny student's 224 x 224 pixels
+        build_toyworld(tmp_path / "y", n_train=5, grid=9)
+    with pytest.raises(ValueError, match="kinds: unknown question kind 'count'"):
+        build_toyworld(tmp_path / "y", n_train=5, kinds={"count": 1.0})
+
+
+@pytest.mark.parametrize("grid", [7, 8])
+def test_the_largest_grids_are_captioned_and_read_back(tmp_path, grid):
+    """Rows past the sixth have ordinals too: a 7 x 7 grid used to build, then stop the run at captioning."""
+    import random
+
+    from data_tools.toyworld.captioner import parse_caption, read_grid, write_caption
+    from data_tools.toyworld.dataset import scene_code
+    from openvlt.records import read_records
+
+    build_toyworld(tmp_path, n_train=10, n_test=2, seed=1, grid=grid)
+    rng = random.Random(0)
+    for row in read_records(tmp_path / "train.parquet"):
+        caption = write_caption(read_grid(row["images"][0]), rng)
+        assert scene_code(parse_caption(caption)) == row["extra_info"]["scene"], caption
 
 
 def test_cli_writes_a_data_set(tmp_path):
