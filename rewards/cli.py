@@ -6,7 +6,8 @@
 Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``
 and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
-is not valid JSON, or not UTF-8, gets an error line too). A summary goes to stderr. ``INPUT`` may be ``-``.
+is blank, not valid JSON or not UTF-8 gets an error line too; an error names its input line). A
+plugin that raises, or calls ``sys.exit()``, fails its own line. A summary goes to stderr. ``INPUT`` may be ``-``.
 Exit status: 0 when every line was scored; 1 when some line has an error or timed out (the output is
 still complete: a check of a plugin can fail a script); 2 when ``--reward`` cannot be loaded, before the
 first line.
@@ -78,9 +79,16 @@ def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
         except UnicodeDecodeError as exc:
             yield ValueError(f"line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} at position {exc.start})")
             continue
+        if not line.strip():
+            yield ValueError(f"line {number} is blank")  # (an output line still, so that lines stay aligned)
+            continue
         try:
             item = json.loads(line)
         except ValueError as exc:
             yield ValueError(f"line {number} is not JSON: {exc}")
             continue
-        yield item if isinstance(item, dict) else ValueError(f"line {number} is not a JSON object")
+        if not isinstance(item, dict):
+            yield ValueError(f"line {number} is not a JSON object")
+            continue
+        # an error names the line ("on item 1 (line 2)"; item numbers count from 0), and the line's own id
+        yield {**item, "id": f"line {number}" + (f", id {item['id']}" if item.get("id") is not None else "")}

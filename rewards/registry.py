@@ -238,9 +238,9 @@ def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping
         out = fn(response, ground_truth, extra_info=dict(extra_info or {}))
     except RewardError as exc:
         raise RewardError(f"{where}: {exc}") from exc
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         raise
-    except BaseException as exc:  # the plugin's own failure (math-verify's timeout is a BaseException)
+    except BaseException as exc:  # the plugin's own failure (math-verify's timeout, a sys.exit(): reported, not obeyed)
         raise RewardError(f"{where} raised {type(exc).__name__}: {exc}") from exc
     return validate_output(out, where)
 

@@ -53,6 +53,25 @@ def test_timeouts_alone_exit_1_and_a_clean_file_exits_0(tmp_path, capsys):
     assert main(["score", str(source), "--reward", "math", "--workers", "1", "--output", str(output)]) == 0
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_error_names_the_input_line_and_a_plugin_that_exits_fails_its_line_only(tmp_path, workers):
+    """Item numbers count from 0 and lines from 1: an error names the line (and the line's own id); a blank
+    line says so; a plugin calling sys.exit() is that line's error, also in this process (--workers 0), whose
+    output used to stop there, without a summary."""
+    plugin = tmp_path / "exiting.py"
+    plugin.write_text("def score(response, ground_truth, *, extra_info):\n"
+                      "    if response == 'bye':\n        raise SystemExit(3)\n    return 1.0\n")
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"response": "a", "ground_truth": "3"}) + "\n"
+                      + json.dumps({"response": "bye", "ground_truth": "3", "id": "q7"}) + "\n"
+                      + json.dumps({"response": "c"}) + "\n\n")
+    assert main(["score", str(source), "--reward", f"{plugin}:score", "--workers", workers, "--output", str(output)]) == 1
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["score"] for line in lines] == [1.0, None, None, None]
+    assert "on item 1 (line 2, id q7) raised SystemExit: 3" in lines[1]["error"]
+    assert "on item 2 (line 3): 'ground_truth'" in lines[2]["error"] and "line 4 is blank" in lines[3]["error"]
+
+
 def test_a_line_that_is_not_utf8_gets_its_error_line_and_the_others_are_scored(tmp_path):
     source, output = tmp_path / "latin1.jsonl", tmp_path / "out.jsonl"
     good = json.dumps(LINES[0]).encode()
