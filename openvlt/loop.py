@@ -294,8 +294,8 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
         )
 
     held_out = {f"eval.{name}": ref for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
-    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs={"model": model, **held_out,
-                                                                            **_reward_files(r, rows=tuple(held_out.values()))})
+    inputs = {"model": model, **held_out, **_reward_files(r, rows=tuple(held_out.values()))}
+    ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs=inputs)
 
 
 # ----------------------------------------------------------------------------- helpers
