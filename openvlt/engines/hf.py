@@ -115,6 +115,7 @@ _PLAIN_SAMPLING: dict[str, Any] = {
     "forced_bos_token_id": None, "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
     "begin_suppress_tokens": None, "renormalize_logits": False, "guidance_scale": None, "penalty_alpha": None,
     "dola_layers": None, "prompt_lookup_num_tokens": None,
+    "stop_strings": None, "max_time": None,  # a folder's stop strings or time limit would cut answers short
 }
 
 

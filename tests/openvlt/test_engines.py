@@ -135,7 +135,8 @@ def _copy_with(tiny_student, tmp_path, file, **changes):
 def test_sampling_settings_a_model_folder_ships_do_not_leak_into_generation(engine, tiny_student, requests, tmp_path):
     """Qwen2.5-VL-Instruct's generation_config.json sets repetition_penalty 1.05: greedy evaluation must
     stay greedy, and GRPO's rollouts must come from the policy its loss scores."""
-    penalised = _copy_with(tiny_student, tmp_path, "generation_config.json", repetition_penalty=5.0, no_repeat_ngram_size=2)
+    penalised = _copy_with(tiny_student, tmp_path, "generation_config.json", repetition_penalty=5.0, no_repeat_ngram_size=2,
+                           max_time=1e-6, stop_strings=["a", "e", "o", " "])  # (either would cut every answer short)
     greedy = Sampling(n=1, temperature=0, max_tokens=12)
     assert decisive_engine(penalised).generate(requests, greedy) == engine.generate(requests, greedy)
 
