@@ -40,11 +40,23 @@ def load_processor(path: str | Path, max_pixels: int | None = None, min_pixels: 
         processor: Any = TextOnlyProcessor(str(path))
     else:
         processor = _processor(str(path), bounds)
+        _check_pixel_bounds(processor, path, bounds)
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
         log.info("%s: the tokenizer has no pad token; padding with %r", path, tokenizer.eos_token)
     return processor
+
+
+def _check_pixel_bounds(processor: Any, path: str | Path, bounds: dict[str, int]) -> None:
+    """One bound given, the other the folder's: `max_pixels` below the folder's `min_pixels` would resize
+    every image up to that minimum, over the bound asked for (its tokens over any length budget set by it)."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    low, high = getattr(size, "shortest_edge", None), getattr(size, "longest_edge", None)  # (Qwen2-VL's names for them)
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        given = ", ".join(f"{name}: {value}" for name, value in bounds.items()) or "its own values"
+        raise ValueError(f"{path} with {given} would resize images to at least min_pixels ({low}), above max_pixels "
+                         f"({high}): set both bounds")
 
 
 def pixel_bounds(max_pixels: int | None = None, min_pixels: int | None = None) -> dict[str, int]:

@@ -383,6 +383,17 @@ def test_a_text_only_model_refuses_image_size_bounds(tiny_reasoner):
         load_processor(tiny_reasoner, max_pixels=3136)
 
 
+def test_a_bound_that_crosses_the_folders_other_bound_is_refused(tiny_student):
+    """max_pixels 1000 under the folder's min_pixels (3136) would resize every image up to 3136 pixels,
+    over the bound asked for."""
+    from openvlt.models import load_processor
+
+    with pytest.raises(ValueError, match=r"with max_pixels: 1000 would resize images to at least min_pixels \(3136\), "
+                                         r"above max_pixels \(1000\): set both bounds"):
+        load_processor(tiny_student, max_pixels=1000)
+    assert load_processor(tiny_student, max_pixels=1000, min_pixels=784).image_processor.size.longest_edge == 1000
+
+
 def _png(size: tuple[int, int] = (84, 84)) -> bytes:
     import io
 
