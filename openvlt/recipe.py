@@ -600,7 +600,7 @@ def _check_prepare(prepare: Prepare) -> None:
         if missing:
             raise RecipeError(f"prepare.toyworld.{missing[0]}: missing (the toy world needs {', '.join(missing)})")
         names = {"grid", "kinds", "levels"}
-        problem = toyworld_problem(**{k: tuple(v) if k == "levels" else v for k, v in args.items() if k in names})
+        problem = toyworld_problem(**{k: v for k, v in args.items() if k in names})
         if problem:
             raise RecipeError(f"prepare.toyworld.{problem}")
     if prepare.tiny_student is not None:

@@ -48,9 +48,9 @@ def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str
             by_text = _by_text(rest, choices, same)
             return {index} | by_text if by_text else {index}
         return {index}
-    spaced = _LETTER_SPACE_TEXT_RE.match(text)
-    if spaced and (index := ord(spaced.group(1)) - ord("A")) < len(choices) and (by_text := _by_text(spaced.group(2), choices, same)):
-        return {index} | by_text
+    spaced = _spaced_letter(text, len(choices))
+    if spaced and (by_text := _by_text(spaced[1], choices, same)):  # "C 3": a letter only before an option's text
+        return {spaced[0]} | by_text
     return _by_text(text, choices, same)
 
 
@@ -73,10 +73,16 @@ def _named_letter(text: str, n_options: int) -> tuple[int, str] | None:
     return None
 
 
+def _spaced_letter(text: str, n_options: int) -> tuple[int, str] | None:
+    """("C 3" ->) the option index of an upper-case letter followed by a space, and the text after it."""
+    match = _LETTER_SPACE_TEXT_RE.match(text)
+    index = ord(match.group(1)) - ord("A") if match else n_options
+    return (index, match.group(2)) if index < n_options else None
+
+
 def _one_option(text: str, choices: Sequence[str]) -> int | None:
     """The option an answer names as a whole: exactly one option's text, alone or after its own letter."""
-    named = _named_letter(text, len(choices)) or (
-        (ord(m.group(1)) - ord("A"), m.group(2)) if (m := _LETTER_SPACE_TEXT_RE.match(text)) else None)
+    named = _named_letter(text, len(choices)) or _spaced_letter(text, len(choices))
     for index, rest in ((None, text), *([named] if named and named[1] else [])):
         matching = [i for i, option in enumerate(choices) if normalize_text(str(option)) == normalize_text(rest)]
         if len(matching) == 1 and index in (None, matching[0]):

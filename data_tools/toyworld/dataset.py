@@ -13,7 +13,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm import tqdm
 
@@ -28,7 +28,7 @@ MAX_GRID = 8  # the tiny student's processor takes images up to 224 x 224 pixels
 DEFAULT_KINDS = {"count_colour": 0.2, "count_shape": 0.2, "count_both": 0.25, "more_than": 0.1, "sum": 0.1, "difference": 0.15}
 
 
-def toyworld_problem(grid: int = 3, kinds: dict[str, float] | None = None, levels: tuple[int, ...] = (1, 2, 3)) -> str | None:
+def toyworld_problem(grid: int = 3, kinds: dict[str, float] | None = None, levels: Sequence[int] = (1, 2, 3)) -> str | None:
     """Why `build_toyworld` could not build with these arguments ("<argument>: why"), else None."""
     unknown = [k for k in (kinds or {}) if k not in KINDS]
     if unknown:
