@@ -27,8 +27,9 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--run-dir", help="run directory (default: the recipe's run_dir, or runs/<name>)")
     parser.add_argument("--force", action="store_true", help="resume even though the recipe changed since the run started "
                         "(completed stages are kept; see --redo)")
-    parser.add_argument("--redo", metavar="STAGE", help="run STAGE again, and every stage after it, replacing their outputs "
-                        "(stage names as `openvlt status` lists them, e.g. iter_2/grpo)")
+    parser.add_argument("--redo", metavar="STAGE", help="run STAGE again, and every stage made from its outputs, replacing "
+                        "their outputs (stage names as `openvlt status` lists them, e.g. iter_2/grpo; a pattern such as "
+                        "'*/evaluate' names several)")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     _quiet_library_progress_bars()
     from openvlt.loop import run

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict[str, Any]:
     """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json.
-    `redo` names a completed stage to run again, with every stage after it (e.g. "iter_2/grpo")."""
+    `redo` names a completed stage (or a pattern: "*/evaluate") to run again, with every stage made from
+    its outputs (e.g. "iter_2/grpo": its evaluation, and the next iteration's stages)."""
     from openvlt.report import write_report, write_summary
 
     with Workspace.open(recipe, force=force, redo=redo) as ws:  # one process at a time in a run directory

@@ -140,9 +140,8 @@ def _accuracies(stage_dir: Path, headline: str) -> dict[str, Any]:
     sets = json.loads(path.read_text())["sets"]
     if headline not in sets:  # data.eval changed with --force after this evaluation ran
         stage = stage_dir.name if stage_dir.name == "base" else f"{stage_dir.parent.name}/{stage_dir.name}"
-        log.warning("%s has no accuracy on %r (evaluated on: %s): `--redo %s/evaluate` adds it, and runs every "
-                    "later stage again; a new run directory evaluates the new set from the start",
-                    path, headline, ", ".join(sets), stage)
+        log.warning("%s has no accuracy on %r (evaluated on: %s): `--redo %s/evaluate` adds it (`--redo '*/evaluate'` "
+                    "to every evaluation; nothing is trained again)", path, headline, ", ".join(sets), stage)
         return {"accuracy": None, "all_sets": {k: v["accuracy"] for k, v in sets.items()}}
     unjudged = sets[headline].get("reward_errors", 0) + sets[headline].get("reward_timeouts", 0)  # (under its accuracy)
     return {"accuracy": sets[headline]["accuracy"], "all_sets": {k: v["accuracy"] for k, v in sets.items()},

@@ -10,15 +10,16 @@ re-running the same command skips every complete stage, and an interrupted stage
 whatever it left in its partial outputs and scratch folder (generation stages keep finished chunks,
 training stages keep checkpoints), as long as that work was made from the same recipe and the same
 inputs (else it is discarded, never mixed with new work). A completed stage's outputs are never
-rewritten, unless the user asks for it: `openvlt run RECIPE --redo STAGE` marks STAGE and every
-stage that ran after it as "redo"; each is run again and its outputs replaced only when its new run
-completes.
+rewritten, unless the user asks for it: `openvlt run RECIPE --redo STAGE` marks STAGE (or every
+stage a pattern such as `*/evaluate` matches) and every stage made from its outputs as "redo"; each is
+run again and its outputs replaced only when its new run completes.
 """
 from __future__ import annotations
 
 import datetime as dt
 import difflib
 import fcntl
+import fnmatch
 import glob
 import hashlib
 import json
@@ -74,7 +75,7 @@ class Workspace:
     @classmethod
     def open(cls, recipe: Recipe, force: bool = False, redo: str | None = None) -> "Workspace":
         """Create the run directory, or reopen it for a resume (refusing a changed recipe unless forced);
-        `redo` names a stage to run again, with every stage after it."""
+        `redo` names a stage (or a pattern of stages) to run again, with every stage made from its outputs."""
         root = Path(recipe.run_dir)
         root.mkdir(parents=True, exist_ok=True)
         _lock(root)
@@ -105,7 +106,7 @@ class Workspace:
                     f"{frozen} was frozen with different values; refusing to resume with a changed recipe:\n  "
                     + "\n  ".join(changes[:20])
                     + "\nUse the original recipe, a new run directory, or --force to continue with the new values "
-                    "(completed stages are kept as they are; --redo STAGE runs one again, with every stage after it)."
+                    "(completed stages are kept as they are; --redo STAGE runs one again, with the stages made from it)."
                 )
             stamp = second = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             n = 1
@@ -122,34 +123,44 @@ class Workspace:
         ws.manifest["recipe"] = recipe.digest()
         ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
         if marked:
-            ws._mark_for_redo(marked)
+            ws._mark_for_redo(redo, marked)
         ws._save()
         return ws
 
-    def _stages_from(self, key: str) -> list[str]:
-        """`key` and every stage after it (the manifest lists stages in the order they first ran)."""
+    def _stages_from(self, pattern: str) -> list[str]:
+        """The stages `pattern` names (a stage, or a shell pattern such as `*/evaluate`) and every stage made
+        from their outputs, directly or not, in the order they first ran. Dependence is read from what the
+        manifest records: a stage depends on one whose output it took as an input (a file, or one inside
+        an output folder). Re-evaluating, or adding a held-out set, trains nothing again."""
         keys = list(self.manifest["stages"])
-        if key not in keys:
-            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+        named = [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
+        if not named:
+            close = difflib.get_close_matches(pattern, keys, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"--redo {key!r}: {self.manifest_path} has no such stage; {hint}"
+            raise ValueError(f"--redo {pattern!r}: {self.manifest_path} has no such stage; {hint}"
                              f"stages: {', '.join(keys) or 'none has run yet'}")
-        return keys[keys.index(key):]
+        marked, made = [], []  # made: the outputs of the stages marked so far
+        for k in keys[keys.index(named[0]):]:
+            entry = self.manifest["stages"][k]
+            if k in named or any(_inside(i["path"], made) for i in entry.get("inputs", {}).values()):
+                marked.append(k)
+                made += [Path(o["path"]).resolve() for o in entry.get("outputs", {}).values()]
+        return marked
 
-    def _mark_for_redo(self, keys: list[str]) -> None:
-        """Mark `keys` to be run again. The same --redo repeated after a crash (same stage, same recipe)
+    def _mark_for_redo(self, request: str, keys: list[str]) -> None:
+        """Mark `keys` (what --redo `request` names) to be run again. The same --redo repeated after a crash (same request, same recipe)
         continues the unfinished redo, however far it got, instead of starting it over; with other
         values, or once the run has finished (`finish`), it is a new redo."""
-        stages, request = self.manifest["stages"], self.manifest.get("redo", {})
-        if (request.get("stage") == keys[0] and request.get("recipe") == self.work_digest and "finished" not in request
+        stages, last = self.manifest["stages"], self.manifest.get("redo", {})
+        if (last.get("stage") == request and last.get("recipe") == self.work_digest and "finished" not in last
                 and not any(stages[k].get("status") == "complete" and self._changed_inputs(k) for k in keys)):
-            log.info("--redo %s: continuing the unfinished redo", keys[0])
+            log.info("--redo %s: continuing the unfinished redo", request)
             return
         for k in keys:  # saved work of an interrupted or just-finished attempt is not reused by a redo
             shutil.rmtree(self._scratch(k), ignore_errors=True)
             stages[k]["status"] = "redo"
-        self.manifest["redo"] = {"stage": keys[0], "recipe": self.work_digest, "stages": keys, "requested": _now()}
-        log.info("--redo %s: %d stages will run again: %s", keys[0], len(keys), ", ".join(keys))
+        self.manifest["redo"] = {"stage": request, "recipe": self.work_digest, "stages": keys, "requested": _now()}
+        log.info("--redo %s: %d stages will run again: %s", request, len(keys), ", ".join(keys))
 
     def finish(self) -> None:
         """Record that the run went through to the end (`openvlt status` says so); a --redo given from
@@ -265,7 +276,7 @@ class Workspace:
             return
         what = f"{key} is complete, but its input {', '.join(changed)} changed since it ran"
         if not self.force:
-            why = (f"{what}. Rerun with --redo {key} to run it (and every stage after it) on the new content, or "
+            why = (f"{what}. Rerun with --redo {key} to run it (and the stages made from it) on the new content, or "
                    "--force to keep the completed work as it is")
             self.record_stop(why)  # `openvlt status` says why the run stopped, not "the same command continues it"
             raise ValueError(why)
@@ -445,6 +456,11 @@ def _named_images(data: DataRef) -> list[tuple[str, Path]]:
     from openvlt.records import image_files  # (here: `openvlt status` needs no pyarrow)
 
     return image_files(data.path, data.start, data.stop)
+
+
+def _inside(path: str, outputs: list[Path]) -> bool:
+    """Whether `path` is one of `outputs` or lies inside one (a data file in prepare's data folder)."""
+    return any(Path(path).resolve().is_relative_to(o) for o in outputs)
 
 
 def _recorded_input(entry: dict[str, Any]) -> str | DataRef:

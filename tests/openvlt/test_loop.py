@@ -369,17 +369,29 @@ def test_the_students_image_size_bounds_reach_training_and_every_model_it_saves(
     assert after["iter_2/grpo/evaluate"]["attempts"] == 2
 
 
-def test_a_held_out_set_changed_with_force_after_its_evaluations_ran_shows_as_missing(reference, tmp_path):
+def test_a_held_out_set_added_after_its_evaluations_ran_shows_as_missing_and_redo_adds_it_training_nothing(reference, tmp_path):
     shutil.copytree(reference, tmp_path / "run")
     test = str(reference / "data" / "toyworld" / "test.parquet")
     data = {**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["data"], "eval": {"new": test, "toyworld": test}}
-    done = run(micro_recipe(tmp_path, tmp_path / "run", data=data), "--force")
+    recipe = micro_recipe(tmp_path, tmp_path / "run", data=data)
+    done = run(recipe, "--force")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "base/eval.json has no accuracy on 'new' (evaluated on: toyworld): `--redo base/evaluate` adds it, and runs every " \
-           "later stage again" in done.stderr
+    assert "base/eval.json has no accuracy on 'new' (evaluated on: toyworld): `--redo base/evaluate` adds it (`--redo " \
+           "'*/evaluate'` to every evaluation; nothing is trained again)" in done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["eval_set"] == "new" and summary["base"]["accuracy"] is None
     assert summary["iterations"][1]["grpo"]["all_sets"] == {"toyworld": stages(reference)["iter_2/grpo/evaluate"]["counts"]["accuracy/toyworld"]}
+
+    before = stages(tmp_path / "run")
+    done = run(recipe, "--redo", "*/evaluate")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = stages(tmp_path / "run")
+    evaluations = [k for k in before if k.endswith("/evaluate")]
+    assert len(evaluations) == 5 and all(after[k]["attempts"] == before[k]["attempts"] + 1 for k in evaluations)
+    assert all(after[k] == before[k] for k in before if k not in evaluations)  # no stage but the evaluations ran
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    accuracy = stages(reference)["iter_2/grpo/evaluate"]["counts"]["accuracy/toyworld"]
+    assert summary["iterations"][1]["grpo"]["all_sets"] == {"new": accuracy, "toyworld": accuracy}  # the same file
 
 
 def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):

@@ -14,7 +14,13 @@ from openvlt.workspace import RunDirectoryBusy, Workspace, format_status
 from .test_recipe import write
 
 
-def test_redo_runs_a_stage_and_every_later_one_again_and_a_repeated_redo_continues(tmp_path, toyworld_dir, tiny_student):
+def _chain(tmp_path: Path, key: str) -> dict[str, Path]:
+    """The stages of the --redo tests read the output of the stage before them, as the loop's do; d reads a's."""
+    before = {"b": "a", "c": "b", "d": "a"}.get(key)
+    return {"x": tmp_path / "run" / f"{before}.txt"} if before else {}
+
+
+def test_redo_runs_a_stage_and_the_ones_made_from_it_again_and_a_repeated_redo_continues(tmp_path, toyworld_dir, tiny_student):
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
     runs = []
 
@@ -24,22 +30,28 @@ def test_redo_runs_a_stage_and_every_later_one_again_and_a_repeated_redo_continu
                 ctx.out["x"].write_text(f"{key} {len(runs)}")
                 runs.append(key)
                 return {}
-            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"})
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"}, inputs=_chain(tmp_path, key))
 
-    run_stages(Workspace.open(recipe), ["a", "b", "c"])
-    with pytest.raises(ValueError, match=r"--redo 'bb': .*manifest.json has no such stage; did you mean 'b'\? stages: a, b, c"):
+    run_stages(Workspace.open(recipe), ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match=r"--redo 'bb': .*manifest.json has no such stage; did you mean 'b'\? stages: a, b, c, d"):
         Workspace.open(recipe, redo="bb")
-    ws = Workspace.open(recipe, redo="b")
-    assert [ws.complete(k) for k in "abc"] == [True, False, False]
-    assert "marked by --redo" in format_status(tmp_path / "run").splitlines()[-1]
+    ws = Workspace.open(recipe, redo="b")  # c is made from b's output; d, after it, is not
+    assert [ws.complete(k) for k in "abcd"] == [True, False, False, True]
+    assert "marked by --redo" in format_status(tmp_path / "run").splitlines()[-2]
     assert (tmp_path / "run" / "c.txt").read_text() == "c 2"  # kept until the new run of c completes
     run_stages(ws, ["a", "b"])  # ... and the process dies before c
     ws = Workspace.open(recipe, redo="b")  # the same command again: continues, b is not redone
-    run_stages(ws, ["a", "b", "c"])
-    assert runs == ["a", "b", "c", "b", "c"]
-    assert [(tmp_path / "run" / f"{k}.txt").read_text() for k in "abc"] == ["a 0", "b 3", "c 4"]
-    run_stages(Workspace.open(recipe, redo="c"), ["a", "b", "c"])  # a finished redo does not block the next one
-    assert runs[-1] == "c" and len(runs) == 6
+    run_stages(ws, ["a", "b", "c", "d"])
+    assert runs == ["a", "b", "c", "d", "b", "c"]
+    assert [(tmp_path / "run" / f"{k}.txt").read_text() for k in "abcd"] == ["a 0", "b 4", "c 5", "d 3"]
+    run_stages(Workspace.open(recipe, redo="c"), ["a", "b", "c", "d"])  # a finished redo does not block the next one
+    assert runs[-1] == "c" and len(runs) == 7
+    ws = Workspace.open(recipe, redo="[cd]")  # a pattern names several stages
+    assert [ws.complete(k) for k in "abcd"] == [True, True, False, False]
+    run_stages(ws, ["a", "b", "c", "d"])
+    assert runs[-2:] == ["c", "d"]
+    ws = Workspace.open(recipe, redo="a")  # the first stage: everything is made from it
+    assert not any(ws.complete(k) for k in "abcd")
 
 
 def test_a_repeated_redo_continues_past_new_stages_and_new_values_start_a_new_one(tmp_path, toyworld_dir, tiny_student):
@@ -57,7 +69,7 @@ def test_a_repeated_redo_continues_past_new_stages_and_new_values_start_a_new_on
                 ctx.out["x"].write_text(f"{key} {value}")
                 runs.append(f"{key} {value}")
                 return {}
-            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"})
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key}.txt"}, inputs=_chain(tmp_path, key))
 
     run_stages(Workspace.open(load_recipe(path)), ["a", "b"])  # ... killed before c ever ran
     with pytest.raises(Killed):
