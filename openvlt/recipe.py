@@ -977,6 +977,8 @@ _NOT_PER_ITERATION = {  # keys an iteration cannot change: they are read once, f
     "name": "the run's name is one for all iterations", "run_dir": "one run directory holds every iteration",
     "iterations": "set the number of iterations at the top level", "prepare": "prepare runs once, before iteration 1",
     "per_iteration": "per_iteration entries do not nest",
+    "data.eval": "the held-out sets are the same for every iteration: the summary compares the base model and every "
+                 "stage on them (add a set with --force --redo '*/evaluate')",
     "roles.student.model": "every iteration's SFT starts from the base student (roles.student.model), as in "
                            "OpenVLThinker; later iterations' data come from the previous GRPO model",
 }

@@ -155,6 +155,8 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"per_iteration": {2: {"roles": {"student": {"model": "other"}}}}},
          "per_iteration.2.roles.student.model: every iteration's SFT starts from the base student"),
         ({"per_iteration": {2: {"iterations": 5}}}, "per_iteration.2.iterations: set the number of iterations at the top level"),
+        ({"per_iteration": {2: {"data": {"eval": {"other": "DATA"}}}}},
+         "per_iteration.2.data.eval: the held-out sets are the same for every iteration"),
         ({"per_iteration": {"2": {"sft": {"steps": 3}}, 2: {"sft": {"steps": 4}}}}, "per_iteration.2: given twice"),
         # values that would fail only when their stage starts, hours in
         ({"sft": {"batch_size": 32, "grad_accum": 3}}, "sft.grad_accum: sft.batch_size (32) must be a multiple of sft.grad_accum (3)"),
@@ -596,8 +598,8 @@ def test_a_damaged_frozen_recipe_is_named_not_a_traceback(tmp_path, toyworld_dir
 
 
 def test_a_data_file_missing_only_for_a_later_iteration_is_named_under_its_entry(tmp_path, toyworld_dir, tiny_student):
-    path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"data": {"eval": {"held": str(tmp_path / "gone.parquet")}}}})
-    with pytest.raises(RecipeError, match=r"missing input\(s\):\n  per_iteration.2.data.eval.held: .*gone.parquet"):
+    path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"data": {"rl": str(tmp_path / "gone.parquet")}}})
+    with pytest.raises(RecipeError, match=r"missing input\(s\):\n  per_iteration.2.data.rl: .*gone.parquet"):
         load_recipe(path)
 
 
