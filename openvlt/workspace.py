@@ -118,6 +118,9 @@ class Workspace:
         if old is None or changes or old.get("run_dir") != recipe.run_dir:  # new, forced, or moved (it names where it is)
             atomic_write(frozen, dump_recipe(recipe))
         ws.manifest.setdefault("run", recipe.name)
+        for stage in ws.manifest["stages"].values():  # left "running" by a killed process: this one holds the lock now,
+            if stage.get("status") == "running":      # and runs it again only after the data check (status: not "running now")
+                stage["status"] = "interrupted"
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest.pop("stopped", None)  # the last start's data check: made again
         ws.manifest["recipe"] = recipe.digest()

@@ -115,6 +115,9 @@ def test_status_shows_the_time_of_the_attempt_it_reports_and_none_for_one_that_l
         ws.stage("a", killed_mid_way, outputs={"x": tmp_path / "run" / "a.txt"})
     os.replace(tmp_path / "while_running.json", tmp_path / "run" / "manifest.json")
     assert line("a").split()[1:4] == ["interrupted", "2", "-"]  # not the first attempt's 0.3 s
+    with Workspace.open(recipe):  # the rerun, before it starts the stage again (its data check can take minutes)
+        assert format_status(tmp_path / "run").startswith(f"run {recipe.name} in {tmp_path / 'run'}")
+        assert line("a").split()[1:3] == ["interrupted", "2"]  # not "running now"
 
     def fails(ctx):
         time.sleep(0.6)
