@@ -211,6 +211,8 @@ def select(ws: Workspace, r: Recipe, k: int) -> None:
 
     rows = (traces, previous) if previous else (traces,)
     inputs = {"traces": traces, **({"previous": previous} if previous else {}), **_reward_files(r, rows=rows)}
+    if r.select.max_tokens is not None:  # counted with the student's tokenizer
+        inputs["tokenizer"] = r.roles.student.model
     ws.stage(f"{it}/select", body, outputs={"sft": ws.root / it / "sft.parquet"}, inputs=inputs)
 
 

@@ -89,7 +89,6 @@ class Workspace:
     def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | None) -> "Workspace":
         _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml", ".image_hashes.json"])
         ws = cls(root)
-        marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         frozen = root / "recipe.yaml"
         try:
             old = (yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}) if frozen.exists() else None
@@ -98,6 +97,9 @@ class Workspace:
         except yaml.YAMLError as exc:
             raise RecipeError(f"{frozen}, the recipe this run was started with, is not a recipe ({exc}): restore it "
                               "(a recipe.*.yaml beside it is an earlier one), or start a new run directory") from None
+        if old is not None and isinstance(old.get("run_dir"), str) and old["run_dir"] != recipe.run_dir:
+            ws._move_recorded_paths(old["run_dir"], recipe.run_dir)  # (saved with the rest below)
+        marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
         completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
         if changes:
@@ -142,13 +144,25 @@ class Workspace:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"--redo {pattern!r}: {self.manifest_path} has no such stage; {hint}"
                              f"stages: {', '.join(keys) or 'none has run yet'}")
-        marked, made = [], []  # made: the outputs of the stages marked so far
-        for k in keys[keys.index(named[0]):]:
-            entry = self.manifest["stages"][k]
-            if k in named or any(_inside(i["path"], made) for i in entry.get("inputs", {}).values()):
-                marked.append(k)
-                made += [Path(o["path"]).resolve() for o in entry.get("outputs", {}).values()]
-        return marked
+        stages, marked = self.manifest["stages"], set(named)
+        made = [Path(o["path"]).resolve() for k in named for o in stages[k].get("outputs", {}).values()]
+        grew = True
+        while grew:  # until no stage is added (a stage listed before the one it reads: a prepare block added later)
+            grew = False
+            for k in keys:
+                if k not in marked and any(_inside(i["path"], made) for i in stages[k].get("inputs", {}).values()):
+                    marked.add(k)
+                    made += [Path(o["path"]).resolve() for o in stages[k].get("outputs", {}).values()]
+                    grew = True
+        return [k for k in keys if k in marked]
+
+    def _move_recorded_paths(self, old: str, new: str) -> None:
+        """The run directory was copied or moved (or first named by a relative path): the paths the
+        manifest recorded inside it follow it, as the frozen recipe's do, so that stages recorded before
+        and after the move still name each other's outputs (--redo) and a stage's inputs are found."""
+        for stage in self.manifest["stages"].values():
+            for entry in (*stage.get("inputs", {}).values(), *stage.get("outputs", {}).values()):
+                entry["path"] = rebase_paths(entry["path"], old, new)
 
     def _mark_for_redo(self, request: str, keys: list[str]) -> None:
         """Mark `keys` (what --redo `request` names) to be run again. The same --redo repeated after a crash (same request, same recipe)

@@ -604,6 +604,25 @@ def test_a_captioner_is_not_loaded_for_problems_without_images(tmp_path, toyworl
     assert built == [] and [p["caption"] for p in load_problems(tmp_path / "run" / "iter_1" / "captions.parquet")] == [""] * 4
 
 
+def test_select_records_the_students_tokenizer_as_an_input_when_it_counts_tokens(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """select counts trace tokens with the student's tokenizer when select.max_tokens is set: the student
+    folder is then one of its inputs (a --redo of prepare, which builds it, redoes select)."""
+    from openvlt import loop
+    from openvlt.recipe import load_recipe
+    from openvlt.workspace import Workspace
+
+    from .test_recipe import write
+
+    recorded = {}
+    monkeypatch.setattr(Workspace, "stage", lambda self, key, fn, outputs, inputs=None: recorded.setdefault(key, inputs) and {})
+    for max_tokens in (None, 200):
+        recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / f"run{max_tokens}"),
+                                   select={"max_tokens": max_tokens}))
+        with Workspace.open(recipe) as ws:
+            loop.select(ws, recipe, 1)
+        assert recorded.pop("iter_1/select").get("tokenizer") == (None if max_tokens is None else recipe.roles.student.model)
+
+
 @pytest.mark.parametrize("named_by", ["reward.override", "the data's reward column"])
 def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_incomplete(tmp_path, named_by):
     """Verdicts come from the plugin's code: a plugin file edited after select or an evaluation ran is

@@ -1,6 +1,7 @@
 """The run directory: resume rules, saved work of interrupted stages, and --redo."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +53,33 @@ def test_redo_runs_a_stage_and_the_ones_made_from_it_again_and_a_repeated_redo_c
     assert runs[-2:] == ["c", "d"]
     ws = Workspace.open(recipe, redo="a")  # the first stage: everything is made from it
     assert not any(ws.complete(k) for k in "abcd")
+
+
+def test_redo_follows_outputs_across_a_moved_run_directory_and_to_stages_listed_before_their_input(tmp_path, toyworld_dir, tiny_student):
+    """Stages run on the cluster record its paths, stages run after the copy the laptop's: the manifest's
+    paths follow the directory, so --redo still finds every stage made from the one it names."""
+    reads = {"grpo": "sft", "eval": "grpo", "regenerate": "grpo", "late": "regenerate"}  # stage -> the stage whose output it reads
+
+    def run_stages(run_dir, keys, tag, **open_args):
+        recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(run_dir), grpo={"lr": 1e-5 if tag == "v1" else 2e-5}))
+        with Workspace.open(recipe, **open_args) as ws:
+            for key in keys:
+                ws.stage(key, lambda ctx, key=key: (ctx.out["x"].write_text(f"{key} {tag}"), {})[1],
+                         outputs={"x": run_dir / f"{key}.txt"}, inputs={"x": run_dir / f"{reads[key]}.txt"} if key in reads else {})
+
+    cluster, laptop = tmp_path / "cluster" / "run", tmp_path / "laptop" / "run"
+    run_stages(cluster, ["sft", "grpo"], "v1")
+    shutil.copytree(cluster, laptop)
+    run_stages(laptop, ["sft", "grpo", "eval", "regenerate"], "v1")
+    run_stages(laptop, ["sft", "grpo", "eval", "regenerate"], "v2", force=True, redo="grpo")  # a new lr: the README's example
+    assert [(laptop / f"{k}.txt").read_text() for k in ("sft", "grpo", "eval", "regenerate")] == ["sft v1", "grpo v2", "eval v2", "regenerate v2"]
+
+    (laptop / "late.txt").write_text("late v0")  # a stage listed before the stage whose output it reads
+    manifest = json.loads((laptop / "manifest.json").read_text())
+    manifest["stages"] = {"late": {"status": "complete", "inputs": {"x": {"path": str(laptop / "regenerate.txt"), "hash": None}},
+                                   "outputs": {"x": {"path": str(laptop / "late.txt"), "hash": None}}}, **manifest["stages"]}
+    (laptop / "manifest.json").write_text(json.dumps(manifest))
+    assert Workspace(laptop)._stages_from("grpo") == ["late", "grpo", "eval", "regenerate"]
 
 
 def test_a_repeated_redo_continues_past_new_stages_and_new_values_start_a_new_one(tmp_path, toyworld_dir, tiny_student):
