@@ -69,6 +69,11 @@ def stages(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())["stages"]
 
 
+def stages_once_moved(reference: Path, run_dir: Path) -> dict:
+    """A copy's stages as a run started there records them: the paths inside the run directory follow it."""
+    return json.loads((run_dir / "manifest.json").read_text().replace(f'"{reference}/', f'"{run_dir}/'))["stages"]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The micro recipe run once, uninterrupted."""
@@ -314,7 +319,7 @@ def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(refere
 
 def test_a_training_reward_that_judges_nothing_stops_grpo_clearly_and_keeps_the_finished_work(reference, tmp_path):
     shutil.copytree(reference, tmp_path / "run")
-    recipe, before = micro_recipe(tmp_path, tmp_path / "run"), stages(tmp_path / "run")
+    recipe, before = micro_recipe(tmp_path, tmp_path / "run"), stages_once_moved(reference, tmp_path / "run")
     done = run(recipe, f"grpo.reward=0.5*{{reward}}+0.5*{PLUGINS}:raises", "--force", "--redo", "iter_2/grpo")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "GRPO step 1: none of its 8 rollouts could be judged (8 reward errors, 0 timeouts; first: reward " in done.stderr
@@ -339,6 +344,7 @@ def test_redo_reruns_the_named_stage_and_the_ones_after_it_with_the_new_values(r
     assert typo.returncode == 1 and "did you mean 'iter_2/grpo'?" in typo.stderr
     assert stages(tmp_path / "run") == before and (tmp_path / "run" / "recipe.yaml").read_text() == frozen
 
+    before = stages_once_moved(reference, tmp_path / "run")
     done = run(recipe, "grpo.lr=0.01", "--force", "--redo", "iter_2/grpo")
     assert done.returncode == 0, done.stderr[-3000:]
     after = stages(tmp_path / "run")
