@@ -384,8 +384,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _override_value(text: str, schema: Any, key: str) -> Any:
-    """A text key takes the text as written (YAML would cut `a #b` at the comment and read `a: {b}`
-    as a mapping); a quoted string is unquoted; anything else is YAML."""
+    """A text key, or a data file's path, takes the text as written (YAML would cut `a #b` at the comment
+    and read `a: {b}` as a mapping); a quoted string is unquoted; anything else is YAML."""
     text = text.strip()
     if not text:
         return ""
@@ -400,6 +400,8 @@ def _override_value(text: str, schema: Any, key: str) -> Any:
             if isinstance(unquoted, str):
                 return unquoted
         return text
+    if _unwrap(schema) in (DataRef, list[DataRef]) and text[0] not in "{['\"" and text not in ("null", "~"):
+        return text  # a data file's path, as written (`data.rl=runs/exp #3/rl.parquet`)
     try:
         return yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as exc:

@@ -412,6 +412,10 @@ def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyw
     assert (r.sft.steps, r.sft.lr, r.sft.grad_accum) == (5, 0.003, 4)
     assert r.per_iteration == {2: {"sft": {"steps": 7}, "grpo": {"lr": 1e-5}}}
     assert load_recipe(path, ["reward.override=null"], check_paths=False).reward.override is None
+    r = load_recipe(path, ["data.rl=runs/exp #3/rl.parquet", "data.eval.held=/data/test #2.parquet",
+                           "data.sft={path: a.parquet, stop: 3}"], check_paths=False)  # a data file's path too
+    assert (r.data.rl[0].path, r.data.eval["held"].path) == ("runs/exp #3/rl.parquet", "/data/test #2.parquet")
+    assert (Path(r.data.sft[0].path).name, r.data.sft[0].stop) == ("a.parquet", 3)
     r = load_recipe(path, ["per_iteration.2.roles.student.prompt=Answer: {question}", "select.policy= random",
                            "data.eval={other: x.parquet}", "roles.student.options={}"], check_paths=False)
     assert r.for_iteration(2).roles.student.prompt == "Answer: {question}" and r.select.policy == "random"
