@@ -27,9 +27,9 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--run-dir", help="run directory (default: the recipe's run_dir, or runs/<name>)")
     parser.add_argument("--force", action="store_true", help="resume even though the recipe changed since the run started "
                         "(completed stages are kept; see --redo)")
-    parser.add_argument("--redo", metavar="STAGE", help="run STAGE again, and every stage made from its outputs, replacing "
-                        "their outputs (stage names as `openvlt status` lists them, e.g. iter_2/grpo; a pattern such as "
-                        "'*/evaluate' names several)")
+    parser.add_argument("--redo", metavar="STAGE", action="append", help="run STAGE again, and every stage made from its "
+                        "outputs, replacing their outputs (stage names as `openvlt status` lists them, e.g. iter_2/grpo; a "
+                        "pattern such as '*/evaluate' names several; --redo may be given more than once)")
     args = parser.parse_intermixed_args(argv)  # options may come before or after the overrides
     _quiet_library_progress_bars()
     from openvlt.loop import run

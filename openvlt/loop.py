@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.files import jsonl_rows
@@ -39,10 +39,10 @@ from openvlt.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
-def run(recipe: Recipe, *, force: bool = False, redo: str | None = None) -> dict[str, Any]:
+def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the recipe; return the summary also written to <run_dir>/summary.json.
-    `redo` names a completed stage (or a pattern: "*/evaluate") to run again, with every stage made from
-    its outputs (e.g. "iter_2/grpo": its evaluation, and the next iteration's stages)."""
+    `redo` names a completed stage (or a pattern: "*/evaluate", or several) to run again, with every stage
+    made from its outputs (e.g. "iter_2/grpo": its evaluation, and the next iteration's stages)."""
     from openvlt.report import write_report, write_summary
 
     with Workspace.open(recipe, force=force, redo=redo) as ws:  # one process at a time in a run directory

@@ -30,7 +30,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -71,11 +71,13 @@ class Workspace:
             self.image_hashes = {}
         if not isinstance(self.image_hashes, dict):
             self.image_hashes = {}
+        self.image_hashes_at_open = dict(self.image_hashes)  # what the run had read: names the images that changed
 
     @classmethod
-    def open(cls, recipe: Recipe, force: bool = False, redo: str | None = None) -> "Workspace":
+    def open(cls, recipe: Recipe, force: bool = False, redo: str | Sequence[str] | None = None) -> "Workspace":
         """Create the run directory, or reopen it for a resume (refusing a changed recipe unless forced);
-        `redo` names a stage (or a pattern of stages) to run again, with every stage made from its outputs."""
+        `redo` names a stage (or a pattern of stages, or several) to run again, with every stage made from
+        their outputs."""
         root = Path(recipe.run_dir)
         root.mkdir(parents=True, exist_ok=True)
         _lock(root)
@@ -86,7 +88,7 @@ class Workspace:
             raise
 
     @classmethod
-    def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | None) -> "Workspace":
+    def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | Sequence[str] | None) -> "Workspace":
         _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml", ".image_hashes.json"])
         ws = cls(root)
         frozen = root / "recipe.yaml"
@@ -99,7 +101,8 @@ class Workspace:
                               "(a recipe.*.yaml beside it is an earlier one), or start a new run directory") from None
         if old is not None and isinstance(old.get("run_dir"), str) and old["run_dir"] != recipe.run_dir:
             ws._move_recorded_paths(old["run_dir"], recipe.run_dir)  # (saved with the rest below)
-        marked = ws._stages_from(redo) if redo else []  # a wrong stage name fails before anything is written
+        requests = [redo] if isinstance(redo, str) else list(redo or [])
+        marked = ws._stages_from(requests) if requests else []  # a wrong stage name fails before anything is written
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
         completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
         if changes:
@@ -128,22 +131,23 @@ class Workspace:
         ws.manifest["recipe"] = recipe.digest()
         ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
         if marked:
-            ws._mark_for_redo(redo, marked)
+            ws._mark_for_redo(" ".join(requests), marked)
         ws._save()
         return ws
 
-    def _stages_from(self, pattern: str) -> list[str]:
-        """The stages `pattern` names (a stage, or a shell pattern such as `*/evaluate`) and every stage made
+    def _stages_from(self, patterns: Sequence[str]) -> list[str]:
+        """The stages `patterns` name (stages, or shell patterns such as `*/evaluate`) and every stage made
         from their outputs, directly or not, in the order they first ran. Dependence is read from what the
         manifest records: a stage depends on one whose output it took as an input (a file, or one inside
         an output folder). Re-evaluating, or adding a held-out set, trains nothing again."""
         keys = list(self.manifest["stages"])
-        named = [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
-        if not named:
-            close = difflib.get_close_matches(pattern, keys, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"--redo {pattern!r}: {self.manifest_path} has no such stage; {hint}"
-                             f"stages: {', '.join(keys) or 'none has run yet'}")
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(k, pattern) for k in keys):
+                close = difflib.get_close_matches(pattern, keys, n=1, cutoff=0.5)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"--redo {pattern!r}: {self.manifest_path} has no such stage; {hint}"
+                                 f"stages: {', '.join(keys) or 'none has run yet'}")
+        named = [k for k in keys if any(fnmatch.fnmatchcase(k, pattern) for pattern in patterns)]
         stages, marked = self.manifest["stages"], set(named)
         made = [Path(o["path"]).resolve() for k in named for o in stages[k].get("outputs", {}).values()]
         grew = True
@@ -177,7 +181,7 @@ class Workspace:
             shutil.rmtree(self._scratch(k), ignore_errors=True)
             stages[k]["status"] = "redo"
         self.manifest["redo"] = {"stage": request, "recipe": self.work_digest, "stages": keys, "requested": _now()}
-        log.info("--redo %s: %d stages will run again: %s", request, len(keys), ", ".join(keys))
+        log.info("--redo %s: %s will run again: %s", request, _plural(len(keys), "stage"), ", ".join(keys))
 
     def finish(self) -> None:
         """Record that the run went through to the end (`openvlt status` says so); a --redo given from
@@ -293,11 +297,25 @@ class Workspace:
             return
         what = f"{key} is complete, but its input {', '.join(changed)} changed since it ran"
         if not self.force:
-            why = (f"{what}. Rerun with --redo {key} to run it (and the stages made from it) on the new content, or "
-                   "--force to keep the completed work as it is")
+            redo = self._stages_to_redo(key)
+            others = [k for k in redo if k != key]
+            why = (f"{what}" + (f"; so did an input of {', '.join(others)}" if others else "") + ". Rerun with "
+                   + " ".join(f"--redo {k}" for k in redo) + f" to run {'them' if others else 'it'} (and the stages made "
+                   f"from {'them' if others else 'it'}) on the new content, or --force to keep the completed work as it is")
             self.record_stop(why)  # `openvlt status` says why the run stopped, not "the same command continues it"
             raise ValueError(why)
         log.warning("--force: %s; keeping its outputs", what)
+
+    def _stages_to_redo(self, key: str) -> list[str]:
+        """`key` and the other complete stages whose inputs changed (a reward plugin fixed in place is an
+        input of every stage that judged with it), less those a --redo of one before them reruns anyway:
+        one command then runs everything the change touched."""
+        chosen, covered = [], set()
+        for k, stage in self.manifest["stages"].items():
+            if k not in covered and (k == key or stage.get("status") == "complete" and self._changed_inputs(k)):
+                chosen.append(k)
+                covered.update(self._stages_from([k]))
+        return chosen
 
     def _changed_inputs(self, key: str, inputs: dict[str, str | Path | DataRef] | None = None) -> list[str]:
         """`key`'s inputs (as given, else as recorded) whose content differs from what it ran on
@@ -314,12 +332,27 @@ class Workspace:
                 continue
             path = value.path if isinstance(value, DataRef) else value
             if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
-                missing = [image for image, file in _named_images(value) if not file.is_file()]
-                what = f"{len(missing)} image files it names are missing, e.g. {missing[0]}" if missing else "an image file it names"
-                changed.append(f"{name} ({path}: {what})")
+                changed.append(f"{name} ({path}: {self._changed_images(value)})")
             else:
-                changed.append(f"{name} ({path})")
+                changed.append(name if str(path) in name else f"{name} ({path})")  # ("reward /x/p.py" names its file)
         return changed
+
+    def _changed_images(self, ref: DataRef) -> str:
+        """Which of the image files `ref` names changed since this run last read them (their size or time
+        differs from what the hash cache recorded when the run directory was opened), or went missing; an
+        image that was never readable (a row quarantined all along) is not one of them."""
+        changed, missing = [], []
+        for image, file in _named_images(ref):
+            seen = self.image_hashes_at_open.get(os.path.abspath(file))
+            if seen is None:
+                continue
+            if not file.is_file():
+                missing.append(image)
+            elif (self.image_hashes.get(os.path.abspath(file)) or seen)[2] != seen[2]:  # (touched alone: not changed)
+                changed.append(image)
+        parts = ([f"{_plural(len(changed), 'image file')} it names changed, e.g. {changed[0]}"] if changed else []) + (
+            [f"{_plural(len(missing), 'image file')} it names went missing, e.g. {missing[0]}"] if missing else [])
+        return "; ".join(parts) or "an image file it names changed"
 
     def _input_entry(self, value: str | Path | DataRef, images: bool = True) -> dict[str, Any]:
         """What the manifest records of an input: its path and hash (a data slice: its rows too)."""
@@ -482,6 +515,10 @@ def _inside(path: str, outputs: list[Path]) -> bool:
 
 def _recorded_input(entry: dict[str, Any]) -> str | DataRef:
     return DataRef(entry["path"], *entry["rows"]) if "rows" in entry else entry["path"]
+
+
+def _plural(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _summary(counts: dict[str, Any]) -> str:

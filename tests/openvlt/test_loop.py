@@ -661,4 +661,10 @@ def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_in
     plugin.write_text(plugin.read_text() + "\n# edited: every verdict may differ now\n")
     done = run(recipe)
     assert done.returncode == 1
-    assert f"base/evaluate is complete, but its input reward {plugin} ({plugin}) changed since it ran" in done.stderr
+    assert f"base/evaluate is complete, but its input reward {plugin} changed since it ran; so did an input of " \
+           "iter_1/select. Rerun with --redo base/evaluate --redo iter_1/select to run them" in done.stderr
+    before = stages(run_dir)
+    done = run(recipe, "--redo", "base/evaluate", "--redo", "iter_1/select")  # as the message says: one command
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = stages(run_dir)
+    assert [k for k in after if after[k]["attempts"] > before[k]["attempts"]] == sorted(judged + ["iter_1/sft"], key=list(after).index)
