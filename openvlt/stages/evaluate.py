@@ -2,7 +2,8 @@
 
 Run for the base student and after every SFT and GRPO stage. Each problem is judged by its own
 reward plugin; an answer the plugin could not judge (error, timeout) counts as wrong and is
-reported separately, so a broken plugin shows up as errors, not as a model that got worse.
+reported separately, so a broken plugin shows up as errors, not as a model that got worse; a set on
+which no answer could be judged stops the stage (its accuracy would be no measurement at all).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
+from openvlt.stages.common import count_failures, generate_in_chunks, nothing_judged, score_responses, student_request
 from openvlt.files import atomic_write
 
 
@@ -39,6 +40,8 @@ def evaluate_model(
         requests = [student_request(p, prompt, system) for p in problems]
         answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}")
         verdicts = score_responses(problems, answers, judge)
+        if not any(v[0].ok for v in verdicts):
+            raise ValueError(nothing_judged(f"held-out set {name!r}", "answers", [v[0] for v in verdicts]))
         right = [judge.is_correct(v[0]) for v in verdicts]
         by_kind: dict[str, list[bool]] = collections.defaultdict(list)
         for p, ok in zip(problems, right):

@@ -31,9 +31,7 @@ def train_sft(
     """Write a Hugging Face model folder to `out_dir`; return counts (examples, too long, steps, losses).
     `pixel_bounds`: the student's image size bounds (`max_pixels` / `min_pixels`), kept in the folder."""
     if not selected:
-        raise ValueError("no SFT examples: the select stage kept no problem (see its counts in manifest.json: "
-                         "no_correct, too_long, quarantined); once the cause is fixed, run the same command with "
-                         "--redo iter_K/select (a complete select stage is not redone by --force alone)")
+        raise ValueError("no SFT examples to train on")  # (select stops first when it keeps no problem)
     examples = []
     for row in selected:
         request = student_request(row, prompt, system)

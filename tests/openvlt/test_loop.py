@@ -305,16 +305,21 @@ def test_prompts_too_long_to_train_on_are_found_when_the_run_starts(reference, t
                     check_training_data(ws, recipe)
 
 
-def test_a_reward_plugin_that_raises_is_counted_and_stops_the_run_clearly(reference, tmp_path):
-    run_dir = tmp_path / "run"
-    recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{PLUGINS}:raises"})
+def test_a_reward_plugin_that_raises_stops_the_run_at_its_first_use_and_the_same_command_continues_once_fixed(reference, tmp_path):
+    """A held-out set none of whose answers could be judged would read as accuracy 0: the base evaluation
+    stops, before any captioning or training is spent, and (a failed stage) runs again once the plugin is fixed."""
+    run_dir, plugin = tmp_path / "run", tmp_path / "my_reward.py"
+    recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": f"{plugin}:judge"})
+    plugin.write_text(PLUGINS.read_text() + "\njudge = raises\n")
     done = run(recipe)
-    assert done.returncode == 1 and "no SFT examples: the select stage kept no problem" in done.stderr
-    assert "run the same command with --redo iter_K/select (a complete select stage is not redone by --force alone)" in done.stderr
-    select = stages(run_dir)["iter_1/select"]["counts"]
-    assert select["reward_errors"] == 64 and select["quarantined"] == 32 and select["out"] == 0
-    assert stages(run_dir)["base/evaluate"]["counts"]["reward_errors"] == 16  # counted, not turned into 0
-    assert len((run_dir / "iter_1" / "sft.quarantine.jsonl").read_text().splitlines()) == 32
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert ("held-out set 'toyworld': none of its 16 answers could be judged (16 reward errors, 0 timeouts; first: reward "
+            f"'{plugin}:judge' on item 0") in done.stderr and "Fix the reward plugin and run the same command again" in done.stderr
+    assert {k: s["status"] for k, s in stages(run_dir).items()} == {"prepare": "complete", "base/evaluate": "failed"}
+    plugin.write_text(PLUGINS.read_text() + "\njudge = lenient_half\n")
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert stages(run_dir)["base/evaluate"]["attempts"] == 2 and stages(run_dir)["prepare"]["attempts"] == 1
 
 
 def test_a_training_reward_that_judges_nothing_stops_grpo_clearly_and_keeps_the_finished_work(reference, tmp_path):

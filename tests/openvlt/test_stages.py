@@ -155,6 +155,20 @@ def test_select_policies_length_cap_and_truncation(distilled, tmp_path):
         select_traces(traced, tmp_path / "x.parquet", policy="best")
 
 
+def test_select_stops_naming_why_when_it_keeps_no_problem_or_judges_no_trace(distilled, tmp_path):
+    """An empty SFT set, or one made of nothing the reward could judge, stops select itself (a failed stage:
+    the same command runs it again once the cause is fixed), with the counts that say why."""
+    traced = load_problems(distilled / "traces.parquet")[:6]
+    with pytest.raises(ValueError, match=r"^select \(iter_1\): none of its 24 traces could be judged \(24 reward errors, "
+                                         r"0 timeouts; first: .*boom.*\)\. Fix the reward plugin and run the same command again"):
+        select_traces(traced, tmp_path / "a.parquet", judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), label="iter_1")
+    assert not (tmp_path / "a.parquet").exists()
+    wrong = [{**p, "traces": ["<think>a guess</think> <answer>-1</answer>"] * 4} for p in traced]
+    with pytest.raises(ValueError, match=r"^select: none of the 6 problems has an acceptable trace \(6 with no correct trace, "
+                                         r"0 whose correct traces are all over select.max_tokens, 0 unjudged"):
+        select_traces(wrong, tmp_path / "b.parquet", judge=RewardSettings(workers=1))
+
+
 @pytest.mark.parametrize(
     "trace, cut",
     [
@@ -199,23 +213,26 @@ def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path):
 
 
 def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_path):
-    traced = load_problems(distilled / "traces.parquet")[:5]
-    counts = select_traces(traced, tmp_path / "sft.parquet", judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"),
-                           quarantine_path=tmp_path / "q.jsonl")
-    assert counts["reward_errors"] == 20 and counts["out"] == 0 and counts["quarantined"] == 5 and counts["no_correct"] == 0
+    problems = load_problems(distilled / "traces.parquet")
+    solved = next(p for p, ok in zip(problems, _judged(problems)) if any(ok))  # judged by its own plugin
+    traced = [{**p, "reward": f"{PLUGINS}:raises"} for p in problems if p is not solved][:5]
+    counts = select_traces(traced + [solved], tmp_path / "sft.parquet", judge=RewardSettings(workers=1), quarantine_path=tmp_path / "q.jsonl")
+    assert counts["reward_errors"] == 20 and counts["out"] == 1 and counts["quarantined"] == 5 and counts["no_correct"] == 0
     lines = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert [q["id"] for q in lines] == [p["id"] for p in traced]
     assert "raises" in lines[0]["reason"] and "boom" in lines[0]["reason"]
     assert f"on item 0 (problem {traced[0]['id']}, answer 0)" in lines[0]["reason"]  # the log names the problem, too
     assert f"on item 4 (problem {traced[1]['id']}, answer 0)" in lines[1]["reason"]
-    assert len(read_records(tmp_path / "sft.parquet")) == 0
+    assert [r["id"] for r in read_records(tmp_path / "sft.parquet")] == [solved["id"]]
 
 
 def test_a_hanging_plugin_times_out_and_the_stage_finishes(distilled, tmp_path):
-    traced = load_problems(distilled / "traces.parquet")[:2]
+    problems = load_problems(distilled / "traces.parquet")
+    solved = next(p for p, ok in zip(problems, _judged(problems)) if any(ok))
+    traced = [{**p, "reward": f"{PLUGINS}:hangs"} for p in problems if p is not solved][:2]
     started = time.time()
-    counts = select_traces(traced, tmp_path / "sft.parquet", judge=RewardSettings(workers=2, timeout=1.0, override=f"{PLUGINS}:hangs"))
-    assert counts["reward_timeouts"] == 8 and counts["quarantined"] == 2
+    counts = select_traces(traced + [solved], tmp_path / "sft.parquet", judge=RewardSettings(workers=2, timeout=1.0))
+    assert counts["reward_timeouts"] == 8 and counts["quarantined"] == 2 and counts["out"] == 1
     assert time.time() - started < 60
 
 
@@ -303,6 +320,11 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     with pytest.raises(ValueError, match="held-out set 'empty' has no problems"):
         evaluate_model({"empty": []}, "scripted", engine, tmp_path / "e.json", prompt="{question}",
                        sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "e", judge=SCRIPTED)
+    broken = RewardSettings(workers=1, override=f"{PLUGINS}:raises")  # an accuracy of 0 from no verdict at all: refused
+    with pytest.raises(ValueError, match=r"^held-out set 'again': none of its 10 answers could be judged \(10 reward errors"):
+        evaluate_model({"again": problems[:10]}, "scripted", engine, tmp_path / "b.json", prompt="{question}",
+                       sampling=Sampling(n=1, temperature=0), scratch=tmp_path / "b", judge=broken)
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
@@ -406,10 +428,10 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
     # another data file numbering its problems the same way: an id naming another problem keeps nothing of it
     renamed = [{**p, "question": "Another file's question: " + p["question"]} if i % 2 else
                {**p, "images": []} for i, p in enumerate(regenerated[20:])]
-    counts = select_traces(renamed, tmp_path / "other.parquet", previous=list(earlier.values()),
+    counts = select_traces(regenerated[:20] + renamed, tmp_path / "other.parquet", previous=list(earlier.values()),
                            judge=RewardSettings(workers=1, override="math"))
     assert counts["kept_previous"] == 0 and counts["previous_other_problem"] == len(carried) > 0
-    assert counts["out"] == 0 and counts["no_correct"] == 20
+    assert counts["out"] == 20 and counts["no_correct"] == 20
 
     # right but too long this time, or not judged at all (the plugin fails): the earlier trace stays too
     too_long = [{**p, "traces": [f"<think>{' x' * 50}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]
@@ -417,9 +439,9 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
                            judge=RewardSettings(workers=1, override="math"))
     assert 0 < counts["kept_previous"] == len(earlier) and counts["too_long"] == len(regenerated) - len(earlier) > 0
     assert {r["id"]: r["response"] for r in read_records(tmp_path / "long.parquet")} == {i: r["response"] for i, r in earlier.items()}
-    counts = select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),
-                           judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"))
-    assert counts["kept_previous"] == len(earlier) and counts["quarantined"] == len(regenerated) - len(earlier)
+    unjudged = [{**p, "reward": "math" if i < 20 else f"{PLUGINS}:raises"} for i, p in enumerate(regenerated)]  # fails on the last 20
+    counts = select_traces(unjudged, tmp_path / "unjudged.parquet", previous=list(earlier.values()), judge=RewardSettings(workers=1))
+    assert counts["kept_previous"] == len(carried) and counts["quarantined"] == 20 - len(carried)
     assert (tmp_path / "unjudged.quarantine.jsonl").exists()
     select_traces(regenerated, tmp_path / "unjudged.parquet", previous=list(earlier.values()),  # a --redo, all judged
                   judge=RewardSettings(workers=1, override="math"))
