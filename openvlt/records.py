@@ -145,7 +145,9 @@ def read_records(
     try:
         table = pq.read_table(path)
     except Exception as exc:
-        raise RecordError(path, None, None, f"not a readable parquet file ({exc})") from exc
+        hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
+                "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
+        raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {list(CORE_COLUMNS)}")

@@ -273,6 +273,10 @@ def test_missing_column_and_missing_file_are_named(tmp_path):
         read_records(tmp_path / "thin.parquet")
     with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
         read_records(tmp_path / "nowhere.parquet")
+    (tmp_path / "mine.jsonl").write_text('{"id": "a", "question": "q"}\n')
+    with pytest.raises(RecordError, match=r"mine.jsonl: not a readable parquet file \(.*\); problem records are parquet: "
+                                          r"convert it, e.g. datasets.Dataset.from_json"):
+        read_records(tmp_path / "mine.jsonl")
 
 
 def test_image_files_are_the_files_a_record_file_names_not_the_bytes_it_holds(tmp_path):
