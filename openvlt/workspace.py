@@ -338,9 +338,9 @@ class Workspace:
         return changed
 
     def _changed_images(self, ref: DataRef) -> str:
-        """Which of the image files `ref` names changed since this run last read them (their size or time
-        differs from what the hash cache recorded when the run directory was opened), or went missing; an
-        image that was never readable (a row quarantined all along) is not one of them."""
+        """Which of the image files `ref` names changed since this run last read them (their hash differs
+        from the one the cache held when the run directory was opened), or went missing; an image that was
+        never readable (a row quarantined all along) is not one of them."""
         changed, missing = [], []
         for image, file in _named_images(ref):
             seen = self.image_hashes_at_open.get(os.path.abspath(file))
