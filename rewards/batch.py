@@ -70,6 +70,15 @@ class ScoreResult:
         return {"score": score, "error": None}
 
 
+def nothing_judged(where: str, what: str, results: Sequence[ScoreResult]) -> str:
+    """Why a stage stops when its reward judged none of its `results` (a plugin that raises or hangs on
+    everything): what it would go on to write (an accuracy of 0, an empty SFT set, a GRPO model trained on
+    nothing) would look like the model's doing."""
+    timeouts = sum(r.status == "timeout" for r in results)
+    return (f"{where}: none of its {len(results)} {what} could be judged ({len(results) - timeouts} reward errors, "
+            f"{timeouts} timeouts; first: {results[0].error}). Fix the plugin and run the same command again")
+
+
 @dataclass(frozen=True)
 class BatchSummary:
     """Counts over a batch; errors and timeouts are never included in ``mean_score``."""

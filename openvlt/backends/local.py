@@ -47,6 +47,7 @@ from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
 from openvlt.files import atomic_write, flush_to_disk, replace
+from rewards.batch import nothing_judged
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def grpo(
                  for i, p, ts in zip(indices, chosen, texts) for j, t in enumerate(ts)]
         results = score(items)
         if not any(r.ok for r in results):
-            raise ValueError(_nothing_judged(step, results))  # bad input: a clear message
+            # it would update on nothing and hand the next iteration its SFT model under a GRPO model's name
+            raise ValueError(nothing_judged(f"GRPO step {step}", "rollouts", results)
+                             + " (a changed recipe value, such as reward.timeout or grpo.reward, needs --force and starts the stage over)")
         rewards = torch.tensor([r.score if r.ok else 0.0 for r in results], dtype=torch.float32)
         valid = torch.tensor([r.ok for r in results])
         group = np.repeat(np.arange(len(chosen)), config.rollouts)
@@ -383,16 +386,6 @@ def _accuracy(judged: list[tuple[dict[str, Any], Any]], correct: Callable[[dict[
     verdicts = [r.score >= 1.0 if correct is None else correct(p, r) for p, r in judged]
     told = [v for v in verdicts if v is not None]
     return sum(told) / len(told) if told else None
-
-
-def _nothing_judged(step: int, results: list[Any]) -> str:
-    """Why GRPO stops when a whole step's rollouts failed to be judged: it would go on updating nothing
-    (or, at the next step that scores, from a reward the plugin rarely gives), so a broken plugin would
-    cost the whole stage and hand the next iteration its SFT model under the name of a GRPO one."""
-    timeouts = sum(r.status == "timeout" for r in results)
-    return (f"GRPO step {step}: none of its {len(results)} rollouts could be judged ({len(results) - timeouts} reward errors, "
-            f"{timeouts} timeouts; first: {results[0].error}). Fix the plugin and run the same command again (a changed "
-            "recipe value, such as reward.timeout or grpo.reward, needs --force and starts the stage over)")
 
 
 def _part_means(results: list[Any]) -> dict[str, float]:

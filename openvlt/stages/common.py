@@ -239,10 +239,3 @@ def count_failures(results: Sequence[Sequence[Any]]) -> dict[str, int]:
     flat = [r for rs in results for r in rs]
     return {"reward_errors": sum(r.status == "error" for r in flat), "reward_timeouts": sum(r.status == "timeout" for r in flat)}
 
-
-def nothing_judged(where: str, what: str, results: Sequence[Any]) -> str:
-    """Why a stage stops when its reward judged none of its `results` (a plugin that raises or hangs on
-    everything): what it would write (an accuracy of 0, an empty SFT set) would look like a model's doing."""
-    timeouts = sum(r.status == "timeout" for r in results)
-    return (f"{where}: none of its {len(results)} {what} could be judged ({len(results) - timeouts} reward errors, "
-            f"{timeouts} timeouts; first: {results[0].error}). Fix the reward plugin and run the same command again")

@@ -14,8 +14,9 @@ from typing import Any
 
 from openvlt.engines import Engine, Sampling
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import count_failures, generate_in_chunks, nothing_judged, score_responses, student_request
+from openvlt.stages.common import count_failures, generate_in_chunks, score_responses, student_request
 from openvlt.files import atomic_write
+from rewards.batch import nothing_judged
 
 
 def evaluate_model(

@@ -32,8 +32,9 @@ from typing import Any, Callable, Sequence
 
 from openvlt.records import write_records
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import count_failures, nothing_judged, score_responses
+from openvlt.stages.common import count_failures, score_responses
 from openvlt.files import atomic_write
+from rewards.batch import nothing_judged
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def select_traces(
         raise ValueError(f"select.policy must be one of {POLICIES}, got {policy!r}")
     count_tokens = count_tokens or (lambda text: len(text.split()))
     verdicts = score_responses(traced, [p["traces"] for p in traced], judge)
+    where = f"select ({label})" if label else "select"
     if not any(r.ok for rs in verdicts for r in rs) and any(verdicts):
-        raise ValueError(nothing_judged(f"select{f' ({label})' if label else ''}", "traces", [r for rs in verdicts for r in rs]))
+        raise ValueError(nothing_judged(where, "traces", [r for rs in verdicts for r in rs]))
 
     cuts, cut_verdicts = _cut_reflections(traced, verdicts, reflection_markers, judge) if truncate_reflections else ({}, [])
     earlier = {row["id"]: row for row in previous or []}
@@ -107,7 +109,7 @@ def select_traces(
     else:  # a --redo that judged everything: the last attempt's list is no longer true
         target.unlink(missing_ok=True)
     if not rows:  # stop here, not in SFT: a failed select is what the same command runs again once the cause is fixed
-        raise ValueError(f"select{f' ({label})' if label else ''}: none of the {len(traced)} problems has an acceptable trace "
+        raise ValueError(f"{where}: none of the {len(traced)} problems has an acceptable trace "
                          f"({yields['no_correct']} with no correct trace, {yields['too_long']} whose correct traces are all over "
                          f"select.max_tokens, {len(quarantined)} unjudged" + (f", listed in {target}" if quarantined else "")
                          + "); fix the cause and run the same command again")

@@ -314,7 +314,7 @@ def test_a_reward_plugin_that_raises_stops_the_run_at_its_first_use_and_the_same
     done = run(recipe)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert ("held-out set 'toyworld': none of its 16 answers could be judged (16 reward errors, 0 timeouts; first: reward "
-            f"'{plugin}:judge' on item 0") in done.stderr and "Fix the reward plugin and run the same command again" in done.stderr
+            f"'{plugin}:judge' on item 0") in done.stderr and "Fix the plugin and run the same command again" in done.stderr
     assert {k: s["status"] for k, s in stages(run_dir).items()} == {"prepare": "complete", "base/evaluate": "failed"}
     plugin.write_text(PLUGINS.read_text() + "\njudge = lenient_half\n")
     done = run(recipe)

@@ -160,7 +160,7 @@ def test_select_stops_naming_why_when_it_keeps_no_problem_or_judges_no_trace(dis
     the same command runs it again once the cause is fixed), with the counts that say why."""
     traced = load_problems(distilled / "traces.parquet")[:6]
     with pytest.raises(ValueError, match=r"^select \(iter_1\): none of its 24 traces could be judged \(24 reward errors, "
-                                         r"0 timeouts; first: .*boom.*\)\. Fix the reward plugin and run the same command again"):
+                                         r"0 timeouts; first: .*boom.*\)\. Fix the plugin and run the same command again"):
         select_traces(traced, tmp_path / "a.parquet", judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), label="iter_1")
     assert not (tmp_path / "a.parquet").exists()
     wrong = [{**p, "traces": ["<think>a guess</think> <answer>-1</answer>"] * 4} for p in traced]
