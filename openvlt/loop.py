@@ -25,6 +25,7 @@ generation adds c, so a resumed stage draws exactly what an uninterrupted one wo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Sequence
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.files import jsonl_rows
 from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
+from openvlt.records import RecordError
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace
 
@@ -291,6 +293,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
             sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
+            set_aside={name: _set_aside(ws, r, ref) for name, ref in r.data.eval.items()},
             prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
@@ -314,28 +317,52 @@ def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, 
 
 
 def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
-    """Bad rows stop the run, or are quarantined with data.skip_bad_rows (one file per data file and
-    slice, named after the file plus a hash of its path and slice: two test.parquet stay apart;
-    rewritten at every read, so a fixed file leaves none). Only the slice is read and checked. A reward
+    """Bad rows stop the run, or are quarantined with data.skip_bad_rows (`_quarantine_file`, rewritten
+    at every read, so a fixed file leaves none). Only the slice is read and checked. A reward
     name no plugin answers to, or a slice with no usable problem, stops the run here, naming the file."""
-    named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
-    if (ref.start, ref.stop) != (0, None):
-        named += f"[{ref.start}:{ref.stop}]"
-    tag = hashlib.sha256(named.encode()).hexdigest()[:8]
-    quarantine = ws.root / "quarantine" / f"{Path(ref.path).stem}-{tag}.jsonl" if r.data.skip_bad_rows else None
+    quarantine = _quarantine_file(ws, r, ref)
     if quarantine is not None:
         quarantine.unlink(missing_ok=True)
     try:
-        problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True)
+        problems = load_problems(ref.path, ref.start, ref.stop, quarantine_path=quarantine, decode_images=True,
+                                 announce=False, reward=r.reward.override)
         if not problems:  # (an empty file read whole; an empty slice raises)
             raise NoProblems(f"{ref.path} has no usable problems")
     except NoProblems as exc:
         set_aside = f" ({jsonl_rows(quarantine)} bad rows set aside in {quarantine})" if (
             quarantine is not None and quarantine.exists()) else ""
         raise ValueError(f"{key}: {exc}{set_aside}") from None
+    except RecordError as exc:
+        hint = "" if exc.row is None else (" (fix the rows, or set data.skip_bad_rows: true to set bad rows aside "
+                                           "in <run_dir>/quarantine/ and go on)")
+        raise ValueError(f"{key}: {exc}{hint}") from None
+    if quarantine is not None and quarantine.exists() and quarantine not in _ANNOUNCED:  # read at every stage: said once
+        _ANNOUNCED.add(quarantine)
+        set_aside, first = jsonl_rows(quarantine), json.loads(quarantine.read_text(encoding="utf-8").partition("\n")[0])
+        over = f"; its accuracy is over the other {len(problems)}" if key.startswith("data.eval.") else ""
+        log.warning("%s: %d of the %d rows read from %s are bad, set aside in %s (the first: row %d, %s)%s", key,
+                    set_aside, set_aside + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
+                    first["reason"], over)
     if r.reward.override is None:
         _check_reward_names(problems, ref.path, key)
     return problems
+
+
+def _quarantine_file(ws: Workspace, r: Recipe, ref: DataRef) -> Path | None:
+    """Where data.skip_bad_rows sets a slice's bad rows aside: one file per data file and slice, named
+    after the file plus a hash of its path and slice (two test.parquet stay apart)."""
+    if not r.data.skip_bad_rows:
+        return None
+    named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
+    if (ref.start, ref.stop) != (0, None):
+        named += f"[{ref.start}:{ref.stop}]"
+    return ws.root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
+
+
+def _set_aside(ws: Workspace, r: Recipe, ref: DataRef) -> int:
+    """How many of a slice's rows its last read set aside as bad."""
+    quarantine = _quarantine_file(ws, r, ref)
+    return jsonl_rows(quarantine) if quarantine is not None and quarantine.exists() else 0
 
 
 def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dict[tuple, str]:
@@ -349,6 +376,7 @@ def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dic
 
 _HELD_OUT: dict[tuple, dict[tuple, str]] = {}
 _CHECKED: set[tuple] = set()
+_ANNOUNCED: set[Path] = set()
 
 
 def _problem_key(p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:

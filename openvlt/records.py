@@ -48,12 +48,30 @@ _STRING_COLUMNS = ("id", "question", "answer", "data_source", "reward")
 
 
 class RecordError(ValueError):
-    """A row that breaks the problem-record contract; the message names file, row and reason."""
+    """A row that breaks the problem-record contract; the message names file, row and reason.
 
-    def __init__(self, path: str | Path, row: int | None, record_id: Any, reason: str):
+    `others` are the file's further bad rows, (row, id, reason) each: the message names them too (the
+    first `NAMED_BAD_ROWS`), so a file with three bad rows is fixed in one go, not in three reruns."""
+
+    def __init__(self, path: str | Path, row: int | None, record_id: Any, reason: str,
+                 others: list[tuple[int, Any, str]] = ()):
         self.path, self.row, self.record_id, self.reason = str(path), row, record_id, reason
-        where = f"{path}" if row is None else f"{path}, row {row}" + (f" (id {record_id!r})" if record_id else "")
-        super().__init__(f"{where}: {reason}")
+        self.others = list(others)
+        if not self.others:
+            where = f"{path}" if row is None else f"{path}, {_row_label(row, record_id)}"
+            super().__init__(f"{where}: {reason}")
+            return
+        rows = [(row, record_id, reason), *self.others]
+        named = "; ".join(f"{_row_label(r, i)}: {why}" for r, i, why in rows[:NAMED_BAD_ROWS])
+        more = f"; and {len(rows) - NAMED_BAD_ROWS} more" if len(rows) > NAMED_BAD_ROWS else ""
+        super().__init__(f"{path}: {len(rows)} bad rows: {named}{more}")
+
+
+NAMED_BAD_ROWS = 10
+
+
+def _row_label(row: int, record_id: Any) -> str:
+    return f"row {row}" + (f" (id {record_id!r})" if record_id else "")
 
 
 class Records:
@@ -112,12 +130,12 @@ def write_records(
         if reason is None and stored["id"] in seen:
             reason = f"duplicate id {stored['id']!r}"
         if reason is not None:
-            if not skip_bad_rows:
-                raise RecordError(path, index, row.get("id"), reason)
             bad.append((index, row, reason))
             continue
         seen.add(stored["id"])
         good.append(stored)
+    if bad and not skip_bad_rows:
+        raise _bad_rows_error(path, bad)
     if bad:
         _quarantine(bad, path, quarantine_path)
     features = _features(good)
@@ -134,11 +152,16 @@ def write_records(
 
 def read_records(
     path: str | Path, *, skip_bad_rows: bool = False, quarantine_path: str | Path | None = None,
-    decode_images: bool = False, start: int = 0, stop: int | None = None,
+    decode_images: bool = False, start: int = 0, stop: int | None = None, announce: bool = True,
+    reward: str | None = None,
 ) -> Records:
     """Read and validate rows [start, stop) of a record file (every row, every image header; with
     `decode_images`, every image's pixels: a truncated JPEG has a valid header and only fails when it
-    is decoded). Rows outside the range are neither normalised nor checked; errors name file rows."""
+    is decoded). Rows outside the range are neither normalised nor checked; errors name file rows.
+    Quarantined rows are logged unless `announce` is off (a caller that reads the file again and again
+    says so once, itself). A file with no `data_source` column gets its own name there, one with no
+    `extra_info` column `{}`, and one with no `reward` column `reward` (e.g. the plugin that judges every
+    row anyway) if given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"record file not found: {path}")
@@ -148,9 +171,12 @@ def read_records(
         hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
                 "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
         raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
+    table = _add_optional_columns(table, path, reward)
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
-        raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {list(CORE_COLUMNS)}")
+        hint = " (or judge every row with one plugin: a recipe's reward.override)" if "reward" in missing else ""
+        raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs "
+                          f"{[c for c in CORE_COLUMNS if c not in _OPTIONAL_COLUMNS]}{hint}")
     file_rows, offset = table.num_rows, min(start, table.num_rows)
     if start or stop is not None:
         table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
@@ -173,16 +199,29 @@ def read_records(
             if reason is None:
                 seen.add(row["id"])
                 keep.append(index)
-            elif skip_bad_rows:
-                bad.append((offset + index, row, reason))
             else:
-                raise RecordError(path, offset + index, row.get("id"), reason)
+                bad.append((offset + index, row, reason))
     except UnicodeDecodeError as exc:  # inside a nested column (a struct extra_info, a list of paths)
         raise RecordError(path, None, None, f"a column holds text that is not UTF-8 ({exc})") from exc
+    if bad and not skip_bad_rows:
+        raise _bad_rows_error(path, bad)
     if bad:
-        _quarantine(bad, path, quarantine_path)
+        _quarantine(bad, path, quarantine_path, announce)
         dataset = dataset.select(keep)
     return Records(dataset, path, [offset + i for i in keep], file_rows)
+
+
+_OPTIONAL_COLUMNS = ("data_source", "extra_info")
+
+
+def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:
+    """The columns a record file may leave out, filled in: its name as `data_source`, no extra
+    information, and `reward` when the caller names the plugin."""
+    fill = {"data_source": path.stem, "extra_info": "{}", "reward": reward}
+    for name, value in fill.items():
+        if name not in table.column_names and value is not None:
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+    return table
 
 
 def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[tuple[str, Path]]:
@@ -491,7 +530,18 @@ def _features(rows: list[dict[str, Any]]) -> datasets.Features:
     return datasets.Features({**{k: core[k] for k in CORE_COLUMNS}, **inferred})
 
 
-def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quarantine_path: str | Path | None) -> None:
+def _bad_rows_error(path: Path, bad: list[tuple[int, dict[str, Any], str]]) -> RecordError:
+    """Every bad row of the file in one error (the first ones named), so one fix covers them all."""
+    (row, record, reason), *others = bad
+    return RecordError(path, row, _id_of(record), reason, [(r, _id_of(rec), why) for r, rec, why in others])
+
+
+def _id_of(row: Any) -> Any:
+    return row.get("id") if isinstance(row, dict) else None
+
+
+def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quarantine_path: str | Path | None,
+                announce: bool = True) -> None:
     """Write bad rows, losslessly (images base64), to a JSON-lines side file next to `path`."""
     target = Path(quarantine_path) if quarantine_path else path.with_name(path.stem + ".quarantine.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -501,7 +551,8 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
             entry = {"file": str(path), "row": index, "id": _jsonable(row.get("id")), "reason": reason, "record": _jsonable(row)}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
     replace(tmp, target)
-    log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
+    if announce:
+        log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
 
 
 def _jsonable(value: Any) -> Any:

@@ -87,6 +87,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         yield_ = "-" if d.get("select_trace_yield") is None else f"{d['select_trace_yield']:.2f}"
         lines.append(f"{'iter ' + str(it['iter']):<10}{acc(it['sft']):>8}{acc(it['grpo']):>8}"
                      f"{_dash(d.get('select_out')):>10}{yield_:>13}{_dash(d.get('rl_problems_kept')):>13}")
+    lines += _other_sets_table(summary)
     for it in summary["iterations"]:
         d = it["data"]
         if d.get("sft_too_long") or d.get("grpo_too_long"):
@@ -100,6 +101,21 @@ def format_summary(summary: dict[str, Any]) -> str:
                      + ", ".join(f"{label} {n}" for label, n in unjudged) + " (see each eval.json)")
     lines.append(f"total stage time {summary['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def _other_sets_table(summary: dict[str, Any]) -> list[str]:
+    """The held-out sets after the first, one row each, one column per checkpoint (none: no lines)."""
+    points = _evaluations(summary)
+    names = list(dict.fromkeys(name for _, entry in points for name in entry.get("all_sets", {})
+                               if name != summary["eval_set"]))
+    if not names:
+        return []
+    width = max(10, *(len(name) + 2 for name in names))
+    lines = [f"{'other sets':<{width}}" + "".join(f"{label:>8}" for label, _ in points)]
+    for name in names:
+        cells = [entry.get("all_sets", {}).get(name) for _, entry in points]
+        lines.append(f"{name:<{width}}" + "".join(f"{'-' if a is None else f'{a:.3f}':>8}" for a in cells))
+    return lines
 
 
 def write_report(run_dir: Path, recipe: Recipe) -> Path:

@@ -405,6 +405,22 @@ def format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
 
 
+STATUS_EXIT_CODES = {"finished": 0, "failed": 1, "running": 3, "unfinished": 4}  # `openvlt status`'s exit status
+
+
+def run_state(run_dir: Path) -> str:
+    """Where a run stands, in one word, for scripts: "finished"; "running" (a process holds it);
+    "failed" (a stage failed, or the run stopped before its next stage: a fix is needed before the same
+    command gets further); "unfinished" (interrupted, or stages not started: the same command continues)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if _holder(run_dir):
+        return "running"
+    if "finished" in manifest:
+        return "finished"
+    failed = any(s.get("status") == "failed" for s in manifest["stages"].values())
+    return "failed" if failed or "stopped" in manifest else "unfinished"
+
+
 def format_status(run_dir: Path) -> str:
     """The manifest as a table: what is done, what failed (and why), what a rerun will do."""
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -27,15 +27,16 @@ class NoProblems(ValueError):
 
 def load_problems(
     path: str | Path, start: int = 0, stop: int | None = None, *, quarantine_path: str | Path | None = None,
-    decode_images: bool = False,
+    decode_images: bool = False, announce: bool = True, reward: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows [start, stop) of a validated problem-record file, as dicts (images as bytes).
 
-    A bad row raises `RecordError` naming file and row; with `quarantine_path`, bad rows go there
-    instead (with the reason) and the rest is used. `decode_images` for user data (see read_records).
+    Bad rows raise `RecordError` naming file and rows; with `quarantine_path`, bad rows go there
+    instead (with the reason) and the rest is used. `decode_images` for user data, `announce` to log
+    the quarantine, `reward` for a file with no reward column (see read_records).
     """
     records = read_records(path, skip_bad_rows=quarantine_path is not None, quarantine_path=quarantine_path,
-                           decode_images=decode_images, start=start, stop=stop)
+                           decode_images=decode_images, start=start, stop=stop, announce=announce, reward=reward)
     if len(records) == 0 and start == 0 and stop is None:
         return []  # an empty stage output (e.g. select kept nothing): the consumer says what that means
     if len(records) == 0:

@@ -32,8 +32,13 @@ def evaluate_model(
     judge: RewardSettings = RewardSettings(),
     chunk_size: int = 256,
     system: str | None = None,
+    set_aside: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Write `{"model", "sets": {name: {accuracy, n, ...}}}` JSON to `out_path`; return accuracies."""
+    """Write `{"model", "sets": {name: {accuracy, n, ...}}}` JSON to `out_path`; return accuracies.
+
+    `set_aside`: per set, the bad input rows left out (data.skip_bad_rows), recorded beside `n` so that
+    an accuracy over fewer problems than the file holds says so."""
+    set_aside = set_aside or {}
     report: dict[str, Any] = {"model": model_label, "sets": {}}
     for name, problems in eval_sets.items():
         if not problems:  # an accuracy of nothing is no number; the loop's slices are never empty, a caller's may be
@@ -49,6 +54,7 @@ def evaluate_model(
             by_kind[str(p["extra_info"].get("kind", p["data_source"]))].append(ok)
         report["sets"][name] = {
             "n": len(problems),
+            "set_aside": set_aside.get(name, 0),
             "accuracy": sum(right) / len(right),
             **count_failures(verdicts),
             "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
@@ -62,6 +68,7 @@ def evaluate_model(
     atomic_write(Path(out_path), json.dumps(report, indent=2) + "\n")
     return {"in": sum(s["n"] for s in report["sets"].values())} | {
         f"accuracy/{name}": s["accuracy"] for name, s in report["sets"].items()} | {
+        f"set_aside/{name}": s["set_aside"] for name, s in report["sets"].items() if s["set_aside"]} | {
         "reward_errors": sum(s["reward_errors"] for s in report["sets"].values()),
         "reward_timeouts": sum(s["reward_timeouts"] for s in report["sets"].values()),
     }

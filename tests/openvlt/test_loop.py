@@ -167,8 +167,9 @@ def test_rerunning_a_finished_run_redoes_nothing(reference):
     assert done.returncode == 0, done.stderr[-2000:]
     assert stages(reference) == before
     assert "accuracy on held-out set 'toyworld'" in done.stdout
-    status = subprocess.run([OPENVLT, "status", str(reference)], capture_output=True, text=True, timeout=120).stdout
-    assert "finished 20" in status.splitlines()[-1] and "summary.json and report.html are up to date" in status
+    status = subprocess.run([OPENVLT, "status", str(reference)], capture_output=True, text=True, timeout=120)
+    assert "finished 20" in status.stdout.splitlines()[-1] and "summary.json and report.html are up to date" in status.stdout
+    assert status.returncode == 0  # (scripts: 1 failed or stopped, 3 running, 4 not finished)
 
 
 def _bad_data(tmp_path: Path, reference: Path) -> Path:
@@ -199,16 +200,19 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
                           roles={**yaml.safe_load(micro_recipe(tmp_path, run_dir).read_text())["roles"],
                                  "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
     assert run(recipe, crash_at="before:iter_1/caption").returncode == -signal.SIGKILL
+    assert subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, timeout=120).returncode == 4  # killed
     base = stages(run_dir)["base/evaluate"]
     assert base["status"] == "complete"
     data.write_bytes(bad)  # the data file gets bad rows before the run resumes
     done = run(recipe)
     assert done.returncode == 1
-    assert f"{data}, row 3 (id 'toyworld-3-train-000003'): image 1 of 1 cannot be decoded" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert (f"data.sft: {data}: 3 bad rows: row 3 (id 'toyworld-3-train-000003'): image 1 of 1 cannot be decoded"
+            in done.stderr)  # every bad row named at once, with the way to go on without them
+    assert "row 5 (id 'toyworld-3-train-000005'): empty 'answer'; row 7 (id" in done.stderr
+    assert "or set data.skip_bad_rows: true" in done.stderr and "Traceback" not in done.stderr
     assert stages(run_dir)["base/evaluate"] == base  # work done before the bad row is kept
     status = subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, text=True, timeout=120)
-    assert status.returncode == 0
+    assert status.returncode == 1  # stopped: a fix is needed
     line = next(line for line in status.stdout.splitlines() if line.startswith("stopped before its next stage"))
     assert "iter_1/caption reads" in line and "row 3" in line and "cannot be decoded" in line
     assert status.stdout.splitlines()[-1].startswith("not finished: the same command continues it")
@@ -222,6 +226,9 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
                                                         (7, "toyworld-3-train-000007")]
     assert "empty 'answer'" in quarantined[1]["reason"] and "image file is truncated" in quarantined[2]["reason"]
     assert stages(run_dir)["iter_1/caption"]["counts"]["in"] == 29
+    said = [line for line in done.stderr.splitlines() if "are bad, set aside in" in line]  # read by 3 stages, said once
+    assert len(said) == 1 and f"data.sft: 3 of the 32 rows read from {data} are bad, set aside in quarantine/{path.name} " \
+        "(the first: row 3, image 1 of 1 cannot be decoded" in said[0]
     assert f"3 bad input row(s) set aside in quarantine/{path.name}" in done.stdout
     assert json.loads((run_dir / "summary.json").read_text())["quarantined_rows"] == {f"quarantine/{path.name}": 3}
 
@@ -334,7 +341,7 @@ def test_a_training_reward_that_judges_nothing_stops_grpo_clearly_and_keeps_the_
     assert all(after[k] == before[k] for k in before if k not in redone)  # and the rest of the finished work as it was
     status = subprocess.run([OPENVLT, "status", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     line = next(line for line in status.stdout.splitlines() if line.startswith("iter_2/grpo "))
-    assert "failed" in line and "none of its 8 rollouts could be judged" in line
+    assert "failed" in line and "none of its 8 rollouts could be judged" in line and status.returncode == 1
 
     done = run(recipe, "--force", "--redo", "iter_2/grpo")  # the reward fixed
     assert done.returncode == 0, done.stderr[-3000:]
@@ -417,6 +424,33 @@ def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
     done = run(recipe)
     assert done.returncode == 1 and f"data.eval.held: {bad} has no usable problems (" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_held_out_set_shrunk_by_bad_rows_says_so_and_every_set_is_in_the_table(reference, tmp_path):
+    """An accuracy over 29 of a file's 32 problems is not the file's accuracy: the run says so once, each
+    eval.json records the rows set aside beside `n`, and the final table shows every held-out set."""
+    held, good = _bad_data(tmp_path, reference), str(reference / "data" / "toyworld" / "train.parquet")
+    data = {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
+            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet"), "yours": str(held)},
+            "skip_bad_rows": True}
+    recipe = micro_recipe(tmp_path, tmp_path / "run", data=data, prepare={}, iterations=1,
+                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
+                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if "are bad, set aside in" in line]
+    assert len(said) == 1 and "data.eval.yours: 3 of the 32 rows read from" in said[0]
+    assert said[0].endswith("; its accuracy is over the other 29")
+    for where in ("base", "iter_1/sft", "iter_1/grpo"):
+        sets = json.loads((tmp_path / "run" / where / "eval.json").read_text())["sets"]
+        assert (sets["yours"]["n"], sets["yours"]["set_aside"], sets["toyworld"]["set_aside"]) == (29, 3, 0)
+        assert stages(tmp_path / "run")[f"{where}/evaluate"]["counts"]["set_aside/yours"] == 3
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    yours = [summary["base"]["all_sets"]["yours"]] + [summary["iterations"][0][s]["all_sets"]["yours"] for s in ("sft", "grpo")]
+    lines = done.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("other sets")))
+    assert lines[header].split() == ["other", "sets", "base", "SFT", "1", "GRPO", "1"]
+    assert lines[header + 1].split() == ["yours", *(f"{a:.3f}" for a in yours)]
 
 
 def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(reference, tmp_path):

@@ -77,6 +77,16 @@ def test_bad_row_on_write_names_file_row_and_reason(tmp_path, changes, reason):
     assert not (tmp_path / "r.parquet").exists()  # nothing half-written
 
 
+def test_many_bad_rows_are_counted_and_the_first_ones_named(tmp_path):
+    rows = [record(0)] + [record(k, answer="") for k in range(1, 14)]
+    with pytest.raises(RecordError) as err:
+        write_records(rows, tmp_path / "r.parquet")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'r.parquet'}: 13 bad rows: row 1 (id 'p1'): empty 'answer'; row 2 ")
+    assert "row 10 (id 'p10')" in message and "row 11 " not in message and message.endswith("; and 3 more")
+    assert not (tmp_path / "r.parquet").exists()
+
+
 def test_a_question_that_is_its_image_alone_is_a_problem(tmp_path):
     write_records([record(0, question="<image>")], tmp_path / "r.parquet")
     assert read_records(tmp_path / "r.parquet")[0]["question"] == "<image>"
@@ -113,8 +123,10 @@ def _write_raw(path, rows):
 def test_bad_rows_on_read_are_named_or_quarantined(tmp_path):
     path = tmp_path / "theirs.parquet"
     _write_raw(path, [record(0), record(1, images=[b"\x89PNG broken"]), record(2, question="no image"), record(0)])
-    with pytest.raises(RecordError, match=r"theirs.parquet, row 1 \(id 'p1'\): image 1 of 1 cannot be decoded"):
-        read_records(path)
+    with pytest.raises(RecordError, match=r"theirs.parquet: 3 bad rows: row 1 \(id 'p1'\): image 1 of 1 cannot be decoded "
+                                          r".*; row 2 \(id 'p2'\): question has 0 <image>.*; row 3 \(id 'p0'\): duplicate id") as err:
+        read_records(path)  # every bad row at once: one fix, one rerun
+    assert (err.value.row, err.value.record_id) == (1, "p1") and [r for r, _, _ in err.value.others] == [2, 3]
     kept = read_records(path, skip_bad_rows=True, quarantine_path=tmp_path / "q.jsonl")
     assert [r["id"] for r in kept] == ["p0"]
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
@@ -256,6 +268,19 @@ def test_an_image_the_processor_would_refuse_is_a_bad_row(tmp_path):
     _write_raw(tmp_path / "thin.parquet", [record(0), record(1, images=[png(size=(3000, 10))])])
     with pytest.raises(RecordError, match=r"row 1 \(id 'p1'\): image 1 of 1 is 3000 x 10 pixels: an aspect ratio above 200"):
         read_records(tmp_path / "thin.parquet")
+
+
+def test_data_source_and_extra_info_may_be_left_out_and_reward_too_when_the_caller_names_it(tmp_path):
+    path = tmp_path / "mathvista_mini.parquet"
+    pq.write_table(pa.table({"id": ["a"], "images": [[png()]], "question": ["<image> how many?"], "answer": ["3"]}), path)
+    with pytest.raises(RecordError, match=r"mathvista_mini.parquet: missing column\(s\) \['reward'\]; a problem record needs "
+                                          r"\['id', 'images', 'question', 'answer', 'reward'\] \(or judge every row .*reward.override\)"):
+        read_records(path)
+    [row] = read_records(path, reward="math")
+    assert (row["data_source"], row["extra_info"], row["reward"]) == ("mathvista_mini", {}, "math")
+    pq.write_table(pa.table({"id": ["a"], "images": [[png()]], "question": ["<image> how many?"], "answer": ["3"],
+                             "reward": ["choice"]}), path)
+    assert read_records(path, reward="math")[0]["reward"] == "choice"  # a column the file has is the file's
 
 
 def test_images_column_of_the_wrong_type_is_named(tmp_path):

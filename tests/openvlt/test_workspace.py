@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from openvlt.recipe import RecipeError, load_recipe
-from openvlt.workspace import RunDirectoryBusy, Workspace, format_status
+from openvlt.workspace import RunDirectoryBusy, Workspace, format_status, run_state
 
 from .test_recipe import write
 
@@ -173,11 +173,13 @@ def test_one_process_at_a_time_in_a_run_directory(tmp_path, toyworld_dir, tiny_s
             Workspace.open(load_recipe(path))
         status = format_status(tmp_path / "run")
         assert f"in progress: pid {holder.pid}" in status and "running now" in status and "interrupted" not in status
+        assert run_state(tmp_path / "run") == "running"
     finally:
         holder.kill()
         holder.wait()
     status = format_status(tmp_path / "run")
     assert "in progress" not in status and "interrupted; a rerun continues it" in status
+    assert run_state(tmp_path / "run") == "unfinished"
     assert next(line for line in status.splitlines() if line.startswith("sft ")).split()[1:4] == ["interrupted", "0", "-"]
     with Workspace.open(load_recipe(path)) as outer:  # free again; and one process may open it more than once
         with Workspace.open(load_recipe(path)) as inner:
