@@ -8,9 +8,10 @@ and a per-line ``reward`` are optional). Output: exactly one JSON line per input
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
 is blank, not valid JSON or not UTF-8 gets an error line too; an error names its input line). A
 plugin that raises, or calls ``sys.exit()``, fails its own line. A summary goes to stderr. ``INPUT`` may be ``-``.
-Exit status: 0 when every line was scored; 1 when some line has an error or timed out (the output is
-still complete: a check of a plugin can fail a script); 2 when ``--reward`` cannot be loaded, before the
-first line.
+``extra_info`` may also be a JSON string of an object (as record files store it). Exit status: 0 when every
+line was scored; 1 when some line has an error or timed out (the output is still complete: a check of a
+plugin can fail a script); 2 for a usage error, before the first line: ``--reward`` cannot be loaded,
+``INPUT`` cannot be read, ``--output`` cannot be written, ``--workers`` or ``--timeout`` out of range.
 """
 from __future__ import annotations
 
@@ -54,8 +55,19 @@ def main(argv: list[str]) -> int:
 def _score(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = BatchSummary()
-    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # bytes: each line decoded on its own
-    sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
+    if args.workers < 0:
+        return _usage_error(f"--workers must be >= 0 (0: in this process), got {args.workers}")
+    if not args.timeout > 0:
+        return _usage_error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    try:
+        source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # bytes: each line decoded on its own
+    except OSError as exc:
+        return _usage_error(f"cannot read {args.input}: {exc.strerror or exc}")
+    try:
+        sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
+    except OSError as exc:
+        source.close()
+        return _usage_error(f"cannot write {args.output}: {exc.strerror or exc}")
     with source if source is not sys.stdin.buffer else nullcontext(), sink if sink is not sys.stdout else nullcontext():
         try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
             with redirect_stdout(sys.stderr):
@@ -63,12 +75,16 @@ def _score(args: argparse.Namespace) -> int:
                     sink.write(json.dumps(result.to_json()) + "\n")
                     summary = summary.add(result)
         except RewardError as exc:
-            print(f"openvlt rewards: {exc}", file=sys.stderr)
-            return 2
+            return _usage_error(str(exc))
         sink.flush()
     summary = replace(summary, seconds=time.monotonic() - started)
     print(f"openvlt rewards: {summary}", file=sys.stderr)
     return 1 if summary.errors or summary.timeouts else 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"openvlt rewards: {message}", file=sys.stderr)
+    return 2
 
 
 def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
@@ -90,5 +106,11 @@ def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
         if not isinstance(item, dict):
             yield ValueError(f"line {number} is not a JSON object")
             continue
+        if isinstance(item.get("extra_info"), str):  # as record files store it
+            try:
+                item["extra_info"] = json.loads(item["extra_info"])
+            except ValueError as exc:
+                yield ValueError(f"line {number}: extra_info is a string that is not JSON ({exc})")
+                continue
         # an error names the line ("on item 1 (line 2)"; item numbers count from 0), and the line's own id
         yield {**item, "id": f"line {number}" + (f", id {item['id']}" if item.get("id") is not None else "")}

@@ -88,6 +88,33 @@ def test_unknown_reward_exits_2(tmp_path, capsys):
     assert "did you mean 'math'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["missing.jsonl"], "cannot read missing.jsonl: No such file or directory"),
+    (["IN", "--output", "no/such/folder/out.jsonl"], "cannot write no/such/folder/out.jsonl: No such file or directory"),
+    (["IN", "--workers", "-1"], "--workers must be >= 0 (0: in this process), got -1"),
+    (["IN", "--timeout", "0"], "--timeout must be > 0 seconds, got 0.0"),
+])
+def test_usage_errors_exit_2_before_any_line_apart_from_lines_that_fail(tmp_path, capsys, monkeypatch, args, message):
+    """A script tells "my plugin failed a line" (1) from "I called it wrong" (2)."""
+    monkeypatch.chdir(tmp_path)
+    write_input(tmp_path / "in.jsonl")
+    assert main(["score", *[a.replace("IN", "in.jsonl") for a in args], "--reward", "math"]) == 2
+    captured = capsys.readouterr()
+    assert f"openvlt rewards: {message}" in captured.err
+    assert captured.out == ""
+
+
+def test_extra_info_may_be_a_json_string_as_record_files_store_it(tmp_path, capsys):
+    lines = [{"response": "<answer>B</answer>", "ground_truth": "B", "extra_info": json.dumps({"choices": ["2", "4"]})},
+             {"response": "<answer>4</answer>", "ground_truth": "B", "extra_info": json.dumps({"choices": ["2", "4"]})},
+             {"response": "<answer>4</answer>", "ground_truth": "B", "extra_info": "{choices: 2"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["score", str(tmp_path / "in.jsonl"), "--reward", "math", "--workers", "0"]) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[:2] == [{"score": 1.0, "error": None}, {"score": 1.0, "error": None}]  # "4" is option B
+    assert out[2]["score"] is None and "line 3: extra_info is a string that is not JSON" in out[2]["error"]
+
+
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
