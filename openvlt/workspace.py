@@ -376,11 +376,12 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
     was made from the same recipe and inputs: after `--force` with new values, or a `--redo` that
     changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
     stamp = scratch / "made_from.json"
-    if stamp.exists() and _same_work(json.loads(stamp.read_text()), made_from):
+    differences = _work_differences(json.loads(stamp.read_text()), made_from) if stamp.exists() else []
+    if stamp.exists() and not differences:
         return
     left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
     if left:
-        why = "was made from another recipe or other inputs" if stamp.exists() else "does not record what it was made from"
+        why = f"was made from {' and '.join(differences)}" if stamp.exists() else "does not record what it was made from"
         log.warning("%s: the interrupted attempt's saved work (%s) %s; starting the stage over",
                     key, ", ".join(str(p) for p in left), why)
     for p in (scratch, *partials):
@@ -510,12 +511,18 @@ def _same_content(recorded: str | None, now: str | None) -> bool:
                                and now.split("+")[0] == recorded)
 
 
-def _same_work(stamp: dict[str, Any], made_from: dict[str, Any]) -> bool:
-    """Whether saved work stamped `stamp` was made from `made_from`'s recipe and inputs."""
+def _work_differences(stamp: dict[str, Any], made_from: dict[str, Any]) -> list[str]:
+    """How saved work stamped `stamp` was made otherwise than `made_from` says this attempt would make
+    it ([]: the same recipe and inputs), in words for the message that throws it away."""
     old, new = stamp.get("inputs", {}), made_from["inputs"]
     added = {name for name in new.keys() - old.keys() if new[name] is None}  # recorded since, with nothing to compare
-    return stamp.get("recipe") == made_from["recipe"] and old.keys() == new.keys() - added and all(
-        _same_content(old[name], new[name]) for name in old)
+    differences = ["other recipe values (changed with --force)"] if stamp.get("recipe") != made_from["recipe"] else []
+    changed = [name for name in old if name in new and not _same_content(old[name], new[name])]
+    changed += [name for name in (old.keys() ^ new.keys()) - added]
+    if changed:
+        differences.append(f"{'another' if len(changed) == 1 else 'other'} {', '.join(sorted(changed))} "
+                           "(an input changed, added or dropped)")
+    return differences
 
 
 def _named_images(data: DataRef) -> list[tuple[str, Path]]:

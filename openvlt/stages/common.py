@@ -88,10 +88,12 @@ def generate_in_chunks(
     differently) is generated again rather than pair answers with the wrong problems."""
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[list[str]] = []
+    reused = 0
     with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
         for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
             path, chunk = scratch / f"chunk-{c:05d}.json", list(requests[start : start + chunk_size])
             texts = _saved_chunk(path, chunk, sampling.n)
+            reused += texts is not None
             if texts is None:
                 chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
                 texts = engine.generate(chunk, chunk_sampling)
@@ -102,6 +104,10 @@ def generate_in_chunks(
                 crashpoint(f"{point}:chunk:{c}")
             out.extend(texts)
             bar.update(len(texts))
+    if reused:
+        chunks = -(-len(requests) // max(1, chunk_size))
+        log.info("%s: %d of %d chunks were finished by an interrupted attempt and reused; %d generated now",
+                 desc, reused, chunks, chunks - reused)
     return out
 
 

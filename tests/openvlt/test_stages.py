@@ -327,7 +327,7 @@ def test_evaluate_scores_each_set_and_keeps_samples(toyworld_dir, tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
-def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
+def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path, caplog):
     from openvlt.engines import Request
     from openvlt.stages.common import generate_in_chunks
 
@@ -344,9 +344,12 @@ def test_generation_resumes_from_finished_chunks(toyworld_dir, tmp_path):
     first = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
     assert engine.calls == 3
     assert first == [[f"{r.prompt}|{k}|{7 + i // 4}" for k in range(2)] for i, r in enumerate(requests)]  # chunk c: seed + c
+    assert "reused" not in caplog.text
     (tmp_path / "chunk-00001.json").unlink()  # as if killed while writing chunk 1
-    again = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")
+    with caplog.at_level("INFO", logger="openvlt.stages.common"):
+        again = generate_in_chunks(engine, requests, Sampling(n=2, seed=7), tmp_path, 4, "t", "caption")
     assert again == first and engine.calls == 4  # only the missing chunk was generated again
+    assert "caption: 2 of 3 chunks were finished by an interrupted attempt and reused; 1 generated now" in caplog.text
     # chunks made for other requests (problem 2 left out since, by a newer openvlt) are not paired with these
     fewer = requests[:2] + requests[3:]
     shifted = generate_in_chunks(engine, fewer, Sampling(n=2, seed=7), tmp_path, 4, "t", "t")

@@ -246,13 +246,14 @@ def test_an_interrupted_stage_reuses_its_saved_work_only_if_made_from_the_same_r
     assert seen == [([], False), (["chunk-1"], True)]  # same recipe and inputs: the saved work is there
     data.write_text("v2")
     killed_mid_stage(load_recipe(path))
-    assert seen[-1] == ([], False) and "made from another recipe or other inputs" in caplog.text
+    assert seen[-1] == ([], False) and "saved work" in caplog.text and "was made from another data (an input changed" in caplog.text
     killed_mid_stage(load_recipe(path))
     assert seen[-1] == (["chunk-3"], True)
     killed_mid_stage(load_recipe(path, ["grpo.micro_batch_size=2", "per_iteration.2.sft.grad_accum=2"]), force=True)
     assert seen[-1] == (["chunk-3", "chunk-4"], True)  # memory-only knobs (the fix after an OOM kill): work kept
+    caplog.clear()
     killed_mid_stage(load_recipe(path, ["sft.lr=0.5"]), force=True)  # e.g. a new learning rate: no old checkpoint
-    assert seen[-1] == ([], False)
+    assert seen[-1] == ([], False) and "was made from other recipe values (changed with --force)" in caplog.text
 
 
 def test_a_folder_output_kept_from_a_killed_attempt_loses_the_files_half_written_in_it(tmp_path, toyworld_dir, tiny_student):
