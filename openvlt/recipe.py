@@ -481,10 +481,11 @@ def check_values(recipe: Recipe) -> None:
         if r.sft.batch_size % r.sft.grad_accum:
             raise RecipeError(f"{where_set('sft.grad_accum', 'sft.batch_size')}: sft.batch_size ({r.sft.batch_size}) must be a "
                               f"multiple of sft.grad_accum ({r.sft.grad_accum}): each micro-batch is batch_size / grad_accum examples")
-        if r.grpo.mini_batches > r.grpo.prompts_per_step * r.grpo.rollouts:
-            raise RecipeError(f"{where_set('grpo.mini_batches', 'grpo.prompts_per_step', 'grpo.rollouts')}: {r.grpo.mini_batches} "
-                              f"mini-batches of a step's {r.grpo.prompts_per_step} x {r.grpo.rollouts} rollouts would leave some "
-                              "empty: at most grpo.prompts_per_step x grpo.rollouts")
+        if r.grpo.prompts_per_step % r.grpo.mini_batches:
+            raise RecipeError(f"{where_set('grpo.mini_batches', 'grpo.prompts_per_step')}: a step's {r.grpo.prompts_per_step} "
+                              f"prompts do not split into {r.grpo.mini_batches} mini-batches of whole prompt groups: "
+                              "grpo.prompts_per_step must be a multiple of grpo.mini_batches (as verl's data.train_batch_size "
+                              "of actor.ppo_mini_batch_size)")
         for key, outside, which in (("rl_data.min_pass", r.rl_data.min_pass < 0, "never"),
                                     ("rl_data.max_pass", r.rl_data.max_pass > 1, "always")):
             if r.rl_data.enabled and outside and (k == 1 or where(key) != key):  # a way to include the end; or 100 for 1.0?

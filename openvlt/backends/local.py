@@ -186,8 +186,7 @@ def grpo(
         updates = 0  # optimiser steps taken (a mini-batch with no judged token is skipped)
         policy.train()
         for _ in range(config.ppo_epochs):
-            order = torch.randperm(len(rewards), generator=torch.Generator().manual_seed(seed + step))
-            for mb in order.tensor_split(config.mini_batches):  # exactly mini_batches (chunk gives fewer)
+            for mb in _mini_batches(len(chosen), config.rollouts, config.mini_batches):
                 n_tokens = int(resp_mask[mb].sum())
                 if n_tokens == 0:
                     continue
@@ -233,6 +232,13 @@ def grpo(
         if callback is not None:
             callback(step, row)
     return _save(policy, init_model, out, pixel_bounds)
+
+
+def _mini_batches(prompts: int, rollouts: int, count: int) -> list[torch.Tensor]:
+    """The rollout rows of each mini-batch: whole prompt groups, in order, as verl cuts a step's batch
+    (ppo_mini_batch_size prompts x rollout.n, actor.shuffle off), and the same cut every epoch."""
+    rows = torch.arange(prompts * rollouts).view(prompts, rollouts)
+    return [part.flatten() for part in rows.tensor_split(count)]
 
 
 def freeze_vision_tower(model: Any) -> int:
@@ -298,7 +304,7 @@ def grpo_actor_config(config: GRPOConfig) -> Any:
 
     return ActorConfig(
         strategy="fsdp", clip_ratio=config.clip_ratio_low, clip_ratio_low=config.clip_ratio_low,
-        clip_ratio_high=config.clip_ratio_high, ppo_mini_batch_size=config.prompts_per_step,
+        clip_ratio_high=config.clip_ratio_high, ppo_mini_batch_size=config.prompts_per_step // config.mini_batches,
         ppo_micro_batch_size_per_gpu=config.micro_batch_size, rollout_n=config.rollouts,
     )
 

@@ -175,16 +175,20 @@ def test_micro_batch_size_does_not_change_the_update(tiny_student, toyworld_dir,
         assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
 
 
-def test_mini_batches_is_the_number_of_updates_a_step_takes(tiny_student, toyworld_dir, tmp_path, monkeypatch):
-    """12 rollouts in 5 mini-batches are 5 updates of 2 or 3 rollouts (torch.chunk gave 4 of 3)."""
+def test_mini_batches_are_whole_prompt_groups_in_order_as_verl_cuts_them(tiny_student, toyworld_dir, tmp_path, monkeypatch):
+    """6 prompts x 2 rollouts in 3 mini-batches, 2 epochs: 6 updates, each on 2 prompts' 4 rollouts, the same
+    cut every epoch (verl: ppo_mini_batch_size prompts x rollout.n, actor.shuffle off)."""
     from openvlt.backends import local
 
-    sizes = []  # rollouts in each length-ordered pass (the reference's, the old policy's, each mini-batch's); 0: an update
-    monkeypatch.setattr(local._GuardedUpdate, "__call__", lambda self: sizes.append(0) or 0.0)
-    monkeypatch.setattr(local, "_by_length", lambda rows, batch: sizes.append(len(rows)) or rows)
-    config = GRPOConfig(steps=1, prompts_per_step=3, rollouts=4, max_tokens=8, lr=1e-3, mini_batches=5, micro_batch_size=64)
-    _grpo_on_digit_share(load_problems(toyworld_dir / "train.parquet", 0, 3), tiny_student, tmp_path / "g", config)
-    assert sizes[:2] == [12, 12] and sizes.count(0) == 5 and sorted(n for n in sizes[2:] if n) == [2, 2, 2, 3, 3]
+    passes = []  # the rows of each length-ordered pass (the reference's, the old policy's, each mini-batch's); None: an update
+    monkeypatch.setattr(local._GuardedUpdate, "__call__", lambda self: passes.append(None) or 0.0)
+    monkeypatch.setattr(local, "_by_length", lambda rows, batch: passes.append(sorted(rows.tolist())) or rows)
+    config = GRPOConfig(steps=1, prompts_per_step=6, rollouts=2, max_tokens=8, lr=1e-3, mini_batches=3, ppo_epochs=2,
+                        micro_batch_size=64)
+    _grpo_on_digit_share(load_problems(toyworld_dir / "train.parquet", 0, 6), tiny_student, tmp_path / "g", config)
+    assert passes[:2] == [list(range(12))] * 2 and passes.count(None) == 6
+    cuts = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [rows for rows in passes[2:] if rows is not None] == cuts * 2
 
 
 def test_freeze_vision_leaves_the_vision_tower_untouched(tiny_student, toyworld_dir, tmp_path):

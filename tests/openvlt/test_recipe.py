@@ -162,7 +162,8 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"sft": {"batch_size": 32, "grad_accum": 3}}, "sft.grad_accum: sft.batch_size (32) must be a multiple of sft.grad_accum (3)"),
         ({"sft": {"batch_size": 8, "grad_accum": 2}, "per_iteration": {2: {"sft": {"batch_size": 9}}}},
          "per_iteration.2.sft.batch_size: sft.batch_size (9) must be a multiple of sft.grad_accum (2)"),
-        ({"grpo": {"mini_batches": 1000}}, "grpo.mini_batches: 1000 mini-batches of a step's 16 x 8 rollouts would leave some empty"),
+        ({"grpo": {"mini_batches": 3}}, "grpo.mini_batches: a step's 16 prompts do not split into 3 mini-batches of whole "
+                                         "prompt groups: grpo.prompts_per_step must be a multiple of grpo.mini_batches"),
         ({"prepare": {"toyworld": {"n_train": "abc"}}}, "prepare.toyworld.n_train: expected int, got str 'abc'"),
         ({"prepare": {"tiny_student": {"hidden": 1.5}}}, "prepare.tiny_student.hidden: expected int, got float 1.5"),
         ({"name": " "}, "name: empty; the run directory is runs/<name>"),
