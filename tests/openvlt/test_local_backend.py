@@ -192,6 +192,33 @@ def test_a_checkpoint_reaches_the_disk_after_the_metrics_rows_it_keeps(tiny_stud
     assert all(synced[i - 1] == "metrics.jsonl" for i in checkpoints)
 
 
+@pytest.mark.parametrize("killed", ["before the checkpoint went", "after the checkpoint went"])
+def test_a_model_saved_whole_before_a_kill_is_taken_not_trained_again_from_step_0(tiny_student, toyworld_dir, tmp_path,
+                                                                                  monkeypatch, killed):
+    """A kill after `_save` and before the stage records its outputs: the rerun used to find no checkpoint and
+    train again from step 0; it takes the saved folder (one killed while saving has no mark: it resumes)."""
+    import shutil
+
+    from openvlt.backends import SFTConfig
+    from openvlt.backends import local
+
+    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<answer>{p['answer']}</answer>"}
+                for p in load_problems(toyworld_dir / "train.parquet", 0, 4)]
+    config, out = SFTConfig(steps=3, batch_size=4), tmp_path / "m"
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda path, **kw: None)  # the checkpoint stays: killed before it went
+    local.sft(examples, tiny_student, out, config, options={"checkpoint_every": 1})
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert (out / "_checkpoint" / "state.pt").exists() and (out / ".saved").exists()
+    if killed == "after the checkpoint went":
+        real_rmtree(out / "_checkpoint")
+    weights, metrics = (out / "model.safetensors").read_bytes(), (out / "metrics.jsonl").read_text()
+    monkeypatch.setattr(local, "load_model", lambda *a, **k: pytest.fail("trained again"))
+    assert local.sft(examples, tiny_student, out, config, options={"checkpoint_every": 1}) == out
+    assert (out / "model.safetensors").read_bytes() == weights and (out / "metrics.jsonl").read_text() == metrics
+    assert not (out / "_checkpoint").exists()  # the folder is a clean Hugging Face folder again
+
+
 def test_batches_are_a_pure_function_of_step():
     seen = [i for step in range(1, 6) for i in _batch_indices(10, 4, step, seed=7)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs are permutations
