@@ -58,17 +58,20 @@ def _status(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="openvlt status", description="Show a run's stages: complete, failed (why), interrupted, running.",
         epilog="exit status: 0 finished, 1 a stage failed or the run stopped (fix what it names, then rerun), "
-               "3 running now, 4 not finished (the same command continues it)")
+               "2 no run there (yet), 3 running now, 4 not finished (the same command continues it)")
     parser.add_argument("run_dir", help="the run directory (e.g. runs/tiny-cpu)")
     args = parser.parse_args(argv)
     from pathlib import Path
 
     from openvlt.workspace import STATUS_EXIT_CODES, format_status, run_state
 
-    if not (Path(args.run_dir) / "manifest.json").exists():
-        raise FileNotFoundError(f"{args.run_dir}: no manifest.json here (not a run directory, or nothing ran yet)")
-    print(format_status(Path(args.run_dir)))
-    return STATUS_EXIT_CODES[run_state(Path(args.run_dir))]
+    state = run_state(Path(args.run_dir))
+    if state == "no run":
+        print(f"openvlt status: {args.run_dir}: no manifest.json here (not a run directory, or a run that is still "
+              "checking its recipe)", file=sys.stderr)
+    else:
+        print(format_status(Path(args.run_dir)))
+    return STATUS_EXIT_CODES[state]
 
 
 def _data(argv: list[str]) -> int:

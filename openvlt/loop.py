@@ -288,12 +288,12 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 
     def body(ctx):
         sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}
-        if r.evaluate.max_problems:
-            sets = {name: rows[: r.evaluate.max_problems] for name, rows in sets.items()}
+        cut = {name: r.evaluate.max_problems for name, rows in sets.items() if len(rows) > (r.evaluate.max_problems or len(rows))}
+        sets = {name: rows[: cut.get(name)] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
             sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
-            set_aside={name: _set_aside(ws, r, ref) for name, ref in r.data.eval.items()},
+            set_aside={name: _set_aside(ws, r, ref, cut.get(name)) for name, ref in r.data.eval.items()},
             prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
@@ -339,7 +339,9 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
     if quarantine is not None and quarantine.exists() and quarantine not in _ANNOUNCED:  # read at every stage: said once
         _ANNOUNCED.add(quarantine)
         set_aside, first = jsonl_rows(quarantine), json.loads(quarantine.read_text(encoding="utf-8").partition("\n")[0])
-        over = f"; its accuracy is over the other {len(problems)}" if key.startswith("data.eval.") else ""
+        over = "" if not key.startswith("data.eval.") else f"; its accuracy is over the other {len(problems)}" if (
+            len(problems) <= (r.evaluate.max_problems or len(problems))) else (
+            f"; its accuracy is over the first {r.evaluate.max_problems} of the other {len(problems)} (evaluate.max_problems)")
         log.warning("%s: %d of the %d rows read from %s are bad, set aside in %s (the first: row %d, %s)%s", key,
                     set_aside, set_aside + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
                     first["reason"], over)
@@ -359,10 +361,14 @@ def _quarantine_file(ws: Workspace, r: Recipe, ref: DataRef) -> Path | None:
     return ws.root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
 
 
-def _set_aside(ws: Workspace, r: Recipe, ref: DataRef) -> int:
-    """How many of a slice's rows its last read set aside as bad."""
+def _set_aside(ws: Workspace, r: Recipe, ref: DataRef, first: int | None = None) -> int:
+    """How many of a slice's rows its last read set aside as bad; with `first`, how many of them lie
+    before its `first`-th usable row (evaluate.max_problems evaluates the first usable ones)."""
     quarantine = _quarantine_file(ws, r, ref)
-    return jsonl_rows(quarantine) if quarantine is not None and quarantine.exists() else 0
+    if quarantine is None or not quarantine.exists():
+        return 0
+    bad = sorted(json.loads(line)["row"] for line in quarantine.read_text(encoding="utf-8").splitlines() if line.strip())
+    return len(bad) if first is None else sum((row - ref.start) - k < first for k, row in enumerate(bad))
 
 
 def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dict[tuple, str]:

@@ -159,9 +159,9 @@ def read_records(
     `decode_images`, every image's pixels: a truncated JPEG has a valid header and only fails when it
     is decoded). Rows outside the range are neither normalised nor checked; errors name file rows.
     Quarantined rows are logged unless `announce` is off (a caller that reads the file again and again
-    says so once, itself). A file with no `data_source` column gets its own name there, one with no
-    `extra_info` column `{}`, and one with no `reward` column `reward` (e.g. the plugin that judges every
-    row anyway) if given."""
+    says so once, itself). A file with no `data_source` gets its own name there, one with no `extra_info`
+    `{}`, and one with no `reward` `reward` (e.g. the plugin that judges every row anyway) if given: a
+    column, or a row's value (null)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"record file not found: {path}")
@@ -175,8 +175,8 @@ def read_records(
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         hint = " (or judge every row with one plugin: a recipe's reward.override)" if "reward" in missing else ""
-        raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs "
-                          f"{[c for c in CORE_COLUMNS if c not in _OPTIONAL_COLUMNS]}{hint}")
+        needed = [c for c in CORE_COLUMNS if c not in _OPTIONAL_COLUMNS and (c != "reward" or reward is None)]
+        raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {needed}{hint}")
     file_rows, offset = table.num_rows, min(start, table.num_rows)
     if start or stop is not None:
         table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
@@ -215,13 +215,22 @@ _OPTIONAL_COLUMNS = ("data_source", "extra_info")
 
 
 def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:
-    """The columns a record file may leave out, filled in: its name as `data_source`, no extra
-    information, and `reward` when the caller names the plugin."""
+    """What a record file may leave out, filled in: its name as `data_source`, no extra information
+    (a null one: `_normalise_extra_info`), and `reward` when the caller names the plugin."""
     fill = {"data_source": path.stem, "extra_info": "{}", "reward": reward}
     for name, value in fill.items():
-        if name not in table.column_names and value is not None:
+        if value is None:
+            continue
+        if name not in table.column_names:
             table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        elif name != "extra_info" and table.column(name).null_count and _is_text_or_null(table.schema.field(name).type):
+            column = table.column(name).cast(pa.string())
+            table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(column, value))
     return table
+
+
+def _is_text_or_null(kind: pa.DataType) -> bool:
+    return _is_text(kind) or pa.types.is_null(kind)
 
 
 def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[tuple[str, Path]]:

@@ -406,13 +406,16 @@ def format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
 
 
-STATUS_EXIT_CODES = {"finished": 0, "failed": 1, "running": 3, "unfinished": 4}  # `openvlt status`'s exit status
+STATUS_EXIT_CODES = {"finished": 0, "failed": 1, "no run": 2, "running": 3, "unfinished": 4}  # `openvlt status`'s
 
 
 def run_state(run_dir: Path) -> str:
     """Where a run stands, in one word, for scripts: "finished"; "running" (a process holds it);
     "failed" (a stage failed, or the run stopped before its next stage: a fix is needed before the same
-    command gets further); "unfinished" (interrupted, or stages not started: the same command continues)."""
+    command gets further); "unfinished" (interrupted, or stages not started: the same command continues);
+    "no run" (no manifest: not a run directory, or a run still checking its recipe before it writes one)."""
+    if not (run_dir / "manifest.json").exists():
+        return "no run"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     if _holder(run_dir):
         return "running"
@@ -441,9 +444,12 @@ def format_status(run_dir: Path) -> str:
         lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{format_seconds(seconds):>9}  {detail}")
     if "stopped" in manifest and not holder:
         lines.append(f"stopped before its next stage: {manifest['stopped']}")
-    if "finished" in manifest:
+    state = run_state(run_dir)
+    if state == "finished":
         lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
-    elif not holder:
+    elif state == "failed":
+        lines.append("not finished: fix what stopped it (above), then run the same command again")
+    elif state == "unfinished":
         lines.append("not finished: the same command continues it (stages not listed have not started)")
     return "\n".join(lines)
 
@@ -516,7 +522,7 @@ def _work_differences(stamp: dict[str, Any], made_from: dict[str, Any]) -> list[
     it ([]: the same recipe and inputs), in words for the message that throws it away."""
     old, new = stamp.get("inputs", {}), made_from["inputs"]
     added = {name for name in new.keys() - old.keys() if new[name] is None}  # recorded since, with nothing to compare
-    differences = ["other recipe values (changed with --force)"] if stamp.get("recipe") != made_from["recipe"] else []
+    differences = ["other recipe values"] if stamp.get("recipe") != made_from["recipe"] else []
     changed = [name for name in old if name in new and not _same_content(old[name], new[name])]
     changed += [name for name in (old.keys() ^ new.keys()) - added]
     if changed:

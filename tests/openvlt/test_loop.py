@@ -215,7 +215,9 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert status.returncode == 1  # stopped: a fix is needed
     line = next(line for line in status.stdout.splitlines() if line.startswith("stopped before its next stage"))
     assert "iter_1/caption reads" in line and "row 3" in line and "cannot be decoded" in line
-    assert status.stdout.splitlines()[-1].startswith("not finished: the same command continues it")
+    assert status.stdout.splitlines()[-1] == "not finished: fix what stopped it (above), then run the same command again"
+    nowhere = subprocess.run([OPENVLT, "status", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert nowhere.returncode == 2 and "no manifest.json here" in nowhere.stderr  # not "failed": a script polls a new run
 
     done = run(recipe, "data.skip_bad_rows=true", "--force")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -240,12 +242,12 @@ def test_a_bad_row_in_training_data_read_after_sft_stops_the_run_before_any_stag
     roles = {**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"],
              "student": {"engine": "hf", "model": str(reference / "models" / "student")}}
     held = {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}
-    for data_keys, first_bad in (({"sft": {"path": good, "stop": 20}, "rl": {"path": str(data), "stop": 12}}, "row 3"),
+    for data_keys, first_bad in (({"sft": {"path": good, "stop": 20}, "rl": {"path": str(data), "stop": 12}}, "3 bad rows: row 3"),
                                  ({"sft": [{"path": good, "stop": 20}, {"path": str(data), "start": 4, "stop": 8}],
-                                   "rl": {"path": good, "start": 20}}, "row 5")):
+                                   "rl": {"path": good, "start": 20}}, "2 bad rows: row 5")):  # the slice's rows only
         run_dir = tmp_path / f"run-{first_bad[-1]}"
         done = run(micro_recipe(tmp_path, run_dir, data={**data_keys, "eval": held}, prepare={}, roles=roles))
-        assert done.returncode == 1 and f"{data}, {first_bad} (id " in done.stderr, done.stderr[-3000:]
+        assert done.returncode == 1 and f"{data}: {first_bad} (id " in done.stderr, done.stderr[-3000:]
         assert stages(run_dir) == {}  # nothing ran: not even the base evaluation
     from openvlt.loop import check_training_data
     from openvlt.recipe import load_recipe
@@ -463,12 +465,31 @@ def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(ref
         (tmp_path / d).mkdir()
         shutil.copy(_bad_data(tmp_path, reference), tmp_path / d / "test.parquet")
     ws = SimpleNamespace(root=tmp_path / "run")
-    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None))
+    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None),
+                        evaluate=SimpleNamespace(max_problems=None))
     for d in ("a", "b"):
         assert len(_inputs(ws, r, DataRef(str(tmp_path / d / "test.parquet")), "data.eval.held")) == 29
     files = sorted((tmp_path / "run" / "quarantine").glob("test-*.jsonl"))
     assert len(files) == 2
     assert {json.loads(f.read_text().splitlines()[0])["file"] for f in files} == {str(tmp_path / d / "test.parquet") for d in "ab"}
+
+
+def test_rows_set_aside_are_counted_up_to_the_problems_evaluate_max_problems_keeps(reference, tmp_path):
+    """Rows 3, 5 and 7 are bad: the first 3 usable rows (0-2) have none before them, the first 4 (0-2, 4)
+    row 3, the first 5 (.., 6) rows 3 and 5; in a slice [4, 32), rows 5 and 7 lie before the 2nd and 3rd usable."""
+    from types import SimpleNamespace
+
+    from openvlt.loop import _inputs, _set_aside
+    from openvlt.recipe import DataRef
+
+    data = _bad_data(tmp_path, reference)
+    ws = SimpleNamespace(root=tmp_path / "run")
+    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None),
+                        evaluate=SimpleNamespace(max_problems=4))
+    whole, later = DataRef(str(data)), DataRef(str(data), 4, 32)
+    assert len(_inputs(ws, r, whole, "data.eval.held")) == 29 and len(_inputs(ws, r, later, "data.eval.later")) == 26
+    assert [_set_aside(ws, r, whole, first) for first in (None, 3, 4, 5, 7, 29)] == [3, 0, 1, 2, 3, 3]
+    assert [_set_aside(ws, r, later, first) for first in (None, 1, 2, 3)] == [2, 0, 1, 2]  # rows 4 | 5, 6 | 7, 8
 
 
 def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_naming_the_file(

@@ -278,9 +278,16 @@ def test_data_source_and_extra_info_may_be_left_out_and_reward_too_when_the_call
         read_records(path)
     [row] = read_records(path, reward="math")
     assert (row["data_source"], row["extra_info"], row["reward"]) == ("mathvista_mini", {}, "math")
-    pq.write_table(pa.table({"id": ["a"], "images": [[png()]], "question": ["<image> how many?"], "answer": ["3"],
-                             "reward": ["choice"]}), path)
-    assert read_records(path, reward="math")[0]["reward"] == "choice"  # a column the file has is the file's
+    pq.write_table(pa.table({"id": ["a", "b"], "images": [[png()]] * 2, "question": ["<image> how many?"] * 2,
+                             "answer": ["3", "4"], "reward": ["choice", None], "data_source": [None, "mine"]}), path)
+    rows = read_records(path, reward="math")  # a value the file has is the file's; a null one is left out
+    assert [(r["reward"], r["data_source"]) for r in rows] == [("choice", "mathvista_mini"), ("math", "mine")]
+    with pytest.raises(RecordError, match=r"row 1 \(id 'b'\): missing field 'reward'"):
+        read_records(path)
+    pq.write_table(pa.table({"id": ["a"], "question": ["how many?"]}), path)
+    with pytest.raises(RecordError, match=r"missing column\(s\) \['images', 'answer'\]; a problem record needs "
+                                          r"\['id', 'images', 'question', 'answer'\]$"):
+        read_records(path, reward="math")  # `reward` is not needed: the caller gives it
 
 
 def test_images_column_of_the_wrong_type_is_named(tmp_path):

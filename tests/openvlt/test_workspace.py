@@ -253,7 +253,7 @@ def test_an_interrupted_stage_reuses_its_saved_work_only_if_made_from_the_same_r
     assert seen[-1] == (["chunk-3", "chunk-4"], True)  # memory-only knobs (the fix after an OOM kill): work kept
     caplog.clear()
     killed_mid_stage(load_recipe(path, ["sft.lr=0.5"]), force=True)  # e.g. a new learning rate: no old checkpoint
-    assert seen[-1] == ([], False) and "was made from other recipe values (changed with --force)" in caplog.text
+    assert seen[-1] == ([], False) and "was made from other recipe values; starting the stage over" in caplog.text
 
 
 def test_a_folder_output_kept_from_a_killed_attempt_loses_the_files_half_written_in_it(tmp_path, toyworld_dir, tiny_student):
