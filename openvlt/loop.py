@@ -6,7 +6,7 @@
         else:      regenerate n traces each with the GRPO model of iteration k-1
         verify every trace with the problem's reward; select one correct trace per problem
         SFT the BASE student on the selected traces;                      evaluate
-        keep the RL problems the SFT model solves sometimes (0 < pass < 1)
+        keep the RL problems the SFT model solves sometimes (by default 0 < pass < 1)
         GRPO from the SFT model on them;                                  evaluate
     write summary.json and report.html
 
@@ -14,7 +14,8 @@ Each line but the last is a stage of the workspace (openvlt.workspace; verify an
 skipped when complete, restarted (from its chunks or checkpoints) when interrupted. Deliberate
 differences from the paper:
 1. Captioning and distillation run once, in iteration 1; later iterations only regenerate.
-2. Evaluation uses greedy decoding on the recipe's held-out sets, after every SFT and GRPO stage.
+2. Evaluation decodes greedily (by default: evaluate.temperature 0) on the recipe's held-out sets, after
+   every SFT and GRPO stage.
 3. Additions, off unless the recipe turns them on: `select.keep_previous` keeps last iteration's
    trace for a problem the model no longer solves; `regenerate.retries` resamples unsolved problems.
 

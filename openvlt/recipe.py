@@ -229,9 +229,14 @@ class Recipe:
     per_iteration: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def for_iteration(self, k: int) -> "Recipe":
-        """This recipe with `per_iteration[k]` applied (the data lists pick their k-th entry too)."""
-        raw = to_dict(self)
-        _merge(raw, copy.deepcopy(self.per_iteration.get(k, {})))
+        """This recipe with `per_iteration[k]` merged in, key by key (the data lists pick their k-th entry
+        too); a role whose engine the entry changes keeps none of its options: they were the other engine's."""
+        raw, extra = to_dict(self), copy.deepcopy(self.per_iteration.get(k, {}))
+        for name, role in (extra.get("roles") or {}).items():
+            top = raw["roles"].get(name)
+            if isinstance(role, dict) and isinstance(top, dict) and role.get("engine", top["engine"]) != top["engine"]:
+                top["options"] = {}
+        _merge(raw, extra)
         return _build(Recipe, raw, "")
 
     def data_for_iteration(self, which: str, k: int) -> DataRef:
@@ -557,7 +562,8 @@ def check_values(recipe: Recipe) -> None:
                     raise RecipeError(f"{where(f'roles.{name}.model')}: {exc}") from exc
                 for option, given in role.options.items():
                     if option not in known:
-                        raise RecipeError(_unknown(f"roles.{name}.options.{option}", option, list(known), f"{role.engine} engine option"))
+                        raise RecipeError(_unknown(where(f"roles.{name}.options.{option}"), option, list(known),
+                                                   f"{role.engine} engine option"))
                     coerced = _coerce(known[option], given, where(f"roles.{name}.options.{option}"))  # RecipeError names it
                     if isinstance(given, str) and not isinstance(coerced, str):  # the engine gets the value as written
                         raise RecipeError(f"{where(f'roles.{name}.options.{option}')}: expected {_unwrap(known[option]).__name__}, "
@@ -569,7 +575,7 @@ def check_values(recipe: Recipe) -> None:
         known = backend_options(r.backend.name)
         for option in r.backend.options:
             if option not in known:
-                raise RecipeError(_unknown(f"backend.options.{option}", option, known, f"{r.backend.name} backend option"))
+                raise RecipeError(_unknown(where(f"backend.options.{option}"), option, known, f"{r.backend.name} backend option"))
         try:
             BACKENDS[r.backend.name](**r.backend.options)
         except ValueError as exc:  # a value the backend would refuse only when its first stage starts
@@ -673,22 +679,22 @@ def check_inputs(recipe: Recipe) -> None:
         for role in ROLE_NAMES:
             spec = getattr(r.roles, role)
             if spec.engine == "hf" and model_is_here(spec.model):
-                reads_images = _reads_images(f"roles.{role}.model", spec.model)  # first: it names a folder that is no model
+                reads_images = _reads_images(named(f"roles.{role}.model"), spec.model)  # first: it names a folder that is no model
                 if lacks_chat_template(spec.model):
-                    raise RecipeError(f"roles.{role}.model: {no_chat_template(spec.model)}")
+                    raise RecipeError(f"{named(f'roles.{role}.model')}: {no_chat_template(spec.model)}")
                 if not reads_images:
                     if role in ("captioner", "student"):
                         raise RecipeError(text_only_model_error(role, spec.model))
                     if bounds := r.pixel_bounds(role):
-                        raise RecipeError(f"{_named(f'roles.{role}.options.{next(iter(bounds))}', k, recipe.per_iteration.get(k, {}))}: "
+                        raise RecipeError(f"{named(f'roles.{role}.options.{next(iter(bounds))}')}: "
                                           f"{spec.model} is a text-only model: it reads no images to bound")
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):
-                missing.append(f"roles.{role}.model: {spec.model}")
+                missing.append(f"{named(f'roles.{role}.model')}: {spec.model}")
             elif not _in_hub_cache(spec.model):
                 if _hub_offline():
-                    missing.append(f"roles.{role}.model: {spec.model} (no such folder, and not in the Hugging Face "
+                    missing.append(f"{named(f'roles.{role}.model')}: {spec.model} (no such folder, and not in the Hugging Face "
                                    "cache, which is all HF_HUB_OFFLINE=1 allows)")
                 else:
                     downloads[f"roles.{role}.model"] = spec.model

@@ -1,4 +1,5 @@
-"""The stages of the loop, one module each, one public function each.
+"""The stages of the loop, one module each, one entry function each (listed below; a few helpers
+they share with the loop or the tests are public too, e.g. `select.truncate_at_reflection`).
 
     caption      caption_problems      captioner describes each problem's images
     distill      distill_traces        reasoner answers from caption + question, k traces each

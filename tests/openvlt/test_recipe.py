@@ -608,6 +608,31 @@ def test_a_data_file_missing_only_for_a_later_iteration_is_named_under_its_entry
         load_recipe(path)
 
 
+def test_a_later_iteration_merges_options_but_a_role_given_another_engine_drops_the_old_engines(tmp_path, toyworld_dir,
+                                                                                               tiny_student):
+    roles = {"student": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 8, "dtype": "float32"}},
+             "reasoner": {"engine": "program", "model": "toyworld-reasoner", "options": {"error_rate": 0.5}}}
+    later = {"roles": {"student": {"options": {"batch_size": 4}},  # the student's dtype stays
+                       "reasoner": {"engine": "hf", "model": "MODEL", "options": {"batch_size": 2}}}}  # no error_rate
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, roles=roles, per_iteration={2: later}))
+    second = recipe.for_iteration(2)
+    assert second.roles.student.options == {"batch_size": 4, "dtype": "float32"}
+    assert (second.roles.reasoner.engine, second.roles.reasoner.options) == ("hf", {"batch_size": 2})
+    assert recipe.for_iteration(1).roles.reasoner.options == {"error_rate": 0.5}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"roles": {"captioner": {"engine": "hf", "model": "./nope"}}}, r"missing input\(s\):\n  per_iteration.2.roles.captioner.model: ./nope"),
+    ({"roles": {"student": {"options": {"batch_sise": 4}}}},
+     r"unknown hf engine option 'per_iteration.2.roles.student.options.batch_sise'; did you mean 'per_iteration.2.roles.student"),
+    ({"backend": {"options": {"devcie": "cpu"}}}, r"unknown local backend option 'per_iteration.2.backend.options.devcie'"),
+])
+def test_an_option_or_model_folder_set_only_for_a_later_iteration_is_named_under_its_entry(tmp_path, toyworld_dir,
+                                                                                         tiny_student, entry, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: entry}))
+
+
 def test_a_recipe_is_read_as_utf8_whatever_the_locale(tmp_path, toyworld_dir, tiny_student):
     """A prompt in French reads the same under LANG=C; a recipe saved in another encoding is named."""
     import os
