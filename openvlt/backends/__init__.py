@@ -3,8 +3,10 @@
     local   one process, CPU or one GPU (openvlt.backends.local); GRPO math from verl's core_algos
     verl    verl's SFT trainer and main_ppo on GPU clusters (not available in this build yet)
 
-A backend is a module with two functions (see `Backend`). They take the generic knobs below (the
-recipe's `sft:` and `grpo:` blocks) plus the recipe's `backend.options`, passed verbatim.
+A backend is a module with three functions (see `Backend`): `sft` and `grpo` take the generic knobs
+below (the recipe's `sft:` and `grpo:` blocks) plus the recipe's `backend.options`, passed verbatim, and
+write `SAVED` into their folder once it is complete; `saved` says whether a folder is (a stage killed
+after its backend saved takes that model, rather than train again from scratch).
 """
 from __future__ import annotations
 
@@ -62,6 +64,9 @@ class GRPOConfig:
     freeze_vision: bool = False   # no updates to the vision tower (EasyR1: actor.model.freeze_vision_tower)
 
 
+SAVED = ".saved"  # in a backend's output folder: every file of the model was written
+
+
 class Backend(Protocol):
     def sft(
         self, examples: Sequence[dict[str, Any]], init_model: str | Path, out_dir: str | Path, config: SFTConfig,
@@ -73,6 +78,8 @@ class Backend(Protocol):
         *, score: Callable[[list[dict[str, Any]]], list[Any]], correct: Callable[[dict[str, Any], Any], bool | None] | None = None,
         seed: int = 0, options: dict[str, Any] | None = None, pixel_bounds: dict[str, int] | None = None,
     ) -> Path: ...
+
+    def saved(self, out_dir: str | Path) -> bool: ...
 
 
 @dataclass

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from openvlt.backends import GRPOConfig, LocalOptions, SFTConfig, backend_options
+from openvlt.backends import SAVED, GRPOConfig, LocalOptions, SFTConfig, backend_options
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
@@ -74,8 +74,7 @@ def sft(
         raise ValueError(f"sft.batch_size {config.batch_size} is not divisible by sft.grad_accum {config.grad_accum}")
     opts = _options(options)
     out = Path(out_dir)
-    if _saved_already(out):
-        return out
+    (out / SAVED).unlink(missing_ok=True)  # trained again (a benchmark's folder): not saved until it is
     model, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model, **(pixel_bounds or {}))
     model.train()
     optimizer, scheduler = _optimizer(model, config.lr, config.weight_decay, config.warmup_steps, config.steps, config.schedule)
@@ -142,8 +141,7 @@ def grpo(
         raise ValueError(f"GRPO samples its rollouts: temperature must be > 0, got {config.temperature}")
     opts = _options(options)
     out = Path(out_dir)
-    if _saved_already(out):
-        return out
+    (out / SAVED).unlink(missing_ok=True)  # trained again (a benchmark's folder): not saved until it is
     policy, processor = load_model(init_model, opts.dtype, opts.device), load_processor(init_model, **(pixel_bounds or {}))
     reference = load_model(init_model, opts.dtype, opts.device).eval().requires_grad_(False)
     if config.freeze_vision:
@@ -440,27 +438,23 @@ def _resume(out: Path, model, optimizer, scheduler) -> int:
     return int(state["step"])
 
 
-_SAVED = ".saved"  # in a model folder: every file of it was written (the checkpoint may go)
-
-
 def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str, int] | None) -> Path:
     """Weights plus the init model's tokenizer/processor files: a complete Hugging Face folder. It is
-    marked complete before the checkpoint goes, so a kill between the two never trains from step 0 again."""
+    marked saved before the checkpoint goes, so a kill between the two never trains from step 0 again."""
     model.save_pretrained(out)
     copy_processor_files(init_model, out, pixel_bounds)
     flush_to_disk(out / "metrics.jsonl")
-    atomic_write(out / _SAVED, "")
+    atomic_write(out / SAVED, "")
     shutil.rmtree(out / "_checkpoint", ignore_errors=True)
     return out
 
 
-def _saved_already(out: Path) -> bool:
-    """Whether an interrupted attempt saved this stage's model whole (it was killed before the stage
-    recorded it): then it is taken as it is."""
-    if not (out / _SAVED).exists():
+def saved(out_dir: str | Path) -> bool:
+    """Whether `out_dir` holds a model `sft` or `grpo` saved whole; its checkpoint, if a kill left it, goes."""
+    out = Path(out_dir)
+    if not (out / SAVED).exists():
         return False
     shutil.rmtree(out / "_checkpoint", ignore_errors=True)
-    log.info("%s: saved whole by the interrupted attempt; not trained again", out)
     return True
 
 

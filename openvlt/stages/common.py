@@ -48,6 +48,16 @@ def load_problems(
     return list(records)
 
 
+def saved_before(backend: Any, out_dir: str | Path) -> bool:
+    """Whether an attempt killed after its backend saved the model whole (before the workspace recorded
+    the stage) left it in `out_dir`: it is taken, not trained again from scratch. (The workspace keeps a
+    killed attempt's output only when it was made from the same recipe and inputs.)"""
+    if not backend.saved(out_dir):
+        return False
+    log.info("%s: saved whole by the interrupted attempt; not trained again", out_dir)
+    return True
+
+
 def fill(template: str, **values: str) -> str:
     """`{name}` placeholders replaced literally (no str.format: prompts may hold LaTeX braces), all in
     one pass: a value is model output or data, and a `{question}` inside a caption stays as written."""

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import grpo_prompt_limit, mean_or_none, problems_within_length, student_request
+from openvlt.stages.common import grpo_prompt_limit, mean_or_none, problems_within_length, saved_before, student_request
 
 
 def train_grpo(
@@ -46,12 +46,14 @@ def train_grpo(
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
                             "id": p["id"]})
     scorer = shared_scorer(judge.workers)  # the pool the other stages of this process score with
-    get_backend(backend).grpo(
-        rl_problems, init_model, out_dir, config,
-        score=lambda items: list(scorer.score(items, timeout=judge.timeout)),
-        correct=lambda problem, result: answer_is_right(result, problem["own_reward"], judge), seed=seed, options=options,
-        pixel_bounds=pixel_bounds,
-    )
+    trainer = get_backend(backend)
+    if not saved_before(trainer, out_dir):
+        trainer.grpo(
+            rl_problems, init_model, out_dir, config,
+            score=lambda items: list(scorer.score(items, timeout=judge.timeout)),
+            correct=lambda problem, result: answer_is_right(result, problem["own_reward"], judge), seed=seed,
+            options=options, pixel_bounds=pixel_bounds,
+        )
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     tenth = max(1, len(curve) // 10)
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import SFTConfig, get_backend
-from openvlt.stages.common import keep_within_length, student_request
+from openvlt.stages.common import keep_within_length, saved_before, student_request
 
 
 def train_sft(
@@ -38,7 +38,9 @@ def train_sft(
         examples.append({"prompt": request.prompt, "images": request.images, "response": row["response"], "system": system,
                          "id": row["id"]})
     kept, too_long = keep_within_length(examples, base_model, pixel_bounds, config.max_length, "sft.max_length", "SFT examples")
-    get_backend(backend).sft(kept, base_model, out_dir, config, seed=seed, options=options, pixel_bounds=pixel_bounds)
+    trainer = get_backend(backend)
+    if not saved_before(trainer, out_dir):
+        trainer.sft(kept, base_model, out_dir, config, seed=seed, options=options, pixel_bounds=pixel_bounds)
     curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
     return {"in": len(examples), "too_long": too_long, "steps": len(curve), "first_loss": curve[0]["loss"],
             "final_loss": curve[-1]["loss"]}

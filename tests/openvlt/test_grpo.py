@@ -252,6 +252,12 @@ def test_rollouts_that_failed_to_be_judged_are_left_out_of_the_reward_not_counte
     assert counts["reward_errors"] == sum(r["reward_errors"] for r in curve) > 0
     assert [r["reward"] for r in curve] == [1.0, 1.0]  # the mean over the judged rollouts, each scored 1
     assert all(r["kl"] is not None for r in curve)  # and the policy was updated on them
+    from openvlt.backends import local  # a kill before the workspace recorded the stage: its rerun takes the model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "grpo", lambda *a, **k: pytest.fail("trained again"))
+        assert train_grpo(problems, tiny_student, tmp_path / "g", config=config, options={"checkpoint_every": 0},
+                          judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises_on_half")) == counts
 
 
 def _grpo_on_digit_share(problems, tiny_student, out, config, **options):

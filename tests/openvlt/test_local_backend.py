@@ -193,30 +193,39 @@ def test_a_checkpoint_reaches_the_disk_after_the_metrics_rows_it_keeps(tiny_stud
 
 
 @pytest.mark.parametrize("killed", ["before the checkpoint went", "after the checkpoint went"])
-def test_a_model_saved_whole_before_a_kill_is_taken_not_trained_again_from_step_0(tiny_student, toyworld_dir, tmp_path,
-                                                                                  monkeypatch, killed):
-    """A kill after `_save` and before the stage records its outputs: the rerun used to find no checkpoint and
-    train again from step 0; it takes the saved folder (one killed while saving has no mark: it resumes)."""
+def test_a_model_saved_whole_before_a_kill_is_taken_by_its_stage_not_trained_again_from_step_0(
+        tiny_student, toyworld_dir, tmp_path, monkeypatch, killed):
+    """A kill after the backend saved and before the stage was recorded: the rerun used to find no checkpoint
+    and train again from step 0; the stage takes the saved folder. The backend itself, called into a saved
+    folder (a benchmark run twice), trains again."""
     import shutil
 
     from openvlt.backends import SFTConfig
     from openvlt.backends import local
+    from openvlt.stages.sft import train_sft
 
-    examples = [{"prompt": p["question"], "images": p["images"], "response": f"<answer>{p['answer']}</answer>"}
-                for p in load_problems(toyworld_dir / "train.parquet", 0, 4)]
+    selected = [{**p, "response": f"<answer>{p['answer']}</answer>"} for p in load_problems(toyworld_dir / "train.parquet", 0, 4)]
     config, out = SFTConfig(steps=3, batch_size=4), tmp_path / "m"
     real_rmtree = shutil.rmtree
     monkeypatch.setattr(shutil, "rmtree", lambda path, **kw: None)  # the checkpoint stays: killed before it went
-    local.sft(examples, tiny_student, out, config, options={"checkpoint_every": 1})
+    first = train_sft(selected, tiny_student, out, config=config, options={"checkpoint_every": 1})
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     assert (out / "_checkpoint" / "state.pt").exists() and (out / ".saved").exists()
     if killed == "after the checkpoint went":
         real_rmtree(out / "_checkpoint")
     weights, metrics = (out / "model.safetensors").read_bytes(), (out / "metrics.jsonl").read_text()
-    monkeypatch.setattr(local, "load_model", lambda *a, **k: pytest.fail("trained again"))
-    assert local.sft(examples, tiny_student, out, config, options={"checkpoint_every": 1}) == out
+    real_sft = local.sft
+    monkeypatch.setattr(local, "sft", lambda *a, **k: pytest.fail("trained again"))
+    assert train_sft(selected, tiny_student, out, config=config, options={"checkpoint_every": 1}) == first
     assert (out / "model.safetensors").read_bytes() == weights and (out / "metrics.jsonl").read_text() == metrics
     assert not (out / "_checkpoint").exists()  # the folder is a clean Hugging Face folder again
+
+    trained = []
+    monkeypatch.setattr(local, "load_model", lambda *a, **k: trained.append(1) or pytest.fail("trained again"))
+    with pytest.raises(BaseException, match="trained again"):
+        real_sft([{"prompt": p["question"], "images": p["images"], "response": p["response"]} for p in selected],
+                 tiny_student, out, config)
+    assert trained and not (out / ".saved").exists()  # not saved until it is again
 
 
 def test_batches_are_a_pure_function_of_step():
