@@ -58,7 +58,7 @@ def _status(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="openvlt status", description="Show a run's stages: complete, failed (why), interrupted, running.",
         epilog="exit status: 0 finished, 1 a stage failed or the run stopped (fix what it names, then rerun), "
-               "2 no run there (yet), 3 running now, 4 not finished (the same command continues it)")
+               "2 a usage error, 3 running now, 4 not finished (the same command continues it), 5 no run there (yet)")
     parser.add_argument("run_dir", help="the run directory (e.g. runs/tiny-cpu)")
     args = parser.parse_args(argv)
     from pathlib import Path

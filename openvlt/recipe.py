@@ -230,12 +230,16 @@ class Recipe:
 
     def for_iteration(self, k: int) -> "Recipe":
         """This recipe with `per_iteration[k]` merged in, key by key (the data lists pick their k-th entry
-        too); a role whose engine the entry changes keeps none of its options: they were the other engine's."""
+        too); a role whose engine (or program) the entry changes keeps none of its options: they were the
+        other engine's."""
         raw, extra = to_dict(self), copy.deepcopy(self.per_iteration.get(k, {}))
         for name, role in (extra.get("roles") or {}).items():
             top = raw["roles"].get(name)
-            if isinstance(role, dict) and isinstance(top, dict) and role.get("engine", top["engine"]) != top["engine"]:
-                top["options"] = {}
+            if not (isinstance(role, dict) and isinstance(top, dict)):
+                continue
+            engine = role.get("engine", top["engine"])
+            if engine != top["engine"] or engine == "program" and role.get("model", top["model"]) != top["model"]:
+                top["options"] = {}  # another engine's, or another program's, options
         _merge(raw, extra)
         return _build(Recipe, raw, "")
 
@@ -684,7 +688,7 @@ def check_inputs(recipe: Recipe) -> None:
                     raise RecipeError(f"{named(f'roles.{role}.model')}: {no_chat_template(spec.model)}")
                 if not reads_images:
                     if role in ("captioner", "student"):
-                        raise RecipeError(text_only_model_error(role, spec.model))
+                        raise RecipeError(text_only_model_error(role, spec.model, named(f"roles.{role}.model")))
                     if bounds := r.pixel_bounds(role):
                         raise RecipeError(f"{named(f'roles.{role}.options.{next(iter(bounds))}')}: "
                                           f"{spec.model} is a text-only model: it reads no images to bound")
@@ -710,8 +714,9 @@ def check_inputs(recipe: Recipe) -> None:
                     "from the hub (write './%s' if you meant a folder)", key, model, model)
 
 
-def text_only_model_error(role: str, model: str) -> str:
-    key = "roles.captioner.model" if role == "captioner" else "roles.student.model"  # the evaluator runs the student's
+def text_only_model_error(role: str, model: str, key: str | None = None) -> str:
+    """`key`: the recipe key that names `model` (by default the role's; the evaluator runs the student's)."""
+    key = key or ("roles.captioner.model" if role == "captioner" else "roles.student.model")
     return (f"{key}: {model} is a text-only model, but the {role} reads the problems' images: bind an image-text "
             "model (a Qwen2.5-VL folder or hub name)")
 
@@ -990,6 +995,8 @@ _NOT_PER_ITERATION = {  # keys an iteration cannot change: they are read once, f
                  "stage on them (add a set with --force --redo '*/evaluate')",
     "roles.student.model": "every iteration's SFT starts from the base student (roles.student.model), as in "
                            "OpenVLThinker; later iterations' data come from the previous GRPO model",
+    "roles.evaluator.model": "leave it empty; the evaluator evaluates each checkpoint in turn (set its engine and "
+                             "options only)",
 }
 
 

@@ -406,7 +406,8 @@ def format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
 
 
-STATUS_EXIT_CODES = {"finished": 0, "failed": 1, "no run": 2, "running": 3, "unfinished": 4}  # `openvlt status`'s
+STATUS_EXIT_CODES = {"finished": 0, "failed": 1, "running": 3, "unfinished": 4, "no run": 5}  # `openvlt status`'s
+# (2 is a usage error, as argparse exits)
 
 
 def run_state(run_dir: Path) -> str:

@@ -443,7 +443,7 @@ def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str,
     marked saved before the checkpoint goes, so a kill between the two never trains from step 0 again."""
     model.save_pretrained(out)
     copy_processor_files(init_model, out, pixel_bounds)
-    flush_to_disk(out / "metrics.jsonl")
+    flush_to_disk(out)  # the weights before the mark: a power loss never leaves it on a torn model
     atomic_write(out / SAVED, "")
     shutil.rmtree(out / "_checkpoint", ignore_errors=True)
     return out

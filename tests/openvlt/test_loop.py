@@ -217,7 +217,7 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     assert "iter_1/caption reads" in line and "row 3" in line and "cannot be decoded" in line
     assert status.stdout.splitlines()[-1] == "not finished: fix what stopped it (above), then run the same command again"
     nowhere = subprocess.run([OPENVLT, "status", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
-    assert nowhere.returncode == 2 and "no manifest.json here" in nowhere.stderr  # not "failed": a script polls a new run
+    assert nowhere.returncode == 5 and "no manifest.json here" in nowhere.stderr  # not "failed": a script polls a new run
 
     done = run(recipe, "data.skip_bad_rows=true", "--force")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -155,6 +155,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"per_iteration": {2: {"roles": {"student": {"model": "other"}}}}},
          "per_iteration.2.roles.student.model: every iteration's SFT starts from the base student"),
         ({"per_iteration": {2: {"iterations": 5}}}, "per_iteration.2.iterations: set the number of iterations at the top level"),
+        ({"per_iteration": {2: {"roles": {"evaluator": {"model": "MODEL"}}}}}, "per_iteration.2.roles.evaluator.model: leave it empty"),
         ({"per_iteration": {2: {"data": {"eval": {"other": "DATA"}}}}},
          "per_iteration.2.data.eval: the held-out sets are the same for every iteration"),
         ({"per_iteration": {"2": {"sft": {"steps": 3}}, 2: {"sft": {"steps": 4}}}}, "per_iteration.2: given twice"),
@@ -357,6 +358,10 @@ def test_image_size_bounds_on_a_text_only_model_are_refused_with_the_recipe(tmp_
     with pytest.raises(RecipeError, match=f"roles.reasoner.options.min_pixels: {tiny_reasoner} is a text-only model: it reads no images"):
         load_recipe(path)
     assert load_recipe(path, ["roles.reasoner.options={}"]).roles.reasoner.options == {}
+    later = {2: {"roles": {"captioner": {"engine": "hf", "model": str(tiny_reasoner)}}}}  # a text-only captioner
+    path = write(tmp_path, toyworld_dir, tiny_student, per_iteration=later)
+    with pytest.raises(RecipeError, match=f"recipe.yaml: per_iteration.2.roles.captioner.model: {tiny_reasoner} is a text-only model, but"):
+        load_recipe(path)
 
 
 def test_a_ray_job_needs_a_run_directory_that_outlives_it(tmp_path, toyworld_dir, tiny_student, monkeypatch):
@@ -619,6 +624,12 @@ def test_a_later_iteration_merges_options_but_a_role_given_another_engine_drops_
     assert second.roles.student.options == {"batch_size": 4, "dtype": "float32"}
     assert (second.roles.reasoner.engine, second.roles.reasoner.options) == ("hf", {"batch_size": 2})
     assert recipe.for_iteration(1).roles.reasoner.options == {"error_rate": 0.5}
+    other_program = {"roles": {"reasoner": {"model": "toyworld-captioner"}}}  # miss_rate, not error_rate, is its option
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, roles=roles, per_iteration={2: other_program}))
+    assert recipe.for_iteration(2).roles.reasoner.options == {}
+    same_program = {"roles": {"reasoner": {"engine": "program", "model": "toyworld-reasoner"}}}
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, roles=roles, per_iteration={2: same_program}))
+    assert recipe.for_iteration(2).roles.reasoner.options == {"error_rate": 0.5}
 
 
 @pytest.mark.parametrize("entry, message", [
