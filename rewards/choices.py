@@ -2,8 +2,9 @@
 
 With ``choices = ["2", "4", "3", "5"]`` the answers ``C``, ``(C)``, ``c``, ``C. 3``, ``C) 3``, ``C 3``,
 ``The answer is C``, ``Option C`` and ``3`` all mean option 2. An answer that names two different
-options (``A or C``, ``A, C``, ``C. 5`` where C is not 5) names both, and so is wrong. An option whose
-text holds a comma (``red, blue``) is named by that text, with or without its letter.
+options (``A or C``, ``A, C``, ``C. 5`` where C is not 5) names both, and so is wrong; so is one in parts
+of which one names no option (``Either A or C``, ``possibly A, C``: a hedge, not an answer). An option
+whose text holds a comma (``red, blue``) is named by that text, with or without its letter.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _BARE_RE = re.compile(rf"^{_LETTER}\s*[.:)]?$")
 _LETTER_TEXT_RE = re.compile(r"^\(?\s*([A-Za-z])\s*(?:\)|[.:])\s*(.+)$")
 _LETTER_SPACE_TEXT_RE = re.compile(r"^([A-Z])\s+(.+)$")  # "C 3": a letter only where the rest is an option's text
 _PHRASE_RE = re.compile(
-    rf"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is|\s*:)?\s*{_LETTER}\s*(?:[.:)]\s*(.*))?$",
+    rf"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*:?\s*{_LETTER}\s*(?:[.:)]\s*(.*))?$",
     re.I,
 )
 
@@ -33,14 +34,17 @@ def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str
     [2]
     >>> sorted(option_indices("A or C", ["2", "4", "3", "5"], lambda a, b: a == b))
     [0, 2]
+    >>> sorted(option_indices("Either A or C", ["2", "4", "3", "5"], lambda a, b: a == b))  # a part names none
+    [-1, 2]
     """
     text = normalize(answer)
     whole = _one_option(text, choices)
     if whole is not None:  # before splitting at commas: "red, blue" may be one option's text
         return {whole}
     parts = top_level_parts(answer)
-    if len(parts) > 1:
-        return set().union(*(option_indices(p, choices, same) for p in parts))
+    if len(parts) > 1:  # each part must name an option: "Either A or C" is no answer, not C
+        named = [option_indices(p, choices, same) for p in parts]
+        return set().union(*named) | ({NO_OPTION} if not all(named) else set())
     named = _named_letter(text, len(choices))
     if named is not None:
         index, rest = named
@@ -52,6 +56,9 @@ def option_indices(answer: str, choices: Sequence[str], same: Callable[[str, str
     if spaced and (by_text := _by_text(spaced[1], choices, same)):  # "C 3": a letter only before an option's text
         return {spaced[0]} | by_text
     return _by_text(text, choices, same)
+
+
+NO_OPTION = -1  # among an answer's option indices: a part of it names no option
 
 
 def letter_of(text: str, n_options: int = 26) -> int | None:

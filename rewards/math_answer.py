@@ -50,7 +50,7 @@ from rewards.registry import register
 from rewards.safety import unsafe_reason
 
 MATH_VERIFY_SECONDS = 3  # math-verify's own alarm, where one can be used (main thread, no other alarm)
-_ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|:|=)\s*", re.I)
+_ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
 _MARKDOWN_BOLD_RE = re.compile(r"^(\*\*|__)(.+)\1$", re.S)  # chat models bold the answer: **C**
 _LETTER_RE = re.compile(r"^\(?[A-Z]\)?\.?$")
 _WORDS_RE = re.compile(r"^[a-z][a-z '\-]*[a-z]$")

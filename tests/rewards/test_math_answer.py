@@ -112,6 +112,10 @@ MULTIPLE_CHOICE = [
     ("A or C", "C", 0.0), ("A, C", "C", 0.0), ("E", "C", 0.0), ("C", "3", 1.0), ("C", "(C)", 1.0),
     ("**C**", "C", 1.0), ("**B**", "C", 0.0), ("__3__", "C", 1.0),  # a chat model's markdown bold
     ("C 3", "C", 1.0), ("C 5", "C", 0.0), ("A 3", "C", 0.0), ("I think 3", "C", 0.0),  # a letter, a space, its text
+    # hedges in which one part names no option are no answer (GRPO would learn to hedge)
+    ("Either A or C", "C", 0.0), ("It could be A or C", "C", 0.0), ("possibly A, C", "C", 0.0), ("maybe A; C", "C", 0.0),
+    ("either (A) or (C)", "C", 0.0), ("Either 2 or 3", "C", 0.0), ("between 2 or 3", "C", 0.0),
+    ("C, 3", "C", 1.0), ("C or C", "C", 1.0), ("The answer is: C", "C", 1.0), ("The answer is: 3", "C", 1.0),
 ]
 
 TEXT = [
