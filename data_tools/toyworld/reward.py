@@ -12,7 +12,8 @@ question counts, `extra_info["targets"]`, and its options):
    ("Red circles: red circle? Row 1: ..."): the same iteration-1 student also wrote traces that
    skipped a pass whose count was 0, or announced "Red shapes" and then counted the blue ones;
 1. each restated cell ("Row 2: red circle yes, empty cell no, ...") is what is there;
-2. each yes/no mark is right for what that pass counts (the probe before it: "red circle?");
+2. each cell of a pass has a yes/no mark, right for what that pass counts (the probe before it: "red
+   circle?"): a cell left unmarked would let a row's count leave out a cell that matches;
 3. each row's count "(2)" equals the row's yes marks, each pass lists every row once, in order, and its
    total ("1 + 0 + 2 = 3") adds up exactly those row counts;
 4. the counts are combined as the question asks ("3 - 2 = 1" for "how many more", the two totals in
@@ -46,7 +47,8 @@ from rewards.math_answer import math_reward
 # Numbers are at most 9 digits, so int() of untrusted text stays cheap and never hits Python's digit limit.
 _ROW_RE = re.compile(r"Row (\d{1,9}): ([^()]*?)\s*\((\d{1,9})\)")
 _PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
-_PASS_RE = re.compile(r"(?:<think>|\. )([A-Za-z ,]{1,40}): ([a-z]+(?: [a-z]+)?)\? Row")  # intro: probe? Row
+# a pass opens the reasoning or a sentence ("<think>\n", no tag at all, a new line): intro: probe? Row
+_PASS_RE = re.compile(r"(?:^|<think>|[.!?])\s*([A-Za-z][A-Za-z ,]{0,39}): ([a-z]+(?: [a-z]+)?)\? Row")
 _EQUATION_RE = re.compile(r"(?<![\d-])(\d{1,9}(?: [+-] \d{1,9})+) = (-?\d{1,9})(?!\d)")
 _RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is (-?\d{1,9}), not (-?\d{1,9})(?!\d)")
 _COMBINE = {"sum": "+", "more_than": "-", "difference": "-"}  # question kinds that combine two counts
@@ -121,7 +123,7 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]],
             said = words[:-1] if mark else words
             if said != (["empty", "cell"] if truth is None else list(truth)):
                 return False
-            if mark is not None and probe is not None and (mark == "yes") != matches(truth, *probe):
+            if probe is not None and (mark is None or (mark == "yes") != matches(truth, *probe)):
                 return False
             yes += mark == "yes"
         if yes != count:

@@ -60,6 +60,38 @@ def test_each_kind_of_false_claim_is_caught(change):
     assert reward("<think>just guessing</think> <answer>2</answer>", "2", extra_info={"scene": extra["scene"]})["score"] == 1.0
 
 
+def test_a_matching_cell_left_unmarked_is_a_false_count_even_when_the_answer_comes_out_right():
+    """Both passes leave a matching cell unmarked and count one less: both totals are wrong, their difference
+    is right, and every written mark and count agreed with each other."""
+    row3 = "Row 3: empty cell no, empty cell no, empty cell no (0)."
+    red = ("Red shapes: red? Row 1: red circle yes, blue square no, empty cell no (1). Row 2: red square yes, blue circle "
+           f"no, empty cell no (1). {row3} 1 + 1 + 0 = 2.")
+    blue = ("Blue shapes: blue? Row 1: red circle no, blue square yes, empty cell no (1). Row 2: red square no, blue "
+            f"circle yes, empty cell no (1). {row3} 1 + 1 + 0 = 2.")
+    extra = {"scene": "red circle,blue square,-;red square,blue circle,-;-,-,-", "targets": ["red", "blue"], "kind": "more_than"}
+    reward = get_reward("toyworld")
+    assert reward(f"<think>{red} {blue} 2 - 2 = 0.</think> <answer>0</answer>", "0", extra_info=extra)["score"] == 1.0
+    red = red.replace("red circle yes, blue square no, empty cell no (1)", "red circle, blue square no, empty cell no (0)")
+    blue = blue.replace("red circle no, blue square yes, empty cell no (1)", "red circle no, blue square, empty cell no (0)")
+    red, blue = (text.replace("1 + 1 + 0 = 2", "0 + 1 + 0 = 1") for text in (red, blue))
+    lowered = f"<think>{red} {blue} 1 - 1 = 0.</think> <answer>0</answer>"
+    assert reward(lowered, "0", extra_info=extra) == {"score": 0.0, "answer": 1.0, "faithful": 0.0}
+
+
+@pytest.mark.parametrize("opening", ["<think>\n", "", "<think> ", "  "])
+def test_a_right_trace_passes_after_a_template_prefill_or_with_no_think_tag(opening):
+    """A chat template that opens the answer itself ("<think>\n", DeepSeek-R1-Distill's) or a trainer that
+    passes the generated text alone: the passes are still found, also when each starts a new line."""
+    scene = "blue triangle,red triangle,-;yellow triangle,yellow triangle,red triangle;-,-,-"
+    trace = (f"{opening}Triangles: triangle? Row 1: blue triangle yes, red triangle yes, empty cell no (2). Row 2: yellow "
+             "triangle yes, yellow triangle yes, red triangle yes (3). Row 3: empty cell no, empty cell no, empty cell no "
+             "(0). 2 + 3 + 0 = 5.\nRed squares: red square? Row 1: blue triangle no, red triangle no, empty cell no (0). "
+             "Row 2: yellow triangle no, yellow triangle no, red triangle no (0). Row 3: empty cell no, empty cell no, "
+             "empty cell no (0). 0 + 0 + 0 = 0.\n5 + 0 = 5.</think> <answer>5</answer>")
+    extra = {"scene": scene, "targets": ["triangle", "red square"], "kind": "sum"}
+    assert get_reward("toyworld")(trace, "5", extra_info=extra) == {"score": 1.0, "answer": 1.0, "faithful": 1.0}
+
+
 def test_a_skipped_pass_fails_even_when_its_count_is_zero():
     """Seen in the iteration-1 student's own traces: "triangles plus red squares" answered with the
     triangle pass alone, right because there are no red squares."""
