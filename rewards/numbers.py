@@ -23,7 +23,6 @@ _UNICODE = str.maketrans({
     "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
     **{chr(0xFF10 + d): str(d) for d in range(10)},
 })
-_FACTORIAL_RE = re.compile(r"[\d)}]!$")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
@@ -91,8 +90,12 @@ def normalize(text: str) -> str:
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
     s = " ".join(s.split())
-    while (s.endswith(".") or s.endswith("!") and not _FACTORIAL_RE.search(s)) and not s[:-1].endswith("."):
-        s = s[:-1].rstrip()  # a sentence's full stop, not a factorial: "5!" is 120
+    end = len(s)  # a sentence's full stops, not a factorial ("5!" is 120) nor an ellipsis; by index, so that
+    while end and (s[end - 1] == "." or _plain_bang(s, end)) and s[end - 2 : end - 1] != ".":  # 1 MB of ". " is
+        end -= 1                                                                               # linear work
+        while end and s[end - 1].isspace():
+            end -= 1
+    s = s[:end]
     if len(s) > 1 and s[0] == "{" and s[-1] == "}" and s.count("{") == 1 and "," not in s:
         s = s[1:-1].strip()
     return s
@@ -101,9 +104,15 @@ def normalize(text: str) -> str:
 def normalize_text(text: str) -> str:
     """Case- and punctuation-insensitive form for short text answers ("Red." == "red")."""
     s = normalize(text).lower().strip(" \"'`")
-    while s[-1:] in (".", "?", ";", ":") or s.endswith("!") and not _FACTORIAL_RE.search(s):
-        s = s[:-1]
-    return " ".join(s.split())
+    end = len(s)
+    while end and (s[end - 1] in ".?;:" or _plain_bang(s, end)):
+        end -= 1
+    return " ".join(s[:end].split())
+
+
+def _plain_bang(s: str, end: int) -> bool:
+    """Whether s[:end] ends with a "!" that is punctuation, not a factorial ("5!", "(n+1)!")."""
+    return s[end - 1] == "!" and not (end >= 2 and (s[end - 2].isdigit() or s[end - 2] in ")}"))
 
 
 def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:

@@ -21,6 +21,9 @@ MAX_FACTORIAL = 500
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
 _LITERAL_RE = re.compile(r"\d+(?:\.\d+)?")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*!")
+_FACTORIAL_LIKE_RE = re.compile(r"\\(?:[dt]?binom|choose|Gamma|operatorname\{\s*(?:gamma|binomial|factorial)\s*\})|"
+                                r"\b(?:binomial|factorial|gamma)\s*\(", re.I)
+_LITERAL_POWER_RE = re.compile(r"(\d+(?:\.\d+)?)\^\{?(\d+(?:\.\d+)?)\}?")
 _CLOSERS = {"{": "}", "(": ")", "[": "]"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
 _TOKEN_RE = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\\[A-Za-z]+|[A-Za-z])")
@@ -59,6 +62,12 @@ def unsafe_reason(text: str) -> str | None:
             return f"factorial of {match.group(1)}"
     if re.search(r"[)}]\s*!", s) and ("^" in s or s.count("!") > 1):
         return "factorial of a computed value"
+    for match in re.finditer(r"[)}]\s*!", s):  # (99999999)!, {10^3}!: the group's numbers bound its value
+        group = s[_match(s, match.start()) : match.start() + 1]
+        if math.prod(max(1.0, abs(float(n))) for n in _LITERAL_RE.findall(group)) > MAX_FACTORIAL:
+            return f"factorial of {group}"
+    if _FACTORIAL_LIKE_RE.search(s) and any(abs(float(n)) > MAX_FACTORIAL for n in _LITERAL_RE.findall(s)):
+        return "a binomial or gamma of a large number"  # \binom{10^9}{5*10^8}, \Gamma(10^9)
     return None
 
 
@@ -141,4 +150,8 @@ def _exponent_reason(exponent: str) -> str | None:
         base, power = float(inner[0]), float(inner[1])
         if base > 1 and power * math.log10(base) > math.log10(MAX_LITERAL_EXPONENT):
             return f"exponent {exponent.strip()} too large"
+    # powers inside the exponent, multiplied or added (10^{10^{3}\cdot 10^{3}}): the product of their values bounds it
+    powers = [(float(b), float(p)) for b, p in _LITERAL_POWER_RE.findall(e.replace(" ", ""))]
+    if len(powers) > 1 and sum(p * math.log10(max(b, 2.0)) for b, p in powers) > math.log10(MAX_LITERAL_EXPONENT):
+        return f"exponent {exponent.strip()} too large"
     return None

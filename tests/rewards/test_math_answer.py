@@ -228,6 +228,9 @@ ADVERSARIAL = [
     "\\binom{" * 500, "^" * 1000, "\\boxed{" * 1000, "((10^{999})^{999})^{999}",
     "1 " + "m^{2} " * 30 + "=", "1 " + "m \\cdot " * 25 + "=",  # a unit's words, then not a unit: no backtracking
     "10^{99999999+1}", "2^{1 99999999999}", "10^{999*999*999}", "^" * 398,  # arithmetic in an exponent; a caret run
+    "(99999999)!", "{99999999}!", "\\binom{1000000000}{500000000}", "\\Gamma(1000000000)",  # factorials of a group
+    "10^{10^{3}\\cdot10^{3}\\cdot10^{3}}", "2^{10^{3}\\cdot10^{3}\\cdot10^{3}}",  # powers multiplied in an exponent
+    "a" + "!" * 40_000, "4" + ". " * 500_000, "4" + "?" * 500_000,  # punctuation runs: were quadratic (minutes)
 ]
 
 
