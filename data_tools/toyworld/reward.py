@@ -37,6 +37,7 @@ third-party plugins plug in.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any, Mapping
 
@@ -45,10 +46,12 @@ from data_tools.toyworld.scene import COLOURS, SHAPES, matches
 from rewards.math_answer import math_reward
 
 # Numbers are at most 9 digits, so int() of untrusted text stays cheap and never hits Python's digit limit.
-_ROW_RE = re.compile(r"Row (\d{1,9}): ([^()]*?)\s*\((\d{1,9})\)")
-_PROBE_RE = re.compile(r"([a-z]+(?: [a-z]+)?)\? Row")
+# Bounded and anchored at word starts, so that a long garbled trace costs linear time, not quadratic:
+# a row lists at most 8 cells of two words each
+_ROW_RE = re.compile(r"Row (\d{1,9}): ([^()]{0,400}?)\s*\((\d{1,9})\)")
+_PROBE_RE = re.compile(r"(?<![a-z])([a-z]{1,20}(?: [a-z]{1,20})?)\? Row")
 # a pass opens the reasoning or a sentence ("<think>\n", no tag at all, a new line): intro: probe? Row
-_PASS_RE = re.compile(r"(?:^|<think>|[.!?])\s*([A-Za-z][A-Za-z ,]{0,39}): ([a-z]+(?: [a-z]+)?)\? Row")
+_PASS_RE = re.compile(r"(?:^|<think>|[.!?])\s*([A-Za-z][A-Za-z ,]{0,39}): ([a-z]{1,20}(?: [a-z]{1,20})?)\? Row")
 _EQUATION_RE = re.compile(r"(?<![\d-])(\d{1,9}(?: [+-] \d{1,9})+) = (-?\d{1,9})(?!\d)")
 _RETRACTION_RE = re.compile(r"Wait, (\d{1,9} [+-] \d{1,9}) is (-?\d{1,9}), not (-?\d{1,9})(?!\d)")
 _COMBINE = {"sum": "+", "more_than": "-", "difference": "-"}  # question kinds that combine two counts
@@ -92,6 +95,8 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]],
     """Rows and totals, in order: each pass lists rows 1..n and adds up their counts; an equation after
     counting combines the two totals with `combine` ("+" or "-"; "+-": either, for a record that does
     not say its question's kind; None: the question combines nothing)."""
+    probes = list(_PROBE_RE.finditer(reasoning))  # once: the probe a row is counted for is the last before it
+    probe_ends = [m.end() for m in probes]
     counts_since_total: list[int] = []
     rows_since_total: list[int] = []
     totals: list[int] = []
@@ -115,8 +120,8 @@ def _grid_claims_hold(reasoning: str, scene: list[list[tuple[str, ...] | None]],
         cells = [c.split() for c in listed.split(",")]
         if not 0 <= r < len(scene) or len(cells) != len(scene[r]):
             return False
-        probes = _PROBE_RE.findall(reasoning, 0, item.start() + 4)
-        probe = _target(probes[-1]) if probes else None
+        before = bisect.bisect_right(probe_ends, item.start() + 3)  # "...red? Row" ends where "Row" does
+        probe = _target(probes[before - 1][1]) if before else None
         yes = 0
         for words, truth in zip(cells, scene[r]):
             mark = words[-1] if words and words[-1] in ("yes", "no") else None

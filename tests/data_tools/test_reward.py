@@ -181,3 +181,20 @@ def test_garbled_model_output_is_judged_never_raises():
         out = reward(text, "2", extra_info=extra)
         assert out["score"] in (0.0, 1.0) and out["faithful"] in (0.0, 1.0), text
     assert reward(garbled[1], "5", extra_info={"scene": extra["scene"]})["faithful"] == 0.0  # "8 - 3" is not a sum of the row counts
+
+
+@pytest.mark.parametrize("tail", [
+    "a" * 20_000, "Row 1: " * 20_000, "red? Row " * 20_000,
+    " Row 1: red circle yes, empty cell no, blue square no (1)." * 5_000,  # well-formed rows, many
+], ids=lambda t: t[:12])
+def test_a_long_trace_costs_linear_time(tail):
+    """A student that repeats itself up to its token limit: each took 5 to 60 s when the row and probe
+    patterns rescanned the trace for every row. The bound is a hang guard, far above the milliseconds it takes."""
+    import time
+
+    trace = ("<think>Red shapes: red? Row 1: red circle yes, empty cell no, blue square no (1). Row 2: empty cell no, "
+             "empty cell no, red square yes (1). Row 3: empty cell no, empty cell no, empty cell no (0). 1 + 1 + 0 = 2.")
+    started = time.perf_counter()
+    out = get_reward("toyworld")(trace + tail + "</think> <answer>2</answer>", "2",
+                                 extra_info={"scene": "red circle,-,blue square;-,-,red square;-,-,-", "targets": ["red"]})
+    assert out["answer"] == 1.0 and time.perf_counter() - started < 20
