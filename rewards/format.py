@@ -3,7 +3,9 @@
 Stricter than a ``re.fullmatch(r"<think>.*</think>.*<answer>.*</answer>")`` on purpose, because a
 format reward that tolerates junk teaches the policy to emit junk:
 
-1. exactly one ``<think>`` block, first (leading whitespace allowed), with some reasoning in it;
+1. exactly one ``<think>`` block, first (leading whitespace allowed), with some reasoning in it; its
+   ``<think>`` may be missing when the response is the rest of an answer the prompt opened with it
+   (R1-style chat templates: verl and TRL pass ``reasoning</think> <answer>…</answer>``);
 2. exactly one ``<answer>`` block, after it, separated only by whitespace, not empty;
 3. nothing after ``</answer>`` but whitespace; no stray or nested tags anywhere.
 """
@@ -33,6 +35,8 @@ def format_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, 
 def well_formed(response: str) -> bool:
     """Whether ``response`` is exactly one think block followed by one non-empty answer block."""
     text = response.strip()
+    if THINK_OPEN not in text:  # the prompt opened the think block (R1-style templates)
+        text = THINK_OPEN + text
     if any(text.count(tag) != 1 for tag in _TAGS):
         return False
     positions = [text.find(tag) for tag in _TAGS]

@@ -13,6 +13,8 @@ FORMAT = [
     ("<think>a</think> <answer> </answer>", 0.0),  # empty answer
     ("<think> </think> <answer>3</answer>", 0.0),  # no reasoning
     ("<answer>3</answer>", 0.0),
+    ("1 + 2 = 3</think> <answer>3</answer>", 1.0),  # the rest of an answer an R1-style template opened with <think>
+    ("</think> <answer>3</answer>", 0.0), ("3 <answer>3</answer>", 0.0),  # no reasoning; no think block at all
     ("<think>a</think>", 0.0),
     ("<answer>3</answer> <think>a</think>", 0.0),  # wrong order
     ("intro <think>a</think> <answer>3</answer>", 0.0),  # text before
