@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from rewards.choices import letter_of, option_indices
+from rewards.choices import NO_OPTION, letter_of, option_indices
 from rewards.extract import extract_answer, top_level_parts
 from rewards.numbers import (
     Quantity,
@@ -170,7 +170,7 @@ def _choice_match(answer: str, truth: str, choices: list[str]) -> bool:
     def same(a: str, b: str) -> bool:
         return _value_match(a, b, precision=None, unit=None, integer=False)
 
-    wanted = option_indices(truth, choices, same)
+    wanted = option_indices(truth, choices, same) - {NO_OPTION}  # a ground truth is trusted, not read as a hedge
     if len(wanted) != 1:
         raise ValueError(f"ground truth {truth!r} names {len(wanted)} of the choices {choices}, not one")
     return option_indices(answer, choices, same) == wanted

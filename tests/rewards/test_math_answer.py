@@ -116,6 +116,7 @@ MULTIPLE_CHOICE = [
     ("Either A or C", "C", 0.0), ("It could be A or C", "C", 0.0), ("possibly A, C", "C", 0.0), ("maybe A; C", "C", 0.0),
     ("either (A) or (C)", "C", 0.0), ("Either 2 or 3", "C", 0.0), ("between 2 or 3", "C", 0.0),
     ("C, 3", "C", 1.0), ("C or C", "C", 1.0), ("The answer is: C", "C", 1.0), ("The answer is: 3", "C", 1.0),
+    ("C", "C, the third option", 1.0),  # a ground truth is trusted: its words are no hedge
 ]
 
 TEXT = [
