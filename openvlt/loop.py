@@ -289,12 +289,12 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
 
     def body(ctx):
         sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}
-        cut = {name: r.evaluate.max_problems for name, rows in sets.items() if len(rows) > (r.evaluate.max_problems or len(rows))}
-        sets = {name: rows[: cut.get(name)] for name, rows in sets.items()}
+        cut = {name: _evaluated(r, len(rows)) for name, rows in sets.items()}
+        sets = {name: rows[: cut[name]] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
             sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
-            set_aside={name: _set_aside(ws, r, ref, cut.get(name)) for name, ref in r.data.eval.items()},
+            set_aside={name: _set_aside(ws, r, ref, cut[name]) for name, ref in r.data.eval.items()},
             prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
@@ -340,9 +340,11 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
     if quarantine is not None and quarantine.exists() and quarantine not in _ANNOUNCED:  # read at every stage: said once
         _ANNOUNCED.add(quarantine)
         set_aside, first = jsonl_rows(quarantine), json.loads(quarantine.read_text(encoding="utf-8").partition("\n")[0])
-        over = "" if not key.startswith("data.eval.") else f"; its accuracy is over the other {len(problems)}" if (
-            len(problems) <= (r.evaluate.max_problems or len(problems))) else (
-            f"; its accuracy is over the first {r.evaluate.max_problems} of the other {len(problems)} (evaluate.max_problems)")
+        over = ""
+        if key.startswith("data.eval."):
+            cut = _evaluated(r, len(problems))
+            over = (f"; its accuracy is over the other {len(problems)}" if cut is None else
+                    f"; its accuracy is over the first {cut} of the other {len(problems)} (evaluate.max_problems)")
         log.warning("%s: %d of the %d rows read from %s are bad, set aside in %s (the first: row %d, %s)%s", key,
                     set_aside, set_aside + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
                     first["reason"], over)
@@ -360,6 +362,12 @@ def _quarantine_file(ws: Workspace, r: Recipe, ref: DataRef) -> Path | None:
     if (ref.start, ref.stop) != (0, None):
         named += f"[{ref.start}:{ref.stop}]"
     return ws.root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
+
+
+def _evaluated(r: Recipe, usable: int) -> int | None:
+    """How many of a held-out set's `usable` problems evaluate takes, where evaluate.max_problems cuts
+    the set (None: all of them)."""
+    return r.evaluate.max_problems if r.evaluate.max_problems and usable > r.evaluate.max_problems else None
 
 
 def _set_aside(ws: Workspace, r: Recipe, ref: DataRef, first: int | None = None) -> int:

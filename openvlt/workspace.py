@@ -417,8 +417,11 @@ def run_state(run_dir: Path) -> str:
     "no run" (no manifest: not a run directory, or a run still checking its recipe before it writes one)."""
     if not (run_dir / "manifest.json").exists():
         return "no run"
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    if _holder(run_dir):
+    return _state(json.loads((run_dir / "manifest.json").read_text()), _holder(run_dir))
+
+
+def _state(manifest: dict[str, Any], holder: str | None) -> str:
+    if holder:
         return "running"
     if "finished" in manifest:
         return "finished"
@@ -445,7 +448,7 @@ def format_status(run_dir: Path) -> str:
         lines.append(f"{key:<24}{status:<12}{s.get('attempts', 0):>6}{format_seconds(seconds):>9}  {detail}")
     if "stopped" in manifest and not holder:
         lines.append(f"stopped before its next stage: {manifest['stopped']}")
-    state = run_state(run_dir)
+    state = _state(manifest, holder)
     if state == "finished":
         lines.append(f"finished {manifest['finished']}: summary.json and report.html are up to date")
     elif state == "failed":

@@ -21,6 +21,7 @@ MAX_FACTORIAL = 500
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
 _LITERAL_RE = re.compile(r"\d+(?:\.\d+)?")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*!")
+_GROUP_FACTORIAL_RE = re.compile(r"[)}]\s*!")
 _FACTORIAL_LIKE_RE = re.compile(r"\\(?:[dt]?binom|choose|Gamma|operatorname\{\s*(?:gamma|binomial|factorial)\s*\})|"
                                 r"\b(?:binomial|factorial|gamma)\s*\(", re.I)
 _LITERAL_POWER_RE = re.compile(r"(\d+(?:\.\d+)?)\^\{?(\d+(?:\.\d+)?)\}?")
@@ -60,9 +61,9 @@ def unsafe_reason(text: str) -> str | None:
     for match in _FACTORIAL_RE.finditer(s):
         if int(match.group(1)) > MAX_FACTORIAL:
             return f"factorial of {match.group(1)}"
-    if re.search(r"[)}]\s*!", s) and ("^" in s or s.count("!") > 1):
+    if _GROUP_FACTORIAL_RE.search(s) and ("^" in s or s.count("!") > 1):
         return "factorial of a computed value"
-    for match in re.finditer(r"[)}]\s*!", s):  # (99999999)!, {10^3}!: the group's numbers bound its value
+    for match in _GROUP_FACTORIAL_RE.finditer(s):  # (99999999)!, {10^3}!: the group's numbers bound its value
         group = s[_match(s, match.start()) : match.start() + 1]
         if math.prod(max(1.0, abs(float(n))) for n in _LITERAL_RE.findall(group)) > MAX_FACTORIAL:
             return f"factorial of {group}"

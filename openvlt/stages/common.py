@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from openvlt.backends import GRPOConfig
+from openvlt.backends import Backend, GRPOConfig
 from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
 from openvlt.faults import crashpoint
 from openvlt.recipe import RewardSettings, check_prompt
@@ -48,7 +48,7 @@ def load_problems(
     return list(records)
 
 
-def saved_before(backend: Any, out_dir: str | Path) -> bool:
+def saved_before(backend: Backend, out_dir: str | Path) -> bool:
     """Whether an attempt killed after its backend saved the model whole (before the workspace recorded
     the stage) left it in `out_dir`: it is taken, not trained again from scratch. (The workspace keeps a
     killed attempt's output only when it was made from the same recipe and inputs.)"""
@@ -255,4 +255,3 @@ def mean_or_none(values: Sequence[float]) -> float | None:
 def count_failures(results: Sequence[Sequence[Any]]) -> dict[str, int]:
     flat = [r for rs in results for r in rs]
     return {"reward_errors": sum(r.status == "error" for r in flat), "reward_timeouts": sum(r.status == "timeout" for r in flat)}
-
