@@ -4,9 +4,10 @@ The final answer of a response is the content of its last ``<answer>…</answer>
 last ``\\boxed{…}``. A ``\\boxed{}`` inside the answer tag is the answer. Text inside
 ``<think>…</think>`` (or after an unclosed ``<think>``) is reasoning, never an answer.
 
-Hedging is an answer too, and a wrong one: two answer tags or two boxed values that differ are
-flagged here; "A or B" and several values in one tag are judged by the rewards against the ground
-truth (see :func:`top_level_parts`).
+Hedging is an answer too, and a wrong one: two answer tags or two boxed values written differently
+are flagged here, with every one of them kept, so that a reward can tell ``\\boxed{3} ... \\boxed{3.0}``
+(one value twice) from ``\\boxed{3} ... \\boxed{4}``; "A or B" and several values in one tag are judged
+by the rewards against the ground truth (see :func:`top_level_parts`).
 
 Everything here is linear-time string scanning (``str.find``), so garbage and very long
 responses cost microseconds, and no regular expression can backtrack catastrophically.
@@ -25,29 +26,30 @@ _OR_RE = re.compile(r"(?i)(?:\bor\b|\\lor\b|\\vee\b)")
 
 @dataclass(frozen=True)
 class Extraction:
-    """The final answer of a response, or ``None``; ``hedged`` when it gave several that differ."""
+    """The final answer of a response, or ``None``; ``hedged`` when it gave several written differently,
+    which ``answers`` then lists (each once, in the order written)."""
 
     answer: str | None
     hedged: bool = False
     source: str = "none"  # "answer" | "boxed" | "none"
+    answers: tuple[str, ...] = ()
 
 
 def extract_answer(response: str) -> Extraction:
     """Find the final answer of ``response``.
 
     >>> extract_answer("<think>maybe <answer>2</answer></think> <answer>3</answer>")
-    Extraction(answer='3', hedged=False, source='answer')
+    Extraction(answer='3', hedged=False, source='answer', answers=())
     >>> extract_answer("so the total is \\\\boxed{7}.").answer
     '7'
-    >>> extract_answer("<answer>3</answer> <answer>4</answer>").hedged
-    True
+    >>> extract_answer("<answer>3</answer> <answer>4</answer>").answers
+    ('3', '4')
     """
     visible = strip_thinking(response)
     tags = tag_contents(visible, ANSWER_OPEN, ANSWER_CLOSE)
     if tags:
-        boxed_in_last = boxed_contents(tags[-1])
         finals = [(boxed_contents(tag) or [tag])[-1] for tag in tags]
-        return _final(finals, "answer", hedged=_differ(boxed_in_last))
+        return _final([*finals[:-1], *boxed_contents(tags[-1])[:-1], finals[-1]], "answer")  # the last tag's boxes too
     return _final(boxed_contents(visible), "boxed")
 
 
@@ -137,11 +139,9 @@ def _thousands_comma(text: str, i: int) -> bool:
     )
 
 
-def _final(candidates: list[str], source: str, hedged: bool = False) -> Extraction:
+def _final(candidates: list[str], source: str) -> Extraction:
     if not candidates or not candidates[-1].strip():
         return Extraction(None)
-    return Extraction(candidates[-1].strip(), hedged or _differ(candidates), source)
-
-
-def _differ(candidates: list[str]) -> bool:
-    return len({" ".join(c.split()) for c in candidates}) > 1
+    distinct = tuple(dict.fromkeys(" ".join(c.split()) for c in candidates if c.strip()))
+    hedged = len(distinct) > 1
+    return Extraction(candidates[-1].strip(), hedged, source, distinct if hedged else ())

@@ -8,14 +8,15 @@ CLEVR-style counting). Cheapest check first, so most items never reach sympy:
 3. identical spelling after normalisation (case-insensitive, so short text answers match);
 4. decorated numbers read exactly (:mod:`rewards.numbers`): thousands separators, unicode minus,
    scientific notation, fractions, units, degrees, currency, percent, ``extra_info["precision"]``;
-   integers compare exactly;
+   integers compare exactly; a count may name what it counts (``5 apples`` for ``5``, not for ``5 pears``);
 5. everything else (radicals, π, sets, intervals, equations) through math-verify, but only on text
    that passed the bounded checks of :mod:`rewards.safety`, and a "yes" from math-verify is vetoed
    when a high-precision numeric evaluation disagrees (math-verify accepts ``\\frac{1}{2^{99}}`` for
    ``\\frac{1}{2^{98}}``).
 
 Differences from math-verify used alone, deliberately:
-1. hedging is wrong: ``3 or 4``, ``3, 4`` (unless the truth is a list), two answers that differ;
+1. hedging is wrong: ``3 or 4``, ``3, 4`` (unless the truth is a list), two final answers that differ
+   (two that are one value, ``\\boxed{3}`` then ``\\boxed{3.0}``, are one answer);
 2. an answer only inside ``<think>`` is missing; so is a response without ``<answer>``/``\\boxed``;
 3. integers and exact decimals never pass on float rounding (``2.9999999`` is not ``3``).
 
@@ -42,6 +43,7 @@ from rewards.numbers import (
     normalize_text,
     read_quantity,
     round_half_up,
+    split_counted,
     split_unit,
     terminates,
     unit_key,
@@ -49,6 +51,7 @@ from rewards.numbers import (
 from rewards.registry import register
 from rewards.safety import unsafe_reason
 
+MAX_FINAL_ANSWERS = 4  # more final answers written differently than this are a hedge, whatever their values
 MATH_VERIFY_SECONDS = 3  # math-verify's own alarm, where one can be used (main thread, no other alarm)
 _ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
 _MARKDOWN_BOLD_RE = re.compile(r"^(\*\*|__)(.+)\1$", re.S)  # chat models bold the answer: **C**
@@ -74,9 +77,12 @@ def math_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, An
     0.0
     """
     found = extract_answer(response)
-    if found.answer is None or found.hedged:
+    if found.answer is None or len(found.answers) > MAX_FINAL_ANSWERS:
         return 0.0
-    return 1.0 if answers_match(found.answer, ground_truth_answer(ground_truth), extra_info) else 0.0
+    truth = ground_truth_answer(ground_truth)
+    # several final answers written differently: right only when each is ("\\boxed{3} ... \\boxed{3.0}");
+    # the last first, so that a wrong one ends the check before any other reaches math-verify
+    return 1.0 if all(answers_match(a, truth, extra_info) for a in reversed(found.answers or (found.answer,))) else 0.0
 
 
 def ground_truth_answer(ground_truth: str) -> str:
@@ -130,6 +136,12 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
         return letter_of(answer) == letter_of(truth)
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
+    counted = (split_counted(answer), split_counted(truth)) if unit is None else (None, None)
+    if any(counted):  # "5 apples" for "5": what is counted may be named or left out, but not be another thing
+        (got_n, got_thing), (want_n, want_thing) = (c or (t, None) for c, t in zip(counted, (answer, truth)))
+        if got_thing and want_thing and got_thing != want_thing:
+            return False
+        return _value_match(got_n, want_n, precision=precision, unit=None, integer=integer)
     want_split = split_unit(truth) or ((truth, unit_key(unit)) if unit else None)
     got_split = split_unit(answer)
     if want_split and got_split:  # both a number with a unit: compare each
@@ -137,6 +149,8 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
             return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
         return _value_match(got_split[0], want_split[0], precision=precision, unit=None, integer=integer)
     one = want_split or got_split  # a known unit on one side only may be left out ("12\pi" for "12\pi cm^2")
+    if one and one[1].startswith("?") and unit is None:
+        return False  # letters on one side only are variables: "2ab" is not 2 (math-verify reads "ab" as a unit)
     if one and not one[1].startswith("?"):
         answer, truth = (answer, one[0]) if want_split else (one[0], truth)
         return _value_match(answer, truth, precision=precision, unit=None, integer=integer)

@@ -35,6 +35,14 @@ CASES = [
 ]
 
 
+def test_a_hedge_keeps_every_final_answer_once_in_the_order_written():
+    assert extract_answer("<answer>4</answer> <answer> 3 </answer> <answer>\\boxed{2} so \\boxed{3}</answer>").answers == (
+        "4", "3", "2")  # earlier tags' answers, then the last tag's boxes
+    assert extract_answer("\\boxed{3} \\boxed{4} \\boxed{3}").answers == ("3", "4")
+    assert extract_answer("\\boxed{3} \\boxed{ 3 }").answers == ()  # spacing apart, the same: no hedge
+    assert extract_answer("\\boxed{} \\boxed{3}").hedged is False  # an empty box is no answer
+
+
 @pytest.mark.parametrize("response,answer,hedged", CASES)
 def test_extract_answer(response, answer, hedged):
     found = extract_answer(response)

@@ -53,7 +53,14 @@ UNITS = [
     ("0.5", "50\\%", 1.0), ("0.5", "50", 0.0), ("50%", "5", 0.0),
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
-    ("5 apples", "5", 0.0),  # not a known unit: the answer is not just a number
+    # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
+    # that changes the value, doubts it or joins another number
+    ("5 apples", "5", 1.0), ("3 red cubes", "3", 1.0), ("\\text{3 cubes}", "3", 1.0), ("1 apple", "1 apples", 1.0),
+    ("5", "5 apples", 1.0), ("5 apples", "5 pears", 0.0), ("4 apples", "5", 0.0), ("5 apples", "5", {"unit": "cm"}, 0.0),
+    ("5 million", "5", 0.0), ("3 dozen", "3", 0.0), ("3 halves", "3", 0.0), ("3 pi", "3", 0.0), ("5 hundred", "5", 0.0),
+    ("5 kHz", "5", 0.0), ("3 Cubes", "3", 1.0), ("3 CUBES", "3 cubes", 1.0), ("3 maybe", "3", 0.0), ("3 wrong", "3", 0.0), ("5 below zero", "5", 0.0), ("2 seven", "2", 0.0),
+    ("2 ab", "2", 0.0), ("2ab", "2", 0.0), ("2 c d", "2", 0.0), ("2", "2 bc", 0.0),  # variables, though math-verify drops them
+    ("3 apples or 4 apples", "3", 0.0), ("3 apples, 4 apples", "3", 0.0), ("3 cats and dogs", "3", 0.0),
     # another unit is another unit, known or not (math-verify drops the unit words it knows: "5 N·m" read as 5)
     ("5 N\u00b7m", "5 m", 0.0), ("5 kg\\cdot m", "5 m", 0.0), ("5 V\u00b7s", "5 s", 0.0), ("5 kg\u00b7m", "5 N\u00b7m", 0.0),
     ("5 N\\cdot m", "5 N\u00b7m", 1.0), ("x = 5 m", "5 m", 1.0), ("2.5 \\times 2 m", "5 m", 1.0),
@@ -169,6 +176,10 @@ def test_case_table(category, answer, truth, extra, expected):
     ("<think>the answer is <answer>3</answer></think>", 0.0),  # only inside thinking
     ("The answer is 3.", 0.0),  # no tag, no box
     ("\\boxed{3}", 1.0),
+    # one value written twice is one answer; two values, or more final answers than MAX_FINAL_ANSWERS, a hedge
+    ("\\boxed{3} so \\boxed{3.0}", 1.0), ("<answer>3</answer> <answer>3 cubes</answer>", 1.0),
+    ("<answer>\\boxed{\\frac{6}{2}} = \\boxed{3}</answer>", 1.0), ("\\boxed{3} so \\boxed{3.0} or \\boxed{4}", 0.0),
+    ("\\boxed{3} \\boxed{3.0} \\boxed{3.00} \\boxed{03} \\boxed{+3}", 0.0), ("\\boxed{4} so \\boxed{3}", 0.0),
     ("<answer>\\boxed{3}</answer>", 1.0),
     # reasoning opened by the prompt (R1-style templates): a "</think>" alone ends it, drafts before it do not count
     ("Try \\boxed{4}. Wait, wrong.\n</think>\nSo \\boxed{3}", 1.0), ("Try \\boxed{3}. Wait.\n</think>\nIt is \\boxed{4}", 0.0),
