@@ -41,6 +41,7 @@ from rewards.numbers import (
     canonical_unit,
     normalize,
     normalize_text,
+    read_number,
     read_quantity,
     round_half_up,
     split_counted,
@@ -59,6 +60,7 @@ _LETTER_RE = re.compile(r"^\(?[A-Z]\)?\.?$")
 _WORDS_RE = re.compile(r"^[a-z][a-z '\-]*[a-z]$")
 _MATH_WORDS = {"pi", "infinity", "inf", "undefined", "none"}
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_LETTER_OUTSIDE_COMMAND_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]")
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _POINT_NAME_RE = re.compile(r"^[A-Z]{3,4}$")  # a geometry answer names its angle or polygon: m\angle ABC = 30
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
@@ -80,9 +82,12 @@ def math_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, An
     if found.answer is None or len(found.answers) > MAX_FINAL_ANSWERS:
         return 0.0
     truth = ground_truth_answer(ground_truth)
-    # several final answers written differently: right only when each is ("\\boxed{3} ... \\boxed{3.0}");
-    # the last first, so that a wrong one ends the check before any other reaches math-verify
-    return 1.0 if all(answers_match(a, truth, extra_info) for a in reversed(found.answers or (found.answer,))) else 0.0
+    if not answers_match(found.answer, truth, extra_info):
+        return 0.0
+    # several final answers written differently are one answer when each is the last one's value, exactly
+    # ("\\boxed{3} ... \\boxed{3.0}"), not only within the truth's precision ("\\boxed{1.6} ... \\boxed{2.4}" for 2)
+    exact = {k: v for k, v in extra_info.items() if k != "precision"}
+    return 1.0 if all(answers_match(a, found.answer, exact) for a in found.answers) else 0.0
 
 
 def ground_truth_answer(ground_truth: str) -> str:
@@ -137,7 +142,9 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
     counted = (split_counted(answer), split_counted(truth)) if unit is None else (None, None)
-    if any(counted):  # "5 apples" for "5": what is counted may be named or left out, but not be another thing
+    if any(counted) and all(c or read_number(normalize(t)) for c, t in zip(counted, (answer, truth))):
+        # "5 apples" for "5": what is counted may be named or left out, but not be another thing; the other
+        # side a plain number or a count, as a word the unit table does not know may be a unit ("5 decimeters")
         (got_n, got_thing), (want_n, want_thing) = (c or (t, None) for c, t in zip(counted, (answer, truth)))
         if got_thing and want_thing and got_thing != want_thing:
             return False
@@ -149,8 +156,10 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
             return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
         return _value_match(got_split[0], want_split[0], precision=precision, unit=None, integer=integer)
     one = want_split or got_split  # a known unit on one side only may be left out ("12\pi" for "12\pi cm^2")
-    if one and one[1].startswith("?") and unit is None:
-        return False  # letters on one side only are variables: "2ab" is not 2 (math-verify reads "ab" as a unit)
+    if one and one[1].startswith("?") and one[1] not in ("?e", "?i") and unit is None and not _LETTER_OUTSIDE_COMMAND_RE.search(
+        normalize(truth if got_split else answer)
+    ):
+        return False  # variables against a number: "2ab" is not 2 (math-verify reads "ab" as a unit and drops it)
     if one and not one[1].startswith("?"):
         answer, truth = (answer, one[0]) if want_split else (one[0], truth)
         return _value_match(answer, truth, precision=precision, unit=None, integer=integer)

@@ -270,20 +270,22 @@ def unit_key(unit: str) -> str:
     return "*".join(base if p == 1 else f"{base}^{p}" for base, p in sorted(powers.items()) if p)
 
 
-# Words after a number that change its value, doubt it or make it part of something else: "5 million",
-# "3 halves", "3 pi", "2 and", "101 binary", "5 below zero", "3 maybe" (and the number words: "2 seven")
+# Words after a number that change its value, doubt it, bound it or make it part of something else:
+# "5 million", "3 pi", "2 and", "101 binary", "5 below zero", "3 maybe", "5 minimum", "5 yes", and the number
+# words ("2 seven"); besides these, no word ending in "th" (ordinals: "3 twelfths"), "ly" ("5 likely") or
+# "illion" ("5 zillion") is a thing counted
 _NOT_COUNTED = frozenset("""
-    hundred thousand million billion trillion dozen gross score lakh crore
-    half halve third quarter fourth fifth sixth seventh eighth ninth tenth hundredth thousandth millionth
-    percent percentage per square cubic squared cubed root power factorial choose mod modulo
-    and plus minus over divided approximately approx about around nearly almost roughly
-    not none never wrong incorrect false invalid impossible unknown unsure maybe perhaps probably possibly
-    either neither nor else otherwise except excluding
+    hundred thousand dozen gross score lakh crore grand half halve third quarter
+    percent percentage pct per square cubic squared cubed root power exponent reciprocal factorial choose mod modulo
+    and plus minus over divided approx about around circa ish odd more less fewer minimum maximum least most
+    not none never wrong incorrect false invalid impossible unknown unsure maybe perhaps guess estimate estimated
+    either neither nor else otherwise except excluding instead alternatively unless yes true correct right
     negative positive below above base binary decimal octal hex bce pi inf infinity infty undefined
     sin cos tan cot sec csc log exp sqrt lim max min det gcd lcm deg
     zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
     seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
 """.split())
+_NOT_COUNTED_ENDINGS = ("th", "ly", "illion")
 _COUNTED_RE = re.compile(r"^(.*\d)\s+([A-Za-z]{3,})(?:\s+([A-Za-z]{3,}))?$")
 
 
@@ -292,6 +294,8 @@ def split_counted(text: str) -> tuple[str, str] | None:
     (``"5 apples"``, ``"3 red cubes"``), else ``None``: a word that is a unit, a number or changes the
     value (``"5 million"``, ``"3 pi"``, ``"3 halves"``) makes no count, nor does a word cased like a unit
     symbol (``"5 mPa"``). The thing is lower-cased and singular (``"1 apple"`` and ``"2 apples"`` count apples).
+    A word the unit table does not know may still be a unit (``"5 decimeters"``), so a count only ever
+    stands for a plain number, or for another count of the same thing (:mod:`rewards.math_answer`).
 
     >>> split_counted("3 red cubes"), split_counted("5 million"), split_counted("5 cm")
     (('3', 'red cube'), None, None)
@@ -303,8 +307,8 @@ def split_counted(text: str) -> tuple[str, str] | None:
         return None
     for word in filter(None, match.groups()[1:]):
         lower = word.lower()
-        singular = lower[:-1] if lower.endswith("s") and len(lower) > 3 else lower
-        if lower in _NOT_COUNTED or singular in _NOT_COUNTED or canonical_unit(word) or not (
+        singular = lower[:-1] if lower.endswith("s") else lower
+        if {lower, singular} & _NOT_COUNTED or singular.endswith(_NOT_COUNTED_ENDINGS) or canonical_unit(word) or not (
             word.islower() or word.istitle() or word.isupper()
         ):
             return None

@@ -60,7 +60,14 @@ UNITS = [
     ("5 million", "5", 0.0), ("3 dozen", "3", 0.0), ("3 halves", "3", 0.0), ("3 pi", "3", 0.0), ("5 hundred", "5", 0.0),
     ("5 kHz", "5", 0.0), ("3 Cubes", "3", 1.0), ("3 CUBES", "3 cubes", 1.0), ("3 maybe", "3", 0.0), ("3 wrong", "3", 0.0), ("5 below zero", "5", 0.0), ("2 seven", "2", 0.0),
     ("2 ab", "2", 0.0), ("2ab", "2", 0.0), ("2 c d", "2", 0.0), ("2", "2 bc", 0.0),  # variables, though math-verify drops them
+    # ... but against an expression with variables too, math-verify decides
+    ("\\frac{x}{2}", "\\frac{1}{2} x", 1.0), ("a\\sqrt{2}", "\\sqrt{2} a", 1.0), ("r^2\\pi", "\\pi r^2", 1.0),
+    ("\\frac{1}{2}bh", "\\frac{bh}{2}", 1.0), ("x \\cdot 2", "2x", 1.0), ("x+x", "2x", 1.0), ("2r\\pi", "2\\pi r", 1.0),
     ("3 apples or 4 apples", "3", 0.0), ("3 apples, 4 apples", "3", 0.0), ("3 cats and dogs", "3", 0.0),
+    ("3 twelfths", "3", 0.0), ("5 zillion", "5", 0.0), ("5 likely", "5", 0.0), ("12 pis", "12", 0.0), ("5 minimum", "5", 0.0),
+    # a word the unit table does not know may be a unit: a count stands for a plain number only, never for a unit
+    ("5 decimeters", "5 cm", 0.0), ("5 milligrams", "5 g", 0.0), ("5 apples", "5 m/s", 0.0), ("5 km", "5 amps", 0.0),
+    ("5 celsius", "5\u00b0F", 0.0), ("30 gradians", "30^\\circ", 0.0), ("5 days", "5 hrs", 0.0),
     # another unit is another unit, known or not (math-verify drops the unit words it knows: "5 N·m" read as 5)
     ("5 N\u00b7m", "5 m", 0.0), ("5 kg\\cdot m", "5 m", 0.0), ("5 V\u00b7s", "5 s", 0.0), ("5 kg\u00b7m", "5 N\u00b7m", 0.0),
     ("5 N\\cdot m", "5 N\u00b7m", 1.0), ("x = 5 m", "5 m", 1.0), ("2.5 \\times 2 m", "5 m", 1.0),
@@ -180,6 +187,7 @@ def test_case_table(category, answer, truth, extra, expected):
     ("\\boxed{3} so \\boxed{3.0}", 1.0), ("<answer>3</answer> <answer>3 cubes</answer>", 1.0),
     ("<answer>\\boxed{\\frac{6}{2}} = \\boxed{3}</answer>", 1.0), ("\\boxed{3} so \\boxed{3.0} or \\boxed{4}", 0.0),
     ("\\boxed{3} \\boxed{3.0} \\boxed{3.00} \\boxed{03} \\boxed{+3}", 0.0), ("\\boxed{4} so \\boxed{3}", 0.0),
+    ("\\boxed{3 cubes} \\boxed{3 spheres}", 0.0),  # a hedge on what is counted
     ("<answer>\\boxed{3}</answer>", 1.0),
     # reasoning opened by the prompt (R1-style templates): a "</think>" alone ends it, drafts before it do not count
     ("Try \\boxed{4}. Wait, wrong.\n</think>\nSo \\boxed{3}", 1.0), ("Try \\boxed{3}. Wait.\n</think>\nIt is \\boxed{4}", 0.0),
@@ -187,6 +195,26 @@ def test_case_table(category, answer, truth, extra, expected):
 ])
 def test_response_level_rules(response, expected):
     assert math_reward(response, "3", extra_info={}) == expected
+
+
+@pytest.mark.parametrize("response,truth,extra,expected", [
+    ("\\boxed{1.6} so \\boxed{2.4}", "2", {"precision": 0}, 0.0),  # two values, each within the precision: a hedge
+    ("\\boxed{3.1} \\boxed{3.14}", "3.14", {"precision": 1}, 0.0),
+    ("\\boxed{3.14} \\boxed{3.140}", "3.14159", {"precision": 2}, 1.0),  # one value twice
+    ("\\boxed{C} \\boxed{3}", "C", CHOICES, 1.0), ("\\boxed{C} \\boxed{2}", "C", CHOICES, 0.0),
+])
+def test_several_final_answers_are_one_answer_only_when_they_are_one_value(response, truth, extra, expected):
+    assert math_reward(response, truth, extra_info=extra) == expected
+
+
+def test_a_count_in_the_options_names_its_option_and_no_unit_is_a_count():
+    units = {"choices": ["5 cm", "5 decimeters", "7 cm", "8 cm"]}
+    assert math_reward("\\boxed{A}", "5 centimeters", extra_info=units) == 1.0  # the truth names A only
+    assert math_reward("\\boxed{5 centimeters}", "A", extra_info=units) == 1.0
+    assert math_reward("\\boxed{5 acres}", "A", extra_info={"choices": ["5 cm", "6 cm", "7 cm", "8 cm"]}) == 0.0
+    counts = {"choices": ["2 cubes", "3 cubes", "4 cubes"]}
+    assert math_reward("\\boxed{3}", "B", extra_info=counts) == 1.0
+    assert math_reward("\\boxed{3 spheres}", "B", extra_info=counts) == 0.0
 
 
 def test_toy_world_responses():
