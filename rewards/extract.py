@@ -88,7 +88,7 @@ def tag_contents(text: str, open_tag: str, close_tag: str) -> list[str]:
 
 
 def boxed_contents(text: str) -> list[str]:
-    """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text``, in order."""
+    """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text`` that holds no other, in order."""
     if "\\boxed" not in text and "\\fbox" not in text:
         return []
     closing, stack = {}, []
@@ -97,12 +97,10 @@ def boxed_contents(text: str) -> list[str]:
             stack.append(match.start())
         elif match.group() == "}" and stack:
             closing[stack.pop()] = match.start()
-    found = []
-    for match in _BOXED_RE.finditer(text):
-        end = closing.get(match.end() - 1)
-        if end is not None:
-            found.append(text[match.end() : end])
-    return found
+    spans = [(m.end(), closing[m.end() - 1]) for m in _BOXED_RE.finditer(text) if m.end() - 1 in closing]
+    # the innermost boxes only: \boxed{\boxed{3}} is one answer, and copying every box of a deep nest
+    # would cost memory quadratic in its length
+    return [text[start:end] for (start, end), after in zip(spans, [*spans[1:], (len(text), 0)]) if after[0] > end]
 
 
 def top_level_parts(answer: str) -> list[str]:

@@ -52,6 +52,7 @@ from rewards.numbers import (
 from rewards.registry import register
 from rewards.safety import unsafe_reason
 
+MAX_ANSWER_CHARS = 2000  # a final answer longer than this is no answer (long ones cost seconds to compare)
 MAX_FINAL_ANSWERS = 4  # more final answers written differently than this are a hedge, whatever their values
 MATH_VERIFY_SECONDS = 3  # math-verify's own alarm, where one can be used (main thread, no other alarm)
 _ANSWER_PHRASE_RE = re.compile(r"^(?:so\s+)?(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
@@ -79,15 +80,34 @@ def math_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, An
     0.0
     """
     found = extract_answer(response)
-    if found.answer is None or len(found.answers) > MAX_FINAL_ANSWERS:
+    if found.answer is None or len(found.answers) > MAX_FINAL_ANSWERS or any(
+        len(a) > MAX_ANSWER_CHARS for a in (found.answer, *found.answers)
+    ):
         return 0.0
     truth = ground_truth_answer(ground_truth)
     if not answers_match(found.answer, truth, extra_info):
         return 0.0
-    # several final answers written differently are one answer when each is the last one's value, exactly
-    # ("\\boxed{3} ... \\boxed{3.0}"), not only within the truth's precision ("\\boxed{1.6} ... \\boxed{2.4}" for 2)
-    exact = {k: v for k, v in extra_info.items() if k != "precision"}
-    return 1.0 if all(answers_match(a, found.answer, exact) for a in found.answers) else 0.0
+    # several final answers written differently are one answer when each is plainly the last one's value
+    # ("\\boxed{3} ... \\boxed{3.0}", "3" then "**3 cubes**"), told without sympy and not within the truth's
+    # precision ("\\boxed{1.6} ... \\boxed{2.4}" for 2), and each is right ("5 pears" then "5" for "5 apples")
+    earlier = [a for a in found.answers if a != " ".join(found.answer.split())]
+    if not _choices_given(extra_info) and not all(_one_value(a, found.answer) for a in earlier):
+        return 0.0
+    return 1.0 if all(answers_match(a, truth, extra_info) for a in earlier) else 0.0
+
+
+def _one_value(first: str, second: str) -> bool:
+    """Whether two final answers are plainly one value: the same text, or numbers read exactly (a count's
+    thing the same where both name one), with the same unit and percent sign. Cheap: no sympy."""
+    first, second = _unwrapped(first), _unwrapped(second)
+    if normalize_text(first) == normalize_text(second):
+        return True
+    counts = split_counted(first), split_counted(second)
+    if all(counts) and counts[0][1] != counts[1][1]:
+        return False
+    first, second = (c[0] if c else t for c, t in zip(counts, (first, second)))
+    a, b = read_quantity(first), read_quantity(second)
+    return a is not None and b is not None and (a.value, a.unit, a.percent) == (b.value, b.unit, b.percent)
 
 
 def ground_truth_answer(ground_truth: str) -> str:
@@ -98,12 +118,11 @@ def ground_truth_answer(ground_truth: str) -> str:
 
 def answers_match(answer: str, truth: str, extra_info: Mapping[str, Any]) -> bool:
     """Whether an extracted ``answer`` equals ``truth`` under the rules of ``extra_info``."""
-    answer = _ANSWER_PHRASE_RE.sub("", _MARKDOWN_BOLD_RE.sub(r"\2", answer.strip()))
+    answer = _unwrapped(answer)
     if not normalize(truth):
         raise ValueError(f"the ground truth {truth!r} is empty")
-    choices = extra_info.get("choices")
-    if choices is not None and len(choices) > 0:
-        return _choice_match(answer, truth, _option_texts(choices))
+    if _choices_given(extra_info):
+        return _choice_match(answer, truth, _option_texts(extra_info["choices"]))
     answer_type = str(_given(extra_info, "answer_type") or "").lower()
     precision = _given(extra_info, "precision")
     precision = int(float(precision)) if precision is not None else None
@@ -116,6 +135,16 @@ def answers_match(answer: str, truth: str, extra_info: Mapping[str, Any]) -> boo
     if answer_type == "text":
         return not _hedged(answer, truth) and normalize_text(answer) == normalize_text(truth)
     return _value_match(answer, truth, precision=precision, unit=unit, integer=answer_type == "integer")
+
+
+def _choices_given(extra_info: Mapping[str, Any]) -> bool:
+    choices = extra_info.get("choices")
+    return choices is not None and len(choices) > 0
+
+
+def _unwrapped(answer: str) -> str:
+    """The answer without a chat model's wrapping: "The answer is", markdown bold."""
+    return _ANSWER_PHRASE_RE.sub("", _MARKDOWN_BOLD_RE.sub(r"\2", answer.strip()))
 
 
 def _given(extra_info: Mapping[str, Any], key: str) -> Any:

@@ -275,10 +275,12 @@ def unit_key(unit: str) -> str:
 # words ("2 seven"); besides these, no word ending in "th" (ordinals: "3 twelfths"), "ly" ("5 likely") or
 # "illion" ("5 zillion") is a thing counted
 _NOT_COUNTED = frozenset("""
-    hundred thousand dozen gross score lakh crore grand half halve third quarter
-    percent percentage pct per square cubic squared cubed root power exponent reciprocal factorial choose mod modulo
-    and plus minus over divided approx about around circa ish odd more less fewer minimum maximum least most
-    not none never wrong incorrect false invalid impossible unknown unsure maybe perhaps guess estimate estimated
+    hundred thousand dozen gross score lakh crore grand googol mln bln mil thou kilo mega giga half halve third quarter
+    percent percentage pct per square cubic squared cubed root cbrt power exponent reciprocal inverse inv opposite
+    factorial choose mod modulo recurring repeating neg and plus minus over divided approx about around circa ish odd
+    more less fewer greater higher lower under upto atleast minimum maximum least most tops
+    not none never wrong incorrect false invalid impossible unknown unsure uncertain doubtful maybe perhaps may might
+    guess estimate estimated wait hmm nope nah
     either neither nor else otherwise except excluding instead alternatively unless yes true correct right
     negative positive below above base binary decimal octal hex bce pi inf infinity infty undefined
     sin cos tan cot sec csc log exp sqrt lim max min det gcd lcm deg
@@ -293,7 +295,7 @@ def split_counted(text: str) -> tuple[str, str] | None:
     """``(number, thing)`` for a count followed by the thing counted, one or two plain words
     (``"5 apples"``, ``"3 red cubes"``), else ``None``: a word that is a unit, a number or changes the
     value (``"5 million"``, ``"3 pi"``, ``"3 halves"``) makes no count, nor does a word cased like a unit
-    symbol (``"5 mPa"``). The thing is lower-cased and singular (``"1 apple"`` and ``"2 apples"`` count apples).
+    symbol (``"5 mPa"``) or short capitals (``"2 ABC"``, points). The thing is lower-cased and singular (``"1 apple"`` and ``"2 apples"`` count apples).
     A word the unit table does not know may still be a unit (``"5 decimeters"``), so a count only ever
     stands for a plain number, or for another count of the same thing (:mod:`rewards.math_answer`).
 
@@ -309,7 +311,7 @@ def split_counted(text: str) -> tuple[str, str] | None:
         lower = word.lower()
         singular = lower[:-1] if lower.endswith("s") else lower
         if {lower, singular} & _NOT_COUNTED or singular.endswith(_NOT_COUNTED_ENDINGS) or canonical_unit(word) or not (
-            word.islower() or word.istitle() or word.isupper()
+            word.islower() or word.istitle() or word.isupper() and len(word) > 4  # "ABC" names points, "mPa" a unit
         ):
             return None
         thing.append(singular)

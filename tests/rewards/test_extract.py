@@ -64,6 +64,17 @@ def test_nested_boxed_braces():
     assert boxed_contents("\\boxed{\\frac{a}{b^{2}}}") == ["\\frac{a}{b^{2}}"]
 
 
+def test_a_box_holding_boxes_is_not_an_answer_of_its_own():
+    assert boxed_contents("\\boxed{\\boxed{3}}") == ["3"]
+    assert boxed_contents("\\boxed{x = \\boxed{3} or \\boxed{4}} so \\boxed{5}") == ["3", "4", "5"]
+    assert extract_answer("\\boxed{\\boxed{3}}").hedged is False
+
+
+def test_a_deep_nest_of_boxes_costs_linear_memory():
+    nest = "\\boxed{" * 150_000 + "3" + "}" * 150_000  # 1.2 MB; every box's text copied would be ~90 GB
+    assert extract_answer(nest).answer == "3"
+
+
 @pytest.mark.parametrize("text,parts", [
     ("3 or 4", ["3", "4"]),
     ("3, 4; 5", ["3", "4", "5"]),

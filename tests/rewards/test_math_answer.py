@@ -65,6 +65,7 @@ UNITS = [
     ("\\frac{1}{2}bh", "\\frac{bh}{2}", 1.0), ("x \\cdot 2", "2x", 1.0), ("x+x", "2x", 1.0), ("2r\\pi", "2\\pi r", 1.0),
     ("3 apples or 4 apples", "3", 0.0), ("3 apples, 4 apples", "3", 0.0), ("3 cats and dogs", "3", 0.0),
     ("3 twelfths", "3", 0.0), ("5 zillion", "5", 0.0), ("5 likely", "5", 0.0), ("12 pis", "12", 0.0), ("5 minimum", "5", 0.0),
+    ("2 mln", "2", 0.0), ("0.3 recurring", "0.3", 0.0), ("5 might", "5", 0.0), ("2 ABC", "2", 0.0), ("3 CUBES", "3", 1.0),
     # a word the unit table does not know may be a unit: a count stands for a plain number only, never for a unit
     ("5 decimeters", "5 cm", 0.0), ("5 milligrams", "5 g", 0.0), ("5 apples", "5 m/s", 0.0), ("5 km", "5 amps", 0.0),
     ("5 celsius", "5\u00b0F", 0.0), ("30 gradians", "30^\\circ", 0.0), ("5 days", "5 hrs", 0.0),
@@ -205,6 +206,33 @@ def test_response_level_rules(response, expected):
 ])
 def test_several_final_answers_are_one_answer_only_when_they_are_one_value(response, truth, extra, expected):
     assert math_reward(response, truth, extra_info=extra) == expected
+
+
+@pytest.mark.parametrize("response,truth,extra,expected", [
+    ("<answer>3</answer> <answer>**3**</answer>", "3", {}, 1.0),  # a chat model's wrapping is no other answer
+    ("<answer>3</answer> <answer>The answer is 3</answer>", "3", {}, 1.0),
+    ("<answer>red</answer> <answer>**red**</answer>", "red", {}, 1.0),
+    ("<answer>C</answer> <answer>**C**</answer>", "C", CHOICES, 1.0), ("<answer>3</answer> <answer>**C**</answer>", "C", CHOICES, 1.0),
+    ("<answer>1024</answer> <answer>**2^{10}**</answer>", "2^{10}", {}, 0.0),  # not plainly one value: a hedge, not an error
+    ("<answer>3628800</answer> <answer>\\log 2</answer>", "\\log 2", {}, 0.0),  # ... decided without sympy
+    ("\\boxed{5 pears} \\boxed{5}", "5 apples", {}, 0.0),  # each must be right
+    ("\\boxed{5 degrees} \\boxed{5 radians}", "5", {}, 0.0), ("\\boxed{5\\%} \\boxed{5}", "5", {}, 0.0),
+])
+def test_several_final_answers_are_told_apart_cheaply_and_never_raise(response, truth, extra, expected):
+    started = time.perf_counter()
+    assert math_reward(response, truth, extra_info=extra) == expected
+    assert time.perf_counter() - started < 2  # a comparison through sympy would take its 3 s timeout
+
+
+@pytest.mark.parametrize("response", [
+    "\\boxed{C}\\boxed{(C)}\\boxed{C.}\\boxed{C" + "\\," * 300_000 + "}",  # 148 s when the long one was compared
+    "\\boxed{C" + "\\," * 50_000 + "}",
+    "\\boxed{" + "3," * 300_000 + "3}",
+])
+def test_a_final_answer_of_a_megabyte_is_wrong_at_once(response):
+    started = time.perf_counter()
+    assert math_reward(response, "C", extra_info=CHOICES) == 0.0
+    assert time.perf_counter() - started < 2  # seconds to minutes when read
 
 
 def test_a_count_in_the_options_names_its_option_and_no_unit_is_a_count():
