@@ -39,6 +39,7 @@ from rewards.extract import extract_answer, top_level_parts
 from rewards.numbers import (
     Quantity,
     canonical_unit,
+    degree_scale,
     normalize,
     normalize_text,
     read_number,
@@ -107,7 +108,7 @@ def _one_value(first: str, second: str) -> bool:
         return False
     first, second = (c[0] if c else t for c, t in zip(counts, (first, second)))
     a, b = read_quantity(first), read_quantity(second)
-    return a is not None and b is not None and (a.value, a.unit, a.percent) == (b.value, b.unit, b.percent)
+    return a is not None and b is not None and (a.value, a.unit, a.percent, a.scale) == (b.value, b.unit, b.percent, b.scale)
 
 
 def ground_truth_answer(ground_truth: str) -> str:
@@ -202,6 +203,9 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
     expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit else None)  # as read_quantity keeps it
     if got.unit and expected_unit and got.unit != expected_unit:
         return False
+    expected_scale = want.scale or (degree_scale(unit) if unit else None)
+    if got.scale and expected_scale and got.scale != expected_scale:
+        return False  # a scale may be left out, not changed
     candidates = [got.value]
     if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out
         candidates.append(got.value / 100 if got.percent else got.value * 100)

@@ -73,6 +73,7 @@ class Quantity:
     decimal_literal: bool  # an integer or terminating decimal as written (not a fraction)
     unit: str | None = None
     percent: bool = False
+    scale: str | None = None  # a temperature's, after a degree sign: "C" or "F" ("5°C" is not "5°F")
 
 
 def normalize(text: str) -> str:
@@ -119,7 +120,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     """Read a decorated number, or ``None`` when ``text`` is not one.
 
     >>> read_quantity("1,234.5 cm")
-    Quantity(value=Fraction(2469, 2), decimal_literal=True, unit='cm', percent=False)
+    Quantity(value=Fraction(2469, 2), decimal_literal=True, unit='cm', percent=False, scale=None)
     >>> read_quantity("3x") is None
     True
     """
@@ -130,6 +131,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     s = _CURRENCY_SUFFIX_RE.sub("", s)
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub("", s)
+    scale = degree_scale(s)
     s = _DEGREE_RE.sub("", s)
     found_unit = None
     head = s[: -len(unit)] if unit else ""
@@ -148,7 +150,13 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     parsed = read_number(s)
     if parsed is None:
         return None
-    return Quantity(parsed[0], parsed[1], found_unit, percent)
+    return Quantity(parsed[0], parsed[1], found_unit, percent, scale)
+
+
+def degree_scale(text: str) -> str | None:
+    """The temperature scale after a degree sign at the end of ``text`` (``"5^\\circ C"``: ``"C"``), else None."""
+    match = _DEGREE_RE.search(normalize(text))
+    return match.group(1) if match else None
 
 
 def read_number(text: str) -> tuple[Fraction, bool] | None:
