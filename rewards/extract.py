@@ -88,7 +88,10 @@ def tag_contents(text: str, open_tag: str, close_tag: str) -> list[str]:
 
 
 def boxed_contents(text: str) -> list[str]:
-    """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text`` that holds no other, in order."""
+    """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text`` that no other holds, in order;
+    a box wholly boxed again is unwrapped (``\\boxed{\\boxed{3}}`` is ``3``). A box inside another is part of
+    its answer, read without its command (``\\boxed{-\\boxed{3}}`` is ``-{3}``, ``\\boxed{4 \\text{ or } \\boxed{3}}``
+    a hedge), and the outer boxes do not overlap, so a deep nest costs linear memory, not a copy per box."""
     if "\\boxed" not in text and "\\fbox" not in text:
         return []
     closing, stack = {}, []
@@ -97,10 +100,26 @@ def boxed_contents(text: str) -> list[str]:
             stack.append(match.start())
         elif match.group() == "}" and stack:
             closing[stack.pop()] = match.start()
-    spans = [(m.end(), closing[m.end() - 1]) for m in _BOXED_RE.finditer(text) if m.end() - 1 in closing]
-    # the innermost boxes only: \boxed{\boxed{3}} is one answer, and copying every box of a deep nest
-    # would cost memory quadratic in its length
-    return [text[start:end] for (start, end), after in zip(spans, [*spans[1:], (len(text), 0)]) if after[0] > end]
+    found, after = [], 0
+    for match in _BOXED_RE.finditer(text):
+        end = closing.get(match.end() - 1)
+        if end is None or match.start() < after:
+            continue  # unbalanced, or inside a box already taken
+        start, after = match.end(), end
+        while (inner := _whole_box(text, start, end, closing)) is not None:
+            start, end = inner
+        found.append(_BOXED_RE.sub("{", text[start:end]))  # boxes inside are part of the answer, not answers
+    return found
+
+
+def _whole_box(text: str, start: int, end: int, closing: dict[int, int]) -> tuple[int, int] | None:
+    """The span inside a box that is all of ``text[start:end]`` (but spaces), else None."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    match = _BOXED_RE.match(text, start)
+    return (match.end(), end - 1) if match and closing.get(match.end() - 1) == end - 1 else None
 
 
 def top_level_parts(answer: str) -> list[str]:

@@ -92,9 +92,14 @@ def math_reward(response: str, ground_truth: str, *, extra_info: Mapping[str, An
     # ("\\boxed{3} ... \\boxed{3.0}", "3" then "**3 cubes**"), told without sympy and not within the truth's
     # precision ("\\boxed{1.6} ... \\boxed{2.4}" for 2), and each is right ("5 pears" then "5" for "5 apples")
     earlier = [a for a in found.answers if a != " ".join(found.answer.split())]
-    if not _choices_given(extra_info) and not all(_one_value(a, found.answer) for a in earlier):
-        return 0.0
-    return 1.0 if all(answers_match(a, truth, extra_info) for a in earlier) else 0.0
+    if not earlier:
+        return 1.0
+    if _choices_given(extra_info):  # each plainly names the last one's option ("\\boxed{C} ... \\boxed{3}")
+        options = _option_texts(extra_info["choices"])
+        named = option_indices(_unwrapped(found.answer), options, _one_value)
+        return 1.0 if len(named - {NO_OPTION}) == len(named) == 1 and all(
+            option_indices(_unwrapped(a), options, _one_value) == named for a in earlier) else 0.0
+    return 1.0 if all(_one_value(a, found.answer) and answers_match(a, truth, extra_info) for a in earlier) else 0.0
 
 
 def _one_value(first: str, second: str) -> bool:

@@ -112,8 +112,11 @@ def normalize_text(text: str) -> str:
 
 
 def _plain_bang(s: str, end: int) -> bool:
-    """Whether s[:end] ends with a "!" that is punctuation, not a factorial ("5!", "(n+1)!")."""
-    return s[end - 1] == "!" and not (end >= 2 and (s[end - 2].isdigit() or s[end - 2] in ")}"))
+    """Whether s[:end] ends with a "!" that is punctuation, not a factorial ("5!", "(n+1)!", "n!")."""
+    if s[end - 1] != "!" or end < 2:
+        return s[end - 1 : end] == "!"
+    lone_letter = s[end - 2].islower() and (end < 3 or not s[end - 3].isalpha())  # "n!"; "C!" is option C
+    return not (s[end - 2].isdigit() or s[end - 2] in ")}" or lone_letter)
 
 
 def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
@@ -283,11 +286,15 @@ def unit_key(unit: str) -> str:
 # words ("2 seven"); besides these, no word ending in "th" (ordinals: "3 twelfths"), "ly" ("5 likely") or
 # "illion" ("5 zillion") is a thing counted
 _NOT_COUNTED = frozenset("""
-    hundred thousand dozen gross score lakh crore grand googol mln bln mil thou kilo mega giga half halve third quarter
-    percent percentage pct per square cubic squared cubed root cbrt power exponent reciprocal inverse inv opposite
+    hundred thousand dozen gross score lakh lac crore grand googol myriad mln bln bil mil mio mrd thou kilo mega giga tera
+    half halve third quarter twice double triple quadruple fold permille bps
+    percent percentage pct per square cubic squared cubed root squareroot sqr cbrt power exponent reciprocal inverse inv
+    opposite floor ceil ceiling sinh cosh tanh abc def xyz
     factorial choose mod modulo recurring repeating neg and plus minus over divided approx about around circa ish odd
-    more less fewer greater higher lower under upto atleast minimum maximum least most tops
-    not none never wrong incorrect false invalid impossible unknown unsure uncertain doubtful maybe perhaps may might
+    more less fewer greater higher lower smaller lesser larger bigger under upto atleast minimum maximum least most tops
+    few too short extra missing removed almost
+    not isnt negated none never wrong incorrect false invalid impossible unknown unsure uncertain doubtful maybe perhaps
+    may might
     guess estimate estimated wait hmm nope nah
     either neither nor else otherwise except excluding instead alternatively unless yes true correct right
     negative positive below above base binary decimal octal hex bce pi inf infinity infty undefined
@@ -296,6 +303,7 @@ _NOT_COUNTED = frozenset("""
     seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
 """.split())
 _NOT_COUNTED_ENDINGS = ("th", "ly", "illion")
+_VOWEL_RE = re.compile(r"[aeiouy]")
 _COUNTED_RE = re.compile(r"^(.*\d)\s+([A-Za-z]{3,})(?:\s+([A-Za-z]{3,}))?$")
 
 
@@ -318,7 +326,9 @@ def split_counted(text: str) -> tuple[str, str] | None:
     for word in filter(None, match.groups()[1:]):
         lower = word.lower()
         singular = lower[:-1] if lower.endswith("s") else lower
-        if {lower, singular} & _NOT_COUNTED or singular.endswith(_NOT_COUNTED_ENDINGS) or canonical_unit(word) or not (
+        if {lower, singular} & _NOT_COUNTED or singular.endswith(_NOT_COUNTED_ENDINGS) or canonical_unit(word) or (
+            not _VOWEL_RE.search(lower)  # "xyz", "sqrt": no word
+        ) or not (
             word.islower() or word.istitle() or word.isupper() and len(word) > 4  # "ABC" names points, "mPa" a unit
         ):
             return None

@@ -64,10 +64,11 @@ def test_nested_boxed_braces():
     assert boxed_contents("\\boxed{\\frac{a}{b^{2}}}") == ["\\frac{a}{b^{2}}"]
 
 
-def test_a_box_holding_boxes_is_not_an_answer_of_its_own():
-    assert boxed_contents("\\boxed{\\boxed{3}}") == ["3"]
-    assert boxed_contents("\\boxed{x = \\boxed{3} or \\boxed{4}} so \\boxed{5}") == ["3", "4", "5"]
-    assert extract_answer("\\boxed{\\boxed{3}}").hedged is False
+def test_a_box_inside_another_is_part_of_its_answer():
+    assert boxed_contents("\\boxed{x = \\boxed{3} or \\boxed{4}} so \\boxed{5}") == ["x = {3} or {4}", "5"]
+    assert boxed_contents("\\boxed{4\\boxed{}} \\boxed{3}") == ["4{}", "3"]  # an empty box hides nothing
+    assert boxed_contents("\\boxed{ \\boxed{ \\fbox{3} } }") == ["3"]  # a box wholly boxed again is unwrapped
+    assert extract_answer("\\boxed{\\boxed{3}}") == extract_answer("\\boxed{3}")
 
 
 def test_a_deep_nest_of_boxes_costs_linear_memory():

@@ -69,6 +69,7 @@ UNITS = [
     ("3 apples or 4 apples", "3", 0.0), ("3 apples, 4 apples", "3", 0.0), ("3 cats and dogs", "3", 0.0),
     ("3 twelfths", "3", 0.0), ("5 zillion", "5", 0.0), ("5 likely", "5", 0.0), ("12 pis", "12", 0.0), ("5 minimum", "5", 0.0),
     ("2 mln", "2", 0.0), ("0.3 recurring", "0.3", 0.0), ("5 might", "5", 0.0), ("2 ABC", "2", 0.0), ("3 CUBES", "3", 1.0),
+    ("5 twice", "5", 0.0), ("5 extra apples", "5", 0.0), ("2 xyz", "2", 0.0), ("2 abc", "2", 0.0), ("5 times", "5", 1.0),
     # a word the unit table does not know may be a unit: a count stands for a plain number only, never for a unit
     ("5 decimeters", "5 cm", 0.0), ("5 milligrams", "5 g", 0.0), ("5 apples", "5 m/s", 0.0), ("5 km", "5 amps", 0.0),
     ("5 celsius", "5\u00b0F", 0.0), ("30 gradians", "30^\\circ", 0.0), ("5 days", "5 hrs", 0.0),
@@ -209,6 +210,33 @@ def test_response_level_rules(response, expected):
 ])
 def test_several_final_answers_are_one_answer_only_when_they_are_one_value(response, truth, extra, expected):
     assert math_reward(response, truth, extra_info=extra) == expected
+
+
+@pytest.mark.parametrize("response,truth,extra", [
+    ("\\boxed{4 \\text{ or } \\boxed{3}}", "3", {}), ("<answer>\\boxed{\\text{not } \\boxed{3}}</answer>", "3", {}),
+    ("\\boxed{-\\boxed{3}}", "3", {}), ("\\boxed{10\\boxed{3}}", "3", {}), ("\\boxed{\\boxed{3}^2}", "3", {}),
+    ("\\boxed{\\boxed{3} + \\boxed{3}}", "3", {}), ("\\boxed{\\sqrt{\\boxed{9}}}", "9", {}), ("\\boxed{\\frac{\\boxed{1}}{2}}", "1", {}),
+    ("\\boxed{B or \\boxed{C}}", "C", CHOICES), ("\\boxed{\\text{not } \\fbox{C}}", "C", CHOICES),
+    ("\\boxed{4\\boxed{}}\\boxed{3}", "3", {}),  # an empty inner box hides no earlier answer
+    ("\\boxed{n!}", "n", {}), ("\\boxed{x!} \\boxed{x}", "x", {}),  # a factorial of a variable
+])
+def test_a_box_inside_a_box_is_read_as_part_of_its_answer(response, truth, extra):
+    assert math_reward(response, truth, extra_info=extra) == 0.0
+
+
+def test_boxes_inside_a_box_keep_the_value_they_write():
+    assert math_reward("\\boxed{\\boxed{3}}", "3", extra_info={}) == 1.0
+    assert math_reward("\\boxed{-\\boxed{3}}", "-3", extra_info={}) == 1.0
+    assert math_reward("\\boxed{\\boxed{3}^2}", "9", extra_info={}) == 1.0
+    assert math_reward("\\boxed{C!}", "C", extra_info=CHOICES) == 1.0  # an option, exclaimed
+
+
+def test_with_choices_several_answers_are_compared_without_sympy():
+    slow = {"choices": ["(x+1)^{999}", "(x+2)^{998}", "(x+3)^{997}", "(x+4)^{996}"]}
+    started = time.perf_counter()
+    assert math_reward("\\boxed{x+1}\\boxed{x+2}\\boxed{x+3}\\boxed{A}", "A", extra_info=slow) == 0.0
+    assert math_reward("\\boxed{(x+1)^{1000}} \\boxed{C}", "C", extra_info=slow) == 0.0
+    assert time.perf_counter() - started < 2  # 3.3 s and a TimeoutError through math-verify
 
 
 @pytest.mark.parametrize("response,truth,extra,expected", [
