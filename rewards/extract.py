@@ -90,8 +90,9 @@ def tag_contents(text: str, open_tag: str, close_tag: str) -> list[str]:
 def boxed_contents(text: str) -> list[str]:
     """Contents of every balanced ``\\boxed{…}`` (and ``\\fbox{…}``) in ``text`` that no other holds, in order;
     a box wholly boxed again is unwrapped (``\\boxed{\\boxed{3}}`` is ``3``). A box inside another is part of
-    its answer, read without its command (``\\boxed{-\\boxed{3}}`` is ``-{3}``, ``\\boxed{4 \\text{ or } \\boxed{3}}``
-    a hedge), and the outer boxes do not overlap, so a deep nest costs linear memory, not a copy per box."""
+    its answer, read without its command, and its innermost boxes follow it as answers of their own
+    (``\\boxed{-\\boxed{3}}`` gives ``-{3}`` then ``3``: a hedge); the outer boxes do not overlap, nor do the
+    innermost, so a deep nest costs linear memory, not a copy per box."""
     if "\\boxed" not in text and "\\fbox" not in text:
         return []
     closing, stack = {}, []
@@ -100,15 +101,22 @@ def boxed_contents(text: str) -> list[str]:
             stack.append(match.start())
         elif match.group() == "}" and stack:
             closing[stack.pop()] = match.start()
-    found, after = [], 0
-    for match in _BOXED_RE.finditer(text):
-        end = closing.get(match.end() - 1)
-        if end is None or match.start() < after:
-            continue  # unbalanced, or inside a box already taken
-        start, after = match.end(), end
+    spans = [(m.end(), closing[m.end() - 1]) for m in _BOXED_RE.finditer(text) if m.end() - 1 in closing]
+    found, i = [], 0
+    while i < len(spans):
+        start, end = spans[i]
         while (inner := _whole_box(text, start, end, closing)) is not None:
             start, end = inner
-        found.append(_BOXED_RE.sub("{", text[start:end]))  # boxes inside are part of the answer, not answers
+        found.append(_BOXED_RE.sub("{", text[start:end]))
+        j = i + 1
+        while j < len(spans) and spans[j][0] < spans[i][1]:  # the boxes inside it: the innermost ones are answers too,
+            inner_start, inner_end = spans[j]               # so that \boxed{5\boxed{0}} is a hedge, not 5{0}
+            if start <= inner_start < inner_end <= end and (inner_start, inner_end) != (start, end) and (
+                j + 1 == len(spans) or spans[j + 1][0] > inner_end
+            ):
+                found.append(text[inner_start:inner_end])
+            j += 1
+        i = j
     return found
 
 

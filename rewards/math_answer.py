@@ -205,12 +205,12 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
 def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None, integer: bool,
                         unit: str | None) -> bool | None:
     """Exact verdict on two read numbers, or ``None`` when only rounding rules could decide."""
-    expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit else None)  # as read_quantity keeps it
-    if got.unit and expected_unit and got.unit != expected_unit:
+    expected_scale = want.scale or (degree_scale(unit) if unit else None)  # an expected unit "°C" or "Celsius" is one
+    expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit and not expected_scale else None)
+    if got.unit and expected_unit and got.unit != expected_unit:  # (as read_quantity keeps it)
         return False
-    expected_scale = want.scale or (degree_scale(unit) if unit else None)
-    if got.scale and expected_scale and got.scale != expected_scale:
-        return False  # a scale may be left out, not changed
+    if got.scale and expected_scale and got.scale != expected_scale or got.scale and expected_unit or got.unit and expected_scale:
+        return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
     candidates = [got.value]
     if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out
         candidates.append(got.value / 100 if got.percent else got.value * 100)

@@ -20,7 +20,7 @@ _UNICODE = str.maketrans({
     "\u00f7": "/", "\u03c0": "\\pi ", "\u221a": "\\sqrt", "\u00b0": "^\\circ", "\u00a0": " ",
     "\u2009": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ", "\u00b2": "^2", "\u00b3": "^3",
     "\uff05": "%", "\uff0c": ",", "\uff1a": ":", "\uff08": "(", "\uff09": ")", "\uff0e": ".",
-    "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
+    "\u2103": "^\\circ C", "\u2109": "^\\circ F", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
     **{chr(0xFF10 + d): str(d) for d in range(10)},
 })
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
@@ -36,6 +36,7 @@ _SLASH_RE = re.compile(rf"^([+-]?)({_DECIMAL})\s*/\s*({_DECIMAL})$")
 _CURRENCY_PREFIX_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|EUR|GBP|\u20ac|\u00a3|\u00a5|\\euro)\s*")
 _CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:dollars?|usd|euros?|eur|yuan|yen|pounds sterling)$", re.I)
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\s+percent|\s*per\s*cent)$", re.I)
+_SCALE_WORD_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|degrees?\s*|deg\s*)?\s*(celsius|fahrenheit)$", re.I)
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\s+degrees?|\s*deg)(?:\s*([CF]))?$")
 
 # Units a number may carry; a unit is only dropped when it is one of these (or extra_info["unit"]),
@@ -135,7 +136,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub("", s)
     scale = degree_scale(s)
-    s = _DEGREE_RE.sub("", s)
+    s = _DEGREE_RE.sub("", _SCALE_WORD_RE.sub("", s))
     found_unit = None
     head = s[: -len(unit)] if unit else ""
     if unit and s.lower().endswith(unit.lower()) and head.strip():
@@ -158,7 +159,10 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
 
 def degree_scale(text: str) -> str | None:
     """The temperature scale after a degree sign at the end of ``text`` (``"5^\\circ C"``: ``"C"``), else None."""
-    match = _DEGREE_RE.search(normalize(text))
+    text = normalize(text)
+    if word := _SCALE_WORD_RE.search(text):  # "5 degrees Celsius", or an expected unit "Fahrenheit"
+        return word.group(1)[0].upper()
+    match = _DEGREE_RE.search(text)
     return match.group(1) if match else None
 
 

@@ -64,9 +64,11 @@ def test_nested_boxed_braces():
     assert boxed_contents("\\boxed{\\frac{a}{b^{2}}}") == ["\\frac{a}{b^{2}}"]
 
 
-def test_a_box_inside_another_is_part_of_its_answer():
-    assert boxed_contents("\\boxed{x = \\boxed{3} or \\boxed{4}} so \\boxed{5}") == ["x = {3} or {4}", "5"]
+def test_a_box_inside_another_is_part_of_its_answer_and_an_answer_too():
+    assert boxed_contents("\\boxed{x = \\boxed{3} or \\boxed{4}} so \\boxed{5}") == ["x = {3} or {4}", "3", "4", "5"]
     assert boxed_contents("\\boxed{4\\boxed{}} \\boxed{3}") == ["4{}", "3"]  # an empty box hides nothing
+    assert boxed_contents("\\boxed{x\\boxed{y\\boxed{3}}}") == ["x{y{3}}", "3"]  # the innermost: no copy per level
+    assert extract_answer("\\boxed{-\\boxed{3}}").answers == ("-{3}", "3")
     assert boxed_contents("\\boxed{ \\boxed{ \\fbox{3} } }") == ["3"]  # a box wholly boxed again is unwrapped
     assert extract_answer("\\boxed{\\boxed{3}}") == extract_answer("\\boxed{3}")
 

@@ -51,6 +51,9 @@ UNITS = [
     # a temperature's scale may be left out, not changed
     ("5\u00b0C", "5\u00b0F", 0.0), ("5^\\circ C", "5^\\circ F", 0.0), ("5 degrees F", "5\u00b0F", 1.0), ("5\u00b0", "5\u00b0C", 1.0),
     ("5\u00b0C", "5", 1.0), ("5\u00b0F", "5", {"unit": "\u00b0C"}, 0.0), ("5\u00b0C", "5", {"unit": "\u00b0C"}, 1.0),
+    ("5\u2103", "5\u2109", 0.0), ("5\u2103", "5\u00b0C", 1.0), ("5\u00b0F", "5", {"unit": "degrees Celsius"}, 0.0),
+    ("5\u00b0C", "5", {"unit": "Celsius"}, 1.0), ("5 degrees Fahrenheit", "5\u00b0C", 0.0), ("5 degrees Celsius", "5\u00b0C", 1.0),
+    ("5 K", "5\u00b0C", 0.0), ("5\u00b0C", "5", {"unit": "K"}, 0.0),  # nor another unit
     ("\\$5", "5", 1.0), ("$5", "5", 1.0), ("5 dollars", "5", 1.0), ("\\$5.50", "5.5", 1.0), ("\u20ac5", "5", 1.0),
     ("50\\%", "50", 1.0), ("50%", "50", 1.0), ("50 percent", "50", 1.0), ("50%", "0.5", 1.0),
     ("0.5", "50\\%", 1.0), ("0.5", "50", 0.0), ("50%", "5", 0.0),
@@ -224,10 +227,10 @@ def test_a_box_inside_a_box_is_read_as_part_of_its_answer(response, truth, extra
     assert math_reward(response, truth, extra_info=extra) == 0.0
 
 
-def test_boxes_inside_a_box_keep_the_value_they_write():
+def test_a_box_wholly_boxed_again_is_one_answer_and_one_holding_others_a_hedge():
     assert math_reward("\\boxed{\\boxed{3}}", "3", extra_info={}) == 1.0
-    assert math_reward("\\boxed{-\\boxed{3}}", "-3", extra_info={}) == 1.0
-    assert math_reward("\\boxed{\\boxed{3}^2}", "9", extra_info={}) == 1.0
+    assert math_reward("\\boxed{-\\boxed{3}}", "-3", extra_info={}) == 0.0  # "-3" or "3"?
+    assert math_reward("\\boxed{5\\boxed{0}}", "0", extra_info={}) == 0.0  # math-verify reads "5{0}" as 0
     assert math_reward("\\boxed{C!}", "C", extra_info=CHOICES) == 1.0  # an option, exclaimed
 
 
