@@ -62,7 +62,6 @@ _LETTER_RE = re.compile(r"^\(?[A-Z]\)?\.?$")
 _WORDS_RE = re.compile(r"^[a-z][a-z '\-]*[a-z]$")
 _MATH_WORDS = {"pi", "infinity", "inf", "undefined", "none"}
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
-_LETTER_OUTSIDE_COMMAND_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]")
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _POINT_NAME_RE = re.compile(r"^[A-Z]{3,4}$")  # a geometry answer names its angle or polygon: m\angle ABC = 30
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
@@ -108,12 +107,20 @@ def _one_value(first: str, second: str) -> bool:
     first, second = _unwrapped(first), _unwrapped(second)
     if normalize_text(first) == normalize_text(second):
         return True
+    numbers = _uncounted(first, second)
+    if numbers is None:
+        return False
+    a, b = read_quantity(numbers[0]), read_quantity(numbers[1])
+    return a is not None and b is not None and (a.value, a.unit, a.percent, a.scale) == (b.value, b.unit, b.percent, b.scale)
+
+
+def _uncounted(first: str, second: str) -> tuple[str, str] | None:
+    """Two answers with what a count counts taken off ("5 apples" -> "5"; a side that is no count stays as
+    written), or None when both count, different things ("5 apples", "5 pears")."""
     counts = split_counted(first), split_counted(second)
     if all(counts) and counts[0][1] != counts[1][1]:
-        return False
-    first, second = (c[0] if c else t for c, t in zip(counts, (first, second)))
-    a, b = read_quantity(first), read_quantity(second)
-    return a is not None and b is not None and (a.value, a.unit, a.percent, a.scale) == (b.value, b.unit, b.percent, b.scale)
+        return None
+    return (counts[0][0] if counts[0] else first), (counts[1][0] if counts[1] else second)
 
 
 def ground_truth_answer(ground_truth: str) -> str:
@@ -176,14 +183,11 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
         return letter_of(answer) == letter_of(truth)
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
         return False  # a text answer matches by text only (step 3), never through sympy
-    counted = (split_counted(answer), split_counted(truth)) if unit is None else (None, None)
-    if any(counted) and all(c or read_number(normalize(t)) for c, t in zip(counted, (answer, truth))):
+    numbers = _uncounted(answer, truth) if unit is None else (answer, truth)
+    if numbers != (answer, truth) and (numbers is None or all(read_number(normalize(n)) for n in numbers)):
         # "5 apples" for "5": what is counted may be named or left out, but not be another thing; the other
         # side a plain number or a count, as a word the unit table does not know may be a unit ("5 decimeters")
-        (got_n, got_thing), (want_n, want_thing) = (c or (t, None) for c, t in zip(counted, (answer, truth)))
-        if got_thing and want_thing and got_thing != want_thing:
-            return False
-        return _value_match(got_n, want_n, precision=precision, unit=None, integer=integer)
+        return numbers is not None and _value_match(*numbers, precision=precision, unit=None, integer=integer)
     want_split = split_unit(truth) or ((truth, unit_key(unit)) if unit else None)
     got_split = split_unit(answer)
     if want_split and got_split:  # both a number with a unit: compare each
@@ -191,8 +195,8 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
             return False  # another unit ("5 N·m" for "5 m"): math-verify drops the unit words it knows, and reads both as 5
         return _value_match(got_split[0], want_split[0], precision=precision, unit=None, integer=integer)
     one = want_split or got_split  # a known unit on one side only may be left out ("12\pi" for "12\pi cm^2")
-    if one and one[1].startswith("?") and one[1] not in ("?e", "?i") and unit is None and not _LETTER_OUTSIDE_COMMAND_RE.search(
-        normalize(truth if got_split else answer)
+    if one and one[1].startswith("?") and one[1] not in ("?e", "?i") and unit is None and not re.search(
+        "[A-Za-z]", _COMMAND_RE.sub(" ", normalize(truth if got_split else answer))  # no letters but commands
     ):
         return False  # variables against a number: "2ab" is not 2 (math-verify reads "ab" as a unit and drops it)
     if one and not one[1].startswith("?"):

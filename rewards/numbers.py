@@ -135,7 +135,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     s = _CURRENCY_SUFFIX_RE.sub("", s)
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub("", s)
-    scale = degree_scale(s)
+    scale = _scale(s)
     s = _DEGREE_RE.sub("", _SCALE_WORD_RE.sub("", s))
     found_unit = None
     head = s[: -len(unit)] if unit else ""
@@ -159,10 +159,13 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
 
 def degree_scale(text: str) -> str | None:
     """The temperature scale after a degree sign at the end of ``text`` (``"5^\\circ C"``: ``"C"``), else None."""
-    text = normalize(text)
-    if word := _SCALE_WORD_RE.search(text):  # "5 degrees Celsius", or an expected unit "Fahrenheit"
+    return _scale(normalize(text))
+
+
+def _scale(s: str) -> str | None:
+    if word := _SCALE_WORD_RE.search(s):  # "5 degrees Celsius", or an expected unit "Fahrenheit"
         return word.group(1)[0].upper()
-    match = _DEGREE_RE.search(text)
+    match = _DEGREE_RE.search(s)
     return match.group(1) if match else None
 
 
