@@ -35,7 +35,9 @@ def _run(argv: list[str]) -> int:
     from openvlt.loop import run
     from openvlt.recipe import load_recipe
     from openvlt.report import format_summary
+    from rewards.registry import import_from_working_directory
 
+    import_from_working_directory()  # `reward.override: my_rewards:exact` next to my_rewards.py, as `rewards score` finds it
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     summary = run(load_recipe(args.recipe, overrides), force=args.force, redo=args.redo)
     print(format_summary(summary))

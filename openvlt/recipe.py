@@ -590,6 +590,9 @@ def check_values(recipe: Recipe) -> None:
                 check_reward(r.reward.override)
             except RewardError as exc:
                 raise RecipeError(f"{where('reward.override')}: {exc}") from exc
+            if k == 1 or where_set("reward.override", "reward.correct_at") != "reward.override":  # once per setting
+                _warn_if_correctness_is_off(where_set("reward.override", "reward.correct_at"), r.reward.override,
+                                            r.reward.correct_at)
         if r.grpo.reward is not None:  # the problem's own plugin ({reward}) is checked with the data
             try:
                 for _, part in split_terms(r.grpo.reward):
@@ -598,6 +601,27 @@ def check_values(recipe: Recipe) -> None:
             except RewardError as exc:
                 raise RecipeError(f"{where('grpo.reward')}: {exc}") from exc
     _check_prepare(recipe.prepare)
+
+
+def _warn_if_correctness_is_off(key: str, override: str, correct_at: float) -> None:
+    """A weighted composition judges correctness by its sum against `correct_at`: weights that do not add up
+    to it either accept an answer one part rejects (`math+format`: a wrong answer, well formatted, scores 1)
+    or accept none (`0.7*math+0.2*format` reaches 0.9 at best). Parts are taken to score in [0, 1]."""
+    from rewards.compose import split_terms
+
+    terms = split_terms(override)
+    if len(terms) == 1 and terms[0][0] == 1.0:
+        return
+    best = math.fsum(weight for weight, _ in terms)
+    lightest_weight, lightest = min(terms)
+    if best < correct_at:
+        log.warning("%s: an answer every part of %s scores 1 scores %g, below reward.correct_at (%g): none will count as "
+                    "correct (make the weights add up to %g, or lower reward.correct_at)", key, override, best, correct_at, correct_at)
+    elif len(terms) > 1 and math.fsum([best, -lightest_weight]) >= correct_at:
+        log.warning("%s: the weights of %s add up to %g, so an answer %s scores 0 still reaches reward.correct_at (%g) and "
+                    "counts as correct (raise reward.correct_at above %g, or change the weights: 0.9*math+0.1*format with "
+                    "reward.correct_at 1.0 needs both parts right)", key, override, best, lightest, correct_at,
+                    math.fsum([best, -lightest_weight]))
 
 
 def _check_prepare(prepare: Prepare) -> None:
@@ -692,6 +716,8 @@ def check_inputs(recipe: Recipe) -> None:
                     if bounds := r.pixel_bounds(role):
                         raise RecipeError(f"{named(f'roles.{role}.options.{next(iter(bounds))}')}: "
                                           f"{spec.model} is a text-only model: it reads no images to bound")
+            if spec.engine == "hf" and spec.model and Path(spec.model).is_file():
+                missing.append(f"{named(f'roles.{role}.model')}: {spec.model} (a file, not a model folder)")
             if spec.engine != "hf" or not spec.model or _exists(spec.model, prepared):
                 continue
             if _looks_local(spec.model):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -381,8 +382,18 @@ def validate_record(rec: dict[str, Any], decode_images: bool = False) -> str | N
 
 
 def load_image(data: bytes | dict[str, Any]) -> Image.Image:
-    """Decode one stored image (bytes, or the {'bytes', 'path'} struct) to an RGB PIL image."""
+    """Decode one stored image (bytes, or the {'bytes', 'path'} struct) to an RGB PIL image: transparency
+    on white, as vLLM and qwen-vl-utils do (a plain convert turns a diagram's transparent paper black),
+    and 16-bit greys scaled to 8 bits (a plain convert clips them to white)."""
     with _open_stored(data) as im:
+        if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+            grey = np.asarray(im, dtype=np.float64)
+            if grey.max(initial=0) > 255:  # 16-bit values (PNG's 16-bit greys open as "I" or "I;16")
+                grey = grey / 257
+            return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
+        if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+            paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(paper, im.convert("RGBA")).convert("RGB")
         return im.convert("RGB")
 
 
@@ -470,6 +481,9 @@ def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
     a run resumed from another folder judges with the same file."""
     from rewards.registry import RewardError, canonical_spec
 
+    for i, field in enumerate(table.schema):  # a pandas category (dictionary-encoded): its values, as text columns are
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
     for name in ("id", "answer"):
         if pa.types.is_integer(table.schema.field(name).type):
             table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))

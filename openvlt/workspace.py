@@ -61,9 +61,7 @@ class Workspace:
         self.work_digest: str | None = None  # set by `open`: what the stages compute (Recipe.work_digest)
         self.locked = False  # set by `open`, which holds the run directory's lock until `close`
         self.force = False  # set by `open`: keep complete stages whose inputs changed (with a warning)
-        self.manifest: dict[str, Any] = (
-            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
-        )
+        self.manifest: dict[str, Any] = read_manifest(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
         self.image_hashes_path = root / ".image_hashes.json"  # `data_fingerprint`'s cache: path -> [size, mtime, hash]
         try:
             self.image_hashes: dict[str, list] = json.loads(self.image_hashes_path.read_text())
@@ -105,6 +103,14 @@ class Workspace:
         marked = ws._stages_from(requests) if requests else []  # a wrong stage name fails before anything is written
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
         completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
+        if old is None and completed and ws.manifest.get("recipe") != recipe.digest():  # nothing to compare with
+            lost = (f"{frozen}, the recipe this run was started with, is missing, and the manifest says its completed "
+                    "stages were made with other values than this recipe's")
+            if not force:
+                raise RecipeError(f"{lost}: restore it (a recipe.*.yaml beside it is an earlier one), use the original "
+                                  "recipe, a new run directory, or --force to continue with these values (completed "
+                                  "stages are kept as they are)")
+            log.warning("--force: %s; keeping them", lost)
         if changes:
             if not force and completed:
                 raise RecipeError(
@@ -167,6 +173,8 @@ class Workspace:
         for stage in self.manifest["stages"].values():
             for entry in (*stage.get("inputs", {}).values(), *stage.get("outputs", {}).values()):
                 entry["path"] = rebase_paths(entry["path"], old, new)
+            if "inputs" in stage:  # and a name that holds its file ("reward {run_dir}/p.py")
+                stage["inputs"] = {_moved_name(name, old, new): entry for name, entry in stage["inputs"].items()}
 
     def _mark_for_redo(self, request: str, keys: list[str]) -> None:
         """Mark `keys` (what --redo `request` names) to be run again. The same --redo repeated after a crash (same request, same recipe)
@@ -229,6 +237,7 @@ class Workspace:
             log.info("%s: complete, skipped", key)
             shutil.rmtree(self._scratch(key), ignore_errors=True)  # left by a kill just after the stage completed
             return self.counts(key)
+        self._check_outputs_replaceable(key, finals)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
                      inputs={n: self._input_entry(value) for n, value in (inputs or {}).items()})
@@ -256,6 +265,30 @@ class Workspace:
         log.info("%s: %s (%.1f s)", key, _summary(counts), seconds)
         return counts
 
+    def _check_outputs_replaceable(self, key: str, finals: dict[str, Path]) -> None:
+        """A stage replaces its outputs whole. Those the run names itself lie in the run directory, but a
+        prepare block's `out` is the user's: a folder there that this stage did not make (a data set, the
+        run directory's parent) is refused before anything is removed."""
+        if (self._scratch(key) / "result.json").exists():  # an attempt that finished its work: moving it in place
+            return
+        root, recorded = self.root.resolve(), self.manifest["stages"].get(key, {}).get("outputs", {})
+        others = [Path(o["path"]).resolve() for k, stage in self.manifest["stages"].items() if k != key
+                  for o in stage.get("outputs", {}).values()]
+        for name, final in finals.items():
+            where = final.resolve()
+            if root.is_relative_to(where):
+                raise ValueError(f"{key}: its output {name!r}, {final}, holds the run directory {root}, which writing "
+                                 "it would replace: name a folder inside the run directory or beside it")
+            inside = [o for o in others if o.is_relative_to(where)]
+            if inside:
+                raise ValueError(f"{key}: its output {name!r}, {final}, holds {inside[0]}, another stage's output, "
+                                 "which writing it would replace: name another folder")
+            made_here = recorded.get(name, {}).get("path") == str(final)
+            if final.exists() and not made_here and not where.is_relative_to(root):
+                raise ValueError(f"{key}: its output {name!r}, {final}, exists and this run did not make it; writing it "
+                                 "would replace what it holds: name a folder that does not exist yet (or remove this "
+                                 "one; to use what it holds, drop its prepare block and name the files it holds)")
+
     def _run_in_place(self, key: str, fn: Callable[[StageContext], dict[str, Any]], entry: dict[str, Any], scratch: Path,
                       finals: dict[str, Path], started: float) -> tuple[dict[str, Any], float]:
         """Run `fn` on partial outputs (or take what an interrupted attempt finished) and move them into
@@ -277,6 +310,7 @@ class Workspace:
             log.info("%s: finished by the interrupted attempt; recording its outputs", key)
         else:
             counts = fn(StageContext(key, partial, scratch)) or {}
+            _check_file_sets_kept(key, entry["inputs"])
             missing = [name for name, p in partial.items() if not p.exists()]
             if missing:
                 raise RuntimeError(f"stage {key} did not write its output {missing[0]!r}")
@@ -335,6 +369,12 @@ class Workspace:
                 changed.append(f"{name} ({path}: {self._changed_images(value)})")
             else:
                 changed.append(name if str(path) in name else f"{name} ({path})")  # ("reward /x/p.py" names its file)
+        if inputs is not None:  # a file named in its input's name is one of a set (the plugin files a stage judges with):
+            now = _file_sets(given)  # another set is another input, e.g. a relative plugin path read from another folder
+            for kind, files in _file_sets(recorded).items():
+                if now.get(kind, []) != files:
+                    changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}: a relative "
+                                   "plugin path is read from the folder the command runs in)")
         return changed
 
     def _changed_images(self, ref: DataRef) -> str:
@@ -417,7 +457,22 @@ def run_state(run_dir: Path) -> str:
     "no run" (no manifest: not a run directory, or a run still checking its recipe before it writes one)."""
     if not (run_dir / "manifest.json").exists():
         return "no run"
-    return _state(json.loads((run_dir / "manifest.json").read_text()), _holder(run_dir))
+    return _state(read_manifest(run_dir / "manifest.json"), _holder(run_dir))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest.json, or a ValueError naming the file when it is none (cut short, edited by hand)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        why = None if isinstance(manifest, dict) and isinstance(manifest.get("stages"), dict) else "no 'stages' mapping"
+        if why is None and not all(isinstance(stage, dict) for stage in manifest["stages"].values()):
+            why = "a stage that is not a mapping"
+    except (ValueError, UnicodeDecodeError) as exc:
+        why = f"not JSON: {exc}"
+    if why is not None:
+        raise ValueError(f"{path} is not a run manifest ({why}): restore it, or start a new run directory (the outputs "
+                         "in this one are as they were, but which stages completed cannot be told without it)")
+    return manifest
 
 
 def _state(manifest: dict[str, Any], holder: str | None) -> str:
@@ -431,7 +486,7 @@ def _state(manifest: dict[str, Any], holder: str | None) -> str:
 
 def format_status(run_dir: Path) -> str:
     """The manifest as a table: what is done, what failed (and why), what a rerun will do."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_manifest(run_dir / "manifest.json")
     holder = _holder(run_dir)
     lines = [f"run {manifest.get('run')} in {run_dir} (recipe {manifest.get('recipe')})"]
     if holder:
@@ -544,6 +599,31 @@ def _named_images(data: DataRef) -> list[tuple[str, Path]]:
 def _inside(path: str, outputs: list[Path]) -> bool:
     """Whether `path` is one of `outputs` or lies inside one (a data file in prepare's data folder)."""
     return any(Path(path).resolve().is_relative_to(o) for o in outputs)
+
+
+def _file_sets(inputs: dict[str, Any]) -> dict[str, list[str]]:
+    """Inputs named "<kind> <their file>" (loop's "reward /x/p.py"), as kind -> sorted files."""
+    sets: dict[str, list[str]] = {}
+    for name, value in inputs.items():
+        kind, _, file = name.partition(" ")
+        if file and file == str(value["path"] if isinstance(value, dict) else value):
+            sets.setdefault(kind, []).append(file)
+    return {kind: sorted(files) for kind, files in sets.items()}
+
+
+def _check_file_sets_kept(key: str, inputs: dict[str, dict[str, Any]]) -> None:
+    """Plugin files are read while a stage runs (each reward worker loads its own copy, and again when
+    the file changes): one edited meanwhile judged only part of the stage, so it is not recorded complete."""
+    for kind, files in _file_sets(inputs).items():
+        edited = [file for file in files if fingerprint(Path(file)) != inputs[f"{kind} {file}"]["hash"]]
+        if edited:
+            raise RuntimeError(f"{key}: its {kind} {edited[0]} changed while the stage ran, so its verdicts may come "
+                               "from both versions; run the same command again to run the stage on the new one")
+
+
+def _moved_name(name: str, old: str, new: str) -> str:
+    kind, space, file = name.partition(" ")
+    return f"{kind} {rebase_paths(file, old, new)}" if space else name
 
 
 def _recorded_input(entry: dict[str, Any]) -> str | DataRef:

@@ -70,13 +70,14 @@ class ScoreResult:
         return {"score": score, "error": None}
 
 
-def nothing_judged(where: str, what: str, results: Sequence[ScoreResult]) -> str:
+def nothing_judged(where: str, what: str, results: Sequence[ScoreResult], also: str = "") -> str:
     """Why a stage stops when its reward judged none of its `results` (a plugin that raises or hangs on
     everything): what it would go on to write (an accuracy of 0, an empty SFT set, a GRPO model trained on
-    nothing) would look like the model's doing."""
+    nothing) would look like the model's doing. `also`: more of what the way on depends on."""
     timeouts = sum(r.status == "timeout" for r in results)
     return (f"{where}: none of its {len(results)} {what} could be judged ({len(results) - timeouts} reward errors, "
-            f"{timeouts} timeouts; first: {results[0].error}). Fix the plugin and run the same command again")
+            f"{timeouts} timeouts; first: {results[0].error}). Fix the plugin and run the same command again (it names "
+            f"the completed stages that judged with the old plugin, to run again with --redo or keep with --force{also})")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 from rewards.batch import DEFAULT_TIMEOUT, BatchSummary, default_workers, iter_scores
-from rewards.registry import RewardError, list_rewards
+from rewards.registry import RewardError, import_from_working_directory, list_rewards
 
 
 def main(argv: list[str]) -> int:
@@ -43,8 +42,7 @@ def main(argv: list[str]) -> int:
     score.add_argument("--output", help="write results here instead of stdout")
     commands.add_parser("list", help="list the registered reward plugins")
     args = parser.parse_args(argv)
-    if "" not in sys.path and os.getcwd() not in sys.path:  # `--reward my_rewards:exact` next to my_rewards.py,
-        sys.path.insert(0, os.getcwd())                      # as `python -m` would find it (workers get our path)
+    import_from_working_directory()  # `--reward my_rewards:exact` next to my_rewards.py
     if args.command == "list":
         for name, summary in list_rewards().items():
             print(f"{name:<12} {summary.replace('``', '')}")

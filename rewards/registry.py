@@ -157,6 +157,13 @@ def _load_in_child(spec: str) -> None:
         raise RewardError(error)
 
 
+def import_from_working_directory() -> None:
+    """Let a module spec (``my_rewards:exact``) name a module in the working directory, as ``python -m``
+    would find it; worker processes get this ``sys.path``. For the command-line tools."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def child_env() -> dict[str, str]:
     """Our environment, with this package importable: for ``python -c`` processes that load plugins."""
     env = dict(os.environ)
@@ -246,13 +253,20 @@ def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping
 
 
 def validate_output(out: object, where: str) -> tuple[float, dict[str, float] | None]:
-    """Check a plugin's return value: a finite real, or a dict with a finite real ``score``."""
+    """Check a plugin's return value: a finite real, or a dict with a finite real ``score``. A dict's other
+    numbers are components (finite too); its text, None and containers are notes, left out, as verl's
+    reward functions return them (math_dapo's ``"pred": "42"``)."""
     if isinstance(out, Mapping):
         if "score" not in out:
             raise RewardError(f"{where} returned a dict without 'score': keys {sorted(map(str, out))}")
-        components = {str(k): _finite(v, f"{where} component {k!r}") for k, v in out.items() if k != "score"}
+        components = {str(k): _finite(v, f"{where} component {k!r}") for k, v in out.items()
+                      if k != "score" and not _note(v)}
         return _finite(out["score"], f"{where} score"), components
     return _finite(out, where), None
+
+
+def _note(value: object) -> bool:
+    return value is None or isinstance(value, (str, bytes, Mapping, list, tuple, set))
 
 
 def _finite(value: object, where: str) -> float:

@@ -166,8 +166,8 @@ def grpo(
         results = score(items)
         if not any(r.ok for r in results):
             # it would update on nothing and hand the next iteration its SFT model under a GRPO model's name
-            raise ValueError(nothing_judged(f"GRPO step {step}", "rollouts", results)
-                             + " (a changed recipe value, such as reward.timeout or grpo.reward, needs --force and starts the stage over)")
+            raise ValueError(nothing_judged(f"GRPO step {step}", "rollouts", results, also="; a changed recipe value, such as "
+                                            "reward.timeout or grpo.reward, needs --force and starts the stage over"))
         rewards = torch.tensor([r.score if r.ok else 0.0 for r in results], dtype=torch.float32)
         valid = torch.tensor([r.ok for r in results])
         group = np.repeat(np.arange(len(chosen)), config.rollouts)

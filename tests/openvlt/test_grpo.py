@@ -238,8 +238,9 @@ def test_a_step_whose_rollouts_all_failed_to_be_judged_stops_the_stage_naming_th
                    judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
     assert re.match(r"GRPO step 1: none of its 4 rollouts could be judged \(4 reward errors, 0 timeouts; first: reward "
                     r"'.*plugins.py:raises' on item 0 \(problem toyworld-\S+, step 1 rollout 0\) raised RuntimeError: boom\)\. "
-                    r"Fix the plugin and run the same command again \(a changed recipe value, such as reward.timeout or grpo.reward, "
-                    r"needs --force and starts the stage over\)$", str(err.value)), str(err.value)
+                    r"Fix the plugin and run the same command again \(it names the completed stages that judged with the old plugin, "
+                    r"to run again with --redo or keep with --force; a changed recipe value, such as reward.timeout or "
+                    r"grpo.reward, needs --force and starts the stage over\)$", str(err.value)), str(err.value)
     assert not (tmp_path / "g" / "model.safetensors").exists() and (tmp_path / "g" / "metrics.jsonl").read_text() == ""
 
 

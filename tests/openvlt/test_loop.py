@@ -331,6 +331,21 @@ def test_a_reward_plugin_that_raises_stops_the_run_at_its_first_use_and_the_same
     assert stages(run_dir)["base/evaluate"]["attempts"] == 2 and stages(run_dir)["prepare"]["attempts"] == 1
 
 
+def test_a_reward_module_in_the_working_directory_is_found_as_rewards_score_finds_it(tmp_path):
+    """`reward.override: my_rewards:judge` next to my_rewards.py (the rewards README's "in the current folder"):
+    the recipe check gets past the reward and stops at the next problem, a missing held-out file."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "my_rewards_here.py").write_text(PLUGINS.read_text() + "\njudge = lenient_half\n")
+    recipe = micro_recipe(tmp_path, tmp_path / "run", reward={"workers": 1, "override": "my_rewards_here:judge"},
+                          data={"sft": "{run_dir}/data/toyworld/train.parquet", "rl": "{run_dir}/data/toyworld/train.parquet",
+                                "eval": {"toyworld": str(tmp_path / "nowhere.parquet")}})
+    done = subprocess.run([OPENVLT, "run", str(recipe)], capture_output=True, text=True, timeout=300, cwd=here,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1 and "cannot import" not in done.stderr
+    assert f"missing input(s):\n  data.eval.toyworld: {tmp_path / 'nowhere.parquet'}" in done.stderr, done.stderr[-2000:]
+
+
 def test_a_training_reward_that_judges_nothing_stops_grpo_clearly_and_keeps_the_finished_work(reference, tmp_path):
     shutil.copytree(reference, tmp_path / "run")
     recipe, before = micro_recipe(tmp_path, tmp_path / "run"), stages_once_moved(reference, tmp_path / "run")

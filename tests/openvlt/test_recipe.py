@@ -258,6 +258,10 @@ def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": "./no-model"}})
     with pytest.raises(RecipeError, match=r"roles.student.model: ./no-model"):
         load_recipe(path)
+    for role in ("student", "reasoner"):  # a file is no model folder (a config.json, the recipe itself)
+        path = write(tmp_path, toyworld_dir, tiny_student, roles={**MINIMAL["roles"], role: {"engine": "hf", "model": str(tiny_student / "config.json")}})
+        with pytest.raises(RecipeError, match=rf"missing input\(s\):\n  roles.{role}.model: .*config.json \(a file, not a model folder\)"):
+            load_recipe(path)
 
 
 def _model_folder(tmp_path, tiny_student, name, config_text) -> Path:
@@ -660,3 +664,29 @@ def test_a_recipe_is_read_as_utf8_whatever_the_locale(tmp_path, toyworld_dir, ti
     latin.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
     with pytest.raises(RecipeError, match=r"latin1.yaml: not UTF-8 text \(byte \d+: invalid continuation byte\); save the recipe as UTF-8"):
         load_recipe(latin)
+
+
+@pytest.mark.parametrize("override, correct_at, warning", [
+    ("math+format", 1.0, "the weights of math+format add up to 2, so an answer format scores 0 still reaches "
+                         "reward.correct_at (1) and counts as correct"),
+    ("0.7*math+0.2*format", 1.0, "an answer every part of 0.7*math+0.2*format scores 1 scores 0.9, below reward.correct_at "
+                                 "(1): none will count as correct"),
+    ("0.5*math", 1.0, "an answer every part of 0.5*math scores 1 scores 0.5, below reward.correct_at (1)"),
+    ("0.9*math+0.1*format", 1.0, None),
+    ("0.7*math+0.2*format+0.1*format", 1.0, None),  # (refused: a part named twice)
+    ("0.5*math+0.5*format", 0.5, "the weights of 0.5*math+0.5*format add up to 1, so an answer format scores 0 still "
+                                 "reaches reward.correct_at (0.5) and counts as correct (raise reward.correct_at above 0.5,"),
+    ("math", 1.0, None),
+])
+def test_a_composition_whose_weights_miss_reward_correct_at_is_warned_about(tmp_path, toyworld_dir, tiny_student, caplog,
+                                                                             override, correct_at, warning):
+    path = write(tmp_path, toyworld_dir, tiny_student, reward={"override": override, "correct_at": correct_at})
+    with caplog.at_level("WARNING", logger="openvlt.recipe"):
+        try:
+            load_recipe(path)
+        except RecipeError as exc:
+            assert "names a part twice" in str(exc) and warning is None
+    if warning is None:
+        assert "reward.correct_at" not in caplog.text
+    else:
+        assert f"reward.override: {warning}" in caplog.text, caplog.text

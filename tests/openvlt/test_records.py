@@ -329,3 +329,48 @@ def test_image_files_are_the_files_a_record_file_names_not_the_bytes_it_holds(tm
     pq.write_table(pa.table({**common, "images": pa.array(held, struct)}), tmp_path / "held.parquet")
     (tmp_path / "notes.parquet").write_text("not parquet")
     assert image_files(tmp_path / "held.parquet") == [] and image_files(tmp_path / "notes.parquet") == []
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_transparent_and_16_bit_images_are_read_as_they_look():
+    """A diagram drawn in black on transparent paper stays a diagram (on white, as vLLM and qwen-vl-utils put
+    it), not a black square; 16-bit greys keep their gradient instead of clipping to white; plain images are
+    unchanged."""
+    drawing = np.zeros((16, 16, 4), dtype=np.uint8)
+    drawing[8, :] = (0, 0, 0, 255)  # one black line, the rest transparent
+    for mode in ("RGBA", "LA", "P"):
+        image = Image.fromarray(drawing, "RGBA").convert(mode) if mode != "P" else Image.fromarray(drawing, "RGBA").convert("P")
+        if mode == "P":
+            image.info["transparency"] = image.getpixel((0, 0))
+        pixels = np.asarray(load_image(_png(image)))
+        assert pixels.shape == (16, 16, 3) and (pixels[8] == 0).all(), mode
+        assert (np.delete(pixels, 8, axis=0) == 255).all(), mode
+    gradient = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0 .. 65535
+    grey = np.asarray(load_image(_png(Image.fromarray(gradient))))
+    assert (grey[..., 0] == np.arange(256).reshape(16, 16)).all()
+    colour = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    assert (np.asarray(load_image(_png(Image.fromarray(colour)))) == colour).all()
+
+
+def test_a_categorical_reward_column_names_plugin_files_next_to_the_record_file(tmp_path, monkeypatch):
+    """pandas writes a category column dictionary-encoded: its plugin paths are anchored like plain text,
+    so a run from another folder (holding a file of the same name) still judges with the data's plugin."""
+    from openvlt.records import reward_plugin_files
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for folder in (data, elsewhere):
+        folder.mkdir()
+        (folder / "mine.py").write_text("def score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    write_records([record(i, reward="mine.py:score") for i in range(3)], data / "p.parquet")
+    table = pq.read_table(data / "p.parquet")
+    column = table.column("reward").combine_chunks().dictionary_encode()
+    pq.write_table(table.set_column(table.schema.get_field_index("reward"), "reward", column), data / "p.parquet")
+    assert pa.types.is_dictionary(pq.read_table(data / "p.parquet").schema.field("reward").type)
+    monkeypatch.chdir(elsewhere)
+    assert {row["reward"] for row in read_records(data / "p.parquet")} == {f"{data / 'mine.py'}:score"}
+    assert reward_plugin_files(data / "p.parquet") == [str(data / "mine.py")]

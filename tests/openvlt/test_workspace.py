@@ -548,3 +548,142 @@ def test_saved_work_stamped_before_images_were_fingerprinted_is_still_reused(tmp
     (scratch / "chunk-00000.json").write_text("[]")
     _keep_only_work_made_from({"recipe": "r1", "inputs": {"problems": "cccc+bbbb"}}, "iter_1/caption", scratch, [])
     assert not (scratch / "chunk-00000.json").exists()  # the data file itself changed
+
+
+def test_a_reward_plugin_read_from_another_folder_is_another_input(tmp_path, toyworld_dir, tiny_student):
+    """A relative plugin path is read from the folder the command runs in: a resume from another folder
+    with a file of the same name judges with other code, so the stages that judged are not silently kept.
+    A run directory moved with the plugin inside it still resumes."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    first, other = tmp_path / "a" / "mine.py", tmp_path / "c" / "mine.py"
+    for folder, verdict in ((first, "1.0"), (other, "0.0")):
+        folder.parent.mkdir()
+        folder.write_text(f"def judge(response, ground_truth, *, extra_info):\n    return {verdict}\n")
+
+    runs = []
+
+    def stage(ws, plugin):
+        ws.stage("iter_1/select", lambda ctx: {"bytes": ctx.out["x"].write_text(plugin.read_text()), "run": runs.append(1)},
+                 outputs={"x": ws.root / "x"}, inputs={f"reward {plugin}": plugin})
+
+    with Workspace.open(recipe) as ws:
+        stage(ws, first)
+    with Workspace.open(recipe) as ws:
+        stage(ws, first)  # the same file: skipped
+        with pytest.raises(ValueError, match=rf"iter_1/select is complete, but its input reward \({first}; now {other}: "
+                                             r"a relative plugin path is read from the folder the command runs in\) "
+                                             r"changed since it ran\. Rerun with --redo iter_1/select"):
+            stage(ws, other)
+    assert (tmp_path / "run" / "x").read_text() == first.read_text() and len(runs) == 1
+
+    inside = tmp_path / "run" / "mine.py"
+    shutil.copy(first, inside)
+    with Workspace.open(recipe, redo="iter_1/select") as ws:
+        stage(ws, inside)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    moved = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "moved")))
+    with Workspace.open(moved) as ws:
+        stage(ws, tmp_path / "moved" / "mine.py")  # the same plugin, moved with the run: skipped
+    assert len(runs) == 2
+    (tmp_path / "moved" / "mine.py").write_text(other.read_text())  # and still compared there
+    with Workspace.open(moved) as ws, pytest.raises(ValueError, match=r"its input reward .*moved/mine.py changed since it ran"):
+        stage(ws, tmp_path / "moved" / "mine.py")
+
+
+def test_a_reward_plugin_edited_while_its_stage_runs_leaves_the_stage_to_run_again(tmp_path, toyworld_dir, tiny_student):
+    """Reward workers load a plugin file again when it changes: a stage during which it was edited judged
+    with both versions, so it fails and the same command runs it again on the new one."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("# v1\n")
+    runs = []
+
+    def body(ctx):
+        runs.append(plugin.read_text())
+        if len(runs) == 1:
+            plugin.write_text("# v2, a fix made while the stage ran\n")
+        ctx.out["x"].write_text(runs[-1])
+        return {}
+
+    inputs = {f"reward {plugin}": plugin}
+    with Workspace.open(recipe) as ws, pytest.raises(RuntimeError, match=rf"iter_1/select: its reward {plugin} changed "
+                                                                          r"while the stage ran"):
+        ws.stage("iter_1/select", body, outputs={"x": ws.root / "x"}, inputs=inputs)
+    assert not (tmp_path / "run" / "x").exists()
+    with Workspace.open(recipe) as ws:
+        ws.stage("iter_1/select", body, outputs={"x": ws.root / "x"}, inputs=inputs)
+    assert (tmp_path / "run" / "x").read_text() == "# v2, a fix made while the stage ran\n" and len(runs) == 2
+
+
+def test_a_stage_never_replaces_a_folder_it_did_not_make(tmp_path, toyworld_dir, tiny_student):
+    """A prepare block's `out` is the user's to name: an existing data folder, the run directory's parent or a
+    folder holding another stage's output is refused before anything in it is removed; a folder the stage
+    made itself is replaced on --redo, and so is one the run directory holds."""
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "runs" / "run")))
+    precious, sibling = tmp_path / "precious", tmp_path / "runs" / "other_run"
+    for folder in (precious, sibling):
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("keep me")
+
+    def prepare(ws, out, key="prepare"):
+        return ws.stage(key, lambda ctx: {"files": (ctx.out["toyworld"].mkdir(), (ctx.out["toyworld"] / "train.parquet").write_text("rows"))[0]},
+                        outputs={"toyworld": out})
+
+    with Workspace.open(recipe) as ws:
+        with pytest.raises(ValueError, match=rf"prepare: its output 'toyworld', {precious}, exists and this run did not "
+                                             r"make it; writing it would replace what it holds"):
+            prepare(ws, precious)
+        with pytest.raises(ValueError, match=r"holds the run directory .*runs/run, which writing it would replace"):
+            prepare(ws, ws.root / "..")
+        with pytest.raises(ValueError, match=r"holds the run directory"):
+            prepare(ws, ws.root)
+    assert (precious / "notes.txt").read_text() == "keep me" and (sibling / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "runs" / "run" / "manifest.json").exists()
+
+    made = tmp_path / "data" / "toyworld"
+    with Workspace.open(recipe) as ws:
+        prepare(ws, made)
+        ws.stage("iter_1/caption", lambda ctx: {"n": ctx.out["c"].write_text("captions")}, outputs={"c": ws.root / "iter_1" / "c.txt"})
+        with pytest.raises(ValueError, match=r"holds .*iter_1/c.txt, another stage's output"):
+            prepare(ws, ws.root / "iter_1", key="prepare_more")
+    (made / "train.parquet").write_text("edited by hand")
+    with Workspace.open(recipe, redo="prepare") as ws:
+        prepare(ws, made)  # its own folder: made again
+    assert (made / "train.parquet").read_text() == "rows"
+
+
+def test_a_run_directory_that_lost_its_frozen_recipe_takes_no_other_recipe_over_its_completed_stages(
+        tmp_path, toyworld_dir, tiny_student, caplog):
+    """Without recipe.yaml there is no frozen recipe to compare with, but the manifest's digest still says
+    whether the completed stages were made with this recipe's values."""
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"))
+    with Workspace.open(load_recipe(path)) as ws:
+        ws.stage("iter_1/sft", lambda ctx: {"n": ctx.out["x"].write_text("model")}, outputs={"x": ws.root / "x"})
+    (tmp_path / "run" / "recipe.yaml").unlink()
+    with pytest.raises(RecipeError, match=r"recipe.yaml, the recipe this run was started with, is missing, and the manifest "
+                                          r"says its completed stages were made with other values than this recipe's: restore it"):
+        Workspace.open(load_recipe(path, ["sft.lr=0.5"]))
+    assert not (tmp_path / "run" / "recipe.yaml").exists()
+    with Workspace.open(load_recipe(path)):  # the same values: resumes, and freezes them again
+        pass
+    assert "lr: " in (tmp_path / "run" / "recipe.yaml").read_text()
+    (tmp_path / "run" / "recipe.yaml").unlink()
+    with Workspace.open(load_recipe(path, ["sft.lr=0.5"]), force=True):
+        pass
+    assert "--force: " in caplog.text and "0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", "{}", '{"stages": null}', '{"stages": {"prepare": 3}}'])
+def test_a_damaged_manifest_is_named_by_status_and_run_without_a_traceback(tmp_path, toyworld_dir, tiny_student, text):
+    from ..conftest import OPENVLT
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text(text)
+    (run_dir / "x.parquet").write_text("a stage's output")
+    status = subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert f"{run_dir / 'manifest.json'} is not a run manifest (" in status.stderr
+    with pytest.raises(ValueError, match=r"manifest.json is not a run manifest \(.*\): restore it, or start a new run directory"):
+        Workspace.open(load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(run_dir))))
+    assert (run_dir / "manifest.json").read_text() == text and (run_dir / "x.parquet").read_text() == "a stage's output"

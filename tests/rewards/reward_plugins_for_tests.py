@@ -35,9 +35,10 @@ def misbehave(response: str, ground_truth: str, *, extra_info: dict) -> float:
 
 @register("test_bad_return")
 def bad_return(response: str, ground_truth: str, *, extra_info: dict) -> object:
-    """Returns what the response names instead of a score."""
+    """Returns what the response names instead of a score (or a component)."""
     return {"string": "1.0", "nan": float("nan"), "inf": float("inf"), "dict": {"accuracy": 1.0},
-            "none": None, "dict_nan": {"score": float("nan")}}[response]
+            "none": None, "dict_nan": {"score": float("nan")}, "part_nan": {"score": 1.0, "acc": float("nan")},
+            "string_score": {"score": "1.0"}}[response]
 
 
 def score_in_child(n: int) -> list[float]:

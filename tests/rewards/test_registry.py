@@ -113,6 +113,7 @@ def test_unknown_rewards_are_explained(spec, message, load):
     ("dict", "without 'score'"),
     ("none", "returned NoneType"),
     ("dict_nan", "score returned nan"),
+    ("part_nan", "component 'acc' returned nan"),
 ])
 def test_bad_return_values_are_errors_naming_plugin_and_item(response, message):
     from tests.rewards import reward_plugins_for_tests  # noqa: F401  (registers test_bad_return)
@@ -120,6 +121,19 @@ def test_bad_return_values_are_errors_naming_plugin_and_item(response, message):
     with pytest.raises(RewardError, match=message) as info:
         call_reward("test_bad_return", response, "", {}, index=12)
     assert "reward 'test_bad_return' on item 12" in str(info.value)
+
+
+def test_a_dicts_text_and_containers_are_notes_left_out_as_verl_reward_functions_return_them():
+    """verl's math_dapo returns {"score", "acc", "pred": "42"}: its numbers are components, the text a note."""
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    def dapo_like(response, ground_truth, *, extra_info):
+        return {"score": -1.0, "acc": False, "pred": "41", "steps": ["a", "b"], "extra": None, "detail": {"why": "wrong"}}
+
+    register("test_dapo_like")(dapo_like)
+    assert call_reward("test_dapo_like", "x", "42", {}) == (-1.0, {"acc": 0.0})
+    with pytest.raises(RewardError, match=r"test_bad_return' score returned str '1.0', not a number"):
+        call_reward("test_bad_return", "string_score", "", {})
 
 
 def test_a_raising_plugin_is_an_error_naming_plugin_and_item():
