@@ -68,7 +68,7 @@ PIXEL_OPTIONS = ("max_pixels", "min_pixels")  # hf engine options bounding an im
 
 # Keys added after runs were made, at the value that computes what those runs computed: left out of the
 # work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
-ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None}
+ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None, "reward.memory_mb": 2048}
 
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -191,6 +191,7 @@ class RewardSettings:
     timeout: float = 5.0        # hard wall-clock limit per item, seconds
     correct_at: float = 1.0     # a response is correct when its score is at least this
     override: Optional[str] = None  # judge every problem with this plugin instead of its own
+    memory_mb: int = 2048       # address space each reward worker may take beyond its start, MiB (a plugin's model)
 
     def reward_of(self, problem: dict[str, Any]) -> str:
         """The plugin that judges `problem`: `override` when set, else the problem's own."""
@@ -440,7 +441,7 @@ _AT_LEAST_ONE = (
     "caption.max_tokens", "caption.chunk_size", "distill.samples", "distill.max_tokens", "distill.chunk_size",
     "rl_data.samples", "rl_data.max_tokens", "evaluate.max_tokens", "regenerate.samples", "regenerate.max_tokens",
     "regenerate.chunk_size", "sft.steps", "sft.batch_size", "sft.grad_accum", "grpo.steps", "grpo.prompts_per_step",
-    "grpo.max_tokens", "grpo.ppo_epochs", "grpo.mini_batches", "grpo.micro_batch_size",
+    "grpo.max_tokens", "grpo.ppo_epochs", "grpo.mini_batches", "grpo.micro_batch_size", "reward.memory_mb",
 )
 _POSITIVE = {
     "sft.lr": "", "grpo.lr": "", "reward.timeout": " (seconds per reward call)",
@@ -973,11 +974,11 @@ def _expand_run_dir(recipe: Recipe) -> Recipe:
     if not recipe.run_dir and not os.path.normpath(f"runs/{recipe.name}").startswith(f"runs{os.sep}"):
         raise RecipeError(f"name: {recipe.name!r} leads out of runs/; the run directory is runs/<name>: name the run "
                           "plainly (`exp/seed1` is fine), or give a run_dir")
-    run_dir = os.path.normpath(recipe.run_dir or f"runs/{recipe.name}")  # `runs/x/` and `runs/x` are one run
+    run_dir = os.path.normpath(_home(recipe.run_dir or f"runs/{recipe.name}"))  # `runs/x/` and `runs/x` are one run
 
     def expand(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace("{run_dir}", run_dir)
+            return _home(value).replace("{run_dir}", run_dir)
         if isinstance(value, list):
             return [expand(v) for v in value]
         if isinstance(value, dict):
@@ -987,6 +988,14 @@ def _expand_run_dir(recipe: Recipe) -> Recipe:
     raw = expand(to_dict(recipe))
     raw["run_dir"] = run_dir
     return _build(Recipe, raw, "")
+
+
+def _home(value: str) -> str:
+    """A path that starts at a home folder (`~/runs/x`, as a shell leaves it after `--run-dir=`), expanded."""
+    return os.path.expanduser(value) if _HOME_RE.match(value) else value
+
+
+_HOME_RE = re.compile(r"~[\w.-]*(?:/|$)")
 
 
 class _RecipeLoader(yaml.SafeLoader):

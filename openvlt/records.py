@@ -485,8 +485,11 @@ def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
     for name in ("id", "answer"):
-        if pa.types.is_integer(table.schema.field(name).type):
-            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
+        column = table.column(name)
+        if pa.types.is_floating(column.type) and pc.all(pc.equal(pc.floor(column), column)).as_py() is not False:
+            column = column.cast(pa.int64())  # pandas' integers with a missing value: floats, the missing one NaN (null)
+        if pa.types.is_integer(column.type):
+            table = table.set_column(table.schema.get_field_index(name), name, column.cast(pa.string()))
     if not _is_text(table.schema.field("reward").type):
         return table  # validation names the type
     specs = table.column("reward").to_pylist()

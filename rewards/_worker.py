@@ -40,7 +40,9 @@ PROGRESS = struct.Struct("dd")  # (position, start)
 
 def main(argv: list[str]) -> None:
     """Worker entry point: warm up, then score chunks until told to stop or the socket closes."""
+    global _memory_mb
     sock_fd, progress_fd, memory_mb, owner_pid = (int(a) for a in argv)
+    _memory_mb = memory_mb
     conn = connection.Connection(sock_fd)
     progress = mmap.mmap(progress_fd, PROGRESS.size)
     _die_with_owner(owner_pid)
@@ -102,7 +104,18 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
         error = str(exc)
     except Exception as exc:
         error = f"reward {spec!r} on item {index}: {type(exc).__name__}: {exc}"
-    return "error", math.nan, None, error, time.perf_counter() - started
+    return "error", math.nan, None, _memory_named(error), time.perf_counter() - started
+
+
+def _memory_named(error: str) -> str:
+    """A MemoryError's own text is empty: say which limit it met, and where to raise it."""
+    if "MemoryError" not in error or not _memory_mb:
+        return error
+    return (f"{error} (over this reward worker's memory limit, {_memory_mb} MiB beyond its start: raise it with "
+            "reward.memory_mb, or --memory-mb for `openvlt rewards score`)")
+
+
+_memory_mb = 0  # the worker's limit (main sets it); 0: none, as in-process scoring has
 
 
 def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:
@@ -116,7 +129,7 @@ def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:
             return None
         except Exception as exc:  # tried once per worker: a slow import that fails is not paid per item
             _load_failures[(spec, hints)] = str(exc) if isinstance(exc, RewardError) else f"{type(exc).__name__}: {exc}"
-    error = f"reward {spec!r} on item {index}: loading it failed: {_load_failures[(spec, hints)]}"
+    error = _memory_named(f"reward {spec!r} on item {index}: loading it failed: {_load_failures[(spec, hints)]}")
     return "error", math.nan, None, error, time.perf_counter() - started
 
 

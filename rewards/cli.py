@@ -24,7 +24,7 @@ from contextlib import nullcontext, redirect_stdout
 from dataclasses import replace
 from typing import IO, Any
 
-from rewards.batch import DEFAULT_TIMEOUT, BatchSummary, default_workers, iter_scores
+from rewards.batch import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, BatchSummary, default_workers, iter_scores
 from rewards.registry import RewardError, import_from_working_directory, list_rewards
 
 
@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
                        help="worker processes (0: in this process, no hard time limit)")
     score.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="hard limit per item, seconds")
     score.add_argument("--output", help="write results here instead of stdout")
+    score.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                       help="address space each worker may take beyond its start, MiB (more for a plugin that loads a model)")
     commands.add_parser("list", help="list the registered reward plugins")
     args = parser.parse_args(argv)
     import_from_working_directory()  # `--reward my_rewards:exact` next to my_rewards.py
@@ -57,6 +59,8 @@ def _score(args: argparse.Namespace) -> int:
         return _usage_error(f"--workers must be >= 0 (0: in this process), got {args.workers}")
     if not args.timeout > 0:
         return _usage_error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.memory_mb < 1:
+        return _usage_error(f"--memory-mb must be >= 1, got {args.memory_mb}")
     try:
         source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # bytes: each line decoded on its own
     except OSError as exc:
@@ -69,7 +73,8 @@ def _score(args: argparse.Namespace) -> int:
     with source if source is not sys.stdin.buffer else nullcontext(), sink if sink is not sys.stdout else nullcontext():
         try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
             with redirect_stdout(sys.stderr):
-                for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout):
+                for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout,
+                                          memory_mb=args.memory_mb):
                     sink.write(json.dumps(result.to_json()) + "\n")
                     summary = summary.add(result)
         except RewardError as exc:

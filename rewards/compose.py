@@ -66,8 +66,10 @@ def weighted_sum(terms: list[tuple[float, float]]) -> float:
 
 def parse_composition(spec: str) -> list[tuple[float, str]]:
     """``"0.9*math+0.1*format"`` -> ``[(0.9, "math"), (0.1, "format")]``; a single name -> ``[(1.0, name)]``."""
+    from rewards.registry import canonical_spec
+
     terms = split_terms(spec)
-    names = [part for _, part in terms]
+    names = [canonical_spec(part) for _, part in terms]  # (`p.py:f` and `./p.py:f` are one part)
     if len(set(names)) != len(names):
         raise RewardError(f"reward composition {spec!r} names a part twice")
     return terms
@@ -80,10 +82,14 @@ def split_terms(spec: str) -> list[tuple[float, str]]:
         weight_text, star, part = term.rpartition("*")
         part = part.strip()
         if not part or (star and not _WEIGHT_RE.match(weight_text)):
+            minus = " (weights are numbers >= 0: there is no '-')" if "-" in weight_text or part.startswith("-") else ""
             raise RewardError(
-                f"cannot read reward composition {spec!r}: write terms like '0.9*math+0.1*format'"
+                f"cannot read reward composition {spec!r}: write terms like '0.9*math+0.1*format'{minus}"
             )
-        terms.append((float(weight_text) if star else 1.0, part))
+        weight = float(weight_text) if star else 1.0
+        if not math.isfinite(weight):
+            raise RewardError(f"reward composition {spec!r}: weight {weight_text.strip()} is not a finite number")
+        terms.append((weight, part))
     return terms
 
 

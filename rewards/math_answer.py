@@ -66,6 +66,11 @@ _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _POINT_NAME_RE = re.compile(r"^[A-Z]{3,4}$")  # a geometry answer names its angle or polygon: m\angle ABC = 30
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sqrt", "inf", "infty", "mod", "deg"}
+# Relations, negations and bounds (≤ ≥ ≠ arrive as \le \ge \ne from `normalize`): "\ne 4" or "< 4" is no 4
+_RELATION_RE = re.compile(r"[<>≪≫¬∨∧]|\\(?:neq?|not|neg|lnot|[lg][et]q?|leqslant|geqslant|ll|gg|to|"
+                          r"rightarrow|mid|cap|cup|lor|land|vee|wedge|nless|ngtr)(?![A-Za-z])")
+_SAME_RELATION = {"\\leq": "\\le", "\\geq": "\\ge", "\\neq": "\\ne", "\\lt": "<", "\\gt": ">", "\\lnot": "\\neg",
+                  "\\rightarrow": "\\to", "\\leqslant": "\\le", "\\geqslant": "\\ge"}
 
 
 @register("math")
@@ -168,8 +173,8 @@ def _given(extra_info: Mapping[str, Any], key: str) -> Any:
 
 
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
-    if _hedged(answer, truth):
-        return False
+    if _hedged(answer, truth) or _relations(answer) - _relations(truth):
+        return False  # several answers, or a relation the truth has not ("\\ne 4", "x < 4" for 4)
     if precision is None and normalize_text(answer) == normalize_text(truth):
         if normalize(answer) == normalize(truth) or split_unit(truth) is None:
             return True  # the same text; but a unit's case may be its meaning: "5 Nm" is not "5 nm"
@@ -215,6 +220,8 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
         return False
     if got.scale and expected_scale and got.scale != expected_scale or got.scale and expected_unit or got.unit and expected_scale:
         return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
+    if got.percent != want.percent and (got.unit or want.unit or got.scale or want.scale):
+        return False  # nor may a percentage stand for a quantity of a unit ("5%" for "5 cm", "5 cm" for "5%")
     candidates = [got.value]
     if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out
         candidates.append(got.value / 100 if got.percent else got.value * 100)
@@ -232,8 +239,11 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
 
 
 def _choice_match(answer: str, truth: str, choices: list[str]) -> bool:
-    def same(a: str, b: str) -> bool:
-        return _value_match(a, b, precision=None, unit=None, integer=False)
+    def same(a: str, b: str) -> bool:  # b: an option's text, which no answer matches when it is unreadable (a padded "")
+        try:
+            return bool(b.strip()) and _value_match(a, b, precision=None, unit=None, integer=False)
+        except ValueError:
+            return False
 
     wanted = option_indices(truth, choices, same) - {NO_OPTION}  # a ground truth is trusted, not read as a hedge
     if len(wanted) != 1:
@@ -249,6 +259,12 @@ def _hedged(answer: str, truth: str) -> bool:
     if len(parts) < 2 or len(top_level_parts(normalize(truth))) > 1 or normalize(truth)[:1] in "([{\\":
         return False
     return len({normalize_text(p) for p in parts}) > 1
+
+
+def _relations(text: str) -> set[str]:
+    """The relation, negation and bound symbols in ``text``, one spelling each (math-verify would read
+    "\\ne 4" as 4)."""
+    return {_SAME_RELATION.get(found, found) for found in _RELATION_RE.findall(normalize(text))}
 
 
 def _list_items(text: str) -> list[str]:
@@ -280,8 +296,8 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
         raise ValueError(f"ground truth {truth[:80]!r} is not readable by math-verify")
     if not pred:
         return False
-    if precision is not None:
-        g, p = _constant_value(gold[0]), _constant_value(pred[0])
+    if precision is not None:  # an equation's value is its right-hand side, as math-verify takes it ("x = 1.5")
+        g, p = _constant_value(gold[0]), _constant_value(_right_hand_side(pred[0], gold[0]))
         return g is not None and p is not None and round_half_up(g, precision) == round_half_up(p, precision)
     if not _verify(gold, pred):
         return False
@@ -291,9 +307,17 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
 
 
 def _prose(text: str) -> bool:
-    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6")."""
+    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6", or "不是 5"): ASCII
+    words but function names and point names, and any letter of another script but Greek, µ and Å."""
     words = _WORD_RE.findall(_COMMAND_RE.sub(" ", text))
-    return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words)
+    return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words) or any(
+        ord(ch) > 127 and ch.isalpha() and not "\u0370" <= ch <= "\u03ff" and ch not in "\u00b5\u03bc\u00c5\u212b" for ch in text)
+
+
+def _right_hand_side(expr: object, truth: object) -> object:
+    from sympy import Eq
+
+    return expr.rhs if isinstance(expr, Eq) and not isinstance(truth, Eq) else expr
 
 
 def _sympy_text(text: str) -> str:

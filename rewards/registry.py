@@ -293,6 +293,8 @@ def _resolve(spec: str) -> Reward:
         return compose({part: weight for weight, part in terms}, name=spec)
     if ":" in spec:
         return _load_object(spec)
+    if spec.endswith(".py"):
+        raise RewardError(f"reward {spec!r} names a file but no function in it: write {spec}:FUNCTION")
     close = difflib.get_close_matches(spec, list(list_rewards()), n=3)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     raise RewardError(f"unknown reward {spec!r}{hint} (registered: {', '.join(list_rewards())})")

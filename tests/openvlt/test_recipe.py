@@ -690,3 +690,22 @@ def test_a_composition_whose_weights_miss_reward_correct_at_is_warned_about(tmp_
         assert "reward.correct_at" not in caplog.text
     else:
         assert f"reward.override: {warning}" in caplog.text, caplog.text
+
+
+def test_paths_that_start_at_a_home_folder_are_expanded(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """`--run-dir=~/runs/x` reaches openvlt unexpanded (a shell expands `~` only at a word's start), and YAML
+    never expands it: a literal `./~` folder, or "missing" for a file that exists, would surprise."""
+    home = tmp_path / "home"
+    shutil.copytree(toyworld_dir, home / "data")
+    shutil.copytree(tiny_student, home / "student")
+    monkeypatch.setenv("HOME", str(home))
+    path = write(tmp_path, toyworld_dir, tiny_student, run_dir="~/runs/x",
+                 data={"sft": "~/data/train.parquet", "rl": {"path": "~/data/train.parquet", "stop": 8},
+                       "eval": {"held": "~/data/test.parquet"}},
+                 roles={"student": {"engine": "hf", "model": "~/student", "prompt": "~ {question} ~"}})
+    recipe = load_recipe(path)
+    assert recipe.run_dir == str(home / "runs" / "x") and recipe.data.sft[0].path == str(home / "data" / "train.parquet")
+    assert recipe.data.rl[0].path == str(home / "data" / "train.parquet")
+    assert recipe.data.eval["held"].path == str(home / "data" / "test.parquet")
+    assert recipe.roles.student.model == str(home / "student") and recipe.roles.student.prompt == "~ {question} ~"
+    assert load_recipe(path, ["run_dir=~/runs/y"]).run_dir == str(home / "runs" / "y")

@@ -193,6 +193,16 @@ def test_integer_ids_and_answers_and_null_extra_info_are_read_and_urls_and_bad_i
     pq.write_table(pa.table(columns), tmp_path / "ints.parquet")
     assert [(r["id"], r["answer"], r["extra_info"]) for r in read_records(tmp_path / "ints.parquet")] == [
         ("1", "3", {}), ("2", "4", {"precision": 2})]
+    import pandas as pd  # pandas' integers with a missing value are floats: read as integers, the missing one named
+
+    pd.DataFrame({**columns, "answer": [3, None]}).to_parquet(tmp_path / "floats.parquet")
+    with pytest.raises(RecordError, match=r"row 1 \(id '2'\): .*answer"):
+        read_records(tmp_path / "floats.parquet")
+    pd.DataFrame({**columns, "id": [1.0, 2.0]}).to_parquet(tmp_path / "floats.parquet")
+    assert [(r["id"], r["answer"]) for r in read_records(tmp_path / "floats.parquet")] == [("1", "3"), ("2", "4")]
+    pd.DataFrame({**columns, "answer": [3.5, 4.0]}).to_parquet(tmp_path / "floats.parquet")  # a real float: named
+    with pytest.raises(RecordError, match=r"field 'answer' must be a string, got float"):
+        read_records(tmp_path / "floats.parquet")
     pq.write_table(pa.table({**columns, "images": [["https://example.com/a.png"], ["b.png"]],
                              "question": ["<image>", "<image>"]}), tmp_path / "urls.parquet")
     with pytest.raises(RecordError, match=r"row 0 \(id '1'\): image 1 of 1 cannot be read from https://example.com/a.png "

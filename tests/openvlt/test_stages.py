@@ -494,3 +494,18 @@ def test_sft_leaves_out_examples_longer_than_its_limit_and_counts_them(tiny_stud
                                          r"\(roles\.student\.options\.max_pixels\), or raise sft\.max_length$"):
         train_sft(selected, tiny_student, tmp_path / "none", config=SFTConfig(steps=1, batch_size=2, max_length=20))
     assert not (tmp_path / "none").exists()
+
+
+def test_reward_memory_mb_is_each_workers_limit_in_the_stages(tmp_path):
+    """`reward.memory_mb` reaches the workers that judge (a plugin holding a model needs more than 2 GB)."""
+    from openvlt.stages.common import score_responses
+
+    plugin = tmp_path / "big.py"
+    plugin.write_text("def score(response, ground_truth, *, extra_info):\n"
+                      "    return float(len(bytearray(int(response) * 2**20)) > 0)\n")
+    problems = [{"id": "p0", "answer": "", "extra_info": {}, "reward": "math"}]
+    for memory_mb, ok in ((100, False), (1000, True)):
+        judge = RewardSettings(workers=1, override=f"{plugin}:score", memory_mb=memory_mb)
+        [[result]] = score_responses(problems, [["300"]], judge)
+        assert result.ok == ok, result.error
+        assert ok or f"memory limit, {memory_mb} MiB beyond its start: raise it with reward.memory_mb" in result.error

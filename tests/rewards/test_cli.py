@@ -144,3 +144,20 @@ def test_stdout_holds_only_results_when_the_plugin_prints_and_a_module_next_to_y
         assert done.returncode == 0, done.stderr
         assert [json.loads(line)["error"] for line in done.stdout.splitlines()] == [None, None], done.stdout
         assert "loading chatty v1" in done.stderr
+
+
+def test_memory_mb_bounds_each_worker_and_an_item_over_it_says_which_limit(tmp_path, capsys):
+    """A plugin that holds a model needs more than the default: the error names the limit and the flag."""
+    plugin = tmp_path / "big.py"
+    plugin.write_text("def score(response, ground_truth, *, extra_info):\n"
+                      "    block = bytearray(int(response) * 2**20)\n    return float(len(block) > 0)\n")
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"response": "300", "ground_truth": ""}) + "\n")
+    code = main(["score", str(source), "--reward", f"{plugin}:score", "--workers", "1", "--memory-mb", "100"])
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert code == 1 and line["score"] is None and "MemoryError" in line["error"]
+    assert "(over this reward worker's memory limit, 100 MiB beyond its start: raise it with reward.memory_mb, or " \
+           "--memory-mb for `openvlt rewards score`)" in line["error"]
+    assert main(["score", str(source), "--reward", f"{plugin}:score", "--workers", "1", "--memory-mb", "1000"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"score": 1.0, "error": None}
+    assert main(["score", str(source), "--reward", "math", "--memory-mb", "0"]) == 2

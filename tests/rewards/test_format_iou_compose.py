@@ -112,3 +112,21 @@ def test_bad_compositions_are_errors(spec):
 def test_bad_factory_arguments(weights):
     with pytest.raises((ValueError, RewardError)):
         compose(weights)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("{plugin}:score+./{plugin}:score", "names a part twice"),  # one file, spelt two ways
+    ("1e400*math", r"weight 1e400 is not a finite number"),
+    ("math-0.1*format", r"write terms like '0.9\*math\+0.1\*format' \(weights are numbers >= 0: there is no '-'\)"),
+    ("-0.2*format+math", r"there is no '-'"),
+    ("{plugin}", r"names a file but no function in it: write .*mine.py:FUNCTION"),
+])
+@pytest.mark.parametrize("load", ["check_reward", "get_reward"])
+def test_a_composition_that_could_never_score_is_refused_when_it_is_checked(tmp_path, monkeypatch, spec, message, load):
+    """What would fail on every item is an error before the first one, saying what to write instead."""
+    import rewards.registry
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text("def score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    with pytest.raises(RewardError, match=message):
+        getattr(rewards.registry, load)(spec.format(plugin="mine.py"))

@@ -57,6 +57,7 @@ UNITS = [
     ("\\$5", "5", 1.0), ("$5", "5", 1.0), ("5 dollars", "5", 1.0), ("\\$5.50", "5.5", 1.0), ("\u20ac5", "5", 1.0),
     ("50\\%", "50", 1.0), ("50%", "50", 1.0), ("50 percent", "50", 1.0), ("50%", "0.5", 1.0),
     ("0.5", "50\\%", 1.0), ("0.5", "50", 0.0), ("50%", "5", 0.0),
+    ("5\\%", "5 cm", 0.0), ("5 cm", "5\\%", 0.0), ("5\\%", "5\u00b0C", 0.0),  # a percentage is no quantity of a unit
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
     # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
@@ -99,6 +100,9 @@ UNITS = [
 
 PRECISION = [
     ("3.14", "3.14159", {"precision": 2}, 1.0), ("3.15", "3.14159", {"precision": 2}, 0.0),
+    ("x = 1.5", "1.5", {"precision": 1}, 1.0), ("AB = 5.2", "5.2", {"precision": 1}, 1.0),  # an equation's value: its
+    ("x = \\frac{3}{2}", "1.5", {"precision": 1}, 1.0), ("x = 1.6", "1.5", {"precision": 1}, 0.0),  # right-hand side
+    ("\\ne 1.5", "1.5", {"precision": 1}, 0.0),
     ("3.1416", "3.14159", {"precision": 2}, 1.0), ("3.1", "3.14", {"precision": 1}, 1.0),
     ("2.5", "2.45", {"precision": 1}, 1.0),  # half away from zero
     ("\\frac{1}{3}", "0.33", {"precision": 2}, 1.0), ("\\sqrt{2}", "1.41", {"precision": 2}, 1.0),
@@ -134,6 +138,7 @@ MULTIPLE_CHOICE = [
     ("A or C", "C", 0.0), ("A, C", "C", 0.0), ("E", "C", 0.0), ("C", "3", 1.0), ("C", "(C)", 1.0),
     ("**C**", "C", 1.0), ("**B**", "C", 0.0), ("__3__", "C", 1.0),  # a chat model's markdown bold
     ("C 3", "C", 1.0), ("C 5", "C", 0.0), ("A 3", "C", 0.0), ("I think 3", "C", 0.0),  # a letter, a space, its text
+    ("\u2260 3", "C", 0.0), ("\u4e0d\u662f 3", "C", 0.0),  # "not 3" names no option
     # hedges in which one part names no option are no answer (GRPO would learn to hedge)
     ("Either A or C", "C", 0.0), ("It could be A or C", "C", 0.0), ("possibly A, C", "C", 0.0), ("maybe A; C", "C", 0.0),
     ("either (A) or (C)", "C", 0.0), ("Either 2 or 3", "C", 0.0), ("between 2 or 3", "C", 0.0),
@@ -163,6 +168,22 @@ HEDGING = [
     ("3 or 4", "3", 0.0), ("3, 4", "3", 0.0), ("3; 4", "3", 0.0), ("3 \\text{ or } 4", "3", 0.0),
     ("either 3 or 3", "3", 0.0), ("3, 3", "3", 1.0),  # the same answer twice is not a hedge
     ("1, 2", "1, 2", 1.0),  # a list truth takes a list answer
+    ("3\u30014", "3", 0.0), ("3\u62164", "3", 0.0), ("3 \u6216 4", "4", 0.0),  # a CJK list comma; "或" (or)
+]
+
+# A relation, negation or bound is no value (math-verify reads the number after it), unless the truth has it too.
+RELATIONS = [
+    ("\u2260 4", "4", 0.0), ("\\neq 4", "4", 0.0), ("\\ne 4", "4", 0.0), ("x\\not=4", "4", 0.0), ("\\neg 4", "4", 0.0),
+    ("< 4", "4", 0.0), ("\\le 4", "4", 0.0), ("\u2265 4", "4", 0.0), ("\\gg 4", "4", 0.0), ("4 \\neq", "4", 0.0),
+    ("3 \\to 4", "4", 0.0), ("3 \\cap 4", "4", 0.0), ("3 \\mid 4", "4", 0.0), ("x \\leq 3", "x \\le 3", 1.0),
+    ("x = 4", "4", 1.0), ("\\approx 4", "4", 1.0), ("(2, \\infty)", "(2,\\infty)", 1.0), ("x > 2", "x \\gt 2", 1.0),
+]
+
+# Words of other scripts are prose, as English words are ("不是 3": "not 3"); Greek letters, µ and Å are math.
+OTHER_SCRIPTS = [
+    ("\u4e0d\u662f 3", "3", 0.0), ("\u81f3\u5c11 3", "3", 0.0), ("\u043d\u0435 3", "3", 0.0), ("\uff4e\uff4f\uff54 3", "3", 0.0),
+    ("\U0001d427\U0001d428\U0001d42d 3", "3", 0.0), ("3\u00b0\uff08\u4e0d\u786e\u5b9a\uff09", "3", 0.0),
+    ("\u03b8 = 30", "30", 1.0), ("5 \u00b5m", "5 \u00b5m", 1.0), ("\u03c0", "\\pi", 1.0), ("2\u03c0", "2\\pi", 1.0),
 ]
 
 
@@ -176,6 +197,7 @@ CASES = [
     *rows("numbers", NUMBERS), *rows("latex", LATEX), *rows("units", UNITS), *rows("precision", PRECISION),
     *rows("choices", MULTIPLE_CHOICE, CHOICES), *rows("text", TEXT),
     *rows("sets-intervals-equations", SETS_INTERVALS_EQUATIONS), *rows("hedging", HEDGING),
+    *rows("relations", RELATIONS), *rows("other-scripts", OTHER_SCRIPTS),
 ]
 
 
@@ -358,3 +380,10 @@ def test_garbage_from_an_untrained_model_is_wrong():
     """No answer to find, or a malformed one: 0 (its cost per item is measured in bench/reward_throughput.py)."""
     garbage = ["sks aa ptr ##!!" * 40, "<think> 1 2 3 answer", "answer> 3 </answer", "\\boxed 3", ""]
     assert [math_reward(text, "3", extra_info={}) for text in garbage] == [0.0] * len(garbage)
+
+
+@pytest.mark.parametrize("choices", [["2", "4", "", "5"], ["2", "4", " ", "5"], ["2", "4", "10^{10000}", "5"]])
+def test_an_empty_or_unreadable_option_is_named_by_no_answer_and_breaks_no_verdict(choices):
+    """Padded or odd option lists: the answer is compared with the options it could name."""
+    for answer, expected in (("4.0", 1.0), ("B", 1.0), ("2", 0.0), ("", 0.0)):
+        check(answer, "B", {"choices": choices}, expected)
