@@ -222,6 +222,8 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
         return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
     if got.percent != want.percent and (got.unit or want.unit or got.scale or want.scale):
         return False  # nor may a percentage stand for a quantity of a unit ("5%" for "5 cm", "5 cm" for "5%")
+    if got.degrees != want.degrees and (got.unit or want.unit or got.percent or want.percent):
+        return False  # nor an angle in degrees for another unit or a percentage ("30 rad" for "30°", "5°" for "5 cm")
     candidates = [got.value]
     if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out
         candidates.append(got.value / 100 if got.percent else got.value * 100)

@@ -75,6 +75,7 @@ class Quantity:
     unit: str | None = None
     percent: bool = False
     scale: str | None = None  # a temperature's, after a degree sign: "C" or "F" ("5°C" is not "5°F")
+    degrees: bool = False  # a degree sign or word ("30°" is no "30 rad")
 
 
 def normalize(text: str) -> str:
@@ -124,7 +125,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     """Read a decorated number, or ``None`` when ``text`` is not one.
 
     >>> read_quantity("1,234.5 cm")
-    Quantity(value=Fraction(2469, 2), decimal_literal=True, unit='cm', percent=False, scale=None)
+    Quantity(value=Fraction(2469, 2), decimal_literal=True, unit='cm', percent=False, scale=None, degrees=False)
     >>> read_quantity("3x") is None
     True
     """
@@ -136,7 +137,9 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     percent = bool(_PERCENT_RE.search(s))
     s = _PERCENT_RE.sub("", s)
     scale = _scale(s)
-    s = _DEGREE_RE.sub("", _SCALE_WORD_RE.sub("", s))
+    s = _SCALE_WORD_RE.sub("", s)
+    degrees = bool(_DEGREE_RE.search(s))
+    s = _DEGREE_RE.sub("", s)
     found_unit = None
     head = s[: -len(unit)] if unit else ""
     if unit and s.lower().endswith(unit.lower()) and head.strip():
@@ -154,7 +157,7 @@ def read_quantity(text: str, *, unit: str | None = None) -> Quantity | None:
     parsed = read_number(s)
     if parsed is None:
         return None
-    return Quantity(parsed[0], parsed[1], found_unit, percent, scale)
+    return Quantity(parsed[0], parsed[1], found_unit, percent, scale, degrees)
 
 
 def degree_scale(text: str) -> str | None:

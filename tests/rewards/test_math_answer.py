@@ -58,6 +58,8 @@ UNITS = [
     ("50\\%", "50", 1.0), ("50%", "50", 1.0), ("50 percent", "50", 1.0), ("50%", "0.5", 1.0),
     ("0.5", "50\\%", 1.0), ("0.5", "50", 0.0), ("50%", "5", 0.0),
     ("5\\%", "5 cm", 0.0), ("5 cm", "5\\%", 0.0), ("5\\%", "5\u00b0C", 0.0),  # a percentage is no quantity of a unit
+    ("30 rad", "30\u00b0", 0.0), ("30\u00b0", "30 rad", 0.0), ("5\u00b0", "5 cm", 0.0), ("30\\%", "30\u00b0", 0.0),  # nor
+    ("30 degrees", "30\u00b0", 1.0), ("30", "30\u00b0", 1.0), ("30 rad", "30", {"unit": "\u00b0"}, 0.0),  # are degrees
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
     # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
@@ -355,6 +357,8 @@ ADVERSARIAL = [
     "(99999999)!", "{99999999}!", "\\binom{1000000000}{500000000}", "\\Gamma(1000000000)",  # factorials of a group
     "10^{10^{3}\\cdot10^{3}\\cdot10^{3}}", "2^{10^{3}\\cdot10^{3}\\cdot10^{3}}",  # powers multiplied in an exponent
     "a" + "!" * 40_000, "4" + ". " * 500_000, "4" + "?" * 500_000,  # punctuation runs: were quadratic (minutes)
+    "\\frac{(999^{999})^{999}}{(998^{999})^{999}}", "\\sin(10^{1000 \\cdot 1000})",  # 3-million-digit integers: 75 s
+    "\\sin((999^{999})^{999})",
 ]
 
 
@@ -365,6 +369,7 @@ def test_adversarial_answers_are_wrong_and_never_hang(answer, truth):
     The bound is a hang guard, far above that: speed is bench/reward_throughput.py's business."""
     started = time.perf_counter()
     assert math_reward(tagged(answer), truth, extra_info={}) == 0.0
+    assert math_reward(tagged(answer), "0.5", extra_info={"precision": 2}) == 0.0  # the rounding path evaluates too
     assert time.perf_counter() - started < 20
 
 
