@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,6 +70,8 @@ def register(name: str | None = None) -> Callable[[Reward], Reward]:
     def decorator(fn: Reward) -> Reward:
         key = name or fn.__name__
         _check_plugin(key, fn)
+        if not str(getattr(fn, "__module__", "")).startswith("rewards."):
+            _load_builtins()  # a user's plugin named like a built-in not yet loaded is refused too
         with _lock:
             old = _registry.get(key)
             if old is not None and old is not fn and _origin(old) != _origin(fn):
@@ -248,8 +251,19 @@ def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # the plugin's own failure (math-verify's timeout, a sys.exit(): reported, not obeyed)
-        raise RewardError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        raise RewardError(f"{where} raised {type(exc).__name__}: {exc}{_raised_at(fn, exc)}") from exc
     return validate_output(out, where)
+
+
+def _raised_at(fn: Reward, exc: BaseException) -> str:
+    """" (mine.py line 12)": the line of a user's plugin that raised (its own file's last frame, else the last
+    frame), so a worker's one-line error still says where to look; "" for the built-ins."""
+    if str(getattr(fn, "__module__", "")).startswith("rewards."):
+        return ""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # (the first is call_reward's own)
+    code = getattr(fn, "__code__", None)
+    own = [f for f in frames if code is not None and f.filename == code.co_filename] or frames
+    return f" ({os.path.basename(own[-1].filename)} line {own[-1].lineno})" if own else ""
 
 
 def validate_output(out: object, where: str) -> tuple[float, dict[str, float] | None]:
@@ -399,7 +413,11 @@ def _file_stamp(spec: str) -> float:
 
 
 def _origin(fn: object) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    """Where a function comes from: `module.name`, or `path/file.py:name` for a plugin file."""
+    module = getattr(fn, "__module__", "?")
+    file = getattr(sys.modules.get(module), "__file__", None) if str(module).startswith("openvlt_reward_") else None
+    name = getattr(fn, "__qualname__", repr(fn))
+    return f"{file}:{name}" if file else f"{module}.{name}"
 
 
 def _summary(fn: object) -> str:

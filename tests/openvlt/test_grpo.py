@@ -237,7 +237,7 @@ def test_a_step_whose_rollouts_all_failed_to_be_judged_stops_the_stage_naming_th
         train_grpo(problems, tiny_student, tmp_path / "g", config=config,
                    judge=RewardSettings(workers=1, override=f"{PLUGINS}:raises"), options={"checkpoint_every": 0})
     assert re.match(r"GRPO step 1: none of its 4 rollouts could be judged \(4 reward errors, 0 timeouts; first: reward "
-                    r"'.*plugins.py:raises' on item 0 \(problem toyworld-\S+, step 1 rollout 0\) raised RuntimeError: boom\)\. "
+                    r"'.*plugins.py:raises' on item 0 \(problem toyworld-\S+, step 1 rollout 0\) raised RuntimeError: boom \(plugins.py line \d+\)\)\. "
                     r"Fix the plugin and run the same command again \(it names the completed stages that judged with the old plugin, "
                     r"to run again with --redo or keep with --force; a changed recipe value, such as reward.timeout or "
                     r"grpo.reward, needs --force and starts the stage over\)$", str(err.value)), str(err.value)

@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -74,7 +75,10 @@ def test_a_failure_names_the_callers_id_for_its_item(scorer):
     items[4] = {"response": None, "ground_truth": "", "id": 44}
     results = _within(60, lambda: scorer.score(items, "test_misbehave", timeout=0.5))
     assert [r.status for r in results] == ["ok", "error", "ok", "timeout", "error", "ok"]
-    assert results[1].error == "reward 'test_misbehave' on item 1 (problem p1, answer 0) raised ValueError: the plugin failed on purpose"
+    raise_line = next(i for i, line in enumerate(Path(reward_plugins_for_tests.__file__).read_text().splitlines(), 1)
+                      if "the plugin failed on purpose" in line)  # where the plugin raised: a worker's error says so
+    assert results[1].error == ("reward 'test_misbehave' on item 1 (problem p1, answer 0) raised ValueError: the plugin "
+                                f"failed on purpose (reward_plugins_for_tests.py line {raise_line})")
     assert results[3].error == "reward 'test_misbehave' on item 3 (problem p3, answer 0) timed out after 0.5 s (worker killed)"
     assert results[4].error == "reward 'test_misbehave' on item 4 (44): 'response' must be a string, got NoneType"
 

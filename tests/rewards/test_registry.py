@@ -30,11 +30,17 @@ def test_register_by_decorator_and_look_up():
     assert call_reward("test_constant_half", "r", "g", {}) == (0.5, None)
 
 
-def test_register_refuses_a_different_function_under_a_taken_name():
+def test_register_refuses_a_different_function_under_a_taken_name(tmp_path):
     with pytest.raises(ValueError, match="already registered"):
         @register("math")
         def other(response, ground_truth, *, extra_info):
             return 0.0
+    plugin = tmp_path / "mine.py"  # a plugin file that registers a built-in's name: the message names the file
+    plugin.write_text("from rewards import register\n\n@register('math')\n"
+                      "def score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    with pytest.raises(RewardError, match=rf"reward 'math' is already registered by rewards.math_answer.math_reward; "
+                                          rf"not replacing it with {plugin}:score"):
+        get_reward(f"{plugin}:score")
 
 
 @pytest.mark.parametrize("name", ["has space", "a+b", "2*x", ""])
@@ -267,3 +273,18 @@ def test_check_reward_survives_a_plugin_that_exits_raises_or_hangs_at_import(tmp
                 break
             time.sleep(0.1)
         assert not os.path.exists(status) or "zombie" in open(status).read()
+
+
+def test_a_users_plugin_that_raises_says_which_line_of_it_raised(tmp_path):
+    """Worker errors are one line: the plugin's own line that raised is in it (the last frame, a library's,
+    would point into the library); the built-ins' errors are about the answer, not their code."""
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("import json\n\ndef score(response, ground_truth, *, extra_info):\n"
+                      "    return float(json.loads(response)['value'])\n")
+    with pytest.raises(RewardError, match=r"raised JSONDecodeError: .* \(mine.py line 4\)$"):
+        call_reward(f"{plugin}:score", "not json", "", {})
+    with pytest.raises(RewardError, match=r"raised KeyError: 'value' \(mine.py line 4\)$"):
+        call_reward(f"{plugin}:score", "{}", "", {})
+    with pytest.raises(RewardError) as info:
+        call_reward("math", "<answer>3</answer>", "", {})
+    assert "line" not in str(info.value)
