@@ -80,10 +80,12 @@ def _expressions_disagree(gold, pred, *, exact: bool) -> bool:
 
 def _equations_disagree(gold, pred) -> bool:
     """Two equations agree when lhs-rhs of one is a constant multiple of the other's."""
-    from sympy import Eq
+    from sympy import Eq, Expr
 
     if not (isinstance(gold, Eq) and isinstance(pred, Eq)):
         return False
+    if not all(isinstance(side, Expr) for side in (gold.lhs, gold.rhs, pred.lhs, pred.rhs)):
+        return False  # "x \in \mathbb{R}" reads as Eq(x, Reals): sides that are sets have no difference
     symbols = sorted(gold.free_symbols | pred.free_symbols, key=str)
     if not symbols or len(symbols) > 3 or gold.free_symbols != pred.free_symbols:
         return False

@@ -30,6 +30,7 @@ import re
 import signal
 import threading
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -309,11 +310,14 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
 
 
 def _prose(text: str) -> bool:
-    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6", or "不是 5"): ASCII
-    words but function names and point names, and any letter of another script but Greek, µ and Å."""
-    words = _WORD_RE.findall(_COMMAND_RE.sub(" ", text))
+    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6", or "不是 5"): words of
+    three letters or more but function names and point names (fullwidth and math-alphabet letters read as
+    the letters they are: "ｎｏｔ", "𝐧𝐨𝐭"; "𝑥" and "ℝ" are one letter), and any letter of another script
+    but Greek and Å."""
+    plain = unicodedata.normalize("NFKC", text)
+    words = _WORD_RE.findall(_COMMAND_RE.sub(" ", plain))
     return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words) or any(
-        ord(ch) > 127 and ch.isalpha() and not "\u0370" <= ch <= "\u03ff" and ch not in "\u00b5\u03bc\u00c5\u212b" for ch in text)
+        ord(ch) > 127 and ch.isalpha() and not "\u0370" <= ch <= "\u03ff" and ch != "\u00c5" for ch in plain)
 
 
 def _right_hand_side(expr: object, truth: object) -> object:

@@ -164,6 +164,7 @@ SETS_INTERVALS_EQUATIONS = [
     ("y = 2x + 1", "2x - y + 1 = 0", 1.0), ("3x+4y+14=0", "3x-1y+13=0", 0.0), ("x = 3", "3", 1.0),
     ("x=4", "3", 0.0), ("(1, 2)", "(1,2)", 1.0),
     ("m\\angle ABC = 30", "30", 1.0), ("m\\angle ABC = 31", "30", 0.0),  # a named angle is no prose
+    ("x \\in \\mathbb{R}", "x \\in \\mathbb{R}", 1.0), ("x \\in \\mathbb{Z}", "x \\in \\mathbb{R}", 0.0),  # (raised TypeError)
 ]
 
 HEDGING = [
@@ -186,6 +187,7 @@ OTHER_SCRIPTS = [
     ("\u4e0d\u662f 3", "3", 0.0), ("\u81f3\u5c11 3", "3", 0.0), ("\u043d\u0435 3", "3", 0.0), ("\uff4e\uff4f\uff54 3", "3", 0.0),
     ("\U0001d427\U0001d428\U0001d42d 3", "3", 0.0), ("3\u00b0\uff08\u4e0d\u786e\u5b9a\uff09", "3", 0.0),
     ("\u03b8 = 30", "30", 1.0), ("5 \u00b5m", "5 \u00b5m", 1.0), ("\u03c0", "\\pi", 1.0), ("2\u03c0", "2\\pi", 1.0),
+    ("\U0001d465 = 3", "3", 1.0), ("x \\in \u211d", "x \\in \\mathbb{R}", 1.0),  # a math-italic x; the reals' R
 ]
 
 
