@@ -62,13 +62,13 @@ def check_prompt(role: str, template: str, key: str | None = None) -> None:
 # Knobs that change memory use or speed, not what a stage computes (the update is a token mean over
 # the whole batch however it is split): the usual fix after an out-of-memory kill at 3 a.m.
 MEMORY_ONLY = ("sft.grad_accum", "grpo.micro_batch_size", "backend.options.checkpoint_every", "backend.options.cache_mb",
-               "backend.options.threads")
+               "backend.options.threads", "reward.memory_mb")
 
 PIXEL_OPTIONS = ("max_pixels", "min_pixels")  # hf engine options bounding an image's size (Qwen2.5-VL processor arguments)
 
 # Keys added after runs were made, at the value that computes what those runs computed: left out of the
 # work digest, so an interrupted stage of an older run keeps its saved work after an upgrade.
-ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None, "reward.memory_mb": 2048}
+ADDED_LATER = {"grpo.reward": None, "sft.max_length": None, "grpo.max_prompt_length": None}
 
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -995,7 +995,7 @@ def _home(value: str) -> str:
     return os.path.expanduser(value) if _HOME_RE.match(value) else value
 
 
-_HOME_RE = re.compile(r"~[\w.-]*(?:/|$)")
+_HOME_RE = re.compile(r"~[\w.-]*/")  # (not "~" alone: a stop string, say)
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -388,7 +388,7 @@ def load_image(data: bytes | dict[str, Any]) -> Image.Image:
     with _open_stored(data) as im:
         if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
             grey = np.asarray(im, dtype=np.float64)
-            if grey.max(initial=0) > 255:  # 16-bit values (PNG's 16-bit greys open as "I" or "I;16")
+            if im.mode != "I" or grey.max(initial=0) > 255:  # 16-bit values (PNG's 16-bit greys open as "I" or "I;16")
                 grey = grey / 257
             return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
         if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
@@ -487,7 +487,10 @@ def _normalise_text(table: pa.Table, folder: Path) -> pa.Table:
     for name in ("id", "answer"):
         column = table.column(name)
         if pa.types.is_floating(column.type) and pc.all(pc.equal(pc.floor(column), column)).as_py() is not False:
-            column = column.cast(pa.int64())  # pandas' integers with a missing value: floats, the missing one NaN (null)
+            try:  # pandas' integers with a missing value: floats, the missing one NaN (null)
+                column = column.cast(pa.int64())
+            except pa.ArrowInvalid:  # inf, 1e20: no integers; validation names the row
+                pass
         if pa.types.is_integer(column.type):
             table = table.set_column(table.schema.get_field_index(name), name, column.cast(pa.string()))
     if not _is_text(table.schema.field("reward").type):

@@ -103,7 +103,8 @@ class Workspace:
         marked = ws._stages_from(requests) if requests else []  # a wrong stage name fails before anything is written
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
         completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
-        if old is None and completed and ws.manifest.get("recipe") != recipe.digest():  # nothing to compare with
+        made_with = ws.manifest.get("work", ws.manifest.get("recipe"))  # (runs before "work" was recorded: the digest)
+        if old is None and completed and made_with not in (recipe.work_digest(), recipe.digest()):  # nothing else to compare
             lost = (f"{frozen}, the recipe this run was started with, is missing, and the manifest says its completed "
                     "stages were made with other values than this recipe's")
             if not force:
@@ -134,7 +135,7 @@ class Workspace:
                 stage["status"] = "interrupted"
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest.pop("stopped", None)  # the last start's data check: made again
-        ws.manifest["recipe"] = recipe.digest()
+        ws.manifest["recipe"], ws.manifest["work"] = recipe.digest(), recipe.work_digest()
         ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
         if marked:
             ws._mark_for_redo(" ".join(requests), marked)
@@ -237,7 +238,6 @@ class Workspace:
             log.info("%s: complete, skipped", key)
             shutil.rmtree(self._scratch(key), ignore_errors=True)  # left by a kill just after the stage completed
             return self.counts(key)
-        self._check_outputs_replaceable(key, finals)
         entry = self.manifest["stages"].setdefault(key, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1, started=_now(),
                      inputs={n: self._input_entry(value) for n, value in (inputs or {}).items()})
@@ -269,7 +269,7 @@ class Workspace:
         """A stage replaces its outputs whole. Those the run names itself lie in the run directory, but a
         prepare block's `out` is the user's: a folder there that this stage did not make (a data set, the
         run directory's parent) is refused before anything is removed."""
-        if (self._scratch(key) / "result.json").exists():  # an attempt that finished its work: moving it in place
+        if (self._scratch(key) / "result.json").exists():  # this work, finished by an attempt that was moving it in place
             return
         root, recorded = self.root.resolve(), self.manifest["stages"].get(key, {}).get("outputs", {})
         others = [Path(o["path"]).resolve() for k, stage in self.manifest["stages"].items() if k != key
@@ -298,6 +298,7 @@ class Workspace:
             _remove_stale_temporaries(final.parent, [final.name, p.name])
         made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
+        self._check_outputs_replaceable(key, finals)  # (after: saved work made otherwise is gone, and no reason to skip it)
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)
             if p.is_dir():  # a kept partial folder (a model, a data set): what a kill left half-written inside it
@@ -370,11 +371,12 @@ class Workspace:
             else:
                 changed.append(name if str(path) in name else f"{name} ({path})")  # ("reward /x/p.py" names its file)
         if inputs is not None:  # a file named in its input's name is one of a set (the plugin files a stage judges with):
-            now = _file_sets(given)  # another set is another input, e.g. a relative plugin path read from another folder
-            for kind, files in _file_sets(recorded).items():
-                if now.get(kind, []) != files:
-                    changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}: a relative "
-                                   "plugin path is read from the folder the command runs in)")
+            now = _file_sets(given)  # other code is another input, e.g. a relative plugin path read from another folder
+            for kind, files in _file_sets(recorded).items():  # (the same code elsewhere, a project moved, is the same)
+                then_code = sorted(recorded[f"{kind} {file}"]["hash"] or "" for file in files)
+                if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
+                    changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
+                                   "a relative plugin path is read from the folder the command runs in)")
         return changed
 
     def _changed_images(self, ref: DataRef) -> str:

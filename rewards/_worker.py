@@ -24,6 +24,7 @@ import logging
 import math
 import mmap
 import os
+import re
 import resource
 import signal
 import struct
@@ -109,13 +110,14 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
 
 def _memory_named(error: str) -> str:
     """A MemoryError's own text is empty: say which limit it met, and where to raise it."""
-    if "MemoryError" not in error or not _memory_mb:
+    if not _MEMORY_ERROR_RE.search(error) or not _memory_mb:  # (not CUDA's OutOfMemoryError)
         return error
     return (f"{error} (over this reward worker's memory limit, {_memory_mb} MiB beyond its start: raise it with "
             "reward.memory_mb, or --memory-mb for `openvlt rewards score`)")
 
 
 _memory_mb = 0  # the worker's limit (main sets it); 0: none, as in-process scoring has
+_MEMORY_ERROR_RE = re.compile(r"(?<![A-Za-z])MemoryError")
 
 
 def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:

@@ -67,11 +67,22 @@ _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _POINT_NAME_RE = re.compile(r"^[A-Z]{3,4}$")  # a geometry answer names its angle or polygon: m\angle ABC = 30
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "max", "min", "det", "gcd", "lcm",
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sqrt", "inf", "infty", "mod", "deg"}
-# Relations, negations and bounds (≤ ≥ ≠ arrive as \le \ge \ne from `normalize`): "\ne 4" or "< 4" is no 4
-_RELATION_RE = re.compile(r"[<>≪≫¬∨∧]|\\(?:neq?|not|neg|lnot|[lg][et]q?|leqslant|geqslant|ll|gg|to|"
-                          r"rightarrow|mid|cap|cup|lor|land|vee|wedge|nless|ngtr)(?![A-Za-z])")
-_SAME_RELATION = {"\\leq": "\\le", "\\geq": "\\ge", "\\neq": "\\ne", "\\lt": "<", "\\gt": ">", "\\lnot": "\\neg",
-                  "\\rightarrow": "\\to", "\\leqslant": "\\le", "\\geqslant": "\\ge"}
+# Inequalities, negations and "or" (≤ ≥ ≠ arrive as \le \ge \ne from `normalize`): "\ne 4" or "< 4" is no 4. One
+# spelling each, and either direction (0 < a is a > 0); not \mid (P(A \mid B) = 0.3), \to (a limit) nor \cup.
+_RELATION_RE = re.compile(r"[<>≪≫≮≯⩽⩾¬∨∧]|\\(?:neq?|not|neg|lnot|n?[lg][et]q?|leqslant|geqslant|ll|gg|lor|land|vee|"
+                          r"wedge|nless|ngtr)(?![A-Za-z])")
+_SAME_RELATION = {
+    **dict.fromkeys(("<", ">", "\\lt", "\\gt"), "<"), **dict.fromkeys(("\\le", "\\leq", "\\ge", "\\geq", "⩽", "⩾",
+                                                                      "\\leqslant", "\\geqslant"), "\\le"),
+    **dict.fromkeys(("≪", "≫", "\\ll", "\\gg"), "\\ll"), **dict.fromkeys(("\\nless", "\\ngtr", "≮", "≯"), "\\nless"),
+    **dict.fromkeys(("\\nleq", "\\ngeq", "\\nle", "\\nge"), "\\nleq"), "\\neq": "\\ne", "\\lnot": "\\neg", "¬": "\\neg",
+    **dict.fromkeys(("∨", "\\vee", "\\lor"), "\\lor"), **dict.fromkeys(("∧", "\\wedge", "\\land"), "\\land"),
+}
+# Words of other scripts that negate, bound or hedge a value (Qwen-based VLMs often answer in Chinese): a list, as
+# a unit or a count's word in those scripts is no prose ("3厘米", "3个").
+_FOREIGN_HEDGE_RE = re.compile(r"[不没非无或约未]|至[少多]|[大小]于|超过|可能|也许|大概|"
+                               r"(?<![^\W\d_])(?:не|нет|или|около|примерно|больше|меньше)(?![^\W\d_])", re.I)
+_ANGLE_BRACKETS_RE = re.compile(r"^<([^<>]*)>$")  # a vector written <1, 2>
 
 
 @register("math")
@@ -267,7 +278,9 @@ def _hedged(answer: str, truth: str) -> bool:
 def _relations(text: str) -> set[str]:
     """The relation, negation and bound symbols in ``text``, one spelling each (math-verify would read
     "\\ne 4" as 4)."""
-    return {_SAME_RELATION.get(found, found) for found in _RELATION_RE.findall(normalize(text))}
+    s = normalize(text)
+    s = _ANGLE_BRACKETS_RE.sub(r"\1", s)
+    return {_SAME_RELATION.get(found, found) for found in _RELATION_RE.findall(s)}
 
 
 def _list_items(text: str) -> list[str]:
@@ -310,14 +323,14 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
 
 
 def _prose(text: str) -> bool:
-    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6", or "不是 5"): words of
-    three letters or more but function names and point names (fullwidth and math-alphabet letters read as
-    the letters they are: "ｎｏｔ", "𝐧𝐨𝐭"; "𝑥" and "ℝ" are one letter), and any letter of another script
-    but Greek and Å."""
+    """Words that are not math (math-verify would pull "5" out of "not 5, it is 6"): words of three letters
+    or more but function names and point names (fullwidth and math-alphabet letters read as the letters they
+    are: "ｎｏｔ", "𝐧𝐨𝐭"; "𝑥" and "ℝ" are one letter), and in other scripts the words that negate, bound or
+    hedge a value ("不是 5", "至少 5", "не 5"; a unit word, "5 厘米", "5 см", is no prose)."""
     plain = unicodedata.normalize("NFKC", text)
     words = _WORD_RE.findall(_COMMAND_RE.sub(" ", plain))
-    return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words) or any(
-        ord(ch) > 127 and ch.isalpha() and not "\u0370" <= ch <= "\u03ff" and ch != "\u00c5" for ch in plain)
+    return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words) or bool(
+        _FOREIGN_HEDGE_RE.search(plain))
 
 
 def _right_hand_side(expr: object, truth: object) -> object:

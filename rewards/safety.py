@@ -16,8 +16,8 @@ MAX_CHARS = 400  # a final answer longer than this is not a short math answer
 MAX_NESTING = 24  # brackets and braces
 MAX_TOWER = 2  # a^{b^{c}} is allowed, a^{b^{c^{d}}} is not
 MAX_LITERAL_EXPONENT = 1000
-MAX_EXPONENT_PRODUCT = 10_000  # exponents multiplied ((a^{b})^{c}, 10^{b \cdot c}): 999^{999 \cdot 999} has 3 million
-                               # digits, and sin() of it or a ratio of two took sympy a minute
+MAX_STACKED_EXPONENT = 10_000  # powers of powers, (a^{b})^{c}: (999^{999})^{999} has 3 million digits, and sin() of
+                               # it or a ratio of two took sympy a minute
 MAX_FACTORIAL = 500
 
 _NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
@@ -58,7 +58,7 @@ def unsafe_reason(text: str) -> str | None:
     for exponent in _exponents(s):
         if (reason := _exponent_reason(exponent)) is not None:
             return reason
-    if (stacked := _stacked_exponent(s)) > MAX_EXPONENT_PRODUCT:  # ((10^{999})^{999})^{999} is 10^(999^3)
+    if (stacked := _stacked_exponent(s)) > MAX_STACKED_EXPONENT:  # ((10^{999})^{999})^{999} is 10^(999^3)
         return f"powers of powers with exponents multiplying to {stacked:.3g}"
     for match in _FACTORIAL_RE.finditer(s):
         if int(match.group(1)) > MAX_FACTORIAL:
@@ -146,7 +146,7 @@ def _exponent_reason(exponent: str) -> str | None:
     # a literal, or arithmetic in the exponent: 10^{99999999+1}, 2^{1 99999999} (digits a space apart are one number to
     # math-verify), 10^{999*999*999}; the product of its numbers bounds what it can evaluate to
     literals = [abs(float(n)) for n in _LITERAL_RE.findall(e.replace(" ", ""))]
-    if any(n > MAX_LITERAL_EXPONENT for n in literals) or math.prod(max(1.0, n) for n in literals) > MAX_EXPONENT_PRODUCT:
+    if any(n > MAX_LITERAL_EXPONENT for n in literals) or math.prod(max(1.0, n) for n in literals) > MAX_LITERAL_EXPONENT ** 2:
         return f"exponent {exponent.strip()} too large"
     inner = e.replace(" ", "").replace("{", "").replace("}", "").split("^")
     if len(inner) == 2 and all(_NUMBER_RE.match(p) for p in inner):

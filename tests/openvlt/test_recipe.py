@@ -702,10 +702,11 @@ def test_paths_that_start_at_a_home_folder_are_expanded(tmp_path, toyworld_dir, 
     path = write(tmp_path, toyworld_dir, tiny_student, run_dir="~/runs/x",
                  data={"sft": "~/data/train.parquet", "rl": {"path": "~/data/train.parquet", "stop": 8},
                        "eval": {"held": "~/data/test.parquet"}},
-                 roles={"student": {"engine": "hf", "model": "~/student", "prompt": "~ {question} ~"}})
+                 roles={"student": {"engine": "hf", "model": "~/student", "prompt": "~ {question} ~", "system": "~"}})
     recipe = load_recipe(path)
     assert recipe.run_dir == str(home / "runs" / "x") and recipe.data.sft[0].path == str(home / "data" / "train.parquet")
     assert recipe.data.rl[0].path == str(home / "data" / "train.parquet")
     assert recipe.data.eval["held"].path == str(home / "data" / "test.parquet")
     assert recipe.roles.student.model == str(home / "student") and recipe.roles.student.prompt == "~ {question} ~"
+    assert recipe.roles.student.system == "~"  # text, not a path
     assert load_recipe(path, ["run_dir=~/runs/y"]).run_dir == str(home / "runs" / "y")

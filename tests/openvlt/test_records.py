@@ -200,9 +200,10 @@ def test_integer_ids_and_answers_and_null_extra_info_are_read_and_urls_and_bad_i
         read_records(tmp_path / "floats.parquet")
     pd.DataFrame({**columns, "id": [1.0, 2.0]}).to_parquet(tmp_path / "floats.parquet")
     assert [(r["id"], r["answer"]) for r in read_records(tmp_path / "floats.parquet")] == [("1", "3"), ("2", "4")]
-    pd.DataFrame({**columns, "answer": [3.5, 4.0]}).to_parquet(tmp_path / "floats.parquet")  # a real float: named
-    with pytest.raises(RecordError, match=r"field 'answer' must be a string, got float"):
-        read_records(tmp_path / "floats.parquet")
+    for odd in (3.5, float("inf"), 1e20):  # a real float, or one no integer holds: the row is named
+        pd.DataFrame({**columns, "answer": [odd, 4.0]}).to_parquet(tmp_path / "floats.parquet")
+        with pytest.raises(RecordError, match=r"row 0 \(id '1'\): field 'answer' must be a string, got float"):
+            read_records(tmp_path / "floats.parquet")
     pq.write_table(pa.table({**columns, "images": [["https://example.com/a.png"], ["b.png"]],
                              "question": ["<image>", "<image>"]}), tmp_path / "urls.parquet")
     with pytest.raises(RecordError, match=r"row 0 \(id '1'\): image 1 of 1 cannot be read from https://example.com/a.png "
@@ -363,6 +364,10 @@ def test_transparent_and_16_bit_images_are_read_as_they_look():
     gradient = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0 .. 65535
     grey = np.asarray(load_image(_png(Image.fromarray(gradient))))
     assert (grey[..., 0] == np.arange(256).reshape(16, 16)).all()
+    for brightest in (200, 255, 256):  # a dark 16-bit image is dark, whatever its brightest pixel (200 of 65535 is 1 of 255)
+        dark = np.full((4, 4), 200, dtype=np.uint16)
+        dark[0, 0] = brightest
+        assert set(np.asarray(load_image(_png(Image.fromarray(dark))))[..., 0].ravel()) == {1}, brightest
     colour = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     assert (np.asarray(load_image(_png(Image.fromarray(colour)))) == colour).all()
 

@@ -570,7 +570,11 @@ def test_a_reward_plugin_read_from_another_folder_is_another_input(tmp_path, toy
         stage(ws, first)
     with Workspace.open(recipe) as ws:
         stage(ws, first)  # the same file: skipped
-        with pytest.raises(ValueError, match=rf"iter_1/select is complete, but its input reward \({first}; now {other}: "
+        copy = tmp_path / "d" / "mine.py"  # the same code elsewhere (the project copied): the same input
+        copy.parent.mkdir()
+        shutil.copy(first, copy)
+        stage(ws, copy)
+        with pytest.raises(ValueError, match=rf"iter_1/select is complete, but its input reward \({first}; now {other}, other code: "
                                              r"a relative plugin path is read from the folder the command runs in\) "
                                              r"changed since it ran\. Rerun with --redo iter_1/select"):
             stage(ws, other)
@@ -639,6 +643,12 @@ def test_a_stage_never_replaces_a_folder_it_did_not_make(tmp_path, toyworld_dir,
             prepare(ws, ws.root)
     assert (precious / "notes.txt").read_text() == "keep me" and (sibling / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "runs" / "run" / "manifest.json").exists()
+    scratch = tmp_path / "runs" / "run" / ".scratch" / "prepare"  # work an attempt finished with other values: no way past
+    (scratch / "result.json").write_text('{"counts": {}, "seconds": 1}')
+    (scratch / "made_from.json").write_text('{"recipe": "other values", "inputs": {}}')
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"exists and this run did not make it"):
+        prepare(ws, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
 
     made = tmp_path / "data" / "toyworld"
     with Workspace.open(recipe) as ws:
@@ -667,6 +677,12 @@ def test_a_run_directory_that_lost_its_frozen_recipe_takes_no_other_recipe_over_
     with Workspace.open(load_recipe(path)):  # the same values: resumes, and freezes them again
         pass
     assert "lr: " in (tmp_path / "run" / "recipe.yaml").read_text()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())  # the digest of all values changes with
+    manifest["recipe"] = "from an older openvlt"  # every key a new version adds; what the stages compute does not
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "run" / "recipe.yaml").unlink()
+    with Workspace.open(load_recipe(path, ["reward.memory_mb=4096"])):  # (a memory knob: the same work)
+        pass
     (tmp_path / "run" / "recipe.yaml").unlink()
     with Workspace.open(load_recipe(path, ["sft.lr=0.5"]), force=True):
         pass

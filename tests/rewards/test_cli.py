@@ -161,3 +161,9 @@ def test_memory_mb_bounds_each_worker_and_an_item_over_it_says_which_limit(tmp_p
     assert main(["score", str(source), "--reward", f"{plugin}:score", "--workers", "1", "--memory-mb", "1000"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"score": 1.0, "error": None}
     assert main(["score", str(source), "--reward", "math", "--memory-mb", "0"]) == 2
+    from rewards import _worker
+
+    _worker._memory_mb = 100  # as in a worker; CUDA's out-of-memory error is no worker's memory limit
+    cuda = "reward 'x' on item 0 raised OutOfMemoryError: CUDA out of memory"
+    assert _worker._memory_named(cuda) == cuda and "reward.memory_mb" in _worker._memory_named("raised MemoryError: ")
+    _worker._memory_mb = 0

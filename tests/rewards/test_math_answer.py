@@ -178,8 +178,12 @@ HEDGING = [
 RELATIONS = [
     ("\u2260 4", "4", 0.0), ("\\neq 4", "4", 0.0), ("\\ne 4", "4", 0.0), ("x\\not=4", "4", 0.0), ("\\neg 4", "4", 0.0),
     ("< 4", "4", 0.0), ("\\le 4", "4", 0.0), ("\u2265 4", "4", 0.0), ("\\gg 4", "4", 0.0), ("4 \\neq", "4", 0.0),
-    ("3 \\to 4", "4", 0.0), ("3 \\cap 4", "4", 0.0), ("3 \\mid 4", "4", 0.0), ("x \\leq 3", "x \\le 3", 1.0),
-    ("x = 4", "4", 1.0), ("\\approx 4", "4", 1.0), ("(2, \\infty)", "(2,\\infty)", 1.0), ("x > 2", "x \\gt 2", 1.0),
+    ("\\nleq 4", "4", 0.0), ("\\ngeq 4", "4", 0.0), ("\u226e 4", "4", 0.0), ("\u2a7d 4", "4", 0.0), ("3 \u2228 4", "4", 0.0),
+    ("x \\leq 3", "x \\le 3", 1.0), ("x = 4", "4", 1.0), ("\\approx 4", "4", 1.0), ("(2, \\infty)", "(2,\\infty)", 1.0),
+    ("x > 2", "x \\gt 2", 1.0), ("0 < a", "a>0", 1.0), ("x \\geq 3", "3 \\le x", 1.0),  # either direction
+    ("P(A \\mid B) = 0.3", "0.3", 1.0), ("\\lim_{x \\to 2} f(x) = 3", "3", 1.0),  # \mid and \to are no relations here
+    ("\\{x \\mid x > 2\\}", "\\{x | x > 2\\}", 1.0), ("(-\\infty, 1) \\cup (2, \\infty)", "(-\u221e,1)\u222a(2,\u221e)", 1.0),
+    ("<1, 2>", "\\langle 1, 2 \\rangle", 1.0),  # a vector's angle brackets
 ]
 
 # Words of other scripts are prose, as English words are ("不是 3": "not 3"); Greek letters, µ and Å are math.
@@ -188,6 +192,9 @@ OTHER_SCRIPTS = [
     ("\U0001d427\U0001d428\U0001d42d 3", "3", 0.0), ("3\u00b0\uff08\u4e0d\u786e\u5b9a\uff09", "3", 0.0),
     ("\u03b8 = 30", "30", 1.0), ("5 \u00b5m", "5 \u00b5m", 1.0), ("\u03c0", "\\pi", 1.0), ("2\u03c0", "2\\pi", 1.0),
     ("\U0001d465 = 3", "3", 1.0), ("x \\in \u211d", "x \\in \\mathbb{R}", 1.0),  # a math-italic x; the reals' R
+    ("\u5927\u7ea6 3", "3", 0.0), ("3 \u0438\u043b\u0438 4", "3", 0.0),  # "about 3", "3 or 4"
+    ("3 \u5398\u7c73", "3\u5398\u7c73", 1.0), ("3", "3\u5398\u7c73", 1.0), ("3\u5398\u7c73", "3", 1.0), ("3 \u0441\u043c", "3", 1.0),
+    ("3\u4e2a", "3", 1.0), ("2\u2135_0", "\u2135_0 \\cdot 2", 1.0),  # unit and count words of other scripts are no prose
 ]
 
 
@@ -359,8 +366,7 @@ ADVERSARIAL = [
     "(99999999)!", "{99999999}!", "\\binom{1000000000}{500000000}", "\\Gamma(1000000000)",  # factorials of a group
     "10^{10^{3}\\cdot10^{3}\\cdot10^{3}}", "2^{10^{3}\\cdot10^{3}\\cdot10^{3}}",  # powers multiplied in an exponent
     "a" + "!" * 40_000, "4" + ". " * 500_000, "4" + "?" * 500_000,  # punctuation runs: were quadratic (minutes)
-    "\\frac{(999^{999})^{999}}{(998^{999})^{999}}", "\\sin(10^{1000 \\cdot 1000})",  # 3-million-digit integers: 75 s
-    "\\sin((999^{999})^{999})",
+    "\\frac{(999^{999})^{999}}{(998^{999})^{999}}", "\\sin((999^{999})^{999})",  # 3-million-digit integers: 75 s
 ]
 
 
