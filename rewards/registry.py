@@ -384,15 +384,35 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
 def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
     """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute
     (a relative one found in ``base``, a data file's folder, is taken from there, as `canonical_spec`
-    does): what to fingerprint to see that a plugin was edited. Registered names and modules name no file.
+    does), and a module spec's own file (``my_rewards:judge``) found on ``sys.path``: what to fingerprint to
+    see that a plugin was edited. Registered names, entry points and the built-in modules name no file.
 
     >>> plugin_files("0.9*math+0.1*/tmp/mine.py:score")
     ['/tmp/mine.py']
     """
     from rewards.compose import split_terms
 
-    files = [_absolute_file_spec(part, base).rpartition(":")[0] for _, part in split_terms(spec.strip())]
-    return list(dict.fromkeys(file for file in files if file.endswith(".py")))
+    files = []
+    for _, part in split_terms(spec.strip()):
+        where = _absolute_file_spec(part, base).rpartition(":")[0]
+        files.append(where if where.endswith(".py") else _module_file(where) if where and part not in _registry else None)
+    return list(dict.fromkeys(file for file in files if file))
+
+
+def _module_file(module: str) -> str | None:
+    """The source file of ``module`` as an import would find it on ``sys.path``, found without importing
+    anything (a package's ``__init__`` is the user's code); None for the built-in modules, or none found."""
+    parts = module.split(".")
+    if parts[0] == "rewards" or not all(p.isidentifier() for p in parts):
+        return None
+    for entry in sys.path:
+        if not isinstance(entry, str) or not os.path.isdir(entry or "."):
+            continue
+        folder = os.path.join(entry or os.getcwd(), *parts)
+        for candidate in (folder + ".py", os.path.join(folder, "__init__.py")):
+            if os.path.isfile(candidate):
+                return os.path.abspath(candidate)
+    return None
 
 
 def _absolute_file_spec(part: str, base: str | os.PathLike | None = None) -> str:

@@ -288,3 +288,20 @@ def test_a_users_plugin_that_raises_says_which_line_of_it_raised(tmp_path):
     with pytest.raises(RewardError) as info:
         call_reward("math", "<answer>3</answer>", "", {})
     assert "line" not in str(info.value)
+
+
+def test_a_module_spec_names_its_file_to_fingerprint_without_importing_it(tmp_path, monkeypatch):
+    """`my_rewards:judge` is code a run judges with, as `my_rewards.py:judge` is: its file is what a resume
+    compares (an edit makes the stages that judged with it incomplete). Finding it imports nothing."""
+    from rewards.registry import plugin_files
+
+    (tmp_path / "my_rewards_fp.py").write_text("raise SystemExit('imported!')\n")
+    (tmp_path / "pkg_fp").mkdir()
+    (tmp_path / "pkg_fp" / "__init__.py").write_text("raise SystemExit('imported!')\n")
+    (tmp_path / "pkg_fp" / "scores.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert plugin_files("my_rewards_fp:judge") == [str(tmp_path / "my_rewards_fp.py")]
+    assert plugin_files("0.5*pkg_fp.scores:judge+0.5*pkg_fp:other") == [str(tmp_path / "pkg_fp" / "scores.py"),
+                                                                       str(tmp_path / "pkg_fp" / "__init__.py")]
+    assert plugin_files("math+rewards.format:format_reward+no_such_module_fp:f") == []
+    assert "my_rewards_fp" not in sys.modules and "pkg_fp" not in sys.modules
