@@ -25,6 +25,7 @@ Differences from math-verify used alone, deliberately:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import signal
@@ -82,6 +83,8 @@ _SAME_RELATION = {
 # a unit or a count's word in those scripts is no prose ("3厘米", "3个").
 _FOREIGN_HEDGE_RE = re.compile(r"[不没非无或约未]|至[少多]|[大小]于|超过|可能|也许|大概|"
                                r"(?<![^\W\d_])(?:не|нет|или|около|примерно|больше|меньше)(?![^\W\d_])", re.I)
+_PERCENT_UNITS = ("%", "percent", "percentage")
+_DEGREE_UNITS = ("°", "^\\circ", "circ", "deg", "degree", "degrees")
 _ANGLE_BRACKETS_RE = re.compile(r"^<([^<>]*)>$")  # a vector written <1, 2>
 
 
@@ -226,15 +229,19 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
 def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None, integer: bool,
                         unit: str | None) -> bool | None:
     """Exact verdict on two read numbers, or ``None`` when only rounding rules could decide."""
+    decoration = (unit or "").strip().lstrip("\\").lower()  # an expected unit "%" or "°": the truth carries it ("5" is 5%)
+    if decoration in _PERCENT_UNITS or decoration in _DEGREE_UNITS:
+        want, unit = dataclasses.replace(want, percent=True) if decoration in _PERCENT_UNITS else dataclasses.replace(
+            want, degrees=True), None
     expected_scale = want.scale or (degree_scale(unit) if unit else None)  # an expected unit "°C" or "Celsius" is one
     expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit and not expected_scale else None)
     if got.unit and expected_unit and got.unit != expected_unit:  # (as read_quantity keeps it)
         return False
     if got.scale and expected_scale and got.scale != expected_scale or got.scale and expected_unit or got.unit and expected_scale:
         return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
-    if got.percent != want.percent and (got.unit or want.unit or got.scale or want.scale):
+    if got.percent != want.percent and (got.unit or expected_unit or got.scale or expected_scale):
         return False  # nor may a percentage stand for a quantity of a unit ("5%" for "5 cm", "5 cm" for "5%")
-    if got.degrees != want.degrees and (got.unit or want.unit or got.percent or want.percent):
+    if got.degrees != want.degrees and (got.unit or expected_unit or got.percent or want.percent):
         return False  # nor an angle in degrees for another unit or a percentage ("30 rad" for "30°", "5°" for "5 cm")
     candidates = [got.value]
     if got.percent != want.percent:  # "50%" is 0.5; a truth of "50" may leave its "%" out

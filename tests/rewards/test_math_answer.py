@@ -60,6 +60,10 @@ UNITS = [
     ("5\\%", "5 cm", 0.0), ("5 cm", "5\\%", 0.0), ("5\\%", "5\u00b0C", 0.0),  # a percentage is no quantity of a unit
     ("30 rad", "30\u00b0", 0.0), ("30\u00b0", "30 rad", 0.0), ("5\u00b0", "5 cm", 0.0), ("30\\%", "30\u00b0", 0.0),  # nor
     ("30 degrees", "30\u00b0", 1.0), ("30", "30\u00b0", 1.0), ("30 rad", "30", {"unit": "\u00b0"}, 0.0),  # are degrees
+    # an expected unit "%" or "°" is the truth's: "5" with unit "%" is 5%, so 500% is not it and 0.05 is
+    ("500%", "5", {"unit": "%"}, 0.0), ("5%", "5", {"unit": "\\%"}, 1.0), ("0.05", "5", {"unit": "%"}, 1.0),
+    ("5", "5", {"unit": "percent"}, 1.0), ("5%", "5", {"unit": "cm"}, 0.0), ("30\u00b0", "30", {"unit": "cm"}, 0.0),
+    ("30%", "30", {"unit": "\u00b0"}, 0.0), ("30\u00b0", "30", {"unit": "%"}, 0.0), ("30\u00b0", "30", {"unit": "degrees"}, 1.0),
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
     # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
