@@ -615,14 +615,14 @@ def _warn_if_correctness_is_off(key: str, override: str, correct_at: float) -> N
         return
     best = math.fsum(weight for weight, _ in terms)
     lightest_weight, lightest = min(terms)
+    without_lightest = math.fsum([best, -lightest_weight])  # an answer that part scores 0
     if best < correct_at:
         log.warning("%s: an answer every part of %s scores 1 scores %g, below reward.correct_at (%g): none will count as "
                     "correct (make the weights add up to %g, or lower reward.correct_at)", key, override, best, correct_at, correct_at)
-    elif len(terms) > 1 and math.fsum([best, -lightest_weight]) >= correct_at:
+    elif len(terms) > 1 and without_lightest >= correct_at:
         log.warning("%s: the weights of %s add up to %g, so an answer %s scores 0 still reaches reward.correct_at (%g) and "
                     "counts as correct (raise reward.correct_at above %g, or change the weights: 0.9*math+0.1*format with "
-                    "reward.correct_at 1.0 needs both parts right)", key, override, best, lightest, correct_at,
-                    math.fsum([best, -lightest_weight]))
+                    "reward.correct_at 1.0 needs both parts right)", key, override, best, lightest, correct_at, without_lightest)
 
 
 def _check_prepare(prepare: Prepare) -> None:

@@ -103,8 +103,9 @@ class Workspace:
         marked = ws._stages_from(requests) if requests else []  # a wrong stage name fails before anything is written
         changes = changes_since(_moved(old, recipe.run_dir), recipe) if old is not None else []
         completed = any(stage.get("status") == "complete" for stage in ws.manifest["stages"].values())
+        work = recipe.work_digest()
         made_with = ws.manifest.get("work", ws.manifest.get("recipe"))  # (runs before "work" was recorded: the digest)
-        if old is None and completed and made_with not in (recipe.work_digest(), recipe.digest()):  # nothing else to compare
+        if old is None and completed and made_with not in (work, recipe.digest()):  # nothing else to compare
             lost = (f"{frozen}, the recipe this run was started with, is missing, and the manifest says its completed "
                     "stages were made with other values than this recipe's")
             if not force:
@@ -135,8 +136,8 @@ class Workspace:
                 stage["status"] = "interrupted"
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest.pop("stopped", None)  # the last start's data check: made again
-        ws.manifest["recipe"], ws.manifest["work"] = recipe.digest(), recipe.work_digest()
-        ws.work_digest, ws.locked, ws.force = recipe.work_digest(), True, force
+        ws.manifest["recipe"], ws.manifest["work"] = recipe.digest(), work
+        ws.work_digest, ws.locked, ws.force = work, True, force
         if marked:
             ws._mark_for_redo(" ".join(requests), marked)
         ws._save()

@@ -230,9 +230,10 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
                         unit: str | None) -> bool | None:
     """Exact verdict on two read numbers, or ``None`` when only rounding rules could decide."""
     decoration = (unit or "").strip().lstrip("\\").lower()  # an expected unit "%" or "°": the truth carries it ("5" is 5%)
-    if decoration in _PERCENT_UNITS or decoration in _DEGREE_UNITS:
-        want, unit = dataclasses.replace(want, percent=True) if decoration in _PERCENT_UNITS else dataclasses.replace(
-            want, degrees=True), None
+    if decoration in _PERCENT_UNITS:
+        want, unit = dataclasses.replace(want, percent=True), None
+    elif decoration in _DEGREE_UNITS:
+        want, unit = dataclasses.replace(want, degrees=True), None
     expected_scale = want.scale or (degree_scale(unit) if unit else None)  # an expected unit "°C" or "Celsius" is one
     expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit and not expected_scale else None)
     if got.unit and expected_unit and got.unit != expected_unit:  # (as read_quantity keeps it)

@@ -70,7 +70,7 @@ def register(name: str | None = None) -> Callable[[Reward], Reward]:
     def decorator(fn: Reward) -> Reward:
         key = name or fn.__name__
         _check_plugin(key, fn)
-        if not str(getattr(fn, "__module__", "")).startswith("rewards."):
+        if not _built_in(fn):
             _load_builtins()  # a user's plugin named like a built-in not yet loaded is refused too
         with _lock:
             old = _registry.get(key)
@@ -258,7 +258,7 @@ def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping
 def _raised_at(fn: Reward, exc: BaseException) -> str:
     """" (mine.py line 12)": the line of a user's plugin that raised (its own file's last frame, else the last
     frame), so a worker's one-line error still says where to look; "" for the built-ins."""
-    if str(getattr(fn, "__module__", "")).startswith("rewards."):
+    if _built_in(fn):
         return ""
     frames = traceback.extract_tb(exc.__traceback__)[1:]  # (the first is call_reward's own)
     code = getattr(fn, "__code__", None)
@@ -395,7 +395,10 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
     files = []
     for _, part in split_terms(spec.strip()):
         where = _absolute_file_spec(part, base).rpartition(":")[0]
-        files.append(where if where.endswith(".py") else _module_file(where) if where and part not in _registry else None)
+        if where.endswith(".py"):
+            files.append(where)
+        elif where and part not in _registry:  # a module spec
+            files.append(_module_file(where))
     return list(dict.fromkeys(file for file in files if file))
 
 
@@ -430,6 +433,11 @@ def _file_stamp(spec: str) -> float:
         return os.stat(where).st_mtime if where.endswith(".py") else 0.0
     except OSError:
         return 0.0
+
+
+def _built_in(fn: object) -> bool:
+    """Whether ``fn`` is one of this package's plugins (its verdicts are about the answer, not its code)."""
+    return str(getattr(fn, "__module__", "")).startswith("rewards.")
 
 
 def _origin(fn: object) -> str:
