@@ -152,21 +152,25 @@ class RewardScorer:
         self._pool_lock = threading.Lock()
 
     def score(self, items: Iterable[Mapping[str, Any]], reward: str = "math", *,
-              timeout: float = DEFAULT_TIMEOUT) -> BatchResults:
+              timeout: float = DEFAULT_TIMEOUT, log_failures: bool = True) -> BatchResults:
         """Score every item; results in input order with a :class:`BatchSummary`."""
         started = time.monotonic()
         summary, results = BatchSummary(), []
-        for result in self.iter_scores(items, reward, timeout=timeout, window=sys.maxsize):
+        for result in self.iter_scores(items, reward, timeout=timeout, window=sys.maxsize,
+                                       log_failures=log_failures):
             results.append(result)
             summary = summary.add(result)
         return BatchResults(results, replace(summary, seconds=time.monotonic() - started))
 
     def iter_scores(self, items: Iterable[Mapping[str, Any]], reward: str = "math", *,
-                    timeout: float = DEFAULT_TIMEOUT, window: int = STREAM_WINDOW) -> Iterator[ScoreResult]:
-        """Yield results in input order while reading ``items`` lazily (at most ``window`` in flight)."""
+                    timeout: float = DEFAULT_TIMEOUT, window: int = STREAM_WINDOW,
+                    log_failures: bool = True) -> Iterator[ScoreResult]:
+        """Yield results in input order while reading ``items`` lazily (at most ``window`` in flight).
+        The first few failures are logged unless ``log_failures`` is off (for a caller that logs its own)."""
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return _logged(self._stream(items, _Specs(reward, in_process=self.workers == 0), float(timeout), max(1, window)))
+        results = self._stream(items, _Specs(reward, in_process=self.workers == 0), float(timeout), max(1, window))
+        return _logged(results) if log_failures else results
 
     def _stream(self, items: Iterable[Mapping[str, Any]], specs: _Specs, timeout: float,
                 window: int) -> Iterator[ScoreResult]:

@@ -9,14 +9,12 @@ item has the hard time limit whatever thread, actor or event loop the trainer ca
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rewards.batch import ScoreResult
+from rewards.compose import split_terms
 from rewards.registry import RewardError
-
-logger = logging.getLogger(__name__)
 
 FAILED = "reward_failed"  # component set to 1.0 when an item errored or timed out
 
@@ -30,56 +28,39 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def flat_scores(result: ScoreResult, *, components: bool, on_error: str, reward: str | None = None) -> dict[str, float]:
-    """A trainer-facing dict: ``score``, the plugin's components and ``reward_failed`` (0.0 / 1.0).
+def flat_scores(result: ScoreResult, names: Sequence[str], *, on_error: str) -> dict[str, float]:
+    """A trainer-facing dict: ``score``, the components ``names`` and ``reward_failed`` (0.0 / 1.0).
 
-    A failed item scores 0.0 here because these trainers need a number, but it is logged and
-    flagged in ``reward_failed`` (a metric the trainer logs), never silently zero; with
-    ``on_error="raise"`` it stops training instead. It has the same keys as a judged item of the
-    same ``reward`` (its components at 0.0): verl reads every item's dict with the keys of the
-    first, so one timed-out rollout must not drop a key.
+    A failed item scores 0.0 here because these trainers need a number, but it is flagged in
+    ``reward_failed``, never silently zero; with ``on_error="raise"`` it stops training instead.
+    Every name in ``names`` is there, at 0.0 when the item failed or its plugin did not return it:
+    verl reads every item's dict with the keys of the first, so the keys must not depend on the item.
     """
-    if not result.ok:
-        if on_error == "raise":
-            raise RuntimeError(result.error)
-        logger.warning("scored 0.0 for a failed item: %s", result.error)
-    out = {"score": result.score if result.ok else 0.0}
-    if components and result.ok:
-        remember_components(reward, result)
-        out.update(result.components or {})
-    elif components:
-        out.update(dict.fromkeys(_component_names(reward), 0.0))
-    out[FAILED] = 0.0 if result.ok else 1.0
-    return out
+    if not result.ok and on_error == "raise":
+        raise RuntimeError(result.error)
+    judged = (result.components or {}) if result.ok else {}
+    return {"score": result.score if result.ok else 0.0,
+            **{name: float(judged.get(name, 0.0)) for name in names},
+            FAILED: 0.0 if result.ok else 1.0}
 
 
-_components_of: dict[str, tuple[str, ...]] = {}  # reward spec -> the component names its judged items had
-
-
-def remember_components(reward: str | None, result: ScoreResult) -> None:
-    """Note the component names a judged item of ``reward`` has (see :func:`flat_scores`)."""
-    if reward is not None and result.ok:
-        _components_of[reward] = tuple(result.components or ())
-
-
-def _component_names(reward: str | None) -> tuple[str, ...]:
-    """What a judged item of ``reward`` has: as seen, or for a composition not yet seen, its parts."""
+def composition_parts(reward: str | None) -> tuple[str, ...]:
+    """A composition's parts, the components each of its judged items has ("1*math" is math: none)."""
     if reward is None:
         return ()
-    if reward in _components_of:
-        return _components_of[reward]
-    from rewards.compose import split_terms
-
     try:
         terms = split_terms(reward)
     except RewardError:
         return ()
-    return tuple(part for _, part in terms) if len(terms) > 1 or terms[0][0] != 1.0 else ()  # "1*math" is math
+    return tuple(part for _, part in terms) if len(terms) > 1 or terms[0][0] != 1.0 else ()
 
 
-def item(response: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, reward: str | None = None) -> dict:
-    """A :func:`rewards.batch.score_batch` item from a trainer's fields."""
+def item(response: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, reward: str | None = None,
+         label: str | None = None) -> dict:
+    """A :func:`rewards.batch.score_batch` item from a trainer's fields (``label`` names it in a failure)."""
     out = {"response": response, "ground_truth": as_text(ground_truth), "extra_info": dict(extra_info or {})}
     if reward:
         out["reward"] = reward
+    if label:
+        out["id"] = label
     return out

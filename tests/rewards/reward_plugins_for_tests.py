@@ -41,6 +41,17 @@ def bad_return(response: str, ground_truth: str, *, extra_info: dict) -> object:
             "string_score": {"score": "1.0"}}[response]
 
 
+@register("test_parts")
+def parts(response: str, ground_truth: str, *, extra_info: dict) -> dict:
+    """Components that depend on the item: a length penalty only on long responses; raises on "raise"."""
+    if response == "raise":
+        raise KeyError("choices")
+    out = {"score": float(response == ground_truth), "acc": float(response == ground_truth)}
+    if len(response) > 10:
+        out["length_penalty"] = -0.1
+    return out
+
+
 def score_in_child(n: int) -> list[float]:
     """Score n toy items through the shared pool of whatever process runs this (a pool worker, Ray)."""
     from rewards import score_batch

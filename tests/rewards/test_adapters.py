@@ -146,6 +146,75 @@ def test_a_failed_item_has_the_keys_of_a_judged_one_of_the_same_reward():
     assert list(first) == list(second) and first["reward_failed"] == 1.0 and second["reward_failed"] == 0.0
 
 
+def test_verl_keys_never_depend_on_the_item_or_on_what_the_process_judged_before(caplog):
+    """verl takes every item's keys from the first one, across several reward worker processes: a
+    plugin's own components, which differ between a failed item, a short and a long response (and
+    were learned per process), crashed the training step."""
+    from rewards.adapters.verl import compute_score
+    from rewards.registry import RewardError
+
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    responses = ["raise", "3", "a long response: 3"]  # failed first, as in a fresh reward worker
+    by_default = [compute_score("x", r, "3", {"reward": "test_parts"}, workers=0) for r in responses]
+    assert [list(s) for s in by_default] == [["score", "reward_failed"]] * 3
+    assert [s["reward_failed"] for s in by_default] == [1.0, 0.0, 0.0]
+    for components in (["acc", "length_penalty"], "acc, length_penalty"):  # a Hydra list, or one string
+        named = [compute_score("x", r, "3", {"reward": "test_parts"}, workers=0, components=components)
+                 for r in responses]
+        assert [list(s) for s in named] == [["score", "acc", "length_penalty", "reward_failed"]] * 3
+        assert named == [{"score": 0.0, "acc": 0.0, "length_penalty": 0.0, "reward_failed": 1.0},
+                         {"score": 1.0, "acc": 1.0, "length_penalty": 0.0, "reward_failed": 0.0},
+                         {"score": 0.0, "acc": 0.0, "length_penalty": -0.1, "reward_failed": 0.0}]
+    with pytest.raises(RewardError, match="not 'score' or 'reward_failed'"):
+        compute_score("x", "3", "3", {"reward": "test_parts"}, workers=0, components=["acc", "score"])
+    caplog.clear()
+    for _ in range(2):
+        compute_score("x", "3", "3", {"reward": "test_parts"}, workers=0, components=["acc", "accuracy"])
+    typo = [r.getMessage() for r in caplog.records if "no component" in r.getMessage()]
+    assert typo == ["reward 'test_parts' returned no component 'accuracy' (components= names it): it reads 0.0 "
+                    "where it is missing"]
+
+
+def test_verl_failures_name_their_row_and_are_counted_not_logged_each(caplog, monkeypatch):
+    """In verl every call is a one-item batch: failures said "item 0", twice each, and a hanging plugin
+    wrote a warning per rollout."""
+    import rewards.adapters.verl as verl_adapter
+
+    from tests.rewards import reward_plugins_for_tests  # noqa: F401
+
+    monkeypatch.setattr(verl_adapter, "LOGGED_FAILURES", 2)
+    monkeypatch.setattr(verl_adapter, "COUNT_EVERY", 3)
+    monkeypatch.setattr(verl_adapter, "_failed", [0])
+    monkeypatch.setattr(verl_adapter, "_scored", [0])
+    caplog.set_level("WARNING")
+    extras = [{"reward": "test_parts", "id": "p7"}, {"reward": "test_parts", "index": 12}, {"reward": "test_parts"}]
+    for extra in extras * 2:
+        verl_adapter.compute_score("geo3k", "raise", "3", extra, workers=0)
+    verl_adapter.compute_score("geo3k", "3", "3", extras[0], workers=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4  # 2 in full, then a count at every 3rd failure: 3 and 6 (the 7th item was judged)
+    assert lines[0].startswith("scored 0.0 (reward_failed=1): reward 'test_parts' on item 0 (geo3k id p7) raised KeyError")
+    assert "(geo3k index 12) raised KeyError" in lines[1]
+    assert lines[2].startswith("3 of 3 items failed in this process so far, each scored 0.0 (reward_failed=1); "
+                               "the latest: reward 'test_parts' on item 0 (geo3k) raised KeyError")
+    assert lines[3].startswith("6 of 6 items failed")
+
+
+def test_verl_a_data_source_naming_a_plugin_judged_by_the_default_is_said_once(caplog):
+    """reward_kwargs.reward comes before the data source; a toy-world row judged by the default
+    composition (not by its own plugin, which checks the reasoning) was silent."""
+    from rewards.adapters.verl import compute_score
+
+    caplog.set_level("WARNING")
+    for _ in range(3):
+        compute_score("format", "<answer>3</answer>", "3", {}, reward="0.9*math+0.1*format", workers=0)
+    compute_score("geometry3k", "<answer>3</answer>", "3", {}, reward="0.9*math+0.1*format", workers=0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["rows of data source 'format' are judged with reward_kwargs.reward '0.9*math+0.1*format', "
+                     "not with the plugin 'format' (a row's extra_info['reward'] chooses per row)"]
+
+
 # ---- TRL ------------------------------------------------------------------------------------------
 
 
