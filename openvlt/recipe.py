@@ -376,6 +376,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             schema, name = Recipe, _key(part)  # per_iteration.2.<any recipe key>
         if i == len(parts) - 1:
             value = _override_value(text, schema, key.strip())
+            whole_iteration = i == 1 and parts[0] == "per_iteration"  # per_iteration.2=null: no changes for 2
+            if value is None and dataclasses.is_dataclass(schema) and not whole_iteration:  # not Optional
+                raise RecipeError(f"override {key.strip()}={text.strip()}: {key.strip()} is a block of settings, "
+                                  f"which null would reset to the defaults; set its keys ({key.strip()}.KEY=VALUE) "
+                                  f"or leave the block out of the recipe for the defaults")
             if isinstance(value, dict) and isinstance(node.get(name), dict) and dataclasses.is_dataclass(_unwrap(schema)):
                 _merge_block(node[name], value, schema, key.strip())  # `sft={steps: 5}` keeps the other SFT values
             else:

@@ -453,6 +453,18 @@ def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyw
         load_recipe(twice)
 
 
+@pytest.mark.parametrize("override", ["sft=null", "grpo=~", "per_iteration.2.sft=null", "roles.student=null"])
+def test_null_for_a_block_of_settings_is_refused_not_read_as_its_defaults(tmp_path, toyworld_dir, tiny_student, override):
+    """`sft=null` used to run SFT with the default 1000 steps and lr, silently; a null that means
+    something (an optional value) is still taken."""
+    path = write(tmp_path, toyworld_dir, tiny_student, sft={"steps": 9})
+    key = override.split("=")[0]
+    with pytest.raises(RecipeError, match=rf"override {re.escape(override)}: {re.escape(key)} is a block of settings, "
+                                          rf"which null would reset to the defaults; set its keys \({re.escape(key)}.KEY=VALUE\)"):
+        load_recipe(path, [override], check_paths=False)
+    assert load_recipe(path, ["reward.override=null"], check_paths=False).reward.override is None
+
+
 def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, per_iteration={2: {"sft": {"steps": 7}}})
     recipe = load_recipe(path, ["sft.steps=3", "grpo.lr=1e-4", "run_dir=" + str(tmp_path / "run"), "roles.student.options={device: cpu}"])
