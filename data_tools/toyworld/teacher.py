@@ -16,7 +16,7 @@ from typing import Sequence
 
 from data_tools.toyworld.captioner import caption_image
 from data_tools.toyworld.reasoner import write_trace
-from openvlt.engines import Request, Sampling
+from openvlt.engines import Request, RequestError, Sampling
 
 
 class ToyWorldCaptioner:
@@ -29,10 +29,14 @@ class ToyWorldCaptioner:
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[list[str]]:
         out = []
-        for request in requests:
+        for i, request in enumerate(requests):
             if not request.images:
-                raise ValueError("the toy-world captioner needs an image in every request")
-            out.append([caption_image(request.images[0], _rng(request, sampling, k), self.miss_rate) for k in range(sampling.n)])
+                raise RequestError(i, "the toy-world captioner needs an image in every request")
+            try:
+                out.append([caption_image(request.images[0], _rng(request, sampling, k), self.miss_rate)
+                            for k in range(sampling.n)])
+            except ValueError as exc:  # not a toy-world grid: the stage names the problem
+                raise RequestError(i, str(exc)) from exc
         return out
 
 

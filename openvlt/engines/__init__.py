@@ -51,6 +51,15 @@ class Sampling:
             raise ValueError(f"invalid sampling parameters: {self}")
 
 
+class RequestError(ValueError):
+    """An engine cannot answer one request of a batch (bad input, not a failing engine): `index` is
+    its place in the batch, so the stage can name the problem."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class Engine(Protocol):
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[list[str]]: ...
 

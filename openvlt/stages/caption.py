@@ -39,7 +39,8 @@ def caption_problems(
         for p in pictured
     ]
     # (chunks in a folder of their own: those an older openvlt saved were made over every problem)
-    described = iter(generate_in_chunks(captioner, requests, sampling, scratch / "pictured", chunk_size, "caption", "caption"))
+    described = iter(generate_in_chunks(captioner, requests, sampling, scratch / "pictured", chunk_size, "caption", "caption",
+                                            [p["id"] for p in pictured]))
     rows = [{**p, "caption": next(described)[0], "caption_source": source} if p["images"] else
             {**p, "caption": "", "caption_source": None} for p in problems]
     write_records(rows, out_path)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from openvlt.backends import Backend, GRPOConfig
-from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, Sampling
+from openvlt.engines import IMAGE_PLACEHOLDER, Engine, Request, RequestError, Sampling
 from openvlt.faults import crashpoint
 from openvlt.recipe import RewardSettings, check_prompt
 from openvlt.records import read_records
@@ -90,12 +90,14 @@ def generate_in_chunks(
     chunk_size: int,
     point: str,
     desc: str,
+    ids: Sequence[Any] | None = None,
 ) -> list[list[str]]:
     """`engine.generate` over chunks of requests; each finished chunk is saved in `scratch`, so a
     stage killed mid-way regenerates only the chunks it had not finished (none twice, none lost).
     Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit.
     A saved chunk names its requests: one made for others (by an openvlt that chose the problems
-    differently) is generated again rather than pair answers with the wrong problems."""
+    differently) is generated again rather than pair answers with the wrong problems. An engine's
+    ValueError (bad input) names the problem (`ids`, one per request), or the chunk's first and last."""
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[list[str]] = []
     reused = 0
@@ -106,7 +108,10 @@ def generate_in_chunks(
             reused += texts is not None
             if texts is None:
                 chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
-                texts = engine.generate(chunk, chunk_sampling)
+                try:
+                    texts = engine.generate(chunk, chunk_sampling)
+                except ValueError as exc:
+                    raise ValueError(f"{desc}: {exc} ({_which(exc, ids, start, len(chunk))})") from exc
                 if not _answers_each(texts, chunk, sampling.n):  # else a zip downstream drops or shifts rows
                     raise RuntimeError(f"{desc}: the engine {type(engine).__name__} returned {len(texts)} answer lists "
                                        f"for {len(chunk)} requests ({sampling.n} answers each asked)")
@@ -119,6 +124,15 @@ def generate_in_chunks(
         log.info("%s: %d of %d chunks were finished by an interrupted attempt and reused; %d generated now",
                  desc, reused, chunks, chunks - reused)
     return out
+
+
+def _which(exc: ValueError, ids: Sequence[Any] | None, start: int, size: int) -> str:
+    """The problem an engine's error is about (a RequestError knows its request), or the chunk's range."""
+    if isinstance(exc, RequestError) and ids is not None and 0 <= exc.index < size:
+        return f"problem {ids[start + exc.index]!r}"
+    if ids is not None:
+        return f"in the {size} problems from {ids[start]!r} to {ids[start + size - 1]!r}" if size > 1 else f"problem {ids[start]!r}"
+    return f"requests {start} to {start + size - 1}"
 
 
 def _saved_chunk(path: Path, requests: list[Request], n: int) -> list[list[str]] | None:

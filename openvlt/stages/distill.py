@@ -31,7 +31,7 @@ def distill_traces(
     # a caption is model output: an "<image>" in it would ask the text-only reasoner for an image it does not get
     requests = [Request(fill(prompt, caption=p["caption"].replace(IMAGE_PLACEHOLDER, "image") if p["images"] else "(no image)",
                              question=text_of(p["question"])), (), system) for p in captioned]
-    traces = generate_in_chunks(reasoner, requests, sampling, scratch, chunk_size, "distill", "distill")
+    traces = generate_in_chunks(reasoner, requests, sampling, scratch, chunk_size, "distill", "distill", [p["id"] for p in captioned])
     rows = [{**p, "traces": list(t), "trace_source": source} for p, t in zip(captioned, traces)]
     write_records(rows, out_path)
     return {"in": len(captioned), "out": len(rows), "traces": sum(len(t) for t in traces)}

@@ -44,7 +44,8 @@ def evaluate_model(
         if not problems:  # an accuracy of nothing is no number; the loop's slices are never empty, a caller's may be
             raise ValueError(f"held-out set {name!r} has no problems to evaluate")
         requests = [student_request(p, prompt, system) for p in problems]
-        answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}")
+        answers = generate_in_chunks(engine, requests, sampling, scratch / name, chunk_size, f"evaluate:{name}", f"eval {name}",
+                                     [p["id"] for p in problems])
         verdicts = score_responses(problems, answers, judge)
         if not any(v[0].ok for v in verdicts):
             raise ValueError(nothing_judged(f"held-out set {name!r}", "answers", [v[0] for v in verdicts]))

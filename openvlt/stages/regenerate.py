@@ -39,7 +39,8 @@ def regenerate_traces(
 ) -> dict[str, Any]:
     """Write the problems plus `traces` (k per problem, more for retried ones) and `trace_source`; return counts."""
     requests = [student_request(p, prompt, system) for p in problems]
-    traces = [list(t) for t in generate_in_chunks(student, requests, sampling, scratch, chunk_size, "regenerate", "regenerate")]
+    traces = [list(t) for t in generate_in_chunks(student, requests, sampling, scratch, chunk_size, "regenerate", "regenerate",
+                                                   [p["id"] for p in problems])]
     counts: dict[str, Any] = {}
     unsolved = list(range(len(problems)))
     for round_ in range(1, retries + 1):
@@ -53,7 +54,8 @@ def regenerate_traces(
             break
         retry_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + 1_000_003 * round_})
         more = generate_in_chunks(student, [requests[i] for i in unsolved], retry_sampling, scratch / f"retry-{round_}",
-                                  chunk_size, f"regenerate:retry{round_}", f"regenerate retry {round_}")
+                                  chunk_size, f"regenerate:retry{round_}", f"regenerate retry {round_}",
+                                  [problems[i]["id"] for i in unsolved])
         for i, t in zip(unsolved, more):
             traces[i].extend(t)
     rows = [{**p, "traces": t, "trace_source": source} for p, t in zip(problems, traces)]

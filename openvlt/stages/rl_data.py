@@ -45,7 +45,7 @@ def select_rl_problems(
         problems, too_long = problems_within_length(problems, model, pixel_bounds, prompt=prompt, system=system,
                                                     **grpo_prompt_limit(grpo))
     requests = [student_request(p, prompt, system) for p in problems]
-    samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates")
+    samples = generate_in_chunks(student, requests, sampling, scratch, chunk_size, "rl_data", "rl pass rates", [p["id"] for p in problems])
     verdicts = score_responses(problems, samples, judge)
     # the pass rate among the samples the reward could judge: an error or a timeout is no evidence of a
     # wrong answer; a problem with no judged sample has no rate and is left out (counted as `unjudged`)

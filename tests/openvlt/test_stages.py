@@ -76,6 +76,33 @@ def test_a_text_only_problem_is_not_sent_to_the_captioner(toyworld_dir, tmp_path
     assert load_problems(tmp_path / "t.parquet")[0]["caption"] == ""
 
 
+def test_an_engine_that_cannot_answer_a_request_names_the_problem(toyworld_dir, tmp_path):
+    """A 1x1 image among toy-world problems: the program captioner's error named no row."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    problems = load_problems(toyworld_dir / "train.parquet", 0, 5)
+    problems[3] = {**problems[3], "id": "tiny-one", "images": [buffer.getvalue()]}
+    program = build_engine(EngineSpec("program", "toyworld-captioner"))
+    with pytest.raises(ValueError, match=r"^caption: not a toy-world image: 1x1 px .* \(problem 'tiny-one'\)$"):
+        caption_problems(problems, program, tmp_path / "c.parquet", prompt="<image> Describe it.", sampling=Sampling(),
+                         scratch=tmp_path / "s", chunk_size=2)
+    assert sorted(p.name for p in (tmp_path / "s" / "pictured").iterdir()) == ["chunk-00000.json"]  # kept for the rerun
+
+    class Refusing:  # an engine that cannot tell which request it could not answer
+        def generate(self, requests, sampling):
+            raise ValueError("prompt too long")
+
+    with pytest.raises(ValueError, match=rf"^caption: prompt too long \(in the 2 problems from {problems[2]['id']!r} to "
+                                         r"'tiny-one'\)$"):
+        caption_problems(problems, Refusing(), tmp_path / "r.parquet", prompt="<image> Describe it.", sampling=Sampling(),
+                         scratch=tmp_path / "s", chunk_size=2)
+    assert not (tmp_path / "c.parquet").exists() and not (tmp_path / "r.parquet").exists()
+
+
 def test_a_caption_that_mentions_an_image_placeholder_does_not_stop_distillation(distilled, tmp_path):
     captioned = [{**p, "caption": "An <image> of a grid."} for p in load_problems(distilled / "captions.parquet")[:3]]
     prompts = []
