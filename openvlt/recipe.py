@@ -601,7 +601,10 @@ def check_values(recipe: Recipe) -> None:
                                             r.reward.correct_at)
         if r.grpo.reward is not None:  # the problem's own plugin ({reward}) is checked with the data
             try:
-                for _, part in split_terms(r.grpo.reward):
+                parts = [part for _, part in split_terms(r.grpo.reward)]
+                if parts.count(OWN_REWARD) > 1:
+                    raise RewardError(f"reward composition {r.grpo.reward!r} names {OWN_REWARD} twice")
+                for part in parts:
                     if part != OWN_REWARD:
                         check_reward(part)
             except RewardError as exc:

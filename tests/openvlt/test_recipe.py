@@ -92,6 +92,8 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"reward": {"timeout": 0}}, "reward.timeout: must be > 0, got 0.0 (seconds per reward call)"),
         ({"reward": {"override": "mth"}}, "reward.override: "),
         ({"grpo": {"reward": "0.8*{reward}+0.2*formt"}}, "grpo.reward: unknown reward 'formt'; did you mean 'format'?"),
+        ({"grpo": {"reward": "0.8*{reward}+0.2*{reward}"}}, "grpo.reward: reward composition '0.8*{reward}+0.2*{reward}' "
+                                                           "names {reward} twice"),
         ({"per_iteration": {2: {"grpo": {"reward": "0.8*{reward}+"}}}}, "per_iteration.2.grpo.reward: cannot read reward "
                                                                         "composition '0.8*{reward}+'"),
         # values that would fail only when their stage starts, or quietly do the wrong thing
