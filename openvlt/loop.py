@@ -37,7 +37,7 @@ from openvlt.files import jsonl_rows
 from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
 from openvlt.records import RecordError
 from openvlt.stages.common import NoProblems, load_problems
-from openvlt.workspace import Workspace
+from openvlt.workspace import Workspace, quarantine_file
 
 log = logging.getLogger(__name__)
 
@@ -354,14 +354,8 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
 
 
 def _quarantine_file(ws: Workspace, r: Recipe, ref: DataRef) -> Path | None:
-    """Where data.skip_bad_rows sets a slice's bad rows aside: one file per data file and slice, named
-    after the file plus a hash of its path and slice (two test.parquet stay apart)."""
-    if not r.data.skip_bad_rows:
-        return None
-    named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
-    if (ref.start, ref.stop) != (0, None):
-        named += f"[{ref.start}:{ref.stop}]"
-    return ws.root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
+    """Where data.skip_bad_rows sets a slice's bad rows aside (`quarantine_file`); None when it is off."""
+    return quarantine_file(ws.root, ref) if r.data.skip_bad_rows else None
 
 
 def _evaluated(r: Recipe, usable: int) -> int | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from openvlt.recipe import Recipe
 from openvlt.files import atomic_write, jsonl_rows
-from openvlt.workspace import format_seconds
+from openvlt.workspace import format_seconds, quarantine_file
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
         })
-    summary["quarantined_rows"] = {str(q.relative_to(run_dir)): jsonl_rows(q)
-                                   for q in sorted((run_dir / "quarantine").glob("*.jsonl"))}  # user data rows set aside
+    read = {quarantine_file(run_dir, ref) for ref in [*recipe.data.sft, *recipe.data.rl, *recipe.data.eval.values()]}
+    summary["quarantined_rows"] = {str(q.relative_to(run_dir)): jsonl_rows(q)  # rows of the recipe's data files set aside
+                                   for q in sorted((run_dir / "quarantine").glob("*.jsonl")) if q in read}
     summary["seconds"] = round(sum(s.get("seconds", 0) for key, s in manifest.items() if _iteration(key) <= recipe.iterations), 1)
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -723,3 +723,12 @@ def _remove(path: Path) -> None:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def quarantine_file(root: Path, ref: DataRef) -> Path:
+    """Where data.skip_bad_rows sets a slice's bad rows aside: one file per data file and slice, named
+    after the file plus a hash of its path and slice (two test.parquet stay apart)."""
+    named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
+    if (ref.start, ref.stop) != (0, None):
+        named += f"[{ref.start}:{ref.stop}]"
+    return root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"

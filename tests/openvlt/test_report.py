@@ -3,6 +3,7 @@ import json
 
 from openvlt.recipe import load_recipe
 from openvlt.report import format_summary, write_report, write_summary
+from openvlt.workspace import quarantine_file
 
 from .test_recipe import write
 
@@ -34,7 +35,8 @@ def test_answers_the_reward_could_not_judge_are_in_the_summary_and_the_table(tmp
 def test_the_summary_counts_what_belongs_to_it(tmp_path, toyworld_dir, tiny_student):
     """Unjudged answers of another held-out set are not reported under the headline set's accuracy; stages
     of iterations the recipe no longer asks for are not in its stage time; a quarantined row whose text holds
-    U+2028 (a line end to `str.splitlines`) is one row."""
+    U+2028 (a line end to `str.splitlines`) is one row; the rows set aside from a data file the recipe no longer
+    reads are not counted."""
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"), iterations=1))
     run = tmp_path / "run"
     _eval(run / "base", 0.0)
@@ -45,11 +47,12 @@ def test_the_summary_counts_what_belongs_to_it(tmp_path, toyworld_dir, tiny_stud
         "base/evaluate": {"seconds": 2.0}, "iter_1/sft": {"seconds": 3.0}, "iter_2/sft": {"seconds": 100.0}}}))
     (run / "quarantine").mkdir()
     rows = [{"row": 1, "record": {"question": "a\u2028b\u2029c\x85d"}}, {"row": 2, "record": {"question": "e"}}]
-    (run / "quarantine" / "data-1234.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                                        encoding="utf-8")
+    quarantine = quarantine_file(run, recipe.data.sft[0])
+    quarantine.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (run / "quarantine" / "other-1234.jsonl").write_text(quarantine.read_text())  # a data file a --force run replaced
     summary = write_summary(run, recipe)
     assert summary["base"]["unjudged_answers"] == 0 and summary["base"]["all_sets"] == {"held": 0.0, "other": 0.0}
-    assert summary["seconds"] == 5.0 and summary["quarantined_rows"] == {"quarantine/data-1234.jsonl": 2}
+    assert summary["seconds"] == 5.0 and summary["quarantined_rows"] == {f"quarantine/{quarantine.name}": 2}
     assert "could not judge" not in format_summary(summary)
 
 
