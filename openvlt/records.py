@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import datasets
 import numpy as np
@@ -167,7 +167,7 @@ def read_records(
     if not path.exists():
         raise FileNotFoundError(f"record file not found: {path}")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(parquet_files(path) if path.is_dir() else path)
     except Exception as exc:
         hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
                 "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
@@ -182,7 +182,7 @@ def read_records(
     if start or stop is not None:
         table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
     try:
-        table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)), path.parent)
+        table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)), folder_of(path))
         dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
         dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
         # text Python cannot decode would stop the loop below with no row named: those rows are set apart first
@@ -240,6 +240,8 @@ def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> li
     the rows hold, so a run's fingerprint of its data covers them. Only names are read, never image bytes
     into Python; [] for a file that holds its images, or that is no readable record file."""
     path = Path(path)
+    if path.is_dir():
+        return _in_each_file(image_files, path, start, stop)
     try:
         reader = pq.ParquetFile(path)
         kind = reader.schema_arrow.field("images").type
@@ -264,7 +266,37 @@ def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> li
             pc.or_kleene(pc.is_null(held), pc.equal(pc.binary_length(held), 0)), pc.is_valid(fields["path"]))
         images = pc.filter(fields["path"], named)
     names = dict.fromkeys(name for name in images.to_pylist() if name and "://" not in name)
-    return [(name, path.parent / name) for name in names]
+    return [(name, folder_of(path) / name) for name in names]
+
+
+def folder_of(path: Path) -> Path:
+    """Where a record file's relative image paths and plugin files are read from: its folder, or, for
+    a folder of parquet files (read as one set, the files in name order), that folder."""
+    return path if path.is_dir() else path.parent
+
+
+def parquet_files(folder: Path) -> list[str]:
+    """A folder's record files (shards: `train-00000-of-00004.parquet`, ...), in name order; not its
+    subfolders (images may live there)."""
+    files = sorted(str(p) for p in folder.glob("*.parquet") if p.is_file())
+    if not files:
+        raise RecordError(folder, None, None, "a folder of problem records holds .parquet files; this one holds none")
+    return files
+
+
+def _in_each_file(read: Callable[[Path, int, int | None], list], folder: Path, start: int, stop: int | None) -> list:
+    """`read` over a folder's files, rows [start, stop) of them taken as one set; each result once."""
+    found: dict[Any, None] = {}
+    offset = 0
+    try:
+        files = [(file, pq.ParquetFile(file).metadata.num_rows) for file in parquet_files(folder)]
+    except Exception:  # no record files: reading the set names what is wrong
+        return []
+    for file, rows in files:
+        if (stop is None or offset < stop) and start < offset + rows:
+            found.update(dict.fromkeys(read(Path(file), max(0, start - offset), None if stop is None else stop - offset)))
+        offset += rows
+    return list(found)
 
 
 def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[str]:
@@ -274,6 +306,8 @@ def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = Non
     from rewards.registry import RewardError, plugin_files
 
     path = Path(path)
+    if path.is_dir():
+        return _in_each_file(reward_plugin_files, path, start, stop)
     try:
         column = pq.read_table(path, columns=["reward"]).column("reward")
         specs = column.slice(start, None if stop is None else max(0, stop - start)).unique().to_pylist()
@@ -283,7 +317,7 @@ def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = Non
     for spec in specs:
         if isinstance(spec, str) and ".py" in spec:
             try:
-                files.update(dict.fromkeys(plugin_files(spec, base=path.parent)))
+                files.update(dict.fromkeys(plugin_files(spec, base=folder_of(path))))
             except RewardError:  # an unreadable composition: the reward check names it
                 pass
     return list(files)
@@ -469,7 +503,7 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
                           "(encoded bytes, {bytes, path} structs or file paths)")
     rows = table.column("images").to_pylist()
     column = pa.array(
-        [[] if row is None else [None if im is None else _image_struct(im, path.parent) for im in row] for row in rows],
+        [[] if row is None else [None if im is None else _image_struct(im, folder_of(path)) for im in row] for row in rows],
         type=pa.list_(_IMAGE_STRUCT),
     )
     return table.set_column(table.schema.get_field_index("images"), "images", column)

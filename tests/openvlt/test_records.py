@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from openvlt.records import RecordError, load_image, read_records, write_records
+from openvlt.records import RecordError, image_files, load_image, read_records, reward_plugin_files, write_records
 
 
 def png(colour=(255, 0, 0), size=(8, 8)) -> bytes:
@@ -273,6 +273,32 @@ def test_files_other_tools_write_are_read_image_paths_struct_extra_info_and_null
         pq.write_table(pa.table({**text_only, "images": images, "extra_info": categorical}), tmp_path / "text.parquet")
         [row] = read_records(tmp_path / "text.parquet")
         assert row["images"] == [] and row["extra_info"] == {"precision": 2}
+
+
+def test_a_folder_of_parquet_shards_is_one_set_with_paths_read_inside_it(tmp_path):
+    """A data set in shards (`data/train-00000-of-00002.parquet`, ...): the files in name order, and
+    relative image paths read from the folder, not from the folder's parent."""
+    shards = tmp_path / "data"
+    (shards / "imgs").mkdir(parents=True)
+    (shards / "imgs" / "a.png").write_bytes(png((4, 5, 6)))
+    common = {"question": ["<image> how many?"], "answer": ["1"], "data_source": ["x"], "reward": ["math"], "extra_info": ["{}"]}
+    pq.write_table(pa.table({"id": ["second"], "images": [["imgs/a.png"]], **common}), shards / "train-00001-of-00002.parquet")
+    pq.write_table(pa.table({"id": ["first"], "images": [["imgs/a.png"]], **common}), shards / "train-00000-of-00002.parquet")
+    (shards / "imgs" / "b.png").write_bytes(png((7, 8, 9)))
+    (shards / "mine.py").write_text("def score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    pq.write_table(pa.table({"id": ["third"], "images": [["imgs/b.png"]], **{**common, "reward": ["mine.py:score"]}}),
+                   shards / "train-00002-of-00002.parquet")
+    rows = read_records(shards)
+    assert [r["id"] for r in rows] == ["first", "second", "third"]
+    assert load_image(rows[1]["images"][0]).getpixel((0, 0)) == (4, 5, 6)
+    assert [r["id"] for r in read_records(shards, start=1, stop=2)] == ["second"]
+    # what a run fingerprints as the set's inputs: the image files and plugin files its rows name, within the slice
+    assert image_files(shards) == [("imgs/a.png", shards / "imgs" / "a.png"), ("imgs/b.png", shards / "imgs" / "b.png")]
+    assert image_files(shards, 0, 2) == [("imgs/a.png", shards / "imgs" / "a.png")]
+    assert image_files(shards, 2) == [("imgs/b.png", shards / "imgs" / "b.png")]
+    assert reward_plugin_files(shards) == [str(shards / "mine.py")] and reward_plugin_files(shards, 0, 2) == []
+    with pytest.raises(RecordError, match=r"imgs: a folder of problem records holds .parquet files; this one holds none"):
+        read_records(shards / "imgs")
 
 
 def test_an_image_the_processor_would_refuse_is_a_bad_row(tmp_path):
