@@ -349,7 +349,7 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
                     set_aside, set_aside + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
                     first["reason"], over)
     if r.reward.override is None:
-        _check_reward_names(problems, ref.path, key)
+        _check_reward_names(problems, ref.path, key, r.reward.memory_mb)
     return problems
 
 
@@ -413,7 +413,7 @@ def _warn_about_held_out_problems(problems: list[dict[str, Any]], key: str, name
                 key, "; ".join(parts))
 
 
-def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> None:
+def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str, memory_mb: int | None = None) -> None:
     """Every row's `reward` names a plugin: a typo would otherwise score every answer as an error."""
     from rewards import RewardError, check_reward
 
@@ -422,7 +422,7 @@ def _check_reward_names(problems: list[dict[str, Any]], path: str, key: str) -> 
         first.setdefault(p["reward"], p["id"])
     for name, problem_id in first.items():
         try:
-            check_reward(name)
+            check_reward(name, memory_mb)
         except RewardError as exc:
             raise ValueError(f"{key}: {path}, problem {problem_id!r} (the first whose reward is {name!r}): {exc} "
                              "(fix the file's reward column, or set reward.override)") from exc

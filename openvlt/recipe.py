@@ -593,7 +593,7 @@ def check_values(recipe: Recipe) -> None:
             raise RecipeError(where(key) + str(exc)[len(key):]) from exc
         if r.reward.override is not None:
             try:
-                check_reward(r.reward.override)
+                check_reward(r.reward.override, r.reward.memory_mb)
             except RewardError as exc:
                 raise RecipeError(f"{where('reward.override')}: {exc}") from exc
             if k == 1 or where_set("reward.override", "reward.correct_at") != "reward.override":  # once per setting
@@ -606,7 +606,7 @@ def check_values(recipe: Recipe) -> None:
                     raise RewardError(f"reward composition {r.grpo.reward!r} names {OWN_REWARD} twice")
                 for part in parts:
                     if part != OWN_REWARD:
-                        check_reward(part)
+                        check_reward(part, r.reward.memory_mb)
             except RewardError as exc:
                 raise RecipeError(f"{where('grpo.reward')}: {exc}") from exc
     _check_prepare(recipe.prepare)

@@ -41,14 +41,12 @@ PROGRESS = struct.Struct("dd")  # (position, start)
 
 def main(argv: list[str]) -> None:
     """Worker entry point: warm up, then score chunks until told to stop or the socket closes."""
-    global _memory_mb
     sock_fd, progress_fd, memory_mb, owner_pid = (int(a) for a in argv)
-    _memory_mb = memory_mb
     conn = connection.Connection(sock_fd)
     progress = mmap.mmap(progress_fd, PROGRESS.size)
     _die_with_owner(owner_pid)
     _warm_up()
-    _cap_memory(memory_mb)
+    cap_memory(memory_mb)
     try:
         sys.path[:] = conn.recv()
         conn.send("ready")
@@ -105,18 +103,18 @@ def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: st
         error = str(exc)
     except Exception as exc:
         error = f"reward {spec!r} on item {index}: {type(exc).__name__}: {exc}"
-    return "error", math.nan, None, _memory_named(error), time.perf_counter() - started
+    return "error", math.nan, None, memory_named(error), time.perf_counter() - started
 
 
-def _memory_named(error: str) -> str:
+def memory_named(error: str) -> str:
     """A MemoryError's own text is empty: say which limit it met, and where to raise it."""
     if not _MEMORY_ERROR_RE.search(error) or not _memory_mb:  # (not CUDA's OutOfMemoryError)
         return error
-    return (f"{error} (over this reward worker's memory limit, {_memory_mb} MiB beyond its start: raise it with "
+    return (f"{error} (over the reward workers' memory limit, {_memory_mb} MiB beyond a worker's start: raise it with "
             "reward.memory_mb, or --memory-mb for `openvlt rewards score`)")
 
 
-_memory_mb = 0  # the worker's limit (main sets it); 0: none, as in-process scoring has
+_memory_mb = 0  # the worker's limit (cap_memory sets it); 0: none, as in-process scoring has
 _MEMORY_ERROR_RE = re.compile(r"(?<![A-Za-z])MemoryError")
 
 
@@ -131,7 +129,7 @@ def _load(spec: str, hints: tuple[str, ...], index: int) -> tuple | None:
             return None
         except Exception as exc:  # tried once per worker: a slow import that fails is not paid per item
             _load_failures[(spec, hints)] = str(exc) if isinstance(exc, RewardError) else f"{type(exc).__name__}: {exc}"
-    error = _memory_named(f"reward {spec!r} on item {index}: loading it failed: {_load_failures[(spec, hints)]}")
+    error = memory_named(f"reward {spec!r} on item {index}: loading it failed: {_load_failures[(spec, hints)]}")
     return "error", math.nan, None, error, time.perf_counter() - started
 
 
@@ -164,8 +162,10 @@ def _die_with_owner(owner_pid: int) -> None:
     threading.Thread(target=_watch_owner, args=(owner_pid,), daemon=True).start()
 
 
-def _cap_memory(memory_mb: int) -> None:
+def cap_memory(memory_mb: int) -> None:
     """Allow ``memory_mb`` more address space than the warmed-up worker has (Linux)."""
+    global _memory_mb
+    _memory_mb = memory_mb
     if memory_mb and os.path.exists("/proc/self/statm"):  # elsewhere RLIMIT_AS is unreliable
         with open("/proc/self/statm") as statm:
             current = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

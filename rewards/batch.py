@@ -169,7 +169,7 @@ class RewardScorer:
         The first few failures are logged unless ``log_failures`` is off (for a caller that logs its own)."""
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        results = self._stream(items, _Specs(reward, in_process=self.workers == 0), float(timeout), max(1, window))
+        results = self._stream(items, _Specs(reward, in_process=self.workers == 0, memory_mb=self.memory_mb), float(timeout), max(1, window))
         return _logged(results) if log_failures else results
 
     def _stream(self, items: Iterable[Mapping[str, Any]], specs: _Specs, timeout: float,
@@ -263,8 +263,9 @@ class _Specs:
     """Turns items into jobs: validates each distinct reward spec once (`check_reward`: a plugin's own
     code is loaded in a bounded child process, not here, unless the scoring is in-process anyway)."""
 
-    def __init__(self, default: str, in_process: bool = False) -> None:
+    def __init__(self, default: str, in_process: bool = False, memory_mb: int | None = None) -> None:
         self.default, self.in_process = default, in_process  # in this process: nothing to import elsewhere
+        self.memory_mb = memory_mb  # the workers': the load check applies it too
         self._known: dict[str, tuple[str, tuple[str, ...]] | RewardError] = {}
         resolved = self._resolve(default)
         if isinstance(resolved, RewardError):
@@ -294,7 +295,7 @@ class _Specs:
                 if self.in_process:
                     get_reward(spec)
                 else:  # the plugin's code runs in the workers (and in a bounded check), never here
-                    check_reward(spec)
+                    check_reward(spec, self.memory_mb)
                 self._known[spec] = (canonical_spec(spec), () if self.in_process else import_hints(spec))
             except RewardError as exc:
                 self._known[spec] = exc

@@ -49,7 +49,7 @@ _BUILTIN_MODULES = ("rewards.math_answer", "rewards.format", "rewards.iou")
 
 _registry: dict[str, Reward] = {}
 _loaded_specs: dict[tuple[str, float], Reward] = {}  # file/module/composition specs (and file mtime)
-_checked_specs: set[tuple[str, float]] = set()  # loaded by a child process (see check_reward)
+_checked_specs: set[tuple[str, float, int | None]] = set()  # loaded by a child process, under a memory limit
 _lock = threading.RLock()
 
 
@@ -100,26 +100,28 @@ def get_reward(spec: str) -> Reward:
     return fn
 
 
-def check_reward(spec: str) -> None:
+def check_reward(spec: str, memory_mb: int | None = None) -> None:
     """Raise :class:`RewardError` unless ``spec`` names a plugin that loads, with a signature that fits.
 
     Unlike :func:`get_reward`, user code (a plugin file, a module, an entry point) is not run in this
     process but in a child process killed after ``LOAD_LIMIT_S``: a plugin whose import hangs, exits
-    or crashes gives an error here instead of taking the caller (a training run) with it.
+    or crashes gives an error here instead of taking the caller (a training run) with it. With
+    ``memory_mb``, the child loads it under the reward workers' memory limit: a plugin too big for
+    them is refused here, not failed on every item.
     """
     from rewards.compose import parse_composition
 
     spec = _spec_text(spec)
     key = (spec, _file_stamp(spec))
-    if spec in _registry or key in _loaded_specs or key in _checked_specs:
+    if spec in _registry or key in _loaded_specs or (*key, memory_mb) in _checked_specs:
         return
     terms = parse_composition(spec)
     if len(terms) > 1 or terms[0] != (1.0, spec):
         for _, part in terms:
-            check_reward(part)
+            check_reward(part, memory_mb)
     elif ":" in spec or any(ep.name == spec for ep in _entry_points()):
-        _load_in_child(spec)
-        _checked_specs.add(key)
+        _load_in_child(spec, memory_mb)
+        _checked_specs.add((*key, memory_mb))
     else:
         get_reward(spec)  # not a plugin anyone wrote: an unknown name, explained
 
@@ -128,10 +130,10 @@ _CHILD_MAIN = "from rewards.registry import _load_and_report; _load_and_report()
 _CHILD_MARK = "openvlt-reward-load-result:"
 
 
-def _load_in_child(spec: str) -> None:
+def _load_in_child(spec: str, memory_mb: int | None = None) -> None:
     """``get_reward(spec)`` in a fresh Python process with our ``sys.path``; its error, raised here."""
     with tempfile.TemporaryFile("w+") as job, tempfile.TemporaryFile("w+") as output:
-        json.dump([sys.path, spec], job)
+        json.dump([sys.path, spec, memory_mb], job)
         job.seek(0)
         # Files, not pipes: a process the plugin starts at import may hold them open after the child ends.
         child = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN], stdin=job, stdout=output, stderr=output,
@@ -177,8 +179,13 @@ def child_env() -> dict[str, str]:
 
 def _load_and_report() -> None:
     """The child process of :func:`_load_in_child`: load the spec, print the error (or null)."""
-    path, spec = json.loads(sys.stdin.read())
+    path, spec, memory_mb = json.loads(sys.stdin.read())
     sys.path[:] = path
+    if memory_mb:  # as a reward worker is when it loads the plugin: warmed up, then capped
+        from rewards import _worker
+
+        _worker._warm_up()
+        _worker.cap_memory(memory_mb)
     try:
         get_reward(spec)
         error = None
@@ -186,6 +193,10 @@ def _load_and_report() -> None:
         error = str(exc)
     except BaseException as exc:  # noqa: BLE001  (a plugin's SystemExit too: it is reported, not obeyed)
         error = f"loading reward {spec!r} raised {type(exc).__name__}: {exc}"
+    if memory_mb and error:
+        from rewards import _worker
+
+        error = _worker.memory_named(error)
     sys.stdout.write(f"\n{_CHILD_MARK}{json.dumps(error)}\n")
     sys.stdout.flush()
 

@@ -455,6 +455,16 @@ def test_override_values_text_merged_blocks_and_run_dir_spellings(tmp_path, toyw
         load_recipe(twice)
 
 
+def test_a_plugin_too_big_for_reward_memory_mb_is_refused_when_the_recipe_is_checked(tmp_path, toyworld_dir, tiny_student):
+    """Not after captioning and SFT, when every judged item would fail."""
+    plugin = tmp_path / "holds_a_table.py"
+    plugin.write_text("TABLE = bytearray(300 * 2**20)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    path = write(tmp_path, toyworld_dir, tiny_student, reward={"override": f"{plugin}:score", "memory_mb": 100})
+    with pytest.raises(RecipeError, match=r"reward.override: .*MemoryError.*raise it with reward.memory_mb"):
+        load_recipe(path)
+    assert load_recipe(path, ["reward.memory_mb=1000"]).reward.memory_mb == 1000
+
+
 @pytest.mark.parametrize("override", ["sft=null", "grpo=~", "per_iteration.2.sft=null", "roles.student=null"])
 def test_null_for_a_block_of_settings_is_refused_not_read_as_its_defaults(tmp_path, toyworld_dir, tiny_student, override):
     """`sft=null` used to run SFT with the default 1000 steps and lr, silently; a null that means

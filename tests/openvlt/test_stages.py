@@ -535,4 +535,4 @@ def test_reward_memory_mb_is_each_workers_limit_in_the_stages(tmp_path):
         judge = RewardSettings(workers=1, override=f"{plugin}:score", memory_mb=memory_mb)
         [[result]] = score_responses(problems, [["300"]], judge)
         assert result.ok == ok, result.error
-        assert ok or f"memory limit, {memory_mb} MiB beyond its start: raise it with reward.memory_mb" in result.error
+        assert ok or f"memory limit, {memory_mb} MiB beyond a worker's start: raise it with reward.memory_mb" in result.error

@@ -156,7 +156,7 @@ def test_memory_mb_bounds_each_worker_and_an_item_over_it_says_which_limit(tmp_p
     code = main(["score", str(source), "--reward", f"{plugin}:score", "--workers", "1", "--memory-mb", "100"])
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert code == 1 and line["score"] is None and "MemoryError" in line["error"]
-    assert "(over this reward worker's memory limit, 100 MiB beyond its start: raise it with reward.memory_mb, or " \
+    assert "(over the reward workers' memory limit, 100 MiB beyond a worker's start: raise it with reward.memory_mb, or " \
            "--memory-mb for `openvlt rewards score`)" in line["error"]
     assert main(["score", str(source), "--reward", f"{plugin}:score", "--workers", "1", "--memory-mb", "1000"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"score": 1.0, "error": None}
@@ -165,5 +165,5 @@ def test_memory_mb_bounds_each_worker_and_an_item_over_it_says_which_limit(tmp_p
 
     _worker._memory_mb = 100  # as in a worker; CUDA's out-of-memory error is no worker's memory limit
     cuda = "reward 'x' on item 0 raised OutOfMemoryError: CUDA out of memory"
-    assert _worker._memory_named(cuda) == cuda and "reward.memory_mb" in _worker._memory_named("raised MemoryError: ")
+    assert _worker.memory_named(cuda) == cuda and "reward.memory_mb" in _worker.memory_named("raised MemoryError: ")
     _worker._memory_mb = 0

@@ -250,6 +250,18 @@ def test_check_reward_loads_plugin_files_in_a_child_process_once_per_version(tmp
             check_reward(spec)
 
 
+def test_check_reward_loads_under_the_workers_memory_limit(tmp_path):
+    """A plugin that holds 300 MB from its import passed the check, then failed every item in the
+    workers (100 MB): the check now loads it as a worker would, warmed up and capped."""
+    plugin = tmp_path / "holds_a_table.py"
+    plugin.write_text("TABLE = bytearray(300 * 2**20)\n\ndef score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    check_reward(f"{plugin}:score")  # no limit asked
+    with pytest.raises(RewardError, match=r"failed: MemoryError: .*\(over the reward workers' memory limit, 100 MiB "
+                                          r"beyond a worker's start: raise it with reward.memory_mb"):
+        check_reward(f"0.5*math+0.5*{plugin}:score", memory_mb=100)
+    check_reward(f"{plugin}:score", memory_mb=1000)
+
+
 @pytest.mark.parametrize("body,message", [
     ("import os\nos._exit(3)\n", "ended the process that loaded it (exit code 3)"),
     ("raise SystemExit('no config file')\n", "raised SystemExit: no config file"),
