@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"openvlt: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
         return 2
+    consoles = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Console(sys.stdout), _Console(sys.stderr)  # before the log handler and any bar take them
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return COMMANDS[argv[0]][1](argv[1:])
@@ -164,6 +166,42 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"openvlt {argv[0]}: error: {exc}\n(set OPENVLT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout, sys.stderr = consoles
+
+
+class _Console:
+    """stdout or stderr that a run outlives: a log file on a full disk, or a pipe closed early
+    (`openvlt status DIR | head -1`), stops the output, not the stage that was writing a progress bar.
+    Once a write fails, the stream's descriptor goes to /dev/null, so nothing fails at exit either."""
+
+    def __init__(self, stream):
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except OSError:
+                self._let_go()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except OSError:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        self._gone = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def temporary_path(path: Path, pid: int | str | None = None) -> Path:
@@ -22,9 +25,47 @@ def temporary_path(path: Path, pid: int | str | None = None) -> Path:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
+    with writing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")  # report.html says utf-8, whatever the locale
+
+
+@contextmanager
+def writing(path: Path, what: str = "") -> Iterator[Path]:
+    """The temporary path to write `path`'s new content to, renamed over `path` when the block ends.
+
+    A write that fails leaves no temporary file behind (on a full disk, the space it took is given
+    back, so the manifest can still record the failure) and its error names `path`: ENOSPC raised by
+    a write says "No space left on device" and no file. With `what` (e.g. "the model"), any error is
+    reported as a failed write of that, for writers that wrap OSError in their own errors
+    (`torch.save`, safetensors)."""
     tmp = temporary_path(path)
-    tmp.write_text(text, encoding="utf-8")  # report.html says utf-8, whatever the locale
+    try:
+        yield tmp
+    except BaseException as exc:
+        remove_temporary(tmp)
+        if isinstance(exc, OSError) and str(path) not in str(exc):
+            raise OSError(exc.errno, f"writing {path}: {exc.strerror or exc}{free_space(path)}") from exc
+        if what and isinstance(exc, Exception) and not isinstance(exc, OSError):
+            raise OSError(f"writing {what} to {path} failed: {exc}{free_space(path)}") from exc
+        raise
     replace(tmp, path)
+
+
+def remove_temporary(tmp: Path) -> None:
+    """Remove a temporary file or folder, if there is one."""
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def free_space(path: Path) -> str:
+    """" (N MB free there)", when the disk `path` is on is nearly full: the likely cause of a failed write."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    return f" ({free / 2**20:.1f} MB free there)" if free < 512 * 2**20 else ""
 
 
 def replace(source: Path, target: Path) -> None:

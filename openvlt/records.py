@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from openvlt.files import replace, temporary_path
+from openvlt.files import writing
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,8 @@ def write_records(
         {name: [] for name in features}, features=features
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    table.to_parquet(str(tmp))
-    replace(tmp, path)
+    with writing(path) as tmp:
+        table.to_parquet(str(tmp))
     return len(good)
 
 
@@ -608,12 +607,10 @@ def _quarantine(bad: list[tuple[int, dict[str, Any], str]], path: Path, quaranti
     """Write bad rows, losslessly (images base64), to a JSON-lines side file next to `path`."""
     target = Path(quarantine_path) if quarantine_path else path.with_name(path.stem + ".quarantine.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(target)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with writing(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for index, row, reason in bad:
             entry = {"file": str(path), "row": index, "id": _jsonable(row.get("id")), "reason": reason, "record": _jsonable(row)}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    replace(tmp, target)
     if announce:
         log.warning("%s: %d bad row(s) quarantined in %s (first: row %d, %s)", path, len(bad), target, bad[0][0], bad[0][2])
 

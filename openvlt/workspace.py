@@ -87,7 +87,7 @@ class Workspace:
 
     @classmethod
     def _open(cls, root: Path, recipe: Recipe, force: bool, redo: str | Sequence[str] | None) -> "Workspace":
-        _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml", ".image_hashes.json"])
+        _remove_stale_temporaries(root, ["manifest.json", "recipe.yaml", ".image_hashes.json", "summary.json", "report.html"])
         ws = cls(root)
         frozen = root / "recipe.yaml"
         try:
@@ -254,7 +254,10 @@ class Workspace:
                 entry.update(status="interrupted")
             else:
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            self._save()
+            try:
+                self._save()
+            except OSError as unsaved:  # a full disk: the stage's own error is the one to see
+                log.error("%s: could not record in manifest.json that it %s (%s)", key, entry["status"], unsaved)
             raise
         crashpoint(f"after:{key}")
         seconds = time.time() - started

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
     sock_fd, progress_fd, memory_mb, owner_pid = (int(a) for a in argv)
     conn = connection.Connection(sock_fd)
     progress = mmap.mmap(progress_fd, PROGRESS.size)
-    _die_with_owner(owner_pid)
+    die_with_owner(owner_pid)
     _warm_up()
     cap_memory(memory_mb)
     try:
@@ -148,7 +148,7 @@ def _import_hints(hints: tuple[str, ...]) -> None:
 _imported: set[str] = set(sys.modules)
 
 
-def _die_with_owner(owner_pid: int) -> None:
+def die_with_owner(owner_pid: int) -> None:
     """Ignore Ctrl-C (the owner shuts us down) and never outlive the owner."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its timeout warnings; we report our own

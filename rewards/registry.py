@@ -179,11 +179,12 @@ def child_env() -> dict[str, str]:
 
 def _load_and_report() -> None:
     """The child process of :func:`_load_in_child`: load the spec, print the error (or null)."""
+    from rewards import _worker
+
+    _worker.die_with_owner(os.getppid())  # a caller stopped by SIGTERM (`ray job stop`) takes this process along
     path, spec, memory_mb = json.loads(sys.stdin.read())
     sys.path[:] = path
     if memory_mb:  # as a reward worker is when it loads the plugin: warmed up, then capped
-        from rewards import _worker
-
         _worker._warm_up()
         _worker.cap_memory(memory_mb)
     try:
@@ -194,8 +195,6 @@ def _load_and_report() -> None:
     except BaseException as exc:  # noqa: BLE001  (a plugin's SystemExit too: it is reported, not obeyed)
         error = f"loading reward {spec!r} raised {type(exc).__name__}: {exc}"
     if memory_mb and error:
-        from rewards import _worker
-
         error = _worker.memory_named(error)
     sys.stdout.write(f"\n{_CHILD_MARK}{json.dumps(error)}\n")
     sys.stdout.flush()

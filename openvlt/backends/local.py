@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -46,7 +47,7 @@ from openvlt.backends import SAVED, GRPOConfig, LocalOptions, SFTConfig, backend
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
-from openvlt.files import atomic_write, flush_to_disk, replace
+from openvlt.files import atomic_write, flush_to_disk, free_space, writing
 from rewards.batch import nothing_judged
 
 log = logging.getLogger(__name__)
@@ -420,10 +421,9 @@ def _checkpoint(out: Path, step: int, total: int, every: int, model, optimizer, 
     target = out / "_checkpoint"
     target.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    tmp = target / "state.pt.tmp"
-    torch.save(state, tmp)
     flush_to_disk(out / "metrics.jsonl")  # the rows a resume from this checkpoint keeps survive a power loss too
-    replace(tmp, target / "state.pt")  # a kill never leaves a half-written checkpoint
+    with writing(target / "state.pt", "a training checkpoint") as tmp:  # a kill never leaves a half-written one
+        torch.save(state, tmp)
 
 
 def _resume(out: Path, model, optimizer, scheduler) -> int:
@@ -441,12 +441,29 @@ def _resume(out: Path, model, optimizer, scheduler) -> int:
 def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str, int] | None) -> Path:
     """Weights plus the init model's tokenizer/processor files: a complete Hugging Face folder. It is
     marked saved before the checkpoint goes, so a kill between the two never trains from step 0 again."""
-    model.save_pretrained(out)
+    try:
+        model.save_pretrained(out)
+    except Exception as exc:  # torch / safetensors wrap a full disk in their own errors, naming no file
+        for partial in out.glob("model*.safetensors*"):  # the space they took, for the manifest's record
+            partial.unlink(missing_ok=True)
+        raise OSError(f"writing the model to {out} failed: {exc}{free_space(out / 'model')}") from exc
+    _as_umask_allows(out.glob("*.safetensors*"))  # safetensors writes 0600: teammates could not open the checkpoint
     copy_processor_files(init_model, out, pixel_bounds)
     flush_to_disk(out)  # the weights before the mark: a power loss never leaves it on a torn model
     atomic_write(out / SAVED, "")
     shutil.rmtree(out / "_checkpoint", ignore_errors=True)
     return out
+
+
+def _as_umask_allows(files: Any) -> None:
+    """Give files the permissions any other file this process writes gets (Linux reports the umask)."""
+    try:
+        umask = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        return
+    for file in files:
+        os.chmod(file, 0o666 & ~umask)
 
 
 def saved(out_dir: str | Path) -> bool:

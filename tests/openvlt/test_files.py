@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from openvlt.files import atomic_write, replace
+from openvlt.files import atomic_write, replace, writing
 
 
 def _record_fsyncs(monkeypatch):
@@ -86,3 +86,33 @@ def test_text_is_written_as_utf8_whatever_the_locale(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.html")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1000:]
     assert (tmp_path / "r.html").read_bytes() == "é ≤ 🙂".encode()
+
+
+def test_a_write_that_fails_leaves_no_temporary_file_and_names_its_target(tmp_path, monkeypatch):
+    """On a full disk the half-written temporary file kept the space (so the manifest could not record the
+    failure either) and the error, raised by write() rather than open(), named no file."""
+    import errno
+    from pathlib import Path
+
+    target = tmp_path / "report.html"
+    target.write_text("old")
+
+    def full(self, text, encoding=None):
+        with open(self, "w") as f:
+            f.write(text[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] writing {tmp_path}/report.html: No space left on device"):
+        atomic_write(target, "new content")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    with pytest.raises(OSError, match=rf"^writing a training checkpoint to {tmp_path}/state.pt failed: "
+                                      r"\[enforce fail\] unexpected pos"):
+        with writing(tmp_path / "state.pt", "a training checkpoint") as tmp:  # torch.save's own error, naming nothing
+            tmp.write_bytes(b"half")
+            raise RuntimeError("[enforce fail] unexpected pos 1201216 vs 1201104")
+    with pytest.raises(KeyError):  # not a write's failure: passed on as it is
+        with writing(tmp_path / "x.json"):
+            raise KeyError("a bug")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

@@ -438,3 +438,38 @@ def _png(size: tuple[int, int] = (84, 84)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, "white").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_model_save_that_fails_names_the_folder_and_gives_back_its_space(tmp_path, tiny_student):
+    """safetensors and torch wrap a full disk in their own errors (a traceback naming no file); the
+    half-written weights kept the space the manifest needed to record the failure."""
+    from openvlt.backends.local import _save
+
+    class FullDisk:
+        def save_pretrained(self, out):
+            (out / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("SafetensorError: Error while serializing: IoError(No space left on device)")
+
+    out = tmp_path / ".model.partial"
+    out.mkdir()
+    with pytest.raises(OSError, match=rf"^writing the model to {out} failed: SafetensorError: .*No space left on device"):
+        _save(FullDisk(), tiny_student, out, None)
+    assert list(out.iterdir()) == []
+
+
+def test_saved_weights_are_as_readable_as_any_other_file_the_run_writes(tmp_path, tiny_student):
+    """safetensors writes 0600 whatever the umask: a teammate could read a checkpoint's config, not its weights."""
+    import os
+
+    from transformers import AutoModelForImageTextToText
+
+    from openvlt.backends.local import _save
+
+    out = tmp_path / "model"
+    out.mkdir()
+    old = os.umask(0o022)
+    try:
+        _save(AutoModelForImageTextToText.from_pretrained(tiny_student), tiny_student, out, None)
+    finally:
+        os.umask(old)
+    assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)

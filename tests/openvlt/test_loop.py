@@ -480,7 +480,7 @@ def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(ref
         (tmp_path / d).mkdir()
         shutil.copy(_bad_data(tmp_path, reference), tmp_path / d / "test.parquet")
     ws = SimpleNamespace(root=tmp_path / "run")
-    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None),
+    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None, memory_mb=2048),
                         evaluate=SimpleNamespace(max_problems=None))
     for d in ("a", "b"):
         assert len(_inputs(ws, r, DataRef(str(tmp_path / d / "test.parquet")), "data.eval.held")) == 29
@@ -499,7 +499,7 @@ def test_rows_set_aside_are_counted_up_to_the_problems_evaluate_max_problems_kee
 
     data = _bad_data(tmp_path, reference)
     ws = SimpleNamespace(root=tmp_path / "run")
-    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None),
+    r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None, memory_mb=2048),
                         evaluate=SimpleNamespace(max_problems=4))
     whole, later = DataRef(str(data)), DataRef(str(data), 4, 32)
     assert len(_inputs(ws, r, whole, "data.eval.held")) == 29 and len(_inputs(ws, r, later, "data.eval.later")) == 26

@@ -377,6 +377,31 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted_not_failed_and_the_cli_say
     assert "openvlt run: interrupted (the same command continues where it stopped)" in capsys.readouterr().err
 
 
+def test_a_console_that_cannot_be_written_changes_no_exit_code(tmp_path, toyworld_dir, tiny_student):
+    """`openvlt status DIR | head -1` exited 1 ("failed") with a Broken pipe error, and a progress bar
+    writing to a log on a full disk (here /dev/full) failed the stage that drew it."""
+    import subprocess
+    import sys
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    with Workspace.open(recipe) as ws, pytest.raises(KeyboardInterrupt):
+        ws.stage("iter_1/sft", interrupted, outputs={"x": tmp_path / "run" / "x.txt"})
+    command = [sys.executable, "-m", "openvlt.cli", "status", str(tmp_path / "run")]
+    with open("/dev/full", "w") as full:
+        reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=full)
+        reader.stdout.close()  # the reader has gone before the status is written
+        assert reader.wait(timeout=120) == 4  # "interrupted", as with a console
+        assert subprocess.run(command, stdout=full, stderr=full, timeout=120).returncode == 4
+        code = ("import sys, tqdm\nfrom openvlt.cli import main\nimport openvlt.cli as cli\n"
+                "cli.COMMANDS['bars'] = ('', lambda argv: sum(1 for _ in tqdm.tqdm(range(3), mininterval=0)))\n"
+                "sys.exit(main(['bars']))")
+        assert subprocess.run([sys.executable, "-c", code], stdout=full, stderr=full, timeout=120).returncode == 3
+
+
 def test_a_stage_that_fails_while_its_outputs_are_moved_into_place_is_recorded_as_failed(tmp_path, toyworld_dir, tiny_student,
                                                                                           monkeypatch):
     """A full disk (or quota) when the finished outputs are renamed into place is a failure `openvlt status`
@@ -406,6 +431,33 @@ def test_a_stage_that_fails_while_its_outputs_are_moved_into_place_is_recorded_a
     with Workspace.open(recipe) as ws:
         assert ws.stage("iter_1/sft", body, outputs={"x": tmp_path / "run" / "x.txt"}) == {"in": 1}
     assert runs == [1] and (tmp_path / "run" / "x.txt").read_text() == "done"
+
+
+def test_a_stage_whose_failure_cannot_be_recorded_still_shows_its_own_error(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """On a full disk, recording "failed" in the manifest failed too, and its ENOSPC replaced the stage's
+    own error; report.html and summary.json left half-written are removed at the next start."""
+    import errno
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    saves = []
+
+    def full_disk(self):
+        saves.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def body(ctx):
+        monkeypatch.setattr(Workspace, "_save", full_disk)  # from now on: the stage has started
+        raise RuntimeError("writing the model to x failed: safetensors: No space left on device")
+
+    with Workspace.open(recipe) as ws, pytest.raises(RuntimeError, match="writing the model to x failed"):
+        ws.stage("iter_1/sft", body, outputs={"x": tmp_path / "run" / "x.txt"})
+    assert saves == [1]
+    monkeypatch.undo()
+    stale = [tmp_path / "run" / ".report.html.tmp-99", tmp_path / "run" / ".summary.json.tmp-99"]
+    for path in stale:
+        path.write_text("half")
+    with Workspace.open(recipe):
+        assert not any(path.exists() for path in stale)
 
 
 def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, toyworld_dir, tiny_student, caplog):

@@ -250,6 +250,30 @@ def test_check_reward_loads_plugin_files_in_a_child_process_once_per_version(tmp
             check_reward(spec)
 
 
+def test_the_load_check_goes_with_a_caller_stopped_by_sigterm(tmp_path):
+    """`ray job stop` sends SIGTERM: the child loading a plugin (in a session of its own) outlived the
+    run, holding whatever the plugin's import loads."""
+    import signal
+    import subprocess
+
+    plugin, pid_file = tmp_path / "slow_import.py", tmp_path / "pid.txt"
+    plugin_file(plugin, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+    caller = subprocess.Popen([sys.executable, "-c", f"from rewards import check_reward; check_reward({f'{plugin}:score'!r})"])
+    for _ in range(300):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    loader = int(pid_file.read_text())
+    caller.send_signal(signal.SIGTERM)
+    caller.wait(timeout=30)
+    for _ in range(100):
+        status = f"/proc/{loader}/status"
+        if not os.path.exists(status) or "zombie" in open(status).read():
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(status) or "zombie" in open(status).read()
+
+
 def test_check_reward_loads_under_the_workers_memory_limit(tmp_path):
     """A plugin that holds 300 MB from its import passed the check, then failed every item in the
     workers (100 MB): the check now loads it as a worker would, warmed up and capped."""
