@@ -196,9 +196,14 @@ class _Console:
     def _let_go(self) -> None:
         self._gone = True
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            fd = self._stream.fileno()
         except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
-            pass
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

@@ -370,14 +370,14 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node: Any = raw
     schema: Any = Recipe
     for i, part in enumerate(parts):
-        schema = _field_type(schema, part, ".".join(parts[: i + 1]))
+        parent, schema = schema, _field_type(schema, part, ".".join(parts[: i + 1]))
         name: Any = part  # a key as the recipe's YAML has it: text, but for an iteration number
         if i == 1 and parts[0] == "per_iteration":
             schema, name = Recipe, _key(part)  # per_iteration.2.<any recipe key>
         if i == len(parts) - 1:
             value = _override_value(text, schema, key.strip())
             whole_iteration = i == 1 and parts[0] == "per_iteration"  # per_iteration.2=null: no changes for 2
-            if value is None and dataclasses.is_dataclass(schema) and not whole_iteration:  # not Optional
+            if value is None and dataclasses.is_dataclass(schema) and dataclasses.is_dataclass(parent) and not whole_iteration:
                 raise RecipeError(f"override {key.strip()}={text.strip()}: {key.strip()} is a block of settings, "
                                   f"which null would reset to the defaults; set its keys ({key.strip()}.KEY=VALUE) "
                                   f"or leave the block out of the recipe for the defaults")

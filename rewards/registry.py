@@ -184,10 +184,10 @@ def _load_and_report() -> None:
     _worker.die_with_owner(os.getppid())  # a caller stopped by SIGTERM (`ray job stop`) takes this process along
     path, spec, memory_mb = json.loads(sys.stdin.read())
     sys.path[:] = path
-    if memory_mb:  # as a reward worker is when it loads the plugin: warmed up, then capped
-        _worker._warm_up()
-        _worker.cap_memory(memory_mb)
     try:
+        if memory_mb:  # as a reward worker is when it loads the plugin: warmed up, then capped
+            _worker._warm_up()
+            _worker.cap_memory(memory_mb)
         get_reward(spec)
         error = None
     except RewardError as exc:
