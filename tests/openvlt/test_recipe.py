@@ -475,6 +475,8 @@ def test_null_for_a_block_of_settings_is_refused_not_read_as_its_defaults(tmp_pa
                                           rf"which null would reset to the defaults; set its keys \({re.escape(key)}.KEY=VALUE\)"):
         load_recipe(path, [override], check_paths=False)
     assert load_recipe(path, ["reward.override=null"], check_paths=False).reward.override is None
+    with pytest.raises(RecipeError, match=r"data.eval.held: no path given"):  # an entry of a mapping of names: no block
+        load_recipe(path, ["data.eval.held=null"], check_paths=False)
 
 
 def test_overrides_per_iteration_and_run_dir(tmp_path, toyworld_dir, tiny_student):

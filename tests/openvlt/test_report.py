@@ -53,6 +53,12 @@ def test_the_summary_counts_what_belongs_to_it(tmp_path, toyworld_dir, tiny_stud
     summary = write_summary(run, recipe)
     assert summary["base"]["unjudged_answers"] == 0 and summary["base"]["all_sets"] == {"held": 0.0, "other": 0.0}
     assert summary["seconds"] == 5.0 and summary["quarantined_rows"] == {f"quarantine/{quarantine.name}": 2}
+    own = tmp_path / "iteration_1_rl.parquet"  # an iteration may read files of its own
+    own.write_bytes((toyworld_dir / "train.parquet").read_bytes())
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(run), iterations=1,
+                               per_iteration={1: {"data": {"rl": {"path": str(own), "start": 0, "stop": 4}}}}))
+    quarantine_file(run, recipe.for_iteration(1).data.rl[0]).write_text(json.dumps(rows[1]) + "\n")
+    assert sorted(write_summary(run, recipe)["quarantined_rows"].values()) == [1, 2]
     assert "could not judge" not in format_summary(summary)
 
 
