@@ -401,7 +401,16 @@ class Workspace:
         return "; ".join(parts) or "an image file it names changed"
 
     def _input_entry(self, value: str | Path | DataRef, images: bool = True) -> dict[str, Any]:
-        """What the manifest records of an input: its path and hash (a data slice: its rows too)."""
+        """What the manifest records of an input: its path and hash (a data slice: its rows too). An input
+        that cannot be read (permissions) stops the run: `openvlt status` says so, not "the same command
+        continues it", which would fail the same way."""
+        try:
+            return self._read_input_entry(value, images)
+        except OSError as exc:
+            self.record_stop(f"reading an input: {exc}")
+            raise
+
+    def _read_input_entry(self, value: str | Path | DataRef, images: bool) -> dict[str, Any]:
         if not isinstance(value, DataRef):
             return {"path": str(value), "hash": fingerprint(Path(value))}
         before = dict(self.image_hashes)

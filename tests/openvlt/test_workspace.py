@@ -741,6 +741,34 @@ def test_a_run_directory_that_lost_its_frozen_recipe_takes_no_other_recipe_over_
     assert "--force: " in caplog.text and "0.5" in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
+def test_an_input_that_cannot_be_read_stops_the_run_and_status_says_why(tmp_path, toyworld_dir, tiny_student, monkeypatch):
+    """An unreadable model file (permissions) left status at "not finished: the same command continues
+    it", though the same command failed again until the file was fixed."""
+    from openvlt import workspace
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    model = tmp_path / "model.safetensors"
+    model.write_text("weights")
+
+    def body(ctx):
+        ctx.out["x"].write_text("done")
+        return {}
+
+    with Workspace.open(recipe) as ws:
+        ws.stage("iter_1/sft", body, outputs={"x": tmp_path / "run" / "x.txt"}, inputs={"model": model})
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(workspace, "fingerprint", unreadable)
+    for key in ("iter_1/sft", "iter_1/grpo"):  # complete (its inputs compared), or about to run
+        with Workspace.open(recipe) as ws, pytest.raises(PermissionError):
+            ws.stage(key, body, outputs={"x": tmp_path / "run" / f"{key[-3:]}.txt"}, inputs={"model": model})
+        status = format_status(tmp_path / "run")
+        assert f"stopped before its next stage: reading an input: [Errno 13] Permission denied: '{model}'" in status
+        assert "the same command continues" not in status
+
+
 @pytest.mark.parametrize("text", ["", "{not json", "[]", "{}", '{"stages": null}', '{"stages": {"prepare": 3}}'])
 def test_a_damaged_manifest_is_named_by_status_and_run_without_a_traceback(tmp_path, toyworld_dir, tiny_student, text):
     from ..conftest import OPENVLT
