@@ -395,7 +395,8 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
     """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute
     (a relative one found in ``base``, a data file's folder, is taken from there, as `canonical_spec`
     does), and a module spec's own file (``my_rewards:judge``) found on ``sys.path``: what to fingerprint to
-    see that a plugin was edited. Registered names, entry points and the built-in modules name no file.
+    see that a plugin was edited, and an entry point's module file (an upgraded package changes it).
+    Registered names and the built-in modules name no file.
 
     >>> plugin_files("0.9*math+0.1*/tmp/mine.py:score")
     ['/tmp/mine.py']
@@ -409,6 +410,8 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
             files.append(where)
         elif where and part not in _registry:  # a module spec
             files.append(_module_file(where))
+        elif not where and not (part in _registry and _built_in(_registry[part])):  # maybe an entry point
+            files += [_module_file(ep.module) for ep in _entry_points() if ep.name == part]
     return list(dict.fromkeys(file for file in files if file))
 
 

@@ -94,6 +94,9 @@ def test_entry_point_group(tmp_path, monkeypatch):
     assert get_reward("ep_test_reward")("r", "g", extra_info={}) == 0.75
     assert get_reward("0.5*ep_test_reward+0.5*math")("r", "g", extra_info={})["score"] == 0.375
     check_reward("ep_test_reward")  # loaded in a child process, which sees our sys.path
+    from rewards.registry import plugin_files
+
+    assert plugin_files("0.5*ep_test_reward+0.5*math") == [str(tmp_path / "ep_plugin_mod.py")]  # its code is an input too
     (dist / "entry_points.txt").write_text("[openvlt.rewards]\nep_test_broken = ep_plugin_mod:no_such\n")
     with pytest.raises(RewardError, match="no_such"):
         check_reward("ep_test_broken")
