@@ -22,6 +22,7 @@ Everything here is cheap to import: the heavy math stack is loaded by the ``math
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import importlib.metadata
@@ -213,8 +214,22 @@ def list_rewards() -> dict[str, str]:
     _load_builtins()
     listed = {name: _summary(fn) for name, fn in sorted(_registry.items())}
     for ep in _entry_points():
-        listed.setdefault(ep.name, f"entry point {ep.value}")
+        listed.setdefault(ep.name, _entry_point_summary(ep))
     return listed
+
+
+def _entry_point_summary(ep: importlib.metadata.EntryPoint) -> str:
+    """The first docstring line of the function an entry point names, read from its source without
+    importing it (a plugin's import may load a model); else where it lives."""
+    file = _module_file(ep.module)
+    try:
+        tree = ast.parse(open(file, encoding="utf-8").read()) if file else None
+    except (OSError, SyntaxError, ValueError):
+        tree = None
+    function = next((node for node in getattr(tree, "body", ()) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and node.name == ep.attr), None)
+    doc = ast.get_docstring(function) if function else None
+    return doc.splitlines()[0] if doc else f"entry point {ep.value}"
 
 
 def import_hints(spec: str) -> tuple[str, ...]:

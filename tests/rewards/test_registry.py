@@ -84,13 +84,14 @@ def test_module_spec():
 
 def test_entry_point_group(tmp_path, monkeypatch):
     (tmp_path / "ep_plugin_mod.py").write_text(
-        "def scorer(response, ground_truth, *, extra_info):\n    return 0.75\n")
+        "def scorer(response, ground_truth, *, extra_info):\n    \"\"\"Three quarters, always.\"\"\"\n    return 0.75\n")
     dist = tmp_path / "ep_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[openvlt.rewards]\nep_test_reward = ep_plugin_mod:scorer\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "ep_test_reward" in list_rewards()
+    assert list_rewards()["ep_test_reward"] == "Three quarters, always."  # read from the source: nothing imported
+    assert "ep_plugin_mod" not in sys.modules
     assert get_reward("ep_test_reward")("r", "g", extra_info={}) == 0.75
     assert get_reward("0.5*ep_test_reward+0.5*math")("r", "g", extra_info={})["score"] == 0.375
     check_reward("ep_test_reward")  # loaded in a child process, which sees our sys.path
