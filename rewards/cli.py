@@ -16,11 +16,13 @@ plugin can fail a script); 2 for a usage error, before the first line: ``--rewar
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import replace
 from typing import IO, Any
 
@@ -65,14 +67,15 @@ def _score(args: argparse.Namespace) -> int:
         source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # bytes: each line decoded on its own
     except OSError as exc:
         return _usage_error(f"cannot read {args.input}: {exc.strerror or exc}")
+    own = _results_stream() if args.output is None else None
     try:
-        sink = sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8")
+        sink = own or (sys.stdout if args.output is None else open(args.output, "w", encoding="utf-8"))
     except OSError as exc:
         source.close()
         return _usage_error(f"cannot write {args.output}: {exc.strerror or exc}")
     with source if source is not sys.stdin.buffer else nullcontext(), sink if sink is not sys.stdout else nullcontext():
         try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
-            with redirect_stdout(sys.stderr):
+            with redirect_stdout(sys.stderr), _stdout_descriptor_to_stderr() if own else nullcontext():
                 for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout,
                                           memory_mb=args.memory_mb):
                     sink.write(json.dumps(result.to_json()) + "\n")
@@ -83,6 +86,31 @@ def _score(args: argparse.Namespace) -> int:
     summary = replace(summary, seconds=time.monotonic() - started)
     print(f"openvlt rewards: {summary}", file=sys.stderr)
     return 1 if summary.errors or summary.timeouts else 0
+
+
+def _results_stream() -> IO[str] | None:
+    """A stream of its own on stdout's descriptor, for the results (so that descriptor 1 can point
+    elsewhere while plugins run); None when stdout has no descriptor of its own (a test's capture)."""
+    try:
+        if sys.stdout.fileno() != 1:
+            return None
+        sys.stdout.flush()
+        return os.fdopen(os.dup(1), "w", encoding="utf-8")
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+
+
+@contextmanager
+def _stdout_descriptor_to_stderr() -> Iterator[None]:
+    """While plugins run, descriptor 1 is stderr's: what a plugin's subprocess (or C code) writes to
+    stdout does not land among the results."""
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _usage_error(message: str) -> int:

@@ -131,9 +131,10 @@ def test_installed_command_reads_stdin_and_writes_stdout():
 
 
 def test_stdout_holds_only_results_when_the_plugin_prints_and_a_module_next_to_you_is_found(tmp_path):
-    (tmp_path / "chatty.py").write_text(
-        "print('loading chatty v1')\n\n"
+    (tmp_path / "chatty.py").write_text(  # prints, and starts a program that writes to the stdout it inherits
+        "import subprocess\nprint('loading chatty v1')\n\n"
         "def exact(response, ground_truth, *, extra_info):\n    print('scoring', response)\n"
+        "    subprocess.run(['echo', 'from a subprocess'])\n"
         "    return float(response == ground_truth)\n")
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(line) for line in LINES[:2]) + "\n")
     command = Path(sys.executable).with_name("openvlt")  # the console script: unlike `python -m`, no cwd on sys.path
@@ -143,7 +144,7 @@ def test_stdout_holds_only_results_when_the_plugin_prints_and_a_module_next_to_y
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert [json.loads(line)["error"] for line in done.stdout.splitlines()] == [None, None], done.stdout
-        assert "loading chatty v1" in done.stderr
+        assert "loading chatty v1" in done.stderr and "from a subprocess" in done.stderr
 
 
 def test_memory_mb_bounds_each_worker_and_an_item_over_it_says_which_limit(tmp_path, capsys):
