@@ -196,12 +196,13 @@ class _Console:
     def _let_go(self) -> None:
         self._gone = True
         try:
-            fd = self._stream.fileno()
-        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
+            fd, null = self._stream.fileno(), os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture), or no /dev/null
             return
-        null = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(null, fd)
+        except OSError:
+            pass
         finally:
             os.close(null)
 

@@ -407,7 +407,10 @@ class Workspace:
         try:
             return self._read_input_entry(value, images)
         except OSError as exc:
-            self.record_stop(f"reading an input: {exc}")
+            try:
+                self.record_stop(f"reading an input: {exc}")
+            except OSError as unsaved:  # (a full disk): the read error is the one to see
+                log.error("could not record in manifest.json why the run stopped (%s)", unsaved)
             raise
 
     def _read_input_entry(self, value: str | Path | DataRef, images: bool) -> dict[str, Any]:

@@ -222,10 +222,13 @@ def _entry_point_summary(ep: importlib.metadata.EntryPoint) -> str:
     """The first docstring line of the function an entry point names, read from its source without
     importing it (a plugin's import may load a model); else where it lives."""
     file = _module_file(ep.module)
+    tree = None
     try:
-        tree = ast.parse(open(file, encoding="utf-8").read()) if file else None
+        if file:
+            with open(file, encoding="utf-8") as source:
+                tree = ast.parse(source.read())
     except (OSError, SyntaxError, ValueError):
-        tree = None
+        pass
     function = next((node for node in getattr(tree, "body", ()) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                      and node.name == ep.attr), None)
     doc = ast.get_docstring(function) if function else None
