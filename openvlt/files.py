@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -42,24 +42,23 @@ def writing(path: Path, what: str = "") -> Iterator[Path]:
     try:
         yield tmp
     except BaseException as exc:
-        remove_temporary(tmp)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and str(path) not in str(exc):
-            raise OSError(exc.errno, f"writing {path}: {exc.strerror or exc}{free_space(path)}") from exc
+            raise OSError(exc.errno, f"writing {path}: {exc.strerror or exc}{_free_space(path)}") from exc
         if what and isinstance(exc, Exception) and not isinstance(exc, OSError):
-            raise OSError(f"writing {what} to {path} failed: {exc}{free_space(path)}") from exc
+            raise failed_write(what, path, exc) from exc
         raise
     replace(tmp, path)
 
 
-def remove_temporary(tmp: Path) -> None:
-    """Remove a temporary file or folder, if there is one."""
-    if tmp.is_dir() and not tmp.is_symlink():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.unlink(missing_ok=True)
+def failed_write(what: str, path: Path, exc: BaseException) -> OSError:
+    """The error for a write that `exc` stopped, naming what and where (torch and safetensors wrap a full
+    disk in errors of their own, which name no file)."""
+    return OSError(f"writing {what} to {path} failed: {exc}{_free_space(path)}")
 
 
-def free_space(path: Path) -> str:
+def _free_space(path: Path) -> str:
     """" (N MB free there)", when the disk `path` is on is nearly full: the likely cause of a failed write."""
     try:
         free = shutil.disk_usage(path.parent).free

@@ -500,9 +500,9 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     if item is None or not (structs or _is_text(item) or pa.types.is_binary(item) or pa.types.is_large_binary(item)):
         raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images "
                           "(encoded bytes, {bytes, path} structs or file paths)")
-    rows = table.column("images").to_pylist()
+    rows, folder = table.column("images").to_pylist(), folder_of(path)
     column = pa.array(
-        [[] if row is None else [None if im is None else _image_struct(im, folder_of(path)) for im in row] for row in rows],
+        [[] if row is None else [None if im is None else _image_struct(im, folder) for im in row] for row in rows],
         type=pa.list_(_IMAGE_STRUCT),
     )
     return table.set_column(table.schema.get_field_index("images"), "images", column)

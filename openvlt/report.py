@@ -50,8 +50,8 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
             "iter": k, "sft": _accuracies(run_dir / it / "sft", headline), "grpo": _accuracies(run_dir / it / "grpo", headline),
             "data": data,
         })
-    data = [recipe.for_iteration(k).data for k in range(1, recipe.iterations + 1)]  # (an iteration may read its own files)
-    read = {quarantine_file(run_dir, ref) for d in data for ref in [*d.sft, *d.rl, *d.eval.values()]}
+    data_blocks = [recipe.for_iteration(k).data for k in range(1, recipe.iterations + 1)]  # (an iteration may name its own)
+    read = {quarantine_file(run_dir, ref) for d in data_blocks for ref in [*d.sft, *d.rl, *d.eval.values()]}
     summary["quarantined_rows"] = {str(q.relative_to(run_dir)): jsonl_rows(q)  # rows of the recipe's data files set aside
                                    for q in sorted((run_dir / "quarantine").glob("*.jsonl")) if q in read}
     summary["seconds"] = round(sum(s.get("seconds", 0) for key, s in manifest.items() if _iteration(key) <= recipe.iterations), 1)

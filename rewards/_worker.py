@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
     conn = connection.Connection(sock_fd)
     progress = mmap.mmap(progress_fd, PROGRESS.size)
     die_with_owner(owner_pid)
-    _warm_up()
+    warm_up()
     cap_memory(memory_mb)
     try:
         sys.path[:] = conn.recv()
@@ -83,7 +83,7 @@ def retires_after(results: list[tuple]) -> bool:
     return bool(results) and results[-1][0] == "error" and "MemoryError" in (results[-1][3] or "")
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
     """Load the math stack and math-verify's grammar now, not inside the first item's time limit."""
     from math_verify import parse, verify
 

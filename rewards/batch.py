@@ -169,7 +169,8 @@ class RewardScorer:
         The first few failures are logged unless ``log_failures`` is off (for a caller that logs its own)."""
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        results = self._stream(items, _Specs(reward, in_process=self.workers == 0, memory_mb=self.memory_mb), float(timeout), max(1, window))
+        specs = _Specs(reward, in_process=self.workers == 0, memory_mb=self.memory_mb)
+        results = self._stream(items, specs, float(timeout), max(1, window))
         return _logged(results) if log_failures else results
 
     def _stream(self, items: Iterable[Mapping[str, Any]], specs: _Specs, timeout: float,

@@ -187,7 +187,7 @@ def _load_and_report() -> None:
     sys.path[:] = path
     try:
         if memory_mb:  # as a reward worker is when it loads the plugin: warmed up, then capped
-            _worker._warm_up()
+            _worker.warm_up()
             _worker.cap_memory(memory_mb)
         get_reward(spec)
         error = None
@@ -229,9 +229,9 @@ def _entry_point_summary(ep: importlib.metadata.EntryPoint) -> str:
                 tree = ast.parse(source.read())
     except (OSError, SyntaxError, ValueError):
         pass
-    function = next((node for node in getattr(tree, "body", ()) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and node.name == ep.attr), None)
-    doc = ast.get_docstring(function) if function else None
+    functions = {node.name: node for node in getattr(tree, "body", ())
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    doc = ast.get_docstring(functions[ep.attr]) if ep.attr in functions else None
     return doc.splitlines()[0] if doc else f"entry point {ep.value}"
 
 

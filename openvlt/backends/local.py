@@ -37,7 +37,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from openvlt.backends import SAVED, GRPOConfig, LocalOptions, SFTConfig, backend
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
-from openvlt.files import atomic_write, flush_to_disk, free_space, writing
+from openvlt.files import atomic_write, failed_write, flush_to_disk, writing
 from rewards.batch import nothing_judged
 
 log = logging.getLogger(__name__)
@@ -443,10 +443,10 @@ def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str,
     marked saved before the checkpoint goes, so a kill between the two never trains from step 0 again."""
     try:
         model.save_pretrained(out)
-    except Exception as exc:  # torch / safetensors wrap a full disk in their own errors, naming no file
+    except Exception as exc:
         for partial in out.glob("model*.safetensors*"):  # the space they took, for the manifest's record
             partial.unlink(missing_ok=True)
-        raise OSError(f"writing the model to {out} failed: {exc}{free_space(out / 'model')}") from exc
+        raise failed_write("the model", out, exc) from exc
     _as_umask_allows(out.glob("*.safetensors*"))  # safetensors writes 0600: teammates could not open the checkpoint
     copy_processor_files(init_model, out, pixel_bounds)
     flush_to_disk(out)  # the weights before the mark: a power loss never leaves it on a torn model
@@ -455,7 +455,7 @@ def _save(model: Any, init_model: str | Path, out: Path, pixel_bounds: dict[str,
     return out
 
 
-def _as_umask_allows(files: Any) -> None:
+def _as_umask_allows(files: Iterable[Path]) -> None:
     """Give files the permissions any other file this process writes gets (Linux reports the umask)."""
     try:
         umask = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
