@@ -301,7 +301,8 @@ def _in_each_file(read: Callable[[Path, int, int | None], list], folder: Path, s
 def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = None) -> list[str]:
     """The plugin files (absolute) that the `reward` column of rows [start, stop) names, each once: the
     code that judges those rows, found as `read_records` anchors it (next to the record file, else in the
-    working directory). Only that column is read; [] for a file that is no readable record file."""
+    working directory), and the module files of module specs and entry points (`plugin_files`). Only that
+    column is read; [] for a file that is no readable record file."""
     from rewards.registry import RewardError, plugin_files
 
     path = Path(path)
@@ -314,7 +315,7 @@ def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = Non
         return []
     files: dict[str, None] = {}
     for spec in specs:
-        if isinstance(spec, str) and ".py" in spec:
+        if isinstance(spec, str) and spec.strip():
             try:
                 files.update(dict.fromkeys(plugin_files(spec, base=folder_of(path))))
             except RewardError:  # an unreadable composition: the reward check names it

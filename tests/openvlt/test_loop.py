@@ -704,26 +704,28 @@ def test_select_records_the_students_tokenizer_as_an_input_when_it_counts_tokens
         assert recorded.pop("iter_1/select").get("tokenizer") == (None if max_tokens is None else recipe.roles.student.model)
 
 
-@pytest.mark.parametrize("named_by", ["reward.override", "the data's reward column", "a module spec"])
+@pytest.mark.parametrize("named_by", ["reward.override", "a module spec", "the data's reward column",
+                                      "a module spec in the data's reward column"])
 def test_a_reward_plugin_edited_in_place_makes_the_stages_that_judged_with_it_incomplete(tmp_path, named_by, monkeypatch):
     """Verdicts come from the plugin's code: a plugin file edited after select or an evaluation ran is
     an input that changed, like a data file fixed in place, whether the recipe names it (by its file, or as a
     module on the path) or the data's rows do (by a path relative to the data file, as verl's data files name
-    their scorer)."""
+    their scorer, or as a module on the path)."""
     from data_tools.toyworld.dataset import build_toyworld
 
     data, run_dir = tmp_path / "data", tmp_path / "run"
     plugin = data / "my_reward.py"
-    if named_by != "the data's reward column":
-        data.mkdir()
-        monkeypatch.setenv("PYTHONPATH", str(data))  # (`run` passes our environment on)
+    data.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(data))  # (`run` passes our environment on)
+    if named_by in ("reward.override", "a module spec"):
         spec = f"{plugin}:lenient_half" if named_by == "reward.override" else "my_reward:lenient_half"
         recipe = micro_recipe(tmp_path, run_dir, iterations=1, reward={"workers": 1, "override": spec})
     else:
+        spec = "my_reward.py:lenient_half" if named_by == "the data's reward column" else "my_reward:lenient_half"
         build_toyworld(data, n_train=48, n_test=16, seed=3)
         for split in ("train", "test"):
             rows = list(read_records(data / f"{split}.parquet"))
-            write_records([{**row, "reward": "my_reward.py:lenient_half"} for row in rows], data / f"{split}.parquet")
+            write_records([{**row, "reward": spec} for row in rows], data / f"{split}.parquet")
         recipe = micro_recipe(
             tmp_path, run_dir, iterations=1, reward={"workers": 1},
             prepare={"tiny_student": {"hidden": 32, "intermediate": 64, "vision_hidden": 32, "vocab": 500}},

@@ -415,3 +415,16 @@ def test_a_categorical_reward_column_names_plugin_files_next_to_the_record_file(
     monkeypatch.chdir(elsewhere)
     assert {row["reward"] for row in read_records(data / "p.parquet")} == {f"{data / 'mine.py'}:score"}
     assert reward_plugin_files(data / "p.parquet") == [str(data / "mine.py")]
+
+
+def test_the_reward_column_names_the_module_files_of_entry_points_and_module_specs(tmp_path, monkeypatch):
+    """Rows judged by an installed entry point (the toy world's) or a module on the path depend on that
+    module's code as much as on a plugin file's; a built-in name depends on none of the user's."""
+    import data_tools.toyworld.reward
+
+    (tmp_path / "judges.py").write_text("def score(response, ground_truth, *, extra_info):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_records([record(0, reward="toyworld"), record(1, reward="judges:score"), record(2, reward="math")],
+                  tmp_path / "p.parquet")
+    assert reward_plugin_files(tmp_path / "p.parquet") == [data_tools.toyworld.reward.__file__, str(tmp_path / "judges.py")]
+    assert reward_plugin_files(tmp_path / "p.parquet", 2, 3) == []
