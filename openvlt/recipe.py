@@ -113,6 +113,21 @@ class DataRef:
     stop: Optional[int] = None
 
 
+def is_shard_set(path: str | Path) -> bool:
+    """Whether a data path names a set of parquet shards read as one (in name order): a folder, or a
+    file-name pattern such as `data/train-*.parquet` (a Hugging Face data folder holds every split)."""
+    return Path(path).is_dir() or bool(_PATTERN.search(Path(path).name))
+
+
+def shard_set_name(path: Path) -> str:
+    """A set of shards' name, for a `data_source` left out and quarantine files: the folder's, or the
+    pattern's without its wildcards (`train-*.parquet` -> `train`)."""
+    return path.stem if path.is_dir() else _PATTERN.sub("", path.stem).strip("-_.") or path.parent.name
+
+
+_PATTERN = re.compile(r"[*?\[]")
+
+
 @dataclass
 class Data:
     sft: list[DataRef] = field(default_factory=list)  # SFT problems; one entry per iteration, or one for all
@@ -1061,7 +1076,8 @@ def _int_keys(mapping: dict, where: str) -> dict:
 
 
 def _exists(path: str, prepared: dict[str, str]) -> bool:
-    return Path(path).exists() or any(Path(path).is_relative_to(p) or path == p for p in prepared.values())
+    here = Path(path).exists() or is_shard_set(path) and any(Path(path).parent.glob(Path(path).name))
+    return here or any(Path(path).is_relative_to(p) or path == p for p in prepared.values())
 
 
 def _in_hub_cache(model: str) -> bool:

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from openvlt.files import writing
+from openvlt.recipe import is_shard_set, shard_set_name
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,11 @@ def read_records(
     `{}`, and one with no `reward` `reward` (e.g. the plugin that judges every row anyway) if given: a
     column, or a row's value (null)."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not is_shard_set(path):
         raise FileNotFoundError(f"record file not found: {path}")
+    shards = parquet_files(path) if is_shard_set(path) else None
     try:
-        table = pq.read_table(parquet_files(path) if path.is_dir() else path)
+        table = pq.read_table(shards or path)
     except Exception as exc:
         hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
                 "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
@@ -217,7 +219,7 @@ _OPTIONAL_COLUMNS = ("data_source", "extra_info")
 def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:
     """What a record file may leave out, filled in: its name as `data_source`, no extra information
     (a null one: `_normalise_extra_info`), and `reward` when the caller names the plugin."""
-    fill = {"data_source": path.stem, "extra_info": "{}", "reward": reward}
+    fill = {"data_source": shard_set_name(path) if is_shard_set(path) else path.stem, "extra_info": "{}", "reward": reward}
     for name, value in fill.items():
         if value is None:
             continue
@@ -239,7 +241,7 @@ def image_files(path: str | Path, start: int = 0, stop: int | None = None) -> li
     the rows hold, so a run's fingerprint of its data covers them. Only names are read, never image bytes
     into Python; [] for a file that holds its images, or that is no readable record file."""
     path = Path(path)
-    if path.is_dir():
+    if is_shard_set(path):
         return _in_each_file(image_files, path, start, stop)
     try:
         reader = pq.ParquetFile(path)
@@ -274,17 +276,31 @@ def folder_of(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def parquet_files(folder: Path) -> list[str]:
-    """A folder's record files (shards: `train-00000-of-00004.parquet`, ...), in name order; not its
-    subfolders (images may live there)."""
-    files = sorted(str(p) for p in folder.glob("*.parquet") if p.is_file())
+_HUB_SHARD = re.compile(r"(?P<split>.+?)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")  # train-00000-of-00004.parquet
+
+
+def parquet_files(path: Path) -> list[str]:
+    """The record files of a set of shards, in name order: a folder's `.parquet` files (not its
+    subfolders: images may live there), or the files a name pattern matches. A folder holding the shards of
+    several splits (`train-00000-of-00002.parquet`, `test-00000-of-00001.parquet`) is refused: read as one
+    set, its test rows would be trained on."""
+    if not path.is_dir():
+        files = sorted(str(p) for p in path.parent.glob(path.name) if p.is_file())
+        if not files:
+            raise RecordError(path, None, None, "no file matches this name pattern")
+        return files
+    files = sorted(str(p) for p in path.glob("*.parquet") if p.is_file())
     if not files:
-        raise RecordError(folder, None, None, "a folder of problem records holds .parquet files; this one holds none")
+        raise RecordError(path, None, None, "a folder of problem records holds .parquet files; this one holds none")
+    splits = sorted({m["split"] for f in files if (m := _HUB_SHARD.fullmatch(Path(f).name))})
+    if len(splits) > 1:
+        raise RecordError(path, None, None, f"holds the shards of {len(splits)} splits ({', '.join(splits)}), which "
+                          f"would be read as one set: name one split's files, e.g. {path / (splits[-1] + '-*.parquet')}")
     return files
 
 
 def _in_each_file(read: Callable[[Path, int, int | None], list], folder: Path, start: int, stop: int | None) -> list:
-    """`read` over a folder's files, rows [start, stop) of them taken as one set; each result once."""
+    """`read` over a set's files, rows [start, stop) of them taken as one set; each result once."""
     found: dict[Any, None] = {}
     offset = 0
     try:
@@ -306,7 +322,7 @@ def reward_plugin_files(path: str | Path, start: int = 0, stop: int | None = Non
     from rewards.registry import RewardError, plugin_files
 
     path = Path(path)
-    if path.is_dir():
+    if is_shard_set(path):
         return _in_each_file(reward_plugin_files, path, start, stop)
     try:
         column = pq.read_table(path, columns=["reward"]).column("reward")

@@ -36,7 +36,7 @@ import yaml
 
 from openvlt.faults import crashpoint
 from openvlt.files import atomic_write, replace, temporary_path
-from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_recipe, rebase_paths
+from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_recipe, is_shard_set, rebase_paths, shard_set_name
 
 log = logging.getLogger(__name__)
 
@@ -532,13 +532,17 @@ def format_status(run_dir: Path) -> str:
 
 
 def fingerprint(path: Path) -> str | None:
-    """Content hash of a file or folder (large files by size), or None if it does not exist."""
-    if not path.exists():
-        return None
+    """Content hash of a file or folder (large files by size), or of the files a data path's name pattern
+    matches (`data/train-*.parquet`); None if there is none."""
+    if path.exists():
+        base, files = path, [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        base, files = path.parent, sorted(p for p in path.parent.glob(path.name) if p.is_file()) if is_shard_set(path) else []
+        if not files:
+            return None
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
-        digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+        digest.update(str(f.relative_to(base) if f != base else f.name).encode())
         _add_content(digest, f)
     return digest.hexdigest()[:16]
 
@@ -746,4 +750,5 @@ def quarantine_file(root: Path, ref: DataRef) -> Path:
     named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
     if (ref.start, ref.stop) != (0, None):
         named += f"[{ref.start}:{ref.stop}]"
-    return root / "quarantine" / f"{Path(ref.path).stem}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
+    name = shard_set_name(Path(ref.path)) if is_shard_set(ref.path) else Path(ref.path).stem
+    return root / "quarantine" / f"{name}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"

@@ -429,6 +429,39 @@ def test_a_held_out_set_added_after_its_evaluations_ran_shows_as_missing_and_red
     assert summary["iterations"][1]["grpo"]["all_sets"] == {"new": accuracy, "toyworld": accuracy}  # the same file
 
 
+def test_a_hub_data_folder_runs_by_split_name_patterns(reference, tmp_path):
+    """A Hugging Face data folder (every split's shards side by side): each data key names one split's
+    shards by a name pattern; the run reads, quarantines and fingerprints the matched shards as one set,
+    resumes with nothing redone, and names the pattern when a shard is added."""
+    import pyarrow.parquet as pq
+
+    table, data = pq.read_table(_bad_data(tmp_path, reference)), tmp_path / "hub" / "data"
+    data.mkdir(parents=True)
+    for k, (start, stop) in enumerate(((0, 12), (12, 32))):
+        pq.write_table(table.slice(start, stop - start).drop_columns(["data_source"]), data / f"train-0000{k}-of-00002.parquet")
+    shutil.copy(reference / "data" / "toyworld" / "test.parquet", data / "test-00000-of-00001.parquet")
+    inputs = {"sft": {"path": str(data / "train-*.parquet"), "stop": 20},
+              "rl": {"path": str(data / "train-*.parquet"), "start": 20}, "eval": {"toyworld": str(data / "test-*")},
+              "skip_bad_rows": True}
+    recipe = micro_recipe(tmp_path, tmp_path / "run", data=inputs, prepare={}, iterations=1,
+                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
+                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [quarantine] = (tmp_path / "run" / "quarantine").glob("train-*.jsonl")
+    assert [json.loads(line)["row"] for line in quarantine.read_text().splitlines()] == [3, 5, 7]  # rows of the set
+    caption = read_records(tmp_path / "run" / "iter_1" / "captions.parquet")
+    assert len(caption) == 17 and {p["data_source"] for p in caption} == {"train"}
+    assert stages(tmp_path / "run")["base/evaluate"]["counts"]["in"] == 16
+    before = stages(tmp_path / "run")
+    done = run(recipe)
+    assert done.returncode == 0 and stages(tmp_path / "run") == before, done.stderr[-3000:]  # nothing redone
+    pq.write_table(table.slice(0, 1), data / "train-00002-of-00002.parquet")
+    done = run(recipe)
+    assert done.returncode == 1 and f"iter_1/caption is complete, but its input problems ({data / 'train-*.parquet'}) " \
+                                    "changed since it ran" in done.stderr
+
+
 def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
     import pyarrow.parquet as pq
 

@@ -257,6 +257,11 @@ def test_missing_inputs_are_named(tmp_path, toyworld_dir, tiny_student):
     path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "nowhere/rl.parquet"})
     with pytest.raises(RecipeError, match="data.rl: nowhere/rl.parquet"):
         load_recipe(path)
+    path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "DATA/tr*.parquet"})
+    assert load_recipe(path).data.rl[0].path == f"{toyworld_dir}/tr*.parquet"  # a name pattern matching files is there
+    path = write(tmp_path, toyworld_dir, tiny_student, data={**MINIMAL["data"], "rl": "DATA/validation-*.parquet"})
+    with pytest.raises(RecipeError, match=r"data.rl: .*validation-\*.parquet"):  # one matching none is not
+        load_recipe(path)
     path = write(tmp_path, toyworld_dir, tiny_student, roles={"student": {"engine": "hf", "model": "./no-model"}})
     with pytest.raises(RecipeError, match=r"roles.student.model: ./no-model"):
         load_recipe(path)

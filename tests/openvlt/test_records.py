@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,33 @@ def test_a_folder_of_parquet_shards_is_one_set_with_paths_read_inside_it(tmp_pat
     assert reward_plugin_files(shards) == [str(shards / "mine.py")] and reward_plugin_files(shards, 0, 2) == []
     with pytest.raises(RecordError, match=r"imgs: a folder of problem records holds .parquet files; this one holds none"):
         read_records(shards / "imgs")
+
+
+def test_a_hub_data_folder_of_several_splits_is_refused_and_a_name_pattern_picks_one(tmp_path):
+    """A Hugging Face data folder holds every split's shards; read as one set, its test rows ("test" sorts
+    before "train") would be trained on. A name pattern (`data/train-*.parquet`) reads one split's shards."""
+    from openvlt.workspace import fingerprint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    common = {"question": ["how many?"], "answer": ["1"], "images": pa.array([None], pa.null()), "reward": ["math"]}
+    for name, ids in (("test-00000-of-00001", ["t0"]), ("train-00000-of-00002", ["a0"]), ("train-00001-of-00002", ["a1"])):
+        pq.write_table(pa.table({"id": ids, **common}), data / f"{name}.parquet")
+    with pytest.raises(RecordError, match=r"data: holds the shards of 2 splits \(test, train\), which would be read as "
+                                          rf"one set: name one split's files, e.g. {re.escape(str(data / 'train-*.parquet'))}"):
+        read_records(data)
+    rows = read_records(data / "train-*.parquet")
+    assert [(r["id"], r["data_source"]) for r in rows] == [("a0", "train"), ("a1", "train")]
+    assert [r["id"] for r in read_records(data / "train-*.parquet", start=1)] == ["a1"]
+    assert [r["id"] for r in read_records(data / "test-*.parquet")] == ["t0"]
+    with pytest.raises(RecordError, match=r"validation-\*.parquet: no file matches this name pattern"):
+        read_records(data / "validation-*.parquet")
+    before = fingerprint(data / "train-*.parquet")
+    assert before is not None and fingerprint(data / "validation-*.parquet") is None
+    pq.write_table(pa.table({"id": ["t1"], **common}), data / "test-00001-of-00001.parquet")
+    assert fingerprint(data / "train-*.parquet") == before  # another split's shard is not an input
+    pq.write_table(pa.table({"id": ["a2"], **common}), data / "train-00002-of-00002.parquet")
+    assert fingerprint(data / "train-*.parquet") != before  # a shard more is
 
 
 def test_an_image_the_processor_would_refuse_is_a_bad_row(tmp_path):
