@@ -277,6 +277,14 @@ def folder_of(path: Path) -> Path:
 
 
 _HUB_SHARD = re.compile(r"(?P<split>.+?)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")  # train-00000-of-00004.parquet
+_SPLIT_NAMES = ("train", "test", "testmini", "validation", "val", "valid", "dev", "eval")
+
+
+def _split_of(file: Path) -> str | None:
+    """The split a shard belongs to, as its name says (`train-00000-of-00004.parquet`, `test.parquet`)."""
+    if match := _HUB_SHARD.fullmatch(file.name):
+        return match["split"]
+    return file.stem if file.stem.lower() in _SPLIT_NAMES else None
 
 
 def parquet_files(path: Path) -> list[str]:
@@ -292,10 +300,12 @@ def parquet_files(path: Path) -> list[str]:
     files = sorted(str(p) for p in path.glob("*.parquet") if p.is_file())
     if not files:
         raise RecordError(path, None, None, "a folder of problem records holds .parquet files; this one holds none")
-    splits = sorted({m["split"] for f in files if (m := _HUB_SHARD.fullmatch(Path(f).name))})
+    splits = {split: f for f in files if (split := _split_of(Path(f)))}
     if len(splits) > 1:
-        raise RecordError(path, None, None, f"holds the shards of {len(splits)} splits ({', '.join(splits)}), which "
-                          f"would be read as one set: name one split's files, e.g. {path / (splits[-1] + '-*.parquet')}")
+        split, file = sorted(splits.items())[-1]
+        example = path / f"{split}-*.parquet" if _HUB_SHARD.fullmatch(Path(file).name) else file
+        raise RecordError(path, None, None, f"holds the files of {len(splits)} splits ({', '.join(sorted(splits))}), "
+                          f"which would be read as one set: name one split's, e.g. {example}")
     return files
 
 

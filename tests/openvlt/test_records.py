@@ -312,9 +312,15 @@ def test_a_hub_data_folder_of_several_splits_is_refused_and_a_name_pattern_picks
     common = {"question": ["how many?"], "answer": ["1"], "images": pa.array([None], pa.null()), "reward": ["math"]}
     for name, ids in (("test-00000-of-00001", ["t0"]), ("train-00000-of-00002", ["a0"]), ("train-00001-of-00002", ["a1"])):
         pq.write_table(pa.table({"id": ids, **common}), data / f"{name}.parquet")
-    with pytest.raises(RecordError, match=r"data: holds the shards of 2 splits \(test, train\), which would be read as "
-                                          rf"one set: name one split's files, e.g. {re.escape(str(data / 'train-*.parquet'))}"):
+    with pytest.raises(RecordError, match=r"data: holds the files of 2 splits \(test, train\), which would be read as "
+                                          rf"one set: name one split's, e.g. {re.escape(str(data / 'train-*.parquet'))}"):
         read_records(data)
+    plain = tmp_path / "plain"  # (as `openvlt data toyworld` writes a data set)
+    plain.mkdir()
+    for name in ("train", "validation"):
+        pq.write_table(pa.table({"id": [name], **common}), plain / f"{name}.parquet")
+    with pytest.raises(RecordError, match=rf"2 splits \(train, validation\), .* e.g. {re.escape(str(plain / 'validation.parquet'))}$"):
+        read_records(plain)
     rows = read_records(data / "train-*.parquet")
     assert [(r["id"], r["data_source"]) for r in rows] == [("a0", "train"), ("a1", "train")]
     assert [r["id"] for r in read_records(data / "train-*.parquet", start=1)] == ["a1"]
