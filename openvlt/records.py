@@ -166,22 +166,14 @@ def read_records(
     path = Path(path)
     if not path.exists() and not is_shard_set(path):
         raise FileNotFoundError(f"record file not found: {path}")
-    shards = parquet_files(path) if is_shard_set(path) else None
-    try:
-        table = pq.read_table(shards or path)
-    except Exception as exc:
-        hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
-                "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
-        raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
+    table, file_rows = _read_rows(parquet_files(path) if is_shard_set(path) else [str(path)], path, start, stop)
     table = _add_optional_columns(table, path, reward)
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         hint = " (or judge every row with one plugin: a recipe's reward.override)" if "reward" in missing else ""
         needed = [c for c in CORE_COLUMNS if c not in _OPTIONAL_COLUMNS and (c != "reward" or reward is None)]
         raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {needed}{hint}")
-    file_rows, offset = table.num_rows, min(start, table.num_rows)
-    if start or stop is not None:
-        table = table.slice(offset, max(0, min(file_rows if stop is None else stop, file_rows) - offset))
+    offset = min(start, file_rows)
     try:
         table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)), folder_of(path))
         dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
@@ -214,6 +206,37 @@ def read_records(
 
 
 _OPTIONAL_COLUMNS = ("data_source", "extra_info")
+
+
+def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tuple[pa.Table, int]:
+    """Rows [start, stop) of the files taken as one set, and the set's row count. Only the row groups
+    holding those rows are read: a slice of a 50 GB file costs the slice's memory, not the file's."""
+    tables, offset = [], 0
+    try:
+        for file in files:
+            reader = pq.ParquetFile(file)
+            groups, first = [], None
+            for g in range(reader.metadata.num_row_groups):
+                rows = reader.metadata.row_group(g).num_rows
+                if start < offset + rows and (stop is None or offset < stop):
+                    groups.append(g)
+                    first = offset if first is None else first
+                offset += rows
+            if groups or not tables and file == files[-1]:  # (none in range: the columns, for the checks below)
+                table = reader.read_row_groups(groups) if groups else reader.schema_arrow.empty_table()
+                tables.append((file, table, first or 0))
+    except Exception as exc:
+        hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
+                "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
+        raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
+    try:
+        table = pa.concat_tables([t for _, t, _ in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        other = next(file for file, t, _ in tables if not t.schema.equals(tables[0][1].schema))
+        raise RecordError(path, None, None, f"{other} has other columns or types than {tables[0][0]} ({exc})") from exc
+    begin = tables[0][2]  # the set's row number of the table's first row
+    end = offset if stop is None else min(stop, offset)
+    return table.slice(min(start, offset) - begin if table.num_rows else 0, max(0, end - min(start, offset))), offset
 
 
 def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:

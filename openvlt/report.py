@@ -291,8 +291,8 @@ def _sft_samples(run_dir: Path, iterations: int, per_iteration: int = 3) -> str:
         path = run_dir / f"iter_{k}" / "sft.parquet"
         if not path.exists():
             continue
-        records = read_records(path)
-        for i in range(min(per_iteration, len(records))):
+        records = read_records(path, stop=per_iteration)  # (the rows shown, not a file of 100k traces)
+        for i in range(len(records)):
             rec = records[i]
             image = _img(rec["images"][0], "class='scene'") if rec["images"] else ""
             origin = f"{rec.get('trace_source', '')}, sample {rec.get('sample_index', '')}" + (

@@ -175,8 +175,7 @@ def score_responses(
          "id": f"problem {p['id']}, answer {j}"}
         for p, rs in zip(problems, responses) for j, r in enumerate(rs)
     ]
-    judged = iter_scores(items, workers=judge.workers, timeout=judge.timeout, memory_mb=judge.memory_mb,
-                         window=max(1, len(items)))  # in order
+    judged = iter_scores(items, workers=judge.workers, timeout=judge.timeout, memory_mb=judge.memory_mb)  # in order
     results = list(tqdm(judged, total=len(items), desc="judge", unit="trace", leave=False, disable=len(items) < 1000))
     shaped, k = [], 0
     for rs in responses:

@@ -108,7 +108,7 @@ def test_skip_bad_rows_quarantines_losslessly_with_reason(tmp_path):
     assert entries[0]["record"]["images"][0] == {"base64": "Z2FyYmFnZQ=="}  # b"garbage", nothing lost
 
 
-def _write_raw(path, rows):
+def _write_raw(path, rows, **options):
     """A parquet file written by someone else's tool: plain pyarrow, images as a list of raw bytes."""
     pq.write_table(pa.table({
         "id": [r["id"] for r in rows],
@@ -118,7 +118,7 @@ def _write_raw(path, rows):
         "data_source": [r["data_source"] for r in rows],
         "reward": [r["reward"] for r in rows],
         "extra_info": [json.dumps(r["extra_info"]) for r in rows],
-    }), path)
+    }), path, **options)
 
 
 def test_bad_rows_on_read_are_named_or_quarantined(tmp_path):
@@ -462,3 +462,34 @@ def test_the_reward_column_names_the_module_files_of_entry_points_and_module_spe
                   tmp_path / "p.parquet")
     assert reward_plugin_files(tmp_path / "p.parquet") == [data_tools.toyworld.reward.__file__, str(tmp_path / "judges.py")]
     assert reward_plugin_files(tmp_path / "p.parquet", 2, 3) == []
+
+
+def test_a_slice_reads_only_the_row_groups_that_hold_it(tmp_path, monkeypatch):
+    """A 10k-row slice of a 50 GB file must not cost the file's memory: only its row groups are read,
+    across the files of a set too, and row numbers still count from the set's start."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+
+    def shard(k: int, changes: dict[int, dict] = {}):
+        rows = [record(30 * k + i, **changes.get(30 * k + i, {})) for i in range(30)]
+        _write_raw(shards / f"train-0000{k}-of-00002.parquet", rows, row_group_size=10)
+
+    shard(0), shard(1)
+    read = []
+    original = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, groups, **kw: read.append(list(groups)) or original(self, groups, **kw))
+    assert [r["id"] for r in read_records(shards / "train-00000-of-00002.parquet", start=12, stop=15)] == ["p12", "p13", "p14"]
+    assert read == [[1]]
+    read.clear()
+    assert [r["id"] for r in read_records(shards, start=28, stop=32)] == ["p28", "p29", "p30", "p31"]
+    assert read == [[2], [0]]  # the last group of the first file, the first of the second
+    read.clear()
+    shard(1, {41: {"answer": ""}})
+    with pytest.raises(RecordError, match=r"row 41 \(id 'p41'\): empty 'answer'"):  # a bad row's number in the set
+        read_records(shards, start=35, stop=45)
+    assert read == [[0, 1]]
+    assert len(read_records(shards, start=100)) == 0
+    pq.write_table(pa.table({"id": ["x"], "answer": [2], "question": ["q"], "reward": ["math"]}), shards / "train-00002-of-00002.parquet")
+    with pytest.raises(RecordError, match=r"train-00002-of-00002.parquet has other columns or types than .*train-00000-of-00002"
+                                          r".parquet \(Unable to merge: Field answer has incompatible types: string vs int64\)"):
+        read_records(shards)  # (the shard at fault named)
