@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -98,32 +98,48 @@ def generate_in_chunks(
     A saved chunk names its requests: one made for others (by an openvlt that chose the problems
     differently) is generated again rather than pair answers with the wrong problems. An engine's
     ValueError (bad input) names the problem (`ids`, one per request), or the chunk's first and last."""
+    return [texts for chunk in generated_chunks(engine, requests, sampling, scratch, chunk_size, point, desc, ids)
+            for texts in chunk]
+
+
+def generated_chunks(
+    engine: Engine,
+    requests: Sequence[Request],
+    sampling: Sampling,
+    scratch: Path,
+    chunk_size: int,
+    point: str,
+    desc: str,
+    ids: Sequence[Any] | None = None,
+) -> Iterator[list[list[str]]]:
+    """`generate_in_chunks`, a chunk's answers at a time: a caller that has enough stops asking, and the
+    chunks after it are never generated."""
     scratch.mkdir(parents=True, exist_ok=True)
-    out: list[list[str]] = []
-    reused = 0
-    with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
-        for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
-            path, chunk = scratch / f"chunk-{c:05d}.json", list(requests[start : start + chunk_size])
-            texts = _saved_chunk(path, chunk, sampling.n)
-            reused += texts is not None
-            if texts is None:
-                chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
-                try:
-                    texts = engine.generate(chunk, chunk_sampling)
-                except ValueError as exc:
-                    raise ValueError(f"{desc}: {exc} ({_which(exc, ids, start, len(chunk))})") from exc
-                if not _answers_each(texts, chunk, sampling.n):  # else a zip downstream drops or shifts rows
-                    raise RuntimeError(f"{desc}: the engine {type(engine).__name__} returned {len(texts)} answer lists "
-                                       f"for {len(chunk)} requests ({sampling.n} answers each asked)")
-                atomic_write(path, json.dumps({"requests": _digest(chunk), "texts": texts}))
-                crashpoint(f"{point}:chunk:{c}")
-            out.extend(texts)
-            bar.update(len(texts))
-    if reused:
-        chunks = -(-len(requests) // max(1, chunk_size))
-        log.info("%s: %d of %d chunks were finished by an interrupted attempt and reused; %d generated now",
-                 desc, reused, chunks, chunks - reused)
-    return out
+    reused = generated = 0
+    try:
+        with tqdm(total=len(requests), desc=desc, unit="problem") as bar:
+            for c, start in enumerate(range(0, len(requests), max(1, chunk_size))):
+                path, chunk = scratch / f"chunk-{c:05d}.json", list(requests[start : start + chunk_size])
+                texts = _saved_chunk(path, chunk, sampling.n)
+                reused += texts is not None
+                if texts is None:
+                    chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
+                    try:
+                        texts = engine.generate(chunk, chunk_sampling)
+                    except ValueError as exc:
+                        raise ValueError(f"{desc}: {exc} ({_which(exc, ids, start, len(chunk))})") from exc
+                    if not _answers_each(texts, chunk, sampling.n):  # else a zip downstream drops or shifts rows
+                        raise RuntimeError(f"{desc}: the engine {type(engine).__name__} returned {len(texts)} answer lists "
+                                           f"for {len(chunk)} requests ({sampling.n} answers each asked)")
+                    atomic_write(path, json.dumps({"requests": _digest(chunk), "texts": texts}))
+                    crashpoint(f"{point}:chunk:{c}")
+                    generated += 1
+                bar.update(len(texts))
+                yield texts
+    finally:
+        if reused:
+            log.info("%s: %d of %d chunks were finished by an interrupted attempt and reused; %d generated now",
+                     desc, reused, -(-len(requests) // max(1, chunk_size)), generated)
 
 
 def _which(exc: ValueError, ids: Sequence[Any] | None, start: int, size: int) -> str:

@@ -276,6 +276,13 @@ def test_rl_data_keeps_the_band_and_explains_an_empty_one(toyworld_dir, tmp_path
     assert [r["id"] for r in kept] == [p["id"] for i, p in enumerate(problems) if i % 3 == 1]
     assert all(r["pass_rate"] == 0.5 for r in kept)
     assert counts["all_pass"] == 4 and counts["none_pass"] == 4 and counts["out"] == 4
+    # with max_problems, sampling stops at the chunk that fills it (100k RL problems for 5k kept: 5 % of the
+    # generation), and keeps the same problems as sampling all of them would
+    counting = ScriptedEngine(engine.answer_for)
+    counts = select_rl_problems(problems, counting, tmp_path / "rl_max.parquet", prompt="{question}", sampling=Sampling(n=2),
+                                scratch=tmp_path / "s_max", judge=SCRIPTED, max_problems=2, chunk_size=3)
+    assert [r["id"] for r in read_records(tmp_path / "rl_max.parquet")] == [r["id"] for r in kept][:2]
+    assert counting.calls == 2 and counts["sampled"] == 6 and counts["in"] == 12 and counts["out"] == 2
     with pytest.raises(ValueError, match=r"rl_data kept none of 12 problems .*\(pass rates: \{'0.00': 12\}, unjudged: 0\)"):
         select_rl_problems(problems, ScriptedEngine(lambda p, k: "wrong"), tmp_path / "rl2.parquet", prompt="{question}",
                            sampling=Sampling(n=2), scratch=tmp_path / "s2", judge=SCRIPTED)
