@@ -3,6 +3,7 @@
     openvlt run RECIPE.yaml [key.sub=value ...]     run (or resume) the SFT+GRPO loop (--redo STAGE: run one again)
     openvlt status RUN_DIR                          what is done, what failed, what a rerun will do
     openvlt data toyworld --n N --seed S --out DIR  write toy-world problem records
+    openvlt data convert SRC --out FILE             problem records from a verl / EasyR1 / HF data set
     openvlt model tiny --out DIR                    build the tiny offline student
     openvlt rewards score|list ...                  score responses with a reward plugin
 
@@ -89,7 +90,24 @@ def _data(argv: list[str]) -> int:
     toy.add_argument("--mc-fraction", type=float, default=0.2, help="fraction asked as multiple choice")
     toy.add_argument("--reward", default="toyworld", help="reward plugin named in every record (default: toyworld, "
                      "the answer plus every claim about the grid)")
+    convert = sub.add_parser("convert", help="problem records from a verl, EasyR1 or Hugging Face data set",
+                             description="Write a data set in another trainer's layout as problem records: verl's "
+                             "(prompt, reward_model.ground_truth, extra_info.question), EasyR1's (problem, answer, "
+                             "images), a save_to_disk folder, JSON lines, JSON or CSV, a parquet file, folder or "
+                             "shard pattern (data/train-*.parquet). The output names where each column came from.")
+    convert.add_argument("src", help="the data set to convert")
+    convert.add_argument("--out", required=True, help="the problem-record parquet file to write")
+    convert.add_argument("--split", help="the split of a save_to_disk DatasetDict folder")
+    convert.add_argument("--reward", help="reward plugin for every row (default: the reward column, else math)")
+    for key, where in (("question", "question, extra_info.question, problem, prompt"),
+                       ("answer", "answer, reward_model.ground_truth, extra_info.answer"), ("id", "id, else the row number")):
+        convert.add_argument(f"--{key}", metavar="KEY", help=f"column (or struct field, a.b) holding the {key} (default: "
+                             f"the first of {where})")
+    convert.add_argument("--skip-bad-rows", action="store_true", help="quarantine rows that break the record contract "
+                         "next to the output instead of stopping")
     args = parser.parse_args(argv)
+    if args.what == "convert":
+        return _convert(args)
     from data_tools.toyworld.dataset import build_toyworld
 
     stats = build_toyworld(
@@ -102,6 +120,23 @@ def _data(argv: list[str]) -> int:
         f"{test['two_step_fraction']:.0%}, multiple choice {test['multiple_choice_fraction']:.0%}; best constant "
         f"answer {test['best_constant']['answer']!r} scores {test['best_constant']['accuracy']:.3f} on test"
     )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    _quiet_library_progress_bars()
+    from data_tools.convert import convert_records
+
+    done = convert_records(args.src, args.out, split=args.split, reward=args.reward, question=args.question,
+                           answer=args.answer, id=args.id, skip_bad_rows=args.skip_bad_rows)
+    set_aside = f" ({done['in'] - done['out']} bad rows quarantined next to it)" if done["out"] < done["in"] else ""
+    if not done["out"]:
+        print(f"openvlt data convert: none of the {done['in']} rows is a usable problem{set_aside}", file=sys.stderr)
+        return 1
+    print(f"wrote {done['out']} of {done['in']} problem records to {args.out}{set_aside}: question from {done['question']}, "
+          f"answer from {done['answer']}, id from {done['id']}"
+          + (f"; <image> put in front of {done['placeholders_added']} questions" if done["placeholders_added"] else "")
+          + (f"; left out the columns {', '.join(done['left_out'])} (not plain values)" if done["left_out"] else ""))
     return 0
 
 
@@ -133,7 +168,7 @@ def _rewards(argv: list[str]) -> int:
 COMMANDS = {
     "run": ("run or resume a recipe (openvlt run recipes/tiny-cpu.yaml)", _run),
     "status": ("show where a run stands (openvlt status runs/tiny-cpu)", _status),
-    "data": ("build problem-record data sets (openvlt data toyworld ...)", _data),
+    "data": ("build problem-record data sets (openvlt data toyworld|convert ...)", _data),
     "model": ("build models offline (openvlt model tiny ...)", _model),
     "rewards": ("score responses with a reward plugin; list plugins", _rewards),
 }

@@ -171,6 +171,9 @@ def read_records(
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
         hint = " (or judge every row with one plugin: a recipe's reward.override)" if "reward" in missing else ""
+        if {"prompt", "problem", "image", "reward_model"} & set(table.column_names) or "id" in missing:
+            hint += (f"; a verl, EasyR1 or Hugging Face layout: openvlt data convert {path} --out FILE.parquet "
+                     "writes it as problem records (README, Data)")
         needed = [c for c in CORE_COLUMNS if c not in _OPTIONAL_COLUMNS and (c != "reward" or reward is None)]
         raise RecordError(path, None, None, f"missing column(s) {missing}; a problem record needs {needed}{hint}")
     offset = min(start, file_rows)
@@ -226,8 +229,8 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
                 table = reader.read_row_groups(groups) if groups else reader.schema_arrow.empty_table()
                 tables.append((file, table, first or 0))
     except Exception as exc:
-        hint = ("; problem records are parquet: convert it, e.g. datasets.Dataset.from_json(path).to_parquet(...) "
-                "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv") else ""
+        hint = (f"; problem records are parquet: openvlt data convert {path} --out FILE.parquet writes them "
+                "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv", ".arrow") else ""
         raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
     try:
         table = pa.concat_tables([t for _, t, _ in tables], promote_options="permissive")
@@ -322,7 +325,10 @@ def parquet_files(path: Path) -> list[str]:
         return files
     files = sorted(str(p) for p in path.glob("*.parquet") if p.is_file())
     if not files:
-        raise RecordError(path, None, None, "a folder of problem records holds .parquet files; this one holds none")
+        saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+        raise RecordError(path, None, None, "a folder of problem records holds .parquet files; this one holds none" + (
+            f" (a datasets save_to_disk folder: openvlt data convert {path} --out FILE.parquet writes it as problem "
+            "records)" if saved else ""))
     splits = {split: f for f in files if (split := _split_of(Path(f)))}
     if len(splits) > 1:
         split, file = sorted(splits.items())[-1]

@@ -1,0 +1,154 @@
+"""Problem records from the layouts other trainers' data sets come in: `openvlt data convert`.
+
+A verl user has parquet files written by verl's `examples/data_preprocess` scripts (`prompt` messages,
+`reward_model.ground_truth`, `extra_info.question`); an EasyR1 user has `problem` / `answer` /
+`images` (hiyouga/geometry3k); a Hugging Face user a `save_to_disk` folder, JSON lines or CSV with an
+`image` column. Each maps onto the problem-record columns (openvlt/records.py) the same way:
+
+    question   --question KEY, else `question`, else verl's `extra_info.question` (the problem without
+               the instruction verl's script appends), else `problem`, else the last user message of `prompt`
+    answer     --answer KEY, else `answer`, else `reward_model.ground_truth`, else `extra_info.answer`
+    id         --id KEY, else `id`, else the row number (`<name>-000012`)
+    images     `images` (a list) or `image` (one); file paths are read relative to the source file
+    reward     --reward SPEC, else the `reward` column, else `math`
+
+A KEY may name a field of a struct or JSON column (`extra_info.question`). A question with no `<image>`
+for a row's images gets them in front (MathVista-style questions name none). Other plain columns
+(`data_source`, `ability`, ...) are kept. Rows that still break the contract are named, as any record
+file's are; `skip_bad_rows` quarantines them next to the output instead.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from openvlt.records import IMAGE_PLACEHOLDER, RecordError, parquet_files, write_records
+from openvlt.recipe import is_shard_set, shard_set_name
+
+log = logging.getLogger(__name__)
+
+_CONSUMED = ("question", "problem", "prompt", "answer", "reward_model", "id", "images", "image", "reward", "extra_info")
+
+
+def convert_records(src: str | Path, out: str | Path, *, split: str | None = None, reward: str | None = None,
+                    question: str | None = None, answer: str | None = None, id: str | None = None,
+                    skip_bad_rows: bool = False) -> dict[str, Any]:
+    """Write `src` (a parquet file, folder or shard pattern, a `save_to_disk` folder, JSON lines, JSON or
+    CSV) to `out` as problem records; return what was done: rows in and out, where each column came from,
+    how many questions got `<image>` placeholders, the columns left out."""
+    src = Path(src)
+    rows, name = _read_rows(src, split), shard_set_name(src) if is_shard_set(src) else src.stem
+    if not rows:
+        raise RecordError(src, None, None, "holds no rows")
+    columns = set(rows[0])
+    sources = {"question": question or _first_present(rows[0], ["question", "extra_info.question", "problem", "prompt"]),
+               "answer": answer or _first_present(rows[0], ["answer", "reward_model.ground_truth", "extra_info.answer"]),
+               "id": id or ("id" if "id" in columns else None)}
+    for what in ("question", "answer"):
+        if sources[what] is None:
+            raise RecordError(src, None, None, f"no column to take the {what} from (columns: {sorted(columns)}); "
+                              f"name one with --{what} KEY (a field of a struct column: extra_info.{what})")
+    folder = src if src.is_dir() else src.parent
+    kept_columns = [c for c in sorted(columns) if c not in _CONSUMED and all(_plain(r.get(c)) for r in rows)]
+    records, placeholders_added = [], 0
+    for index, row in enumerate(rows):
+        images = [_anchored(im, folder) for im in _images(row)]
+        text = _text(_lookup(row, sources["question"]))
+        if images and isinstance(text, str) and IMAGE_PLACEHOLDER not in text:
+            text, placeholders_added = IMAGE_PLACEHOLDER * len(images) + "\n" + text, placeholders_added + 1
+        record = {c: row[c] for c in kept_columns}
+        record.update(
+            id=_scalar_text(_lookup(row, sources["id"])) if sources["id"] else f"{name}-{index:06d}",
+            images=images, question=text, answer=_scalar_text(_lookup(row, sources["answer"])),
+            data_source=row.get("data_source") or name, reward=reward or row.get("reward") or "math",
+            extra_info=_dict(row.get("extra_info")))
+        records.append(record)
+    written = write_records(records, out, skip_bad_rows=skip_bad_rows)
+    left_out = sorted(columns - set(kept_columns) - set(_CONSUMED))
+    return {"in": len(rows), "out": written, "question": sources["question"], "answer": sources["answer"],
+            "id": sources["id"] or "row number", "placeholders_added": placeholders_added, "left_out": left_out}
+
+
+def _read_rows(src: Path, split: str | None) -> list[dict[str, Any]]:
+    """The source's rows as plain Python values (images as stored: bytes, {bytes, path} or paths)."""
+    import datasets
+
+    if src.is_dir() and ((src / "dataset_dict.json").is_file() or (src / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(src))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise RecordError(src, None, None, f"holds the splits {sorted(loaded)}: name one with --split")
+            loaded = loaded[split]
+        return loaded.data.table.to_pylist()
+    if src.suffix.lower() in (".jsonl", ".json", ".csv"):
+        reader = datasets.Dataset.from_csv if src.suffix.lower() == ".csv" else datasets.Dataset.from_json
+        return reader(str(src), keep_in_memory=True).data.table.to_pylist()
+    if not src.exists() and not is_shard_set(src):
+        raise FileNotFoundError(f"not found: {src}")
+    return pq.read_table(parquet_files(src) if is_shard_set(src) else src).to_pylist()
+
+
+def _first_present(row: dict[str, Any], keys: list[str]) -> str | None:
+    return next((key for key in keys if _lookup(row, key) is not None), None)
+
+
+def _lookup(row: dict[str, Any], key: str) -> Any:
+    """`row[key]`, or a field of a struct or JSON-text column (`extra_info.question`)."""
+    value: Any = row
+    for part in key.split("."):
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = json.loads(value)
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A question: text, or verl's chat messages (the last user message's content, its image parts as
+    `<image>`)."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        user = [m for m in value if m.get("role") == "user"] or value
+        value = user[-1].get("content")
+        if isinstance(value, list):  # OpenAI-style parts: [{"type": "image"}, {"type": "text", "text": ...}]
+            value = "".join(IMAGE_PLACEHOLDER if p.get("type") == "image" else p.get("text") or "" for p in value)
+    return value
+
+
+def _scalar_text(value: Any) -> Any:
+    """An id or answer as text: numbers as written, a one-item list (verl's ground truths) its item."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _images(row: dict[str, Any]) -> list[Any]:
+    images = row.get("images", row.get("image"))
+    if images is None:
+        return []
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def _anchored(image: Any, folder: Path) -> Any:
+    """A relative image path read from the source's folder, as a record file's are."""
+    if isinstance(image, dict) and not image.get("bytes") and image.get("path"):
+        image = image["path"]
+    if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
+        return str(folder / image)
+    return image
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str) and value.strip():
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
