@@ -82,24 +82,9 @@ def student_request(problem: dict[str, Any], template: str, system: str | None =
     return Request(prompt, tuple(problem["images"]), system)
 
 
-def generate_in_chunks(
-    engine: Engine,
-    requests: Sequence[Request],
-    sampling: Sampling,
-    scratch: Path,
-    chunk_size: int,
-    point: str,
-    desc: str,
-    ids: Sequence[Any] | None = None,
-) -> list[list[str]]:
-    """`engine.generate` over chunks of requests; each finished chunk is saved in `scratch`, so a
-    stage killed mid-way regenerates only the chunks it had not finished (none twice, none lost).
-    Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash hit.
-    A saved chunk names its requests: one made for others (by an openvlt that chose the problems
-    differently) is generated again rather than pair answers with the wrong problems. An engine's
-    ValueError (bad input) names the problem (`ids`, one per request), or the chunk's first and last."""
-    return [texts for chunk in generated_chunks(engine, requests, sampling, scratch, chunk_size, point, desc, ids)
-            for texts in chunk]
+def generate_in_chunks(*args: Any, **kwargs: Any) -> list[list[str]]:
+    """Every request's answers, in one list: `generated_chunks`' chunks, joined."""
+    return [texts for chunk in generated_chunks(*args, **kwargs) for texts in chunk]
 
 
 def generated_chunks(
@@ -112,8 +97,13 @@ def generated_chunks(
     desc: str,
     ids: Sequence[Any] | None = None,
 ) -> Iterator[list[list[str]]]:
-    """`generate_in_chunks`, a chunk's answers at a time: a caller that has enough stops asking, and the
-    chunks after it are never generated."""
+    """`engine.generate` over chunks of requests, a chunk's answers at a time (a caller that has enough
+    stops asking, and the chunks after it are never generated). Each finished chunk is saved in
+    `scratch`, so a stage killed mid-way regenerates only the chunks it had not finished (none twice,
+    none lost). Chunk c samples with seed `sampling.seed + c`, so output does not depend on where a crash
+    hit. A saved chunk names its requests: one made for others (by an openvlt that chose the problems
+    differently) is generated again rather than pair answers with the wrong problems. An engine's
+    ValueError (bad input) names the problem (`ids`, one per request), or the chunk's first and last."""
     scratch.mkdir(parents=True, exist_ok=True)
     reused = generated = 0
     try:

@@ -57,6 +57,13 @@ def micro_recipe(tmp_path: Path, run_dir: Path, **changes) -> Path:
     return path
 
 
+def on_reference_student(reference: Path, tmp_path: Path, run_dir: Path, **changes) -> Path:
+    """The micro recipe with the reference run's student (nothing prepared), on other data."""
+    roles = yaml.safe_load(micro_recipe(tmp_path, run_dir).read_text())["roles"]
+    student = {"engine": "hf", "model": str(reference / "models" / "student")}
+    return micro_recipe(tmp_path, run_dir, prepare={}, roles={**roles, "student": student}, **changes)
+
+
 def run(recipe: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("OPENVLT_CRASH_AT", None)
@@ -196,9 +203,7 @@ def test_bad_input_rows_stop_with_a_clear_error_or_are_quarantined(reference, tm
     run_dir = tmp_path / "run"
     inputs = {"sft": str(data), "rl": {"path": str(data), "start": 20, "stop": 32},
               "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
-    recipe = micro_recipe(tmp_path, run_dir, data=inputs, iterations=1, prepare={},
-                          roles={**yaml.safe_load(micro_recipe(tmp_path, run_dir).read_text())["roles"],
-                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    recipe = on_reference_student(reference, tmp_path, run_dir, data=inputs, iterations=1)
     assert run(recipe, crash_at="before:iter_1/caption").returncode == -signal.SIGKILL
     assert subprocess.run([OPENVLT, "status", str(run_dir)], capture_output=True, timeout=120).returncode == 4  # killed
     base = stages(run_dir)["base/evaluate"]
@@ -443,9 +448,7 @@ def test_a_hub_data_folder_runs_by_split_name_patterns(reference, tmp_path):
     inputs = {"sft": {"path": str(data / "train-*.parquet"), "stop": 20},
               "rl": {"path": str(data / "train-*.parquet"), "start": 20}, "eval": {"toyworld": str(data / "test-*")},
               "skip_bad_rows": True}
-    recipe = micro_recipe(tmp_path, tmp_path / "run", data=inputs, prepare={}, iterations=1,
-                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
-                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", data=inputs, iterations=1)
     done = run(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
     [quarantine] = (tmp_path / "run" / "quarantine").glob("train-*.jsonl")
@@ -468,9 +471,7 @@ def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
     train, bad = _bad_data(tmp_path, reference), tmp_path / "held.parquet"
     pq.write_table(pq.read_table(train).slice(3, 1), bad)  # only the corrupt-image row
     data = {"sft": str(train), "rl": str(train), "eval": {"held": str(bad)}, "skip_bad_rows": True}
-    recipe = micro_recipe(tmp_path, tmp_path / "run", data=data, prepare={},
-                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
-                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", data=data)
     done = run(recipe)
     assert done.returncode == 1 and f"data.eval.held: {bad} has no usable problems (" in done.stderr
     assert "Traceback" not in done.stderr
@@ -483,9 +484,7 @@ def test_a_held_out_set_shrunk_by_bad_rows_says_so_and_every_set_is_in_the_table
     data = {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
             "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet"), "yours": str(held)},
             "skip_bad_rows": True}
-    recipe = micro_recipe(tmp_path, tmp_path / "run", data=data, prepare={}, iterations=1,
-                          roles={**yaml.safe_load(micro_recipe(tmp_path, tmp_path / "run").read_text())["roles"],
-                                 "student": {"engine": "hf", "model": str(reference / "models" / "student")}})
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", data=data, iterations=1)
     done = run(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
     said = [line for line in done.stderr.splitlines() if "are bad, set aside in" in line]
