@@ -19,23 +19,23 @@ file's are; `skip_bad_rows` quarantines them next to the output instead.
 """
 from __future__ import annotations
 
+import csv
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from openvlt.records import IMAGE_PLACEHOLDER, RecordError, parquet_files, write_records
 from openvlt.recipe import is_shard_set, shard_set_name
 
-log = logging.getLogger(__name__)
-
 _CONSUMED = ("question", "problem", "prompt", "answer", "reward_model", "id", "images", "image", "reward", "extra_info")
 
 
 def convert_records(src: str | Path, out: str | Path, *, split: str | None = None, reward: str | None = None,
-                    question: str | None = None, answer: str | None = None, id: str | None = None,
+                    question_key: str | None = None, answer_key: str | None = None, id_key: str | None = None,
                     skip_bad_rows: bool = False) -> dict[str, Any]:
     """Write `src` (a parquet file, folder or shard pattern, a `save_to_disk` folder, JSON lines, JSON or
     CSV) to `out` as problem records; return what was done: rows in and out, where each column came from,
@@ -45,9 +45,9 @@ def convert_records(src: str | Path, out: str | Path, *, split: str | None = Non
     if not rows:
         raise RecordError(src, None, None, "holds no rows")
     columns = set(rows[0])
-    sources = {"question": question or _first_present(rows[0], ["question", "extra_info.question", "problem", "prompt"]),
-               "answer": answer or _first_present(rows[0], ["answer", "reward_model.ground_truth", "extra_info.answer"]),
-               "id": id or ("id" if "id" in columns else None)}
+    sources = {"question": question_key or _first_present(rows, ["question", "extra_info.question", "problem", "prompt"]),
+               "answer": answer_key or _first_present(rows, ["answer", "reward_model.ground_truth", "extra_info.answer"]),
+               "id": id_key or ("id" if "id" in columns else None)}
     for what in ("question", "answer"):
         if sources[what] is None:
             raise RecordError(src, None, None, f"no column to take the {what} from (columns: {sorted(columns)}); "
@@ -56,16 +56,19 @@ def convert_records(src: str | Path, out: str | Path, *, split: str | None = Non
     kept_columns = [c for c in sorted(columns) if c not in _CONSUMED and all(_plain(r.get(c)) for r in rows)]
     records, placeholders_added = [], 0
     for index, row in enumerate(rows):
-        images = [_anchored(im, folder) for im in _images(row)]
-        text = _text(_lookup(row, sources["question"]))
+        try:
+            images = [_anchored(im, folder) for im in _images(row)]
+            text = _text(_lookup(row, sources["question"]))
+            record = {c: row[c] for c in kept_columns}
+            record.update(
+                id=_scalar_text(_lookup(row, sources["id"])) if sources["id"] else f"{name}-{index:06d}",
+                images=images, question=text, answer=_scalar_text(_lookup(row, sources["answer"])),
+                data_source=row.get("data_source") or name, reward=reward or row.get("reward") or "math",
+                extra_info=_dict(row.get("extra_info")))
+        except (ValueError, TypeError, AttributeError) as exc:  # a value of another shape than its column's others
+            raise RecordError(src, index, row.get("id"), f"cannot be converted ({type(exc).__name__}: {exc})") from exc
         if images and isinstance(text, str) and IMAGE_PLACEHOLDER not in text:
-            text, placeholders_added = IMAGE_PLACEHOLDER * len(images) + "\n" + text, placeholders_added + 1
-        record = {c: row[c] for c in kept_columns}
-        record.update(
-            id=_scalar_text(_lookup(row, sources["id"])) if sources["id"] else f"{name}-{index:06d}",
-            images=images, question=text, answer=_scalar_text(_lookup(row, sources["answer"])),
-            data_source=row.get("data_source") or name, reward=reward or row.get("reward") or "math",
-            extra_info=_dict(row.get("extra_info")))
+            record["question"], placeholders_added = IMAGE_PLACEHOLDER * len(images) + "\n" + text, placeholders_added + 1
         records.append(record)
     written = write_records(records, out, skip_bad_rows=skip_bad_rows)
     left_out = sorted(columns - set(kept_columns) - set(_CONSUMED))
@@ -84,16 +87,21 @@ def _read_rows(src: Path, split: str | None) -> list[dict[str, Any]]:
                 raise RecordError(src, None, None, f"holds the splits {sorted(loaded)}: name one with --split")
             loaded = loaded[split]
         return loaded.data.table.to_pylist()
-    if src.suffix.lower() in (".jsonl", ".json", ".csv"):
-        reader = datasets.Dataset.from_csv if src.suffix.lower() == ".csv" else datasets.Dataset.from_json
-        return reader(str(src), keep_in_memory=True).data.table.to_pylist()
+    if src.suffix.lower() == ".csv":  # every value as written: an answer 007 or 2.50 is not the number 7 or 2.5
+        with open(src, newline="", encoding="utf-8") as f:
+            names = next(csv.reader(f), [])
+        text = pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True)
+        return pa_csv.read_csv(src, convert_options=text).to_pylist()
+    if src.suffix.lower() in (".jsonl", ".json"):
+        return datasets.Dataset.from_json(str(src), keep_in_memory=True).data.table.to_pylist()
     if not src.exists() and not is_shard_set(src):
         raise FileNotFoundError(f"not found: {src}")
     return pq.read_table(parquet_files(src) if is_shard_set(src) else src).to_pylist()
 
 
-def _first_present(row: dict[str, Any], keys: list[str]) -> str | None:
-    return next((key for key in keys if _lookup(row, key) is not None), None)
+def _first_present(rows: list[dict[str, Any]], keys: list[str]) -> str | None:
+    """The first key any row has a value for (a first row's null question is that row's problem)."""
+    return next((key for key in keys if any(_lookup(row, key) is not None for row in rows)), None)
 
 
 def _lookup(row: dict[str, Any], key: str) -> Any:
@@ -115,7 +123,9 @@ def _text(value: Any) -> Any:
         user = [m for m in value if m.get("role") == "user"] or value
         value = user[-1].get("content")
         if isinstance(value, list):  # OpenAI-style parts: [{"type": "image"}, {"type": "text", "text": ...}]
-            value = "".join(IMAGE_PLACEHOLDER if p.get("type") == "image" else p.get("text") or "" for p in value)
+            parts = [_dict(p) if isinstance(p, str) and p.startswith("{") else p for p in value]  # (JSON lines: text)
+            value = "".join(p if isinstance(p, str) else IMAGE_PLACEHOLDER if p.get("type") == "image"
+                            else p.get("text") or "" for p in parts)
     return value
 
 
@@ -129,7 +139,8 @@ def _scalar_text(value: Any) -> Any:
 
 
 def _images(row: dict[str, Any]) -> list[Any]:
-    images = row.get("images", row.get("image"))
+    """A row's images: a list (`images`), or one (`image`, the commonest Hugging Face column)."""
+    images = row.get("images") if row.get("images") is not None else row.get("image")
     if images is None:
         return []
     return list(images) if isinstance(images, (list, tuple)) else [images]
@@ -145,10 +156,12 @@ def _anchored(image: Any, folder: Path) -> Any:
 
 
 def _dict(value: Any) -> dict[str, Any]:
+    """A struct or JSON-text column's value as a dict (invalid JSON raises, naming the row above)."""
     if isinstance(value, str) and value.strip():
         value = json.loads(value)
     return value if isinstance(value, dict) else {}
 
 
 def _plain(value: Any) -> bool:
+    """Whether a value can be carried through every stage as an extra column."""
     return value is None or isinstance(value, (str, int, float, bool))

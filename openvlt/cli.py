@@ -127,8 +127,8 @@ def _convert(args: argparse.Namespace) -> int:
     _quiet_library_progress_bars()
     from data_tools.convert import convert_records
 
-    done = convert_records(args.src, args.out, split=args.split, reward=args.reward, question=args.question,
-                           answer=args.answer, id=args.id, skip_bad_rows=args.skip_bad_rows)
+    done = convert_records(args.src, args.out, split=args.split, reward=args.reward, question_key=args.question,
+                           answer_key=args.answer, id_key=args.id, skip_bad_rows=args.skip_bad_rows)
     set_aside = f" ({done['in'] - done['out']} bad rows quarantined next to it)" if done["out"] < done["in"] else ""
     if not done["out"]:
         print(f"openvlt data convert: none of the {done['in']} rows is a usable problem{set_aside}", file=sys.stderr)

@@ -116,7 +116,8 @@ class DataRef:
 def is_shard_set(path: str | Path) -> bool:
     """Whether a data path names a set of parquet shards read as one (in name order): a folder, or a
     file-name pattern such as `data/train-*.parquet` (a Hugging Face data folder holds every split)."""
-    return Path(path).is_dir() or bool(_PATTERN.search(Path(path).name))
+    path = Path(path)
+    return path.is_dir() or not path.exists() and bool(_PATTERN.search(path.name))  # (geo[v2].parquet is a file)
 
 
 def shard_set_name(path: Path) -> str:

@@ -232,6 +232,10 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
         hint = (f"; problem records are parquet: openvlt data convert {path} --out FILE.parquet writes them "
                 "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv", ".arrow") else ""
         raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
+    first_file, first = tables[0][0], tables[0][1].column_names
+    for file, t, _ in tables[1:]:  # (a shard lacking a column would read as rows with that field missing)
+        if lacking := [c for c in CORE_COLUMNS if c in first and c not in t.column_names]:
+            raise RecordError(path, None, None, f"{file} lacks the column(s) {lacking} that {first_file} has")
     try:
         table = pa.concat_tables([t for _, t, _ in tables], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -303,14 +307,14 @@ def folder_of(path: Path) -> Path:
 
 
 _HUB_SHARD = re.compile(r"(?P<split>.+?)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")  # train-00000-of-00004.parquet
-_SPLIT_NAMES = ("train", "test", "testmini", "validation", "val", "valid", "dev", "eval")
+_HELD_OUT_SPLITS = ("test", "testmini", "validation", "val", "valid", "dev", "eval")
 
 
 def _split_of(file: Path) -> str | None:
     """The split a shard belongs to, as its name says (`train-00000-of-00004.parquet`, `test.parquet`)."""
-    if match := _HUB_SHARD.fullmatch(file.name):
-        return match["split"]
-    return file.stem if file.stem.lower() in _SPLIT_NAMES else None
+    match = _HUB_SHARD.fullmatch(file.name)
+    name = (match["split"] if match else file.stem).lower()
+    return name if name in ("train", *_HELD_OUT_SPLITS) else None
 
 
 def parquet_files(path: Path) -> list[str]:
@@ -322,19 +326,21 @@ def parquet_files(path: Path) -> list[str]:
         files = sorted(str(p) for p in path.parent.glob(path.name) if p.is_file())
         if not files:
             raise RecordError(path, None, None, "no file matches this name pattern")
-        return files
-    files = sorted(str(p) for p in path.glob("*.parquet") if p.is_file())
+    else:
+        files = sorted(str(p) for p in path.glob("*.parquet") if p.is_file())
     if not files:
         saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
         raise RecordError(path, None, None, "a folder of problem records holds .parquet files; this one holds none" + (
             f" (a datasets save_to_disk folder: openvlt data convert {path} --out FILE.parquet writes it as problem "
             "records)" if saved else ""))
-    splits = {split: f for f in files if (split := _split_of(Path(f)))}
-    if len(splits) > 1:
-        split, file = sorted(splits.items())[-1]
-        example = path / f"{split}-*.parquet" if _HUB_SHARD.fullmatch(Path(file).name) else file
-        raise RecordError(path, None, None, f"holds the files of {len(splits)} splits ({', '.join(sorted(splits))}), "
-                          f"which would be read as one set: name one split's, e.g. {example}")
+    splits = {_split_of(Path(f)): f for f in files}  # split name (None: no split named) -> its first file
+    named = sorted(s for s in splits if s)
+    if len(named) > 1 or len(splits) > 1 and set(named) & set(_HELD_OUT_SPLITS):  # two splits, or test.parquet among others
+        split, file = ("train", splits["train"]) if "train" in splits else (None, splits.get(None, files[0]))
+        example = folder_of(path) / f"{split}-*.parquet" if split and _HUB_SHARD.fullmatch(Path(file).name) else file
+        raise RecordError(path, None, None, f"holds the files of {'the splits ' + ', '.join(named) if len(named) > 1 else 'the split ' + named[0] + ' and others'} "
+                          f"({', '.join(Path(f).name for f in files[:4])}{', ...' if len(files) > 4 else ''}), which would "
+                          f"be read as one set, a held-out split trained on: name one split's, e.g. {example}")
     return files
 
 

@@ -378,6 +378,10 @@ class Workspace:
             now = _file_sets(given)  # other code is another input, e.g. a relative plugin path read from another folder
             for kind, files in _file_sets(recorded).items():  # (the same code elsewhere, a project moved, is the same)
                 then_code = sorted(recorded[f"{kind} {file}"]["hash"] or "" for file in files)
+                found_since = set(files) < set(now.get(kind, [])) and all(  # the recorded files, unchanged, and more: an
+                    fingerprint(Path(f)) == recorded[f"{kind} {f}"]["hash"] for f in files)  # openvlt before d182150
+                if found_since:  # found no module spec's or entry point's file (data or recipe naming another plugin
+                    continue     # is a changed input of its own)
                 if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
                     changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
                                    "a relative plugin path is read from the folder the command runs in)")

@@ -439,14 +439,27 @@ def _module_file(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] == "rewards" or not all(p.isidentifier() for p in parts):
         return None
-    for entry in sys.path:
-        if not isinstance(entry, str) or not os.path.isdir(entry or "."):
-            continue
-        folder = os.path.join(entry or os.getcwd(), *parts)
+    folders = [os.path.join(entry or os.getcwd(), *parts) for entry in sys.path
+               if isinstance(entry, str) and os.path.isdir(entry or ".")]
+    for folder in folders + _found_by_finders(parts):
         for candidate in (folder + ".py", os.path.join(folder, "__init__.py")):
             if os.path.isfile(candidate):
                 return os.path.abspath(candidate)
     return None
+
+
+def _found_by_finders(parts: list[str]) -> list[str]:
+    """Where a module lives that no sys.path entry holds (an editable install's finder hook puts the
+    package there): found from the top package's spec, which imports nothing."""
+    try:
+        top = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return []
+    if top is None:
+        return []
+    if top.submodule_search_locations:
+        return [os.path.join(folder, *parts[1:]) for folder in top.submodule_search_locations]
+    return [top.origin[: -len(".py")]] if len(parts) == 1 and top.origin and top.origin.endswith(".py") else []
 
 
 def _absolute_file_spec(part: str, base: str | os.PathLike | None = None) -> str:

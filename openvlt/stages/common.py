@@ -129,7 +129,7 @@ def generated_chunks(
     finally:
         if reused:
             log.info("%s: %d of %d chunks were finished by an interrupted attempt and reused; %d generated now",
-                     desc, reused, -(-len(requests) // max(1, chunk_size)), generated)
+                     desc, reused, reused + generated, generated)
 
 
 def _which(exc: ValueError, ids: Sequence[Any] | None, start: int, size: int) -> str:

@@ -72,7 +72,7 @@ def test_easyr1_and_hugging_face_layouts(tmp_path):
     with pytest.raises(RecordError, match=r"no column to take the answer from .*name one with --answer KEY"):
         pq.write_table(pa.Table.from_pylist([{"question": "q", "solution": "4"}]), tmp_path / "noanswer.parquet")
         convert_records(tmp_path / "noanswer.parquet", tmp_path / "x.parquet")
-    convert_records(tmp_path / "noanswer.parquet", tmp_path / "x.parquet", answer="solution")
+    convert_records(tmp_path / "noanswer.parquet", tmp_path / "x.parquet", answer_key="solution")
     assert read_records(tmp_path / "x.parquet")[0]["answer"] == "4"
 
 
@@ -93,3 +93,16 @@ def test_the_command_says_where_each_column_came_from_and_a_verl_file_run_direct
                            "--skip-bad-rows"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "none of the 1 rows is a usable problem (1 bad rows quarantined next to it)" in done.stderr
     assert json.loads((tmp_path / "b.quarantine.jsonl").read_text())["id"] == "bad-000000"
+
+
+def test_values_are_taken_as_written_and_a_row_that_cannot_be_converted_is_named(tmp_path):
+    (tmp_path / "a.csv").write_text("id,question,answer\nc1,Code?,007\nc2,Price?,2.50\nc3,Big?,12345678901234567890123\n")
+    convert_records(tmp_path / "a.csv", tmp_path / "a.parquet")
+    assert [r["answer"] for r in read_records(tmp_path / "a.parquet")] == ["007", "2.50", "12345678901234567890123"]
+    rows = [{"id": "n", "question": None, "answer": "1"}, {"id": "m", "question": "2-1?", "answer": "1"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "null.parquet")  # the question column is still found
+    with pytest.raises(RecordError, match=r"n.parquet, row 0 \(id 'n'\): missing field 'question'"):
+        convert_records(tmp_path / "null.parquet", tmp_path / "n.parquet")
+    (tmp_path / "x.jsonl").write_text('{"id": "j1", "question": "q", "answer": "1", "extra_info": "{not json"}\n')
+    with pytest.raises(RecordError, match=r"x.jsonl, row 0 \(id 'j1'\): cannot be converted \(JSONDecodeError"):
+        convert_records(tmp_path / "x.jsonl", tmp_path / "x.parquet")

@@ -3,6 +3,7 @@ import base64
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,15 +313,26 @@ def test_a_hub_data_folder_of_several_splits_is_refused_and_a_name_pattern_picks
     common = {"question": ["how many?"], "answer": ["1"], "images": pa.array([None], pa.null()), "reward": ["math"]}
     for name, ids in (("test-00000-of-00001", ["t0"]), ("train-00000-of-00002", ["a0"]), ("train-00001-of-00002", ["a1"])):
         pq.write_table(pa.table({"id": ids, **common}), data / f"{name}.parquet")
-    with pytest.raises(RecordError, match=r"data: holds the files of 2 splits \(test, train\), which would be read as "
-                                          rf"one set: name one split's, e.g. {re.escape(str(data / 'train-*.parquet'))}"):
+    with pytest.raises(RecordError, match=r"data: holds the files of the splits test, train \(test-00000-of-00001.parquet, "
+                                          r"train-00000-of-00002.parquet, train-00001-of-00002.parquet\), which would be read "
+                                          r"as one set, a held-out split trained on: name one split's, e.g. "
+                                          rf"{re.escape(str(data / 'train-*.parquet'))}$"):
         read_records(data)
+    with pytest.raises(RecordError, match=r"holds the files of the splits test, train"):
+        read_records(data / "*.parquet")  # a pattern matching both splits, too
     plain = tmp_path / "plain"  # (as `openvlt data toyworld` writes a data set)
     plain.mkdir()
-    for name in ("train", "validation"):
+    for name in ("sft", "Test"):
         pq.write_table(pa.table({"id": [name], **common}), plain / f"{name}.parquet")
-    with pytest.raises(RecordError, match=rf"2 splits \(train, validation\), .* e.g. {re.escape(str(plain / 'validation.parquet'))}$"):
+    with pytest.raises(RecordError, match=rf"the split test and others \(Test.parquet, sft.parquet\), .* e.g. {re.escape(str(plain / 'sft.parquet'))}$"):
         read_records(plain)
+    sources = tmp_path / "sources"  # shards of two data sources, no split named: one set, as before
+    sources.mkdir()
+    for name in ("geo3k-00000-of-00001", "mathvista-00000-of-00002", "mathvista-00001-of-00002"):
+        pq.write_table(pa.table({"id": [name], **common}), sources / f"{name}.parquet")
+    assert len(read_records(sources)) == 3
+    (tmp_path / "geo[v2].parquet").write_bytes((data / "test-00000-of-00001.parquet").read_bytes())
+    assert [r["id"] for r in read_records(tmp_path / "geo[v2].parquet")] == ["t0"]  # a file named like a pattern is a file
     rows = read_records(data / "train-*.parquet")
     assert [(r["id"], r["data_source"]) for r in rows] == [("a0", "train"), ("a1", "train")]
     assert [r["id"] for r in read_records(data / "train-*.parquet", start=1)] == ["a1"]
@@ -378,7 +390,7 @@ def test_missing_column_and_missing_file_are_named(tmp_path):
         read_records(tmp_path / "nowhere.parquet")
     (tmp_path / "mine.jsonl").write_text('{"id": "a", "question": "q"}\n')
     with pytest.raises(RecordError, match=r"mine.jsonl: not a readable parquet file \(.*\); problem records are parquet: "
-                                          r"convert it, e.g. datasets.Dataset.from_json"):
+                                          r"openvlt data convert .*mine.jsonl --out FILE.parquet writes them"):
         read_records(tmp_path / "mine.jsonl")
 
 
@@ -462,6 +474,11 @@ def test_the_reward_column_names_the_module_files_of_entry_points_and_module_spe
                   tmp_path / "p.parquet")
     assert reward_plugin_files(tmp_path / "p.parquet") == [data_tools.toyworld.reward.__file__, str(tmp_path / "judges.py")]
     assert reward_plugin_files(tmp_path / "p.parquet", 2, 3) == []
+    # run from another folder, the entry point's module is the same file (an editable install has no sys.path entry)
+    repo = str(Path(data_tools.toyworld.reward.__file__).parents[2])
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", repo)])
+    monkeypatch.chdir(tmp_path / "..")
+    assert reward_plugin_files(tmp_path / "p.parquet", 0, 1) == [data_tools.toyworld.reward.__file__]
 
 
 def test_a_slice_reads_only_the_row_groups_that_hold_it(tmp_path, monkeypatch):
@@ -489,7 +506,12 @@ def test_a_slice_reads_only_the_row_groups_that_hold_it(tmp_path, monkeypatch):
         read_records(shards, start=35, stop=45)
     assert read == [[0, 1]]
     assert len(read_records(shards, start=100)) == 0
-    pq.write_table(pa.table({"id": ["x"], "answer": [2], "question": ["q"], "reward": ["math"]}), shards / "train-00002-of-00002.parquet")
+    pq.write_table(pa.table({"id": ["x"], "answer": [2], "question": ["q"], "reward": ["math"], "data_source": ["s"],
+                             "extra_info": ["{}"], "images": pa.array([[]], pa.list_(pa.binary()))}), shards / "train-00002-of-00002.parquet")
     with pytest.raises(RecordError, match=r"train-00002-of-00002.parquet has other columns or types than .*train-00000-of-00002"
                                           r".parquet \(Unable to merge: Field answer has incompatible types: string vs int64\)"):
         read_records(shards)  # (the shard at fault named)
+    pq.write_table(pa.table({"id": ["x"], "question": ["q"], "answer": ["2"]}), shards / "train-00002-of-00002.parquet")
+    with pytest.raises(RecordError, match=r"train-00002-of-00002.parquet lacks the column\(s\) \['images', 'data_source', "
+                                          r"'reward', 'extra_info'\] that .*train-00000-of-00002.parquet has"):
+        read_records(shards)

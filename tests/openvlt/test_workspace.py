@@ -626,6 +626,8 @@ def test_a_reward_plugin_read_from_another_folder_is_another_input(tmp_path, toy
         copy.parent.mkdir()
         shutil.copy(first, copy)
         stage(ws, copy)
+        ws.stage("iter_1/select", lambda ctx: runs.append(1), outputs={"x": ws.root / "x"},  # a file more, the recorded
+                 inputs={f"reward {first}": first, f"reward {other}": other})  # one unchanged: found by a newer openvlt
         with pytest.raises(ValueError, match=rf"iter_1/select is complete, but its input reward \({first}; now {other}, other code: "
                                              r"a relative plugin path is read from the folder the command runs in\) "
                                              r"changed since it ran\. Rerun with --redo iter_1/select"):
