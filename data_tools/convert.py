@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from openvlt.records import IMAGE_PLACEHOLDER, RecordError, parquet_files, write_records
-from openvlt.recipe import is_shard_set, shard_set_name
+from openvlt.records import IMAGE_PLACEHOLDER, RecordError, record_files, write_records
+from openvlt.recipe import data_name, is_shard_set
 
 _CONSUMED = ("question", "problem", "prompt", "answer", "reward_model", "id", "images", "image", "reward", "extra_info")
 
@@ -41,7 +41,7 @@ def convert_records(src: str | Path, out: str | Path, *, split: str | None = Non
     CSV) to `out` as problem records; return what was done: rows in and out, where each column came from,
     how many questions got `<image>` placeholders, the columns left out."""
     src = Path(src)
-    rows, name = _read_rows(src, split), shard_set_name(src) if is_shard_set(src) else src.stem
+    rows, name = _read_rows(src, split), data_name(src)
     if not rows:
         raise RecordError(src, None, None, "holds no rows")
     columns = set(rows[0])
@@ -96,7 +96,7 @@ def _read_rows(src: Path, split: str | None) -> list[dict[str, Any]]:
         return datasets.Dataset.from_json(str(src), keep_in_memory=True).data.table.to_pylist()
     if not src.exists() and not is_shard_set(src):
         raise FileNotFoundError(f"not found: {src}")
-    return pq.read_table(parquet_files(src) if is_shard_set(src) else src).to_pylist()
+    return pq.read_table(record_files(src)).to_pylist()
 
 
 def _first_present(rows: list[dict[str, Any]], keys: list[str]) -> str | None:

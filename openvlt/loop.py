@@ -34,8 +34,8 @@ from typing import Any, Sequence
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.files import jsonl_rows
-from openvlt.recipe import DataRef, Recipe, Role, is_shard_set, model_is_here, prepared_paths, text_only_model_error
-from openvlt.records import RecordError, parquet_files
+from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
+from openvlt.records import RecordError, record_files
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace, quarantine_file
 
@@ -376,7 +376,7 @@ def _set_aside(ws: Workspace, r: Recipe, ref: DataRef, first: int | None = None)
 
 def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dict[tuple, str]:
     """A held-out set's problems as (question, image hashes) -> id, read once per process and file state."""
-    files = [Path(f) for f in parquet_files(Path(ref.path))] if is_shard_set(ref.path) else [Path(ref.path)]
+    files = [Path(f) for f in record_files(Path(ref.path))]
     key = (ref.start, ref.stop, *((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     if key not in _HELD_OUT:
         _HELD_OUT[key] = {_problem_key(p): p["id"] for p in _read_slice(ws, r, ref, f"data.eval.{name}")}

@@ -120,10 +120,17 @@ def is_shard_set(path: str | Path) -> bool:
     return path.is_dir() or not path.exists() and bool(_PATTERN.search(path.name))  # (geo[v2].parquet is a file)
 
 
-def shard_set_name(path: Path) -> str:
-    """A set of shards' name, for a `data_source` left out and quarantine files: the folder's, or the
+def pattern_matches(path: Path) -> list[Path]:
+    """The files a data path's name pattern matches (`data/train-*.parquet`), in name order."""
+    return sorted(p for p in path.parent.glob(path.name) if p.is_file())
+
+
+def data_name(path: Path) -> str:
+    """A data path's name, for a `data_source` left out and quarantine files: a file's or folder's, or a
     pattern's without its wildcards (`train-*.parquet` -> `train`)."""
-    return path.stem if path.is_dir() else _PATTERN.sub("", path.stem).strip("-_.") or path.parent.name
+    if not is_shard_set(path) or path.is_dir():
+        return path.stem
+    return _PATTERN.sub("", path.stem).strip("-_.") or path.parent.name
 
 
 _PATTERN = re.compile(r"[*?\[]")
@@ -1077,7 +1084,7 @@ def _int_keys(mapping: dict, where: str) -> dict:
 
 
 def _exists(path: str, prepared: dict[str, str]) -> bool:
-    here = Path(path).exists() or is_shard_set(path) and any(Path(path).parent.glob(Path(path).name))
+    here = Path(path).exists() or is_shard_set(path) and bool(pattern_matches(Path(path)))
     return here or any(Path(path).is_relative_to(p) or path == p for p in prepared.values())
 
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from openvlt.files import writing
-from openvlt.recipe import is_shard_set, shard_set_name
+from openvlt.recipe import data_name, is_shard_set, pattern_matches
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def read_records(
     path = Path(path)
     if not path.exists() and not is_shard_set(path):
         raise FileNotFoundError(f"record file not found: {path}")
-    table, file_rows = _read_rows(parquet_files(path) if is_shard_set(path) else [str(path)], path, start, stop)
+    table, file_rows = _read_rows(record_files(path), path, start, stop)
     table = _add_optional_columns(table, path, reward)
     missing = [c for c in CORE_COLUMNS if c not in table.column_names]
     if missing:
@@ -232,15 +232,15 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
         hint = (f"; problem records are parquet: openvlt data convert {path} --out FILE.parquet writes them "
                 "(README, Data)") if path.suffix.lower() in (".jsonl", ".json", ".csv", ".arrow") else ""
         raise RecordError(path, None, None, f"not a readable parquet file ({exc}){hint}") from exc
-    first_file, first = tables[0][0], tables[0][1].column_names
+    first_file, first_columns = tables[0][0], tables[0][1].column_names
     for file, t, _ in tables[1:]:  # (a shard lacking a column would read as rows with that field missing)
-        if lacking := [c for c in CORE_COLUMNS if c in first and c not in t.column_names]:
+        if lacking := [c for c in CORE_COLUMNS if c in first_columns and c not in t.column_names]:
             raise RecordError(path, None, None, f"{file} lacks the column(s) {lacking} that {first_file} has")
     try:
         table = pa.concat_tables([t for _, t, _ in tables], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         other = next(file for file, t, _ in tables if not t.schema.equals(tables[0][1].schema))
-        raise RecordError(path, None, None, f"{other} has other columns or types than {tables[0][0]} ({exc})") from exc
+        raise RecordError(path, None, None, f"{other} has other columns or types than {first_file} ({exc})") from exc
     begin = tables[0][2]  # the set's row number of the table's first row
     end = offset if stop is None else min(stop, offset)
     return table.slice(min(start, offset) - begin if table.num_rows else 0, max(0, end - min(start, offset))), offset
@@ -249,7 +249,7 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
 def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:
     """What a record file may leave out, filled in: its name as `data_source`, no extra information
     (a null one: `_normalise_extra_info`), and `reward` when the caller names the plugin."""
-    fill = {"data_source": shard_set_name(path) if is_shard_set(path) else path.stem, "extra_info": "{}", "reward": reward}
+    fill = {"data_source": data_name(path), "extra_info": "{}", "reward": reward}
     for name, value in fill.items():
         if value is None:
             continue
@@ -317,13 +317,18 @@ def _split_of(file: Path) -> str | None:
     return name if name in ("train", *_HELD_OUT_SPLITS) else None
 
 
+def record_files(path: Path) -> list[str]:
+    """The parquet files a data path names: itself, or a set's shards (`parquet_files`)."""
+    return parquet_files(path) if is_shard_set(path) else [str(path)]
+
+
 def parquet_files(path: Path) -> list[str]:
     """The record files of a set of shards, in name order: a folder's `.parquet` files (not its
     subfolders: images may live there), or the files a name pattern matches. A folder holding the shards of
     several splits (`train-00000-of-00002.parquet`, `test-00000-of-00001.parquet`) is refused: read as one
     set, its test rows would be trained on."""
     if not path.is_dir():
-        files = sorted(str(p) for p in path.parent.glob(path.name) if p.is_file())
+        files = [str(p) for p in pattern_matches(path)]
         if not files:
             raise RecordError(path, None, None, "no file matches this name pattern")
     else:
@@ -338,9 +343,10 @@ def parquet_files(path: Path) -> list[str]:
     if len(named) > 1 or len(splits) > 1 and set(named) & set(_HELD_OUT_SPLITS):  # two splits, or test.parquet among others
         split, file = ("train", splits["train"]) if "train" in splits else (None, splits.get(None, files[0]))
         example = folder_of(path) / f"{split}-*.parquet" if split and _HUB_SHARD.fullmatch(Path(file).name) else file
-        raise RecordError(path, None, None, f"holds the files of {'the splits ' + ', '.join(named) if len(named) > 1 else 'the split ' + named[0] + ' and others'} "
-                          f"({', '.join(Path(f).name for f in files[:4])}{', ...' if len(files) > 4 else ''}), which would "
-                          f"be read as one set, a held-out split trained on: name one split's, e.g. {example}")
+        which = f"the splits {', '.join(named)}" if len(named) > 1 else f"the split {named[0]} and others"
+        shown = ", ".join(Path(f).name for f in files[:4]) + (", ..." if len(files) > 4 else "")
+        raise RecordError(path, None, None, f"holds the files of {which} ({shown}), which would be read as one set, "
+                          f"a held-out split trained on: name one split's, e.g. {example}")
     return files
 
 

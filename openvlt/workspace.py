@@ -36,7 +36,7 @@ import yaml
 
 from openvlt.faults import crashpoint
 from openvlt.files import atomic_write, replace, temporary_path
-from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_recipe, is_shard_set, rebase_paths, shard_set_name
+from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_recipe, data_name, is_shard_set, pattern_matches, rebase_paths
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ def fingerprint(path: Path) -> str | None:
     if path.exists():
         base, files = path, [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     else:
-        base, files = path.parent, sorted(p for p in path.parent.glob(path.name) if p.is_file()) if is_shard_set(path) else []
+        base, files = path.parent, pattern_matches(path) if is_shard_set(path) else []
         if not files:
             return None
     digest = hashlib.sha256()
@@ -754,5 +754,4 @@ def quarantine_file(root: Path, ref: DataRef) -> Path:
     named = str(Path(ref.path).resolve())  # a whole file keeps the name runs gave it before slices had their own
     if (ref.start, ref.stop) != (0, None):
         named += f"[{ref.start}:{ref.stop}]"
-    name = shard_set_name(Path(ref.path)) if is_shard_set(ref.path) else Path(ref.path).stem
-    return root / "quarantine" / f"{name}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
+    return root / "quarantine" / f"{data_name(Path(ref.path))}-{hashlib.sha256(named.encode()).hexdigest()[:8]}.jsonl"
