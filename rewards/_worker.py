@@ -6,7 +6,7 @@ be started from anywhere, daemonic processes included. Start-up, imports include
 
 Protocol over the socket (``multiprocessing.connection`` framing):
 1. the parent sends its ``sys.path``; the worker answers ``"ready"`` once its imports are done;
-2. the parent sends a list of jobs ``(spec, hints, response, ground_truth, extra_info, index)``;
+2. the parent sends a list of jobs ``(spec, hints, response, ground_truth, extra_info, index, data_source)``;
    the worker answers a list of ``(status, score, components, error, seconds)`` in the same order
    (cut short after an item's MemoryError, when the worker then exits and the rest go to a fresh one);
 3. ``None`` (or a closed socket) ends the worker.
@@ -93,11 +93,11 @@ def warm_up() -> None:
 
 
 def score_job(spec: str, hints: tuple[str, ...], response: str, ground_truth: str, extra_info: dict,
-              index: int) -> tuple:
+              index: int, data_source: str = "") -> tuple:
     """One item -> ``(status, score, components, error, seconds)``; a failure is never a score."""
     started = time.perf_counter()
     try:  # (`hints` were imported by `_load`, before the item's clock started)
-        score, components = call_reward(spec, response, ground_truth, extra_info, index=index)
+        score, components = call_reward(spec, response, ground_truth, extra_info, index=index, data_source=data_source)
         return "ok", score, components, None, time.perf_counter() - started
     except RewardError as exc:
         error = str(exc)

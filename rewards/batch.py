@@ -287,7 +287,7 @@ class _Specs:
         wire_spec, hints = resolved
         truth = item["ground_truth"]
         payload = (wire_spec, hints, item["response"], truth if isinstance(truth, str) else str(truth),
-                   dict(item.get("extra_info") or {}), index)
+                   dict(item.get("extra_info") or {}), index, item.get("data_source") or "")
         return Job(payload, timeout, reward=spec, label=label)
 
     def _resolve(self, spec: str) -> tuple[str, tuple[str, ...]] | RewardError:
@@ -337,6 +337,8 @@ def _item_problem(item: object) -> str | None:
         return f"'ground_truth' must be a string (or a number), got {type(truth).__name__}"
     if item.get("extra_info") is not None and not isinstance(item["extra_info"], Mapping):
         return f"'extra_info' must be a dict, got {type(item['extra_info']).__name__}"
+    if item.get("data_source") is not None and not isinstance(item["data_source"], str):
+        return f"'data_source' must be a string, got {type(item['data_source']).__name__}"
     return None
 
 

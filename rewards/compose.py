@@ -41,11 +41,11 @@ def compose(weights: Mapping[str, float], *, name: str | None = None) -> Reward:
         parts.append((part.strip(), float(weight)))
     label = name or join_terms([(w, p) for p, w in parts])
 
-    def composed(response: str, ground_truth: str, *, extra_info: dict[str, Any]) -> dict[str, float]:
+    def composed(response: str, ground_truth: str, *, extra_info: dict[str, Any], data_source: str = "") -> dict[str, float]:
         out: dict[str, float] = {"score": 0.0}
         weighted = []
         for part, weight in parts:
-            score, components = call_reward(part, response, ground_truth, extra_info)
+            score, components = call_reward(part, response, ground_truth, extra_info, data_source=data_source)
             weighted.append((weight, score))
             out[part] = score
             for key, value in (components or {}).items():
@@ -55,6 +55,7 @@ def compose(weights: Mapping[str, float], *, name: str | None = None) -> Reward:
 
     composed.__name__ = composed.__qualname__ = label
     composed.__doc__ = f"Weighted composition {label}."
+    composed.wants_data_source = True  # type: ignore[attr-defined]  # for its verl-form parts
     return composed
 
 

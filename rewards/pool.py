@@ -54,7 +54,7 @@ _WORKER_MAIN = "import sys; from rewards._worker import main; main(sys.argv[1:])
 class Job:
     """One item on its way through the pool."""
 
-    payload: tuple  # (spec, hints, response, ground_truth, extra_info, index), see rewards._worker
+    payload: tuple  # (spec, hints, response, ground_truth, extra_info, index, data_source), see rewards._worker
     timeout: float
     reward: str = ""  # the reward as the caller named it (payload[0] has file paths made absolute)
     label: str = ""  # the caller's id for the item (named in messages next to the index)

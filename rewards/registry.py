@@ -4,7 +4,8 @@ A reward plugin is a plain function::
 
     def score(response: str, ground_truth: str, *, extra_info: dict) -> float | dict
 
-A dict holds a float ``score`` plus named components (``{"score": 0.9, "math": 1.0, ...}``).
+(verl's ``compute_score(data_source, solution_str, ground_truth, extra_info)`` and a plain
+``(response, ground_truth)`` function are plugins too, called through :mod:`rewards.call_forms`.) A dict holds a float ``score`` plus named components (``{"score": 0.9, "math": 1.0, ...}``).
 
 One string names a reward everywhere (the ``reward`` column of a problem record, a recipe,
 ``--reward`` on the CLI, ``extra_info["reward"]`` for verl). :func:`get_reward` accepts:
@@ -41,6 +42,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rewards.call_forms import as_plugin
+
 Reward = Callable[..., "float | dict[str, float]"]
 
 ENTRY_POINT_GROUP = "openvlt.rewards"
@@ -70,7 +73,7 @@ def register(name: str | None = None) -> Callable[[Reward], Reward]:
 
     def decorator(fn: Reward) -> Reward:
         key = name or fn.__name__
-        _check_plugin(key, fn)
+        plugin = _plugin(key, fn)
         if not _built_in(fn):
             _load_builtins()  # a user's plugin named like a built-in not yet loaded is refused too
         with _lock:
@@ -79,7 +82,7 @@ def register(name: str | None = None) -> Callable[[Reward], Reward]:
                 raise ValueError(
                     f"reward {key!r} is already registered by {_origin(old)}; not replacing it with {_origin(fn)}"
                 )
-            _registry[key] = fn
+            _registry[key] = plugin
             _loaded_specs.clear()  # compositions may name it
         return fn
 
@@ -264,16 +267,18 @@ def canonical_spec(spec: str, base: str | os.PathLike | None = None) -> str:
 
 
 def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping[str, Any] | None,
-                *, index: int | None = None) -> tuple[float, dict[str, float] | None]:
-    """Run the plugin ``spec`` on one item; return ``(score, components)``.
+                *, index: int | None = None, data_source: str = "") -> tuple[float, dict[str, float] | None]:
+    """Run the plugin ``spec`` on one item; return ``(score, components)``. ``data_source`` (the item's, as
+    verl passes a row's) goes to the plugins that take it: verl's form, and compositions for their parts.
 
     Raises :class:`RewardError` naming the plugin and the item when the plugin raises or returns
     something that is not a finite score. Never turns a failure into 0.
     """
     where = f"reward {spec!r} on item {index}" if index is not None else f"reward {spec!r}"
     fn = get_reward(spec)
+    source = {"data_source": data_source} if getattr(fn, "wants_data_source", False) else {}
     try:
-        out = fn(response, ground_truth, extra_info=dict(extra_info or {}))
+        out = fn(response, ground_truth, extra_info=dict(extra_info or {}), **source)
     except RewardError as exc:
         raise RewardError(f"{where}: {exc}") from exc
     except KeyboardInterrupt:
@@ -289,7 +294,7 @@ def _raised_at(fn: Reward, exc: BaseException) -> str:
     if _built_in(fn):
         return ""
     frames = traceback.extract_tb(exc.__traceback__)[1:]  # (the first is call_reward's own)
-    code = getattr(fn, "__code__", None)
+    code = getattr(inspect.unwrap(fn), "__code__", None)  # (a verl-form function's, not its wrapper's)
     own = [f for f in frames if code is not None and f.filename == code.co_filename] or frames
     return f" ({os.path.basename(own[-1].filename)} line {own[-1].lineno})" if own else ""
 
@@ -376,23 +381,18 @@ def _load_object(spec: str) -> Reward:
 
 def _checked(spec: str, fn: object) -> Reward:
     try:
-        _check_plugin(spec, fn)
+        return _plugin(spec, fn)
     except (TypeError, ValueError) as exc:
         raise RewardError(str(exc)) from exc
-    return fn  # type: ignore[return-value]
 
 
-def _check_plugin(name: str, fn: object) -> None:
+def _plugin(name: str, fn: object) -> Reward:
+    """``fn`` as a plugin of openvlt's form (a verl-form or pair function wrapped), or why it cannot be one."""
     if not _NAME_RE.match(name) and ":" not in name:
         raise ValueError(f"reward name {name!r} must be letters, digits, '_', '.', '-' (no spaces, '+' or '*')")
     if not callable(fn):
         raise TypeError(f"reward {name!r} is {type(fn).__name__}, not a function")
-    try:
-        inspect.signature(fn).bind("response", "ground truth", extra_info={})
-    except TypeError as exc:
-        raise TypeError(f"reward {name!r} must accept (response, ground_truth, *, extra_info): {exc}") from None
-    except ValueError:  # builtins without a signature: trust them
-        pass
+    return as_plugin(name, fn)
 
 
 def _load_builtins() -> None:

@@ -162,7 +162,7 @@ def grpo(
                             max_tokens=config.max_tokens, seed=seed * 100_003 + step)
         texts, token_ids = engine.generate_ids(requests, sampling)
         items = [{"response": t, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": p["reward"],
-                  "id": f"problem {p.get('id', i)}, step {step} rollout {j}"}
+                  "data_source": p.get("data_source"), "id": f"problem {p.get('id', i)}, step {step} rollout {j}"}
                  for i, p, ts in zip(indices, chosen, texts) for j, t in enumerate(ts)]
         results = score(items)
         if not any(r.ok for r in results):

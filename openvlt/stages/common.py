@@ -178,7 +178,7 @@ def score_responses(
 
     items = [
         {"response": r, "ground_truth": p["answer"], "extra_info": p["extra_info"], "reward": judge.reward_of(p),
-         "id": f"problem {p['id']}, answer {j}"}
+         "data_source": p.get("data_source"), "id": f"problem {p['id']}, answer {j}"}
         for p, rs in zip(problems, responses) for j, r in enumerate(rs)
     ]
     judged = iter_scores(items, workers=judge.workers, timeout=judge.timeout, memory_mb=judge.memory_mb)  # in order

@@ -44,7 +44,7 @@ def train_grpo(
         own = judge.reward_of(p)
         rl_problems.append({"prompt": request.prompt, "images": request.images, "system": system, "answer": p["answer"],
                             "extra_info": p["extra_info"], "reward": training_reward(own, config), "own_reward": own,
-                            "id": p["id"]})
+                            "data_source": p["data_source"], "id": p["id"]})
     scorer = shared_scorer(judge.workers, memory_mb=judge.memory_mb)  # the pool the other stages of this process score with
     trainer = get_backend(backend)
     if not saved_before(trainer, out_dir):

@@ -56,9 +56,12 @@ def composition_parts(reward: str | None) -> tuple[str, ...]:
 
 
 def item(response: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, reward: str | None = None,
-         label: str | None = None) -> dict:
-    """A :func:`rewards.batch.score_batch` item from a trainer's fields (``label`` names it in a failure)."""
+         label: str | None = None, data_source: str | None = None) -> dict:
+    """A :func:`rewards.batch.score_batch` item from a trainer's fields (``label`` names it in a failure;
+    ``data_source`` goes to a verl-form plugin)."""
     out = {"response": response, "ground_truth": as_text(ground_truth), "extra_info": dict(extra_info or {})}
+    if data_source:
+        out["data_source"] = str(data_source)
     if reward:
         out["reward"] = reward
     if label:

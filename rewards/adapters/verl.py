@@ -57,7 +57,8 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     if reward and not own:
         _note_source_judged_by_kwarg(data_source, reward)
     result = shared_scorer(workers, memory_mb=memory_mb).score(
-        [item(solution_str, ground_truth, extra, spec, label=_row_label(data_source, extra))], spec,
+        [item(solution_str, ground_truth, extra, spec, label=_row_label(data_source, extra), data_source=data_source)],
+        spec,
         timeout=timeout, log_failures=False,
     )[0]
     _count(result)

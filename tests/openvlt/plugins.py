@@ -45,3 +45,11 @@ def raises_on_half(response: str, ground_truth: str, *, extra_info: dict) -> flo
     if hashlib.sha256(response.encode()).digest()[0] % 2:
         raise RuntimeError("cannot judge this one")
     return 1.0
+
+
+def verl_form_lenient_half(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+    """`lenient_half` written as verl's custom_reward_function is, for the toy world's rows only: a run judging
+    with it shows every stage passing each row's data source."""
+    if data_source != "toyworld":
+        raise ValueError(f"expected the row's data source 'toyworld', got {data_source!r}")
+    return lenient_half(solution_str, ground_truth, extra_info=extra_info or {})

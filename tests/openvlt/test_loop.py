@@ -336,6 +336,23 @@ def test_a_reward_plugin_that_raises_stops_the_run_at_its_first_use_and_the_same
     assert stages(run_dir)["base/evaluate"]["attempts"] == 2 and stages(run_dir)["prepare"]["attempts"] == 1
 
 
+def test_a_verl_reward_function_judges_every_stage_with_each_rows_data_source(tmp_path):
+    """A user's verl `compute_score(data_source, solution_str, ground_truth, extra_info)` is a reward as it is:
+    select, rl_data, GRPO's rollouts and every evaluation call it with the row's data source (the plugin raises
+    on any other, and a stage none of whose answers could be judged stops the run)."""
+    run_dir = tmp_path / "run"
+    recipe = micro_recipe(tmp_path, run_dir, iterations=1,
+                          reward={"workers": 1, "override": f"{PLUGINS}:verl_form_lenient_half"})
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-2000:]
+    judged = {key: stage["counts"]["reward_errors"] for key, stage in stages(run_dir).items() if "reward_errors" in stage["counts"]}
+    assert judged == dict.fromkeys(["base/evaluate", "iter_1/select", "iter_1/sft/evaluate", "iter_1/rl_data", "iter_1/grpo",
+                                    "iter_1/grpo/evaluate"], 0)
+    assert 0 < stages(run_dir)["iter_1/select"]["counts"]["correct_traces"] < stages(run_dir)["iter_1/select"]["counts"]["traces"]
+    rewards = [json.loads(line)["reward"] for line in (run_dir / "iter_1/grpo/model/metrics.jsonl").read_text().splitlines()]
+    assert 0 < min(rewards) and max(rewards) < 1  # lenient_half's verdicts, on every step
+
+
 def test_a_reward_module_in_the_working_directory_is_found_as_rewards_score_finds_it(tmp_path):
     """`reward.override: my_rewards:judge` next to my_rewards.py (the rewards README's "in the current folder"):
     the recipe check gets past the reward and stops at the next problem, a missing held-out file."""

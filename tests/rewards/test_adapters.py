@@ -215,6 +215,18 @@ def test_verl_a_data_source_naming_a_plugin_judged_by_the_default_is_said_once(c
                      "not with the plugin 'format' (a row's extra_info['reward'] chooses per row)"]
 
 
+def test_verl_passes_the_row_data_source_on_to_a_verl_form_reward_it_names():
+    """A row naming verl's own default_compute_score (or a user's verl reward file) in extra_info['reward']
+    is judged by it through the bounded workers, with the row's data source picking the scorer."""
+    from rewards.adapters.verl import compute_score
+
+    extra = {"reward": "verl.utils.reward_score:default_compute_score"}
+    assert compute_score("openai/gsm8k", "so #### 72", "72", extra, workers=1)["score"] == 1.0
+    assert compute_score("openai/gsm8k", "so #### 71", "72", extra, workers=1)["score"] == 0.0
+    failed = compute_score("nobody/knows", "so #### 72", "72", extra, workers=1)
+    assert failed == {"score": 0.0, "reward_failed": 1.0}
+
+
 # ---- TRL ------------------------------------------------------------------------------------------
 
 

@@ -50,10 +50,90 @@ def test_register_refuses_names_that_clash_with_composition_syntax(name):
 
 
 def test_register_checks_the_signature():
-    with pytest.raises(TypeError, match="extra_info"):
+    with pytest.raises(TypeError, match=r"must accept \(response, ground_truth, \*, extra_info\) \[openvlt's\], "
+                                        r"\(data_source, solution_str, ground_truth, extra_info\) \[verl's .*; "
+                                        r"its signature is wrong\(response\)"):
         @register("test_wrong_signature")
         def wrong(response):
             return 0.0
+    with pytest.raises(RewardError, match="must accept"):  # verl's names, but no extra_info: verl could not call it either
+        get_reward_from_source("def compute_score(data_source, solution_str, ground_truth):\n    return 1.0\n")
+
+
+def get_reward_from_source(source: str, name: str = "compute_score"):
+    """The plugin a fresh file holding `source` names (each call its own file: loaded anew)."""
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    with open(os.path.join(folder, "verl_style.py"), "w") as f:
+        f.write(source)
+    return get_reward(f"{folder}/verl_style.py:{name}")
+
+
+VERL_FORM = """
+calls = []
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    \"\"\"verl's custom_reward_function form.\"\"\"
+    calls.append((data_source, solution_str, ground_truth, extra_info, kwargs))
+    if data_source == "broken":
+        raise KeyError(data_source)
+    return {"score": float(solution_str == ground_truth), "pred": solution_str, "source_seen": float(data_source == "geo")}
+"""
+
+
+def test_a_verl_reward_function_is_a_plugin_as_it_is_and_gets_the_items_data_source():
+    """verl calls compute_score(data_source=, solution_str=, ground_truth=, extra_info=): a user's verl
+    reward file works unchanged, with the row's data source (which openvlt's own form has no place for)."""
+    fn = get_reward_from_source(VERL_FORM)
+    module = sys.modules[fn.__module__]
+    assert fn.__doc__ == "verl's custom_reward_function form." and fn.__name__ == "compute_score"
+    assert call_reward(f"{module.__file__}:compute_score", "3", "3", {"choices": ["3"]}, data_source="geo") \
+        == (1.0, {"source_seen": 1.0})
+    assert module.calls == [("geo", "3", "3", {"choices": ["3"]}, {})]
+    with pytest.raises(RewardError, match=r"raised KeyError: 'broken' \(verl_style.py line 8\)$"):  # its own line
+        call_reward(f"{module.__file__}:compute_score", "3", "3", {}, data_source="broken")
+
+
+def test_a_verl_reward_function_scores_in_workers_and_compositions_with_each_items_data_source():
+    from rewards import score_batch
+
+    folder = get_reward_from_source(VERL_FORM).__module__  # (loaded here only to have a file)
+    path = sys.modules[folder].__file__
+    items = [{"response": "3", "ground_truth": "3", "data_source": "geo"},
+             {"response": "4", "ground_truth": "3", "data_source": "other"},
+             {"response": "3", "ground_truth": "3"},
+             {"response": "3", "ground_truth": "3", "data_source": "broken"},
+             {"response": "3", "ground_truth": "3", "data_source": 7}]
+    results = score_batch(items, reward=f"{path}:compute_score", workers=1, timeout=10)
+    assert [(r.status, r.score, r.components) for r in results[:3]] == [
+        ("ok", 1.0, {"source_seen": 1.0}), ("ok", 0.0, {"source_seen": 0.0}), ("ok", 1.0, {"source_seen": 0.0})]
+    assert "raised KeyError" in results[3].error and "'data_source' must be a string, got int" in results[4].error
+    composed = score_batch(items[:2], reward=f"0.5*{path}:compute_score+0.5*format", workers=0)
+    assert [r.components[f"{path}:compute_score.source_seen"] for r in composed] == [1.0, 0.0]
+
+
+def test_verls_own_scorers_are_plugins_by_their_module_names():
+    """verl's default_compute_score picks gsm8k's scorer by the data source; gsm8k's own compute_score is a
+    (response, ground_truth) pair, called without extra_info."""
+    from rewards import score_batch
+
+    items = [{"response": "so #### 72", "ground_truth": "72", "data_source": "openai/gsm8k"},
+             {"response": "so #### 71", "ground_truth": "72", "data_source": "openai/gsm8k"}]
+    for spec in ("verl.utils.reward_score:default_compute_score", "verl.utils.reward_score.gsm8k:compute_score"):
+        assert [r.score for r in score_batch(items, reward=spec, workers=1, timeout=30)] == [1.0, 0.0], spec
+    unknown = score_batch([{**items[0], "data_source": "nobody/knows"}],
+                          reward="verl.utils.reward_score:default_compute_score", workers=1, timeout=30)[0]
+    assert "raised NotImplementedError: Reward function is not implemented for data_source='nobody/knows'" in unknown.error
+
+
+def test_an_async_reward_function_is_awaited():
+    fn = get_reward_from_source("async def score(response, ground_truth, *, extra_info):\n"
+                                "    return float(response == ground_truth)\n", name="score")
+    assert fn("3", "3", extra_info={}) == 1.0 and fn("4", "3", extra_info={}) == 0.0
+    verl_form = get_reward_from_source("async def compute_score(data_source, solution_str, ground_truth, extra_info):\n"
+                                       "    return float(data_source == 'geo')\n")
+    assert verl_form("3", "3", extra_info={}, data_source="geo") == 1.0
 
 
 def test_file_spec(tmp_path):
