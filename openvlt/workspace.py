@@ -40,7 +40,8 @@ from openvlt.recipe import DataRef, Recipe, RecipeError, changes_since, dump_rec
 
 log = logging.getLogger(__name__)
 
-_HASH_LIMIT = 64 * 2**20  # files larger than this are fingerprinted by size, not content
+_HASH_LIMIT = 64 * 2**20  # files larger than this are fingerprinted by size and spread blocks, not whole
+_SAMPLED_BLOCKS, _BLOCK = 17, 2**20  # 17 MiB read of a weight shard: another model's shard of the same size differs there
 
 
 class RunDirectoryBusy(OSError):
@@ -300,7 +301,8 @@ class Workspace:
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
         for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
             _remove_stale_temporaries(final.parent, [final.name, p.name])
-        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()},
+                     "by_size": {n: _by_size(Path(i["path"]), i["hash"]) for n, i in entry["inputs"].items()}}
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
         self._check_outputs_replaceable(key, finals)  # (after: saved work made otherwise is gone, and no reason to skip it)
         for p in partial.values():
@@ -358,7 +360,7 @@ class Workspace:
 
     def _changed_inputs(self, key: str, inputs: dict[str, str | Path | DataRef] | None = None) -> list[str]:
         """`key`'s inputs (as given, else as recorded) whose content differs from what it ran on
-        (files over 64 MiB are compared by size: see `fingerprint`)."""
+        (files over 64 MiB are compared by size and spread blocks: see `fingerprint`)."""
         recorded = self.manifest["stages"].get(key, {}).get("inputs", {})
         given = inputs if inputs is not None else {name: _recorded_input(entry) for name, entry in recorded.items()}
         changed = []
@@ -367,9 +369,9 @@ class Workspace:
                 continue
             old = recorded[name]["hash"]
             now = self._input_entry(value, images="+" in (old or ""))["hash"]  # (a hash from before images were
-            if _same_content(old, now):                                       # fingerprinted: the file alone)
+            path = value.path if isinstance(value, DataRef) else value  # fingerprinted: the file alone)
+            if _same_content(old, now) or _same_content(old, _by_size(Path(path), now)):
                 continue
-            path = value.path if isinstance(value, DataRef) else value
             if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
                 changed.append(f"{name} ({path}: {self._changed_images(value)})")
             else:
@@ -535,20 +537,40 @@ def format_status(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def fingerprint(path: Path) -> str | None:
-    """Content hash of a file or folder (large files by size), or of the files a data path's name pattern
-    matches (`data/train-*.parquet`); None if there is none."""
-    if path.exists():
-        base, files = path, [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        base, files = path.parent, pattern_matches(path) if is_shard_set(path) else []
-        if not files:
-            return None
+def fingerprint(path: Path, *, sampled: bool = True) -> str | None:
+    """Content hash of a file or folder, or of the files a data path's name pattern matches
+    (`data/train-*.parquet`); None if there is none. A file over 64 MiB (a weight shard) is hashed by its size
+    and 17 blocks spread over it, not read whole at every check: a model downloaded again into the same folder,
+    whose shards have the same sizes, differs there. `sampled=False`: by size alone, as openvlt recorded such
+    files before it sampled them (`_by_size`)."""
+    base, files = _files_of(path)
+    if not files:
+        return None
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(base) if f != base else f.name).encode())
-        _add_content(digest, f)
+        _add_content(digest, f, sampled)
     return digest.hexdigest()[:16]
+
+
+def _files_of(path: Path) -> tuple[Path, list[Path]]:
+    """The files a fingerprint reads, and the folder their names are given relative to."""
+    if path.exists():
+        return path, [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return path.parent, pattern_matches(path) if is_shard_set(path) else []
+
+
+def _by_size(path: Path, now: str | None) -> str | None:
+    """`now`, an input's fingerprint, as openvlt recorded it before it sampled files over 64 MiB (by their size
+    alone), so runs recorded then resume; None for an input holding no such file (the two are the same)."""
+    try:
+        large = now is not None and any(f.stat().st_size > _HASH_LIMIT for f in _files_of(path)[1])
+    except OSError:
+        return None
+    if not large:
+        return None
+    head, plus, images = now.partition("+")  # type: ignore[union-attr]
+    return f"{fingerprint(path, sampled=False)}{plus}{images}"
 
 
 def data_fingerprint(path: Path, start: int = 0, stop: int | None = None, known: dict[str, list] | None = None) -> str | None:
@@ -570,9 +592,17 @@ def data_fingerprint(path: Path, start: int = 0, stop: int | None = None, known:
     return f"{head}+{named.hexdigest()[:16]}"
 
 
-def _add_content(digest: Any, file: Path) -> None:
+def _add_content(digest: Any, file: Path, sampled: bool = True) -> None:
     size = file.stat().st_size
-    digest.update(str(size).encode() if size > _HASH_LIMIT else file.read_bytes())
+    if size <= _HASH_LIMIT:
+        digest.update(file.read_bytes())
+        return
+    digest.update(str(size).encode())
+    if sampled:
+        with open(file, "rb") as f:
+            for block in range(_SAMPLED_BLOCKS):  # (the first and the last among them)
+                f.seek(block * (size - _BLOCK) // (_SAMPLED_BLOCKS - 1))
+                digest.update(f.read(_BLOCK))
 
 
 def _cached(file: Path, known: dict[str, list]) -> str | None:
@@ -608,7 +638,9 @@ def _work_differences(stamp: dict[str, Any], made_from: dict[str, Any]) -> list[
     old, new = stamp.get("inputs", {}), made_from["inputs"]
     added = {name for name in new.keys() - old.keys() if new[name] is None}  # recorded since, with nothing to compare
     differences = ["other recipe values"] if stamp.get("recipe") != made_from["recipe"] else []
-    changed = [name for name in old if name in new and not _same_content(old[name], new[name])]
+    by_size = made_from.get("by_size", {})  # (saved before files over 64 MiB were sampled: compared by size)
+    changed = [name for name in old if name in new and not _same_content(old[name], new[name])
+               and not _same_content(old[name], by_size.get(name))]
     changed += [name for name in (old.keys() ^ new.keys()) - added]
     if changed:
         differences.append(f"{'another' if len(changed) == 1 else 'other'} {', '.join(sorted(changed))} "

@@ -495,6 +495,49 @@ def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, 
     assert runs == ["v1", "v2", "v3"]
 
 
+def test_a_weight_shard_over_64_mib_replaced_by_one_of_the_same_size_is_a_changed_input(tmp_path, toyworld_dir, tiny_student):
+    """Downloading a newer revision of a model into the same folder keeps every shard's size: its content is
+    sampled, not its size alone. A stage recorded when such files were compared by size still resumes, and
+    so does an interrupted stage's saved work."""
+    from openvlt.workspace import _keep_only_work_made_from, fingerprint
+
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
+    model = tmp_path / "model"
+    model.mkdir()
+    shard = model / "model-00001-of-00001.safetensors"
+    shard.write_bytes(os.urandom(65 * 2**20))
+    (model / "config.json").write_text("{}")
+    runs = []
+
+    def stage(ws):
+        ws.stage("iter_1/sft", lambda ctx: {"n": runs.append(1) or ctx.out["x"].write_text("trained") and 0},
+                 outputs={"x": tmp_path / "run" / "x.txt"}, inputs={"model": model})
+
+    with Workspace.open(recipe) as ws:
+        stage(ws)
+    manifest_path = tmp_path / "run" / "manifest.json"
+    recorded = json.loads(manifest_path.read_text())
+    shard.write_bytes(os.urandom(65 * 2**20))  # another revision: the same size
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"iter_1/sft is complete, but its input model "
+                                                     r"\(.*model\) changed since it ran\. Rerun with --redo iter_1/sft"):
+        stage(ws)
+    by_size = fingerprint(model, sampled=False)
+    assert recorded["stages"]["iter_1/sft"]["inputs"]["model"]["hash"] not in (None, by_size)
+    recorded["stages"]["iter_1/sft"]["inputs"]["model"]["hash"] = by_size  # as an openvlt before this one recorded it
+    manifest_path.write_text(json.dumps(recorded))
+    with Workspace.open(recipe) as ws:
+        stage(ws)  # nothing to tell the content by: skipped, as before
+    assert runs == [1]
+
+    scratch = tmp_path / "scratch"  # an interrupted stage's saved work, stamped with a size-only hash
+    scratch.mkdir()
+    (scratch / "made_from.json").write_text(json.dumps({"recipe": "r1", "inputs": {"model": fingerprint(model, sampled=False)}}))
+    (scratch / "chunk-00000.json").write_text("[]")
+    made_from = {"recipe": "r1", "inputs": {"model": fingerprint(model)}, "by_size": {"model": fingerprint(model, sampled=False)}}
+    _keep_only_work_made_from(made_from, "iter_1/caption", scratch, [])
+    assert (scratch / "chunk-00000.json").exists()
+
+
 def test_an_image_file_a_data_slice_names_is_an_input_too(tmp_path, toyworld_dir, tiny_student):
     """Data files often name their images instead of holding them. An image of the slice replaced in place
     changes what the completed stages read: the rerun says so (one outside the slice does not matter).
