@@ -141,14 +141,16 @@ def write_records(
     if bad:
         _quarantine(bad, path, quarantine_path)
     features = _features(good)
-    good = [{name: row.get(name) for name in features} for row in good]  # a column some rows lack: None there
-    table = datasets.Dataset.from_list(good, features=features) if good else datasets.Dataset.from_dict(
-        {name: [] for name in features}, features=features
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with writing(path) as tmp:
-        table.to_parquet(str(tmp))
+    with writing(path) as tmp, pq.ParquetWriter(str(tmp), schema=features.arrow_schema) as writer:
+        for start in range(0, max(len(good), 1), _WRITE_BATCH):  # a batch at a time: one copy of the images is held,
+            batch = good[start : start + _WRITE_BATCH]              # the rows', not three (as a whole table made)
+            columns = {name: [row.get(name) for row in batch] for name in features}  # (a column some rows lack: None there)
+            writer.write_table(pa.Table.from_pydict(features.encode_batch(columns), schema=features.arrow_schema))
     return len(good)
+
+
+_WRITE_BATCH = 100  # rows per parquet row group, as `datasets` writes image data sets: a slice reads the groups it needs
 
 
 def read_records(

@@ -41,6 +41,21 @@ def test_round_trip_keeps_fields_extra_columns_and_image_bytes(tmp_path):
     assert load_image(back[1]["images"][0]).getpixel((0, 0)) == (0, 0, 255)
 
 
+def test_a_written_file_is_a_hugging_face_data_set_in_row_groups_a_slice_can_read_alone(tmp_path):
+    """Written a row group at a time (the rows' images are not copied into one whole table first): the file
+    carries `datasets`' features, so `datasets` reads its images as images, and holds groups of 100 rows."""
+    import datasets
+
+    rows = [record(i, images=[png((i, 0, 0))]) for i in range(250)]
+    assert write_records(rows, tmp_path / "r.parquet") == 250
+    file = pq.ParquetFile(tmp_path / "r.parquet")
+    assert [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)] == [100, 100, 50]
+    loaded = datasets.Dataset.from_parquet(str(tmp_path / "r.parquet"))
+    assert isinstance(loaded.features["images"].feature, datasets.Image) and loaded[249]["images"][0].getpixel((0, 0)) == (249, 0, 0)
+    assert [r["id"] for r in read_records(tmp_path / "r.parquet", start=195, stop=205)] == [f"p{i}" for i in range(195, 205)]
+    assert write_records([], tmp_path / "none.parquet") == 0 and len(read_records(tmp_path / "none.parquet")) == 0
+
+
 def test_an_extra_column_only_some_rows_have_is_kept_with_none_elsewhere(tmp_path):
     rows = [record(1), record(2, caption="two", n_correct=3), record(3, n_correct=1)]
     write_records(rows, tmp_path / "r.parquet")
