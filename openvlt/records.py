@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -181,8 +182,11 @@ def read_records(
     offset = min(start, file_rows)
     try:
         table = _normalise_text(_normalise_extra_info(_normalise_images(table, path)), folder_of(path))
-        dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
-        dataset = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
+        features = datasets.Features.from_arrow_schema(table.schema)  # images as bytes, not decoded: named, not
+        features["images"] = datasets.List(datasets.Image(decode=False))  # cast (a cast copies every image)
+        # (a fingerprint given: `datasets` would hash the whole table, images and all, to make one)
+        dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features),
+                                   fingerprint=uuid.uuid4().hex)
         # text Python cannot decode would stop the loop below with no row named: those rows are set apart first
         undecodable = _undecodable_text(table)
         rows = iter(dataset.select([i for i in range(len(dataset)) if i not in undecodable]) if undecodable else dataset)
@@ -219,7 +223,7 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
     tables, offset = [], 0
     try:
         for file in files:
-            reader = pq.ParquetFile(file)
+            reader = pq.ParquetFile(file, pre_buffer=False)  # (buffering a whole read doubles its memory)
             groups, first = [], None
             for g in range(reader.metadata.num_row_groups):
                 rows = reader.metadata.row_group(g).num_rows
@@ -228,7 +232,8 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
                     first = offset if first is None else first
                 offset += rows
             if groups or not tables and file == files[-1]:  # (none in range: the columns, for the checks below)
-                table = reader.read_row_groups(groups) if groups else reader.schema_arrow.empty_table()
+                table = pa.concat_tables([reader.read_row_group(g) for g in groups]) if groups else \
+                    reader.schema_arrow.empty_table()  # (a group at a time: a whole read holds twice the rows)
                 tables.append((file, table, first or 0))
     except Exception as exc:
         hint = (f"; problem records are parquet: openvlt data convert {path} --out FILE.parquet writes them "
