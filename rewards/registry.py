@@ -42,7 +42,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rewards.call_forms import as_plugin
+from rewards.call_forms import as_plugin, settled
 
 Reward = Callable[..., "float | dict[str, float]"]
 
@@ -278,7 +278,7 @@ def call_reward(spec: str, response: str, ground_truth: str, extra_info: Mapping
     fn = get_reward(spec)
     source = {"data_source": data_source} if getattr(fn, "wants_data_source", False) else {}
     try:
-        out = fn(response, ground_truth, extra_info=dict(extra_info or {}), **source)
+        out = settled(fn(response, ground_truth, extra_info=dict(extra_info or {}), **source))  # (awaited if async)
     except RewardError as exc:
         raise RewardError(f"{where}: {exc}") from exc
     except KeyboardInterrupt:

@@ -32,7 +32,8 @@ def compute_score(reward_inputs: Sequence[Mapping[str, Any]], reward: str = "mat
     ...               workers=0)
     [{'overall': 1.0, 'reward_failed': 0.0}]
     """
-    items = [item(x["response"], x["ground_truth"], x.get("extra_info"), x.get("reward")) for x in reward_inputs]
+    items = [item(x["response"], x["ground_truth"], x.get("extra_info"), x.get("reward"), data_source=x.get("data_source"))
+             for x in reward_inputs]
     results = shared_scorer(workers).score(items, reward, timeout=timeout)
     specs = [x.get("reward") or reward for x in reward_inputs]
     for spec, result in zip(specs, results):  # a failed item early in the batch gets the keys of a later judged one

@@ -42,8 +42,9 @@ def trl_reward(reward: str = "math", *, answer_column: str = "answer", workers: 
             raise KeyError(f"reward {reward!r} needs a {answer_column!r} column; dataset columns: {sorted(columns)}")
         rewards = columns.get("reward") or [None] * len(completions)
         extras = columns.get("extra_info") or [None] * len(completions)
-        items = [item(_text(c), truth, extra, row_reward)
-                 for c, truth, extra, row_reward in zip(completions, columns[answer_column], extras, rewards)]
+        sources = columns.get("data_source") or [None] * len(completions)  # (for a verl-form reward)
+        items = [item(_text(c), truth, extra, row_reward, data_source=source)
+                 for c, truth, extra, row_reward, source in zip(completions, columns[answer_column], extras, rewards, sources)]
         results = shared_scorer(workers).score(items, reward, timeout=timeout)
         return [r.score if r.ok else None for r in results]
 

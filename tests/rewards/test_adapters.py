@@ -227,6 +227,14 @@ def test_verl_passes_the_row_data_source_on_to_a_verl_form_reward_it_names():
     assert failed == {"score": 0.0, "reward_failed": 1.0}
 
 
+def test_trl_and_easyr1_pass_each_rows_data_source_on_to_a_verl_form_reward():
+    rows = ["so #### 72", "so #### 71"]
+    trl = trl_reward("verl.utils.reward_score:default_compute_score", workers=1)
+    assert trl(prompts=["q", "q"], completions=rows, answer=["72", "72"], data_source=["openai/gsm8k"] * 2) == [1.0, 0.0]
+    inputs = [{"response": r, "response_length": 4, "ground_truth": "72", "data_source": "openai/gsm8k"} for r in rows]
+    assert [s["overall"] for s in easyr1_compute_score(inputs, reward="verl.utils.reward_score:default_compute_score")] == [1.0, 0.0]
+
+
 # ---- TRL ------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
 """Finding plugins by one string, and holding them to the contract."""
+import asyncio
 import os
+import re
 import sys
 import textwrap
 import time
@@ -127,13 +129,85 @@ def test_verls_own_scorers_are_plugins_by_their_module_names():
     assert "raised NotImplementedError: Reward function is not implemented for data_source='nobody/knows'" in unknown.error
 
 
-def test_an_async_reward_function_is_awaited():
-    fn = get_reward_from_source("async def score(response, ground_truth, *, extra_info):\n"
-                                "    return float(response == ground_truth)\n", name="score")
-    assert fn("3", "3", extra_info={}) == 1.0 and fn("4", "3", extra_info={}) == 0.0
-    verl_form = get_reward_from_source("async def compute_score(data_source, solution_str, ground_truth, extra_info):\n"
-                                       "    return float(data_source == 'geo')\n")
-    assert verl_form("3", "3", extra_info={}, data_source="geo") == 1.0
+@pytest.mark.parametrize("signature, call", [
+    ("data_source, solution_str, ground_truth=None, extra_info=None", "data_source, solution_str, ground_truth"),
+    ("data_source=None, solution_str=None, ground_truth=None, extra_info=None", "data_source, solution_str, ground_truth"),
+    ("**kwargs", "kwargs['data_source'], kwargs['solution_str'], kwargs['ground_truth']"),
+    ("solution_str, ground_truth, **kwargs", "kwargs['data_source'], solution_str, ground_truth"),
+    ("response, ground_truth, *, extra_info, data_source=''", "data_source, response, ground_truth"),
+])
+def test_every_signature_verl_can_call_gets_its_arguments_by_name(signature, call):
+    """verl calls by keyword: a function it can call is called the same way here, never with the answer in
+    `data_source` because its parameters have defaults (positionally, openvlt's form would fit it too)."""
+    fn = get_reward_from_source(f"def compute_score({signature}):\n    return {{'score': 1.0, 'seen': ({call})}}\n")
+    assert call_reward_with(fn, "the answer", "3", data_source="geo")["seen"] == ("geo", "the answer", "3")
+
+
+def call_reward_with(fn, response, ground_truth, data_source):
+    """What the plugin returned, its notes too (call_reward keeps numbers only)."""
+    return fn(response, ground_truth, extra_info={}, data_source=data_source) if getattr(fn, "wants_data_source", False) \
+        else fn(response, ground_truth, extra_info={})
+
+
+def test_a_pair_functions_tuple_is_its_first_element_and_a_plugin_registered_again_is_not_wrapped_twice():
+    """verl's default_compute_score reads prime_math's (correct, format, answer) as its first element."""
+    fn = get_reward_from_source("def compute_score(solution_str, ground_truth):\n"
+                                "    return (solution_str == ground_truth, True, solution_str)\n")
+    path = sys.modules[fn.__module__].__file__
+    assert call_reward(f"{path}:compute_score", "3", "3", {}) == (1.0, None)
+    assert call_reward(f"{path}:compute_score", "4", "3", {}) == (0.0, None)
+    register("test_verl_alias")(get_reward("verl.utils.reward_score.gsm8k:compute_score"))
+    assert call_reward("test_verl_alias", "#### 7", "7", {}) == (1.0, None)
+
+
+def test_a_callable_fitting_no_form_is_refused_by_name_whatever_it_is():
+    import functools
+
+    class Judge:
+        def __call__(self, response):
+            return 1.0
+
+    for fn, label in ((Judge(), "Judge(response)"), (functools.partial(lambda a, b, c, d: 1.0, 1, 2, 3), "partial(d)")):
+        with pytest.raises(TypeError, match=rf"must accept .*; its signature is {re.escape(label)}"):
+            register("test_refused_callable")(fn)
+
+
+ASYNC_JUDGE = """
+import asyncio
+
+_loop = None  # what a kept client (httpx.AsyncClient) is bound to: the loop of its first request
+
+
+async def score(response, ground_truth, *, extra_info):
+    global _loop
+    _loop = _loop or asyncio.get_running_loop()
+    if asyncio.get_running_loop() is not _loop:
+        raise RuntimeError("Event loop is closed")
+    await asyncio.sleep(0)
+    return float(response == ground_truth)
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info):
+    return float(data_source == "geo")
+"""
+
+
+def test_an_async_reward_is_awaited_on_one_loop_in_workers_and_inside_a_running_event_loop():
+    """A kept client stays on its loop from item to item, and a caller inside an event loop (a notebook,
+    `workers=0`) can still score an async reward."""
+    from rewards import score_batch
+
+    fn = get_reward_from_source(ASYNC_JUDGE, name="score")
+    path = sys.modules[fn.__module__].__file__
+    assert [fn(r, "3", extra_info={}) for r in ("3", "4", "3")] == [1.0, 0.0, 1.0]
+    items = [{"response": r, "ground_truth": "3", "data_source": "geo"} for r in ("3", "4", "3")]
+    assert [r.score for r in score_batch(items, reward=f"{path}:score", workers=1, timeout=10)] == [1.0, 0.0, 1.0]
+
+    async def in_a_notebook():
+        return [r.score for r in score_batch(items, reward=f"{path}:score", workers=0)], \
+            call_reward(f"{path}:compute_score", "3", "3", {}, data_source="geo")
+
+    assert asyncio.run(in_a_notebook()) == ([1.0, 0.0, 1.0], (1.0, None))
 
 
 def test_file_spec(tmp_path):
