@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -413,7 +414,8 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
     """The Python files a spec names (``path/file.py:function`` terms, in a composition too), absolute
     (a relative one found in ``base``, a data file's folder, is taken from there, as `canonical_spec`
     does), and a module spec's own file (``my_rewards:judge``) found on ``sys.path``: what to fingerprint to
-    see that a plugin was edited, and an entry point's module file (an upgraded package changes it).
+    see that a plugin was edited, and an entry point's module file; for a module of an installed package,
+    its distribution's METADATA too (an upgraded package changes its version there).
     Registered names and the built-in modules name no file.
 
     >>> plugin_files("0.9*math+0.1*/tmp/mine.py:score")
@@ -427,10 +429,31 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
         if where.endswith(".py"):
             files.append(where)
         elif where and part not in _registry:  # a module spec
-            files.append(_module_file(where))
+            files += [_module_file(where), _installed_metadata(where)]
         elif not where and not (part in _registry and _built_in(_registry[part])):  # maybe an entry point
-            files += [_module_file(ep.module) for ep in _entry_points() if ep.name == part]
+            files += [file for ep in _entry_points() if ep.name == part
+                      for file in (_module_file(ep.module), _installed_metadata(ep.module))]
     return list(dict.fromkeys(file for file in files if file))
+
+
+_distributions = functools.cache(importlib.metadata.packages_distributions)  # (top-level name -> distributions: 80 ms)
+
+
+def _installed_metadata(module: str) -> str | None:
+    """The METADATA file (name and version) of the installed distribution a module comes from, if any: a
+    scorer in an installed package (`verl.utils.reward_score:default_compute_score`) may call modules of it
+    that are not its own file, and upgrading the package changes this file."""
+    top = module.split(".")[0]
+    if top == "rewards" or not top.isidentifier():
+        return None
+    for name in _distributions().get(top, []):
+        try:
+            found = [f for f in importlib.metadata.distribution(name).files or () if f.name == "METADATA"]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if found:
+            return os.path.abspath(str(found[0].locate()))
+    return None
 
 
 def _module_file(module: str) -> str | None:

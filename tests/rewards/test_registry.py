@@ -149,6 +149,18 @@ def call_reward_with(fn, response, ground_truth, data_source):
         else fn(response, ground_truth, extra_info={})
 
 
+def test_a_scorer_in_an_installed_package_is_fingerprinted_with_the_packages_version():
+    """default_compute_score calls math_dapo, gsm8k, ... modules of verl that are not its own file: an upgraded
+    verl is a changed reward, seen in the distribution's METADATA (its name holds the version)."""
+    import importlib.metadata
+
+    files = rewards.registry.plugin_files("verl.utils.reward_score:default_compute_score")
+    assert files[0].endswith("verl/utils/reward_score/__init__.py")
+    assert files[1].endswith(f"verl-{importlib.metadata.version('verl')}.dist-info/METADATA")
+    ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(rewards.__file__))), "data_tools", "toyworld", "reward.py")
+    assert rewards.registry.plugin_files("toyworld") == [ours]  # (an editable install: no METADATA among its files)
+
+
 def test_a_pair_functions_tuple_is_its_first_element_and_a_plugin_registered_again_is_not_wrapped_twice():
     """verl's default_compute_score reads prime_math's (correct, format, answer) as its first element."""
     fn = get_reward_from_source("def compute_score(solution_str, ground_truth):\n"
