@@ -446,7 +446,8 @@ def _installed_metadata(module: str) -> str | None:
     top = module.split(".")[0]
     if top == "rewards" or not top.isidentifier():
         return None
-    for name in _distributions().get(top, []):
+    ours = set(_distributions().get("rewards", []))  # (openvlt's own: its built-in rewards are no input either)
+    for name in [name for name in _distributions().get(top, []) if name not in ours]:
         try:
             found = [f for f in importlib.metadata.distribution(name).files or () if f.name == "METADATA"]
         except importlib.metadata.PackageNotFoundError:

@@ -158,7 +158,7 @@ def test_a_scorer_in_an_installed_package_is_fingerprinted_with_the_packages_ver
     assert files[0].endswith("verl/utils/reward_score/__init__.py")
     assert files[1].endswith(f"verl-{importlib.metadata.version('verl')}.dist-info/METADATA")
     ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(rewards.__file__))), "data_tools", "toyworld", "reward.py")
-    assert rewards.registry.plugin_files("toyworld") == [ours]  # (an editable install: no METADATA among its files)
+    assert rewards.registry.plugin_files("toyworld") == [ours]  # (openvlt's own package: not its version)
 
 
 def test_a_pair_functions_tuple_is_its_first_element_and_a_plugin_registered_again_is_not_wrapped_twice():
