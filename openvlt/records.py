@@ -185,8 +185,11 @@ def read_records(
         features = datasets.Features.from_arrow_schema(table.schema)  # images as bytes, not decoded: named, not
         features["images"] = datasets.List(datasets.Image(decode=False))  # cast (a cast copies every image)
         # (a fingerprint given: `datasets` would hash the whole table, images and all, to make one)
-        dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features),
-                                   fingerprint=uuid.uuid4().hex)
+        try:
+            dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features),
+                                       fingerprint=uuid.uuid4().hex)
+        except ValueError as exc:  # (a type `datasets` has no feature for)
+            raise RecordError(path, None, None, f"its columns cannot be read as a data set: {exc}") from exc
         # text Python cannot decode would stop the loop below with no row named: those rows are set apart first
         undecodable = _undecodable_text(table)
         rows = iter(dataset.select([i for i in range(len(dataset)) if i not in undecodable]) if undecodable else dataset)
@@ -232,8 +235,8 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
                     first = offset if first is None else first
                 offset += rows
             if groups or not tables and file == files[-1]:  # (none in range: the columns, for the checks below)
-                table = pa.concat_tables([reader.read_row_group(g) for g in groups]) if groups else \
-                    reader.schema_arrow.empty_table()  # (a group at a time: a whole read holds twice the rows)
+                table = pa.concat_tables([reader.read_row_groups(batch) for batch in _batches_of(reader, groups)]) \
+                    if groups else reader.schema_arrow.empty_table()  # (a batch at a time: a whole read holds twice the rows)
                 tables.append((file, table, first or 0))
     except Exception as exc:
         hint = (f"; problem records are parquet: openvlt data convert {path} --out FILE.parquet writes them "
@@ -251,6 +254,20 @@ def _read_rows(files: list[str], path: Path, start: int, stop: int | None) -> tu
     begin = tables[0][2]  # the set's row number of the table's first row
     end = offset if stop is None else min(stop, offset)
     return table.slice(min(start, offset) - begin if table.num_rows else 0, max(0, end - min(start, offset))), offset
+
+
+def _batches_of(reader: pq.ParquetFile, groups: list[int], limit: int = 64 * 2**20) -> list[list[int]]:
+    """Row groups in runs of about `limit` bytes: read one run at a time, a read's buffers stay small, and
+    a file of tiny row groups (one row each) is not read as thousands of one-row chunks."""
+    batches: list[list[int]] = [[]]
+    size = 0
+    for g in groups:
+        if batches[-1] and size >= limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(g)
+        size += reader.metadata.row_group(g).total_byte_size
+    return batches
 
 
 def _add_optional_columns(table: pa.Table, path: Path, reward: str | None) -> pa.Table:
@@ -571,7 +588,10 @@ def _normalise_images(table: pa.Table, path: Path) -> pa.Table:
     structs = item is not None and pa.types.is_struct(item) and item.get_field_index("bytes") >= 0
     if item is not None and item.equals(_IMAGE_STRUCT) and table.column("images").null_count == 0 and not any(
             chunk.flatten().field("bytes").null_count for chunk in table.column("images").chunks):
-        return table
+        if pa.types.is_list(kind):
+            return table  # (a large list, as `datasets` writes `LargeList(Image())`: its offsets made a list's)
+        return table.set_column(table.schema.get_field_index("images"), "images",
+                                table.column("images").cast(pa.list_(_IMAGE_STRUCT)))
     if item is None or not (structs or _is_text(item) or pa.types.is_binary(item) or pa.types.is_large_binary(item)):
         raise RecordError(path, None, None, f"column 'images' has type {kind}; expected a list of images "
                           "(encoded bytes, {bytes, path} structs or file paths)")

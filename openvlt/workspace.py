@@ -301,9 +301,9 @@ class Workspace:
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
         for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
             _remove_stale_temporaries(final.parent, [final.name, p.name])
-        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()},
-                     "by_size": {n: _by_size(Path(i["path"]), i["hash"]) for n, i in entry["inputs"].items()}}
-        _keep_only_work_made_from(made_from, key, scratch, list(partial.values()))
+        made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        _keep_only_work_made_from(made_from, key, scratch, list(partial.values()),
+                                  by_size=lambda n: _by_size(Path(entry["inputs"][n]["path"]), entry["inputs"][n]["hash"]))
         self._check_outputs_replaceable(key, finals)  # (after: saved work made otherwise is gone, and no reason to skip it)
         for p in partial.values():
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -435,12 +435,13 @@ class Workspace:
         atomic_write(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
 
 
-def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path, partials: list[Path]) -> None:
+def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path, partials: list[Path],
+                              by_size: Callable[[str], str | None] = lambda name: None) -> None:
     """An interrupted attempt's saved work (chunks, checkpoints, partial outputs) is reused only when it
     was made from the same recipe and inputs: after `--force` with new values, or a `--redo` that
     changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
     stamp = scratch / "made_from.json"
-    differences = _work_differences(json.loads(stamp.read_text()), made_from) if stamp.exists() else []
+    differences = _work_differences(json.loads(stamp.read_text()), made_from, by_size) if stamp.exists() else []
     if stamp.exists() and not differences:
         return
     left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
@@ -632,15 +633,16 @@ def _same_content(recorded: str | None, now: str | None) -> bool:
                                and now.split("+")[0] == recorded)
 
 
-def _work_differences(stamp: dict[str, Any], made_from: dict[str, Any]) -> list[str]:
+def _work_differences(stamp: dict[str, Any], made_from: dict[str, Any],
+                      by_size: Callable[[str], str | None] = lambda name: None) -> list[str]:
     """How saved work stamped `stamp` was made otherwise than `made_from` says this attempt would make
-    it ([]: the same recipe and inputs), in words for the message that throws it away."""
+    it ([]: the same recipe and inputs), in words for the message that throws it away. `by_size(name)`: the
+    input's fingerprint as it was taken before files over 64 MiB were sampled (asked only on a difference)."""
     old, new = stamp.get("inputs", {}), made_from["inputs"]
     added = {name for name in new.keys() - old.keys() if new[name] is None}  # recorded since, with nothing to compare
     differences = ["other recipe values"] if stamp.get("recipe") != made_from["recipe"] else []
-    by_size = made_from.get("by_size", {})  # (saved before files over 64 MiB were sampled: compared by size)
     changed = [name for name in old if name in new and not _same_content(old[name], new[name])
-               and not _same_content(old[name], by_size.get(name))]
+               and not _same_content(old[name], by_size(name))]  # (saved before files over 64 MiB were sampled)
     changed += [name for name in (old.keys() ^ new.keys()) - added]
     if changed:
         differences.append(f"{'another' if len(changed) == 1 else 'other'} {', '.join(sorted(changed))} "
