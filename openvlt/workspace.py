@@ -369,8 +369,8 @@ class Workspace:
                 continue
             old = recorded[name]["hash"]
             now = self._input_entry(value, images="+" in (old or ""))["hash"]  # (a hash from before images were
-            path = value.path if isinstance(value, DataRef) else value  # fingerprinted: the file alone)
-            if _same_content(old, now) or _same_content(old, _by_size(Path(path), now)):
+            path = value.path if isinstance(value, DataRef) else value         # fingerprinted: the file alone)
+            if _same_content(old, now) or _same_content(old, _by_size(Path(path), now)):  # (or large files sampled)
                 continue
             if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
                 changed.append(f"{name} ({path}: {self._changed_images(value)})")
@@ -570,7 +570,7 @@ def _by_size(path: Path, now: str | None) -> str | None:
         return None
     if not large:
         return None
-    head, plus, images = now.partition("+")  # type: ignore[union-attr]
+    _, plus, images = now.partition("+")  # type: ignore[union-attr]
     return f"{fingerprint(path, sampled=False)}{plus}{images}"
 
 

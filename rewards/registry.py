@@ -4,8 +4,9 @@ A reward plugin is a plain function::
 
     def score(response: str, ground_truth: str, *, extra_info: dict) -> float | dict
 
-(verl's ``compute_score(data_source, solution_str, ground_truth, extra_info)`` and a plain
-``(response, ground_truth)`` function are plugins too, called through :mod:`rewards.call_forms`.) A dict holds a float ``score`` plus named components (``{"score": 0.9, "math": 1.0, ...}``).
+A dict holds a float ``score`` plus named components (``{"score": 0.9, "math": 1.0, ...}``). verl's
+``compute_score(data_source, solution_str, ground_truth, extra_info)`` and a plain ``(response, ground_truth)``
+function are plugins too, called through :mod:`rewards.call_forms`.
 
 One string names a reward everywhere (the ``reward`` column of a problem record, a recipe,
 ``--reward`` on the CLI, ``extra_info["reward"]`` for verl). :func:`get_reward` accepts:
