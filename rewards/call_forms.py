@@ -80,11 +80,7 @@ def _adapted(fn: Callable[..., Any], call: Callable[[str, str, dict, str], Any],
         out = settled(call(response, ground_truth, extra_info, data_source))
         return out[0] if first_of_tuple and isinstance(out, (tuple, list)) and out else out
 
-    try:
-        functools.update_wrapper(plugin, fn)
-    except AttributeError:  # (an object functools cannot copy every attribute of)
-        pass
-    plugin.__wrapped__ = fn  # type: ignore[attr-defined]  # (its own file and line, for errors)
+    functools.update_wrapper(plugin, fn)  # (and `__wrapped__`: errors name its own file and line)
     plugin._openvlt_form = True  # type: ignore[attr-defined]
     plugin.wants_data_source = wants_data_source  # type: ignore[attr-defined]
     return plugin

@@ -430,11 +430,15 @@ def plugin_files(spec: str, base: str | os.PathLike | None = None) -> list[str]:
         if where.endswith(".py"):
             files.append(where)
         elif where and part not in _registry:  # a module spec
-            files += [_module_file(where), _installed_metadata(where)]
+            files += _code_of(where)
         elif not where and not (part in _registry and _built_in(_registry[part])):  # maybe an entry point
-            files += [file for ep in _entry_points() if ep.name == part
-                      for file in (_module_file(ep.module), _installed_metadata(ep.module))]
+            files += [file for ep in _entry_points() if ep.name == part for file in _code_of(ep.module)]
     return list(dict.fromkeys(file for file in files if file))
+
+
+def _code_of(module: str) -> list[str | None]:
+    """A module's own file and its installed package's METADATA (either None when there is none)."""
+    return [_module_file(module), _installed_metadata(module)]
 
 
 _distributions = functools.cache(importlib.metadata.packages_distributions)  # (top-level name -> distributions: 80 ms)
@@ -444,11 +448,8 @@ def _installed_metadata(module: str) -> str | None:
     """The METADATA file (name and version) of the installed distribution a module comes from, if any: a
     scorer in an installed package (`verl.utils.reward_score:default_compute_score`) may call modules of it
     that are not its own file, and upgrading the package changes this file."""
-    top = module.split(".")[0]
-    if top == "rewards" or not top.isidentifier():
-        return None
     ours = set(_distributions().get("rewards", []))  # (openvlt's own: its built-in rewards are no input either)
-    for name in [name for name in _distributions().get(top, []) if name not in ours]:
+    for name in [name for name in _distributions().get(module.split(".")[0], []) if name not in ours]:
         try:
             found = [f for f in importlib.metadata.distribution(name).files or () if f.name == "METADATA"]
         except importlib.metadata.PackageNotFoundError:

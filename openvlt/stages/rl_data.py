@@ -55,7 +55,8 @@ def select_rl_problems(
         # wrong answer; a problem with no judged sample has no rate and is left out (counted as `unjudged`)
         chunk_rates = [mean_or_none([judge.is_correct(r) for r in rs if r.ok]) for rs in chunk_verdicts]
         kept += [{**p, "pass_rate": rate} for p, rate in zip(chunk, chunk_rates) if rate is not None and min_pass < rate < max_pass]
-        verdicts, rates = verdicts + chunk_verdicts, rates + chunk_rates
+        verdicts += chunk_verdicts
+        rates += chunk_rates
         if max_problems is not None and len(kept) >= max_problems:
             chunks.close()
             break
