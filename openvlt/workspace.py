@@ -363,15 +363,18 @@ class Workspace:
         (files over 64 MiB are compared by size and spread blocks: see `fingerprint`)."""
         recorded = self.manifest["stages"].get(key, {}).get("inputs", {})
         given = inputs if inputs is not None else {name: _recorded_input(entry) for name, entry in recorded.items()}
-        changed = []
+        changed, sampled_now = [], False
         for name, value in given.items():
             if name not in recorded:
                 continue
             old = recorded[name]["hash"]
             now = self._input_entry(value, images="+" in (old or ""))["hash"]  # (a hash from before images were
             path = value.path if isinstance(value, DataRef) else value         # fingerprinted: the file alone)
-            if _same_content(old, now) or _same_content(old, _by_size(Path(path), now)):  # (or large files sampled)
+            if _same_content(old, now):
                 continue
+            if _same_content(old, _by_size(Path(path), now)):  # recorded before files over 64 MiB were sampled: the
+                recorded[name]["hash"] = sampled_now = now       # sampled hash from now on, so a later same-size
+                continue                                         # swap is seen (the first one, before, could not be)
             if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
                 changed.append(f"{name} ({path}: {self._changed_images(value)})")
             else:
@@ -387,6 +390,8 @@ class Workspace:
                 if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
                     changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
                                    "a relative plugin path is read from the folder the command runs in)")
+        if sampled_now:
+            self._save()
         return changed
 
     def _changed_images(self, ref: DataRef) -> str:

@@ -497,8 +497,8 @@ def test_a_complete_stage_whose_input_changed_is_not_silently_skipped(tmp_path, 
 
 def test_a_weight_shard_over_64_mib_replaced_by_one_of_the_same_size_is_a_changed_input(tmp_path, toyworld_dir, tiny_student):
     """Downloading a newer revision of a model into the same folder keeps every shard's size: its content is
-    sampled, not its size alone. A stage recorded when such files were compared by size still resumes, and
-    so does an interrupted stage's saved work."""
+    sampled, not its size alone. A stage recorded when such files were compared by size still resumes (and is
+    recorded sampled from then on), and so does an interrupted stage's saved work."""
     from openvlt.workspace import _keep_only_work_made_from, fingerprint
 
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
@@ -527,6 +527,12 @@ def test_a_weight_shard_over_64_mib_replaced_by_one_of_the_same_size_is_a_change
     manifest_path.write_text(json.dumps(recorded))
     with Workspace.open(recipe) as ws:
         stage(ws)  # nothing to tell the content by: skipped, as before
+    assert runs == [1]
+    upgraded = json.loads(manifest_path.read_text())["stages"]["iter_1/sft"]["inputs"]["model"]["hash"]
+    assert upgraded == fingerprint(model)  # ... and recorded as sampled from now on: the next same-size swap is seen
+    shard.write_bytes(os.urandom(65 * 2**20))
+    with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"its input model \(.*model\) changed since it ran"):
+        stage(ws)
     assert runs == [1]
 
     scratch = tmp_path / "scratch"  # an interrupted stage's saved work, stamped with a size-only hash
