@@ -123,7 +123,7 @@ def write_records(
     name, then renamed), so a crash never leaves a half-written record file behind.
     """
     path = Path(path)
-    good, bad, seen = [], [], set()
+    good, bad, seen, numbers = [], [], set(), []
     for index, row in enumerate(rows):
         try:
             stored = _to_storage(row)
@@ -137,11 +137,12 @@ def write_records(
             continue
         seen.add(stored["id"])
         good.append(stored)
+        numbers.append(index)
     if bad and not skip_bad_rows:
         raise _bad_rows_error(path, bad)
     if bad:
         _quarantine(bad, path, quarantine_path)
-    features = _features(good)
+    features = _features(good, path, numbers)
     path.parent.mkdir(parents=True, exist_ok=True)
     with writing(path) as tmp, pq.ParquetWriter(str(tmp), schema=features.arrow_schema) as writer:
         for start in range(0, max(len(good), 1), _WRITE_BATCH):  # a batch at a time: one copy of the images is held,
@@ -673,8 +674,9 @@ def _from_storage(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _features(rows: list[dict[str, Any]]) -> datasets.Features:
-    """Core columns typed explicitly; extra columns inferred by `datasets` from the rows."""
+def _features(rows: list[dict[str, Any]], path: Path, numbers: list[int]) -> datasets.Features:
+    """Core columns typed explicitly; extra columns inferred by `datasets` from the rows (`numbers`: their
+    row numbers as the caller gave them, for an error about a column that holds values of two types)."""
     core = {
         **{name: datasets.Value("string") for name in _STRING_COLUMNS},
         "images": datasets.List(datasets.Image()),
@@ -683,8 +685,47 @@ def _features(rows: list[dict[str, Any]]) -> datasets.Features:
     extra_names = list(dict.fromkeys(k for r in rows for k in r if k not in core))
     if not extra_names:
         return datasets.Features(core)
-    inferred = datasets.Dataset.from_list([{k: r.get(k) for k in extra_names} for r in rows]).features
+    try:
+        inferred = _inferred(rows, extra_names)
+    except (pa.ArrowException, TypeError, ValueError):
+        for name in extra_names:
+            _check_one_type(rows, name, path, numbers)
+        raise
     return datasets.Features({**{k: core[k] for k in CORE_COLUMNS}, **inferred})
+
+
+def _inferred(rows: list[dict[str, Any]], names: list[str]) -> datasets.Features:
+    return datasets.Dataset.from_list([{k: r.get(k) for k in names} for r in rows]).features
+
+
+def _check_one_type(rows: list[dict[str, Any]], name: str, path: Path, numbers: list[int]) -> None:
+    """Raise a RecordError naming the first row whose `name` value cannot share a column with the rows'
+    before it (found by halving: a column typed from the first n rows fails from that row on)."""
+    def fails(n: int) -> Exception | None:
+        try:
+            _inferred(rows[:n], [name])
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            return exc
+        return None
+
+    if not fails(len(rows)):
+        return
+    low, high = 0, len(rows)  # fails(low) is None, fails(high) is not
+    while high - low > 1:
+        low, high = (low, (low + high) // 2) if fails((low + high) // 2) else ((low + high) // 2, high)
+    bad, value = high - 1, rows[high - 1].get(name)
+    earlier = next((i for i in range(bad) if rows[i].get(name) is not None), None)
+    if earlier is None:
+        why = f"extra column {name!r} holds {_shown(value)}, a value a parquet column cannot hold ({fails(high)})"
+    else:
+        why = (f"extra column {name!r} holds {_shown(value)} here but {_shown(rows[earlier].get(name))} in "
+               f"{_row_label(numbers[earlier], rows[earlier].get('id'))}: a column holds values of one type ({fails(high)})")
+    raise RecordError(path, numbers[bad], rows[bad].get("id"), why)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def _bad_rows_error(path: Path, bad: list[tuple[int, dict[str, Any], str]]) -> RecordError:

@@ -80,6 +80,22 @@ def test_an_extra_column_only_some_rows_have_is_kept_with_none_elsewhere(tmp_pat
     assert [(r["caption"], r["n_correct"]) for r in back] == [(None, None), ("two", 3), (None, 1)]
 
 
+@pytest.mark.parametrize("values, others, row, shown", [
+    ({150: "hard"}, 1, 150, r"holds str 'hard' here but int 1 in row 0 \(id 'p0'\)"),
+    ({1: {"a": "x"}, 7: {"a": 2}}, None, 7, r"holds dict \{'a': 2\} here but dict \{'a': 'x'\} in row 1 \(id 'p1'\)"),
+    ({4: [1, 2]}, 1, 4, r"holds list \[1, 2\] here but int 1 in row 0"),
+    ({3: object()}, None, 3, r"holds object <object .*>, a value a parquet column cannot hold"),
+])
+def test_an_extra_column_holding_two_types_names_the_column_and_both_rows(tmp_path, values, others, row, shown):
+    """Rows a user builds by hand (or a plugin's extra columns) may hold 1 in one row and "hard" in another;
+    the error names the file, the row, the column and the earlier row it clashes with, and writes nothing."""
+    rows = [record(i, images=[], question="How many?", level=values.get(i, others)) for i in range(200)]
+    with pytest.raises(RecordError, match=rf"r\.parquet, row {row} \(id 'p{row}'\): extra column 'level' {shown}") as err:
+        write_records(rows, tmp_path / "r.parquet", skip_bad_rows=True)
+    assert not list(tmp_path.iterdir())
+    assert err.value.row == row
+
+
 def test_images_given_as_paths_are_read_in(tmp_path):
     path = tmp_path / "img.png"
     path.write_bytes(png((0, 255, 0)))
