@@ -541,15 +541,12 @@ def _by_length(rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
 
 def _rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
     """Rows of a right-padded rollout batch, cut to their longest row, with their images' patches
-    (`pixel_values` is per image, not per row)."""
+    (`pixel_values` holds each prompt's once: `row_patches` and `row_grids` give each row's span)."""
     width = int(batch["attention_mask"][rows].sum(1).max())
     sub = {k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch}
-    if "pixel_values" in batch and int(batch["row_patches"][rows].sum()):  # text-only rows have no patches
-        counts = batch["row_patches"]
-        starts = torch.cumsum(counts, 0) - counts
-        sub["pixel_values"] = torch.cat([batch["pixel_values"][starts[r] : starts[r] + counts[r]] for r in rows.tolist()])
-        grids = batch["row_grids"]
-        sub["image_grid_thw"] = torch.cat([batch["image_grid_thw"][grids[r][0] : grids[r][1]] for r in rows.tolist()])
+    if "pixel_values" in batch and bool((batch["row_patches"][rows].diff(dim=1) > 0).any()):  # (text-only rows: none)
+        for key, spans in (("pixel_values", batch["row_patches"]), ("image_grid_thw", batch["row_grids"])):
+            sub[key] = torch.cat([batch[key][start:end] for start, end in spans[rows].tolist()])
     return sub
 
 

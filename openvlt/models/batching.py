@@ -204,26 +204,35 @@ def encode_rollouts(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Each prompt (encoded once) followed by each of its `rollouts` generated responses (token ids).
 
-    Returns the right-padded batch (plus `row_patches` / `row_grids`, which say which image patches
-    belong to which row), `resp_pos` (B, R): the position in the shifted logits that predicts
-    response token j, and `resp_mask` (B, R): 1 where response token j exists.
+    Returns the right-padded batch, `resp_pos` (B, R): the position in the shifted logits that predicts
+    response token j, and `resp_mask` (B, R): 1 where response token j exists. A prompt's image patches
+    are held once, not once per rollout (at a real image size, 24 MB an image: 8 rollouts would hold 8
+    copies): `row_patches` / `row_grids` (B, 2) give each row's span of `pixel_values` / `image_grid_thw`,
+    which `_rows` of the local backend gathers for a micro-batch.
     """
-    rows, prompt_lens = [], []
+    rows, prompt_lens, row_patches, row_grids, pixels, grids = [], [], [], [], [], []
+    patches = images_so_far = 0
     for i, (prompt, ims) in enumerate(zip(prompts, images)):
         system = systems[i] if systems else None
         enc = _encode(processor, [chat_text(processor, prompt, system)], [ims], padding_side="right")
+        patch_span, grid_span = [patches, patches], [images_so_far, images_so_far]
+        if "pixel_values" in enc:  # (a text-only prompt has none: an empty span)
+            pixels.append(enc.pop("pixel_values"))
+            grids.append(enc.pop("image_grid_thw"))
+            patches, images_so_far = patches + pixels[-1].shape[0], images_so_far + grids[-1].shape[0]
+            patch_span, grid_span = [patch_span[0], patches], [grid_span[0], images_so_far]
         for r in range(rollouts):
             response = torch.tensor([list(responses[i * rollouts + r])], dtype=torch.long)
             if (response == processor.image_token_id).any():
                 raise ValueError("a generated response contains the image placeholder token; the engine must suppress it")
             rows.append(_with_response(enc, response))
             prompt_lens.append(enc["input_ids"].shape[1])
+            row_patches.append(patch_span)
+            row_grids.append(grid_span)
     batch = collate(rows, processor.tokenizer.pad_token_id)
-    if "pixel_values" in batch:
-        batch["row_patches"] = torch.tensor([r["pixel_values"].shape[0] if "pixel_values" in r else 0 for r in rows])
-        grids = torch.tensor([r["image_grid_thw"].shape[0] if "image_grid_thw" in r else 0 for r in rows])  # images per row
-        ends = grids.cumsum(0)
-        batch["row_grids"] = torch.stack([ends - grids, ends], 1)
+    if pixels:
+        batch |= {"pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids),
+                  "row_patches": torch.tensor(row_patches), "row_grids": torch.tensor(row_grids)}
     lengths = torch.tensor([len(r) for r in responses])
     width = max(1, int(lengths.max()))
     j = torch.arange(width)[None, :]

@@ -142,9 +142,21 @@ def test_a_batch_mixing_text_only_and_image_rows_keeps_every_image_in_place(engi
             assert torch.allclose(logits, alone, atol=1e-4)
     ids = engine.processor.tokenizer("<answer>3</answer>")["input_ids"]
     rollouts, _, _ = encode_rollouts(engine.processor, ["What is 2 + 1?", p["question"]], [[], p["images"]], [ids, ids[:2]], 1)
-    assert rollouts["row_patches"].tolist() == [0, image_row["pixel_values"].shape[0]]
+    n = image_row["pixel_values"].shape[0]
+    assert rollouts["row_patches"].tolist() == [[0, 0], [0, n]]  # each row's span of the patches
     assert "pixel_values" not in _rows(rollouts, torch.tensor([0]))  # a micro-batch of text-only rows
     assert torch.equal(_rows(rollouts, torch.tensor([1, 0]))["pixel_values"], image_row["pixel_values"])
+
+    # 3 rollouts of two image prompts: each prompt's patches held once, each row given its prompt's
+    q = problems[1]
+    three, _, _ = encode_rollouts(engine.processor, [p["question"], q["question"]], [p["images"], q["images"]],
+                                  [ids, ids[:2], ids[:1], ids, ids[:3], ids[:2]], 3)
+    other = encode_examples(engine.processor, [q["question"]], [q["images"]], ["x"])["pixel_values"]
+    assert torch.equal(three["pixel_values"], torch.cat([image_row["pixel_values"], other]))
+    assert torch.equal(_rows(three, torch.tensor([4, 0, 1]))["pixel_values"],
+                       torch.cat([other, image_row["pixel_values"], image_row["pixel_values"]]))
+    assert _rows(three, torch.tensor([5, 2]))["image_grid_thw"].tolist() == [*encode_examples(
+        engine.processor, [q["question"]], [q["images"]], ["x"])["image_grid_thw"].tolist(), *image_row["image_grid_thw"].tolist()]
 
 
 def test_a_trace_that_spells_control_tokens_trains_on_their_characters(engine, problems):
