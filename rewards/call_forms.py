@@ -30,6 +30,7 @@ from typing import Any
 FORMS = ("(response, ground_truth, *, extra_info) [openvlt's], (data_source, solution_str, ground_truth, "
          "extra_info) [verl's custom_reward_function, called by keyword] or (response, ground_truth)")
 _VERL_KEYWORDS = {"data_source": "", "solution_str": "", "ground_truth": "", "extra_info": {}}
+_SERVED_MODEL_KEYWORDS = ("reward_router_address", "reward_model_tokenizer")
 
 
 def as_plugin(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,6 +58,12 @@ def as_plugin(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     if _binds(signature, "response", "ground truth"):
         return _adapted(fn, lambda response, ground_truth, extra_info, data_source: fn(response, ground_truth))
     label = getattr(fn, "__name__", type(fn).__name__)
+    served = [p for p in _SERVED_MODEL_KEYWORDS if p in names and names[p].default is inspect.Parameter.empty]
+    if served:  # verl's reward loop passes these only when it serves a reward model (reward_model.enable)
+        raise TypeError(f"reward {name!r} ({label}{signature}) needs {' and '.join(served)}: it scores with a reward "
+                        "model that verl's reward loop serves, and openvlt serves none (its rewards are functions of "
+                        "the response). Give those parameters a default (None) if it can score without one, or judge "
+                        "with a rule-based reward")
     raise TypeError(f"reward {name!r} must accept {FORMS}; its signature is {label}{signature}")
 
 

@@ -184,6 +184,22 @@ def test_a_callable_fitting_no_form_is_refused_by_name_whatever_it_is():
             register("test_refused_callable")(fn)
 
 
+def test_a_verl_reward_for_a_served_reward_model_is_refused_naming_what_it_needs():
+    """verl's reward loop hands a generative reward model's address to a compute_score that asks for it;
+    openvlt serves no reward model, and says so instead of listing the call forms. With defaults the
+    function is verl's form (it may score without the model)."""
+    source = ("async def compute_score(data_source, solution_str, ground_truth, extra_info, reward_router_address, "
+              "reward_model_tokenizer{}):\n    return float(reward_router_address is None and solution_str == ground_truth)\n")
+    with pytest.raises(RewardError, match=r"needs reward_router_address and reward_model_tokenizer: it scores with a "
+                                          r"reward model that verl's reward loop serves, and openvlt serves none"):
+        get_reward_from_source(source.format(""))
+    with pytest.raises(RewardError, match=r"needs reward_router_address: "):
+        get_reward_from_source(source.format("=None"))
+    fn = get_reward_from_source(source.format("=None").replace("reward_router_address,", "reward_router_address=None,"))
+    path = sys.modules[fn.__module__].__file__
+    assert call_reward(f"{path}:compute_score", "3", "3", {}) == (1.0, None)
+
+
 ASYNC_JUDGE = """
 import asyncio
 
