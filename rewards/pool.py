@@ -389,5 +389,8 @@ _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
-    for pool in list(_live_pools):
-        pool.close()
+    try:
+        for pool in list(_live_pools):
+            pool.close()
+    except KeyboardInterrupt:  # Ctrl-C again while a busy worker is given its second to stop: no traceback; the
+        pass                   # workers die with this process (`die_with_owner`)

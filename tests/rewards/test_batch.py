@@ -320,20 +320,27 @@ OWNER = textwrap.dedent("""
     print(" ".join(str(c.pid) for c in psutil.Process().children()), flush=True)
     if sys.argv[1] == "hang":
         time.sleep(600)
+    if sys.argv[1] == "ctrl-c twice":  # the second while the pools close at exit (waiting on the busy worker)
+        import atexit, os, signal
+        atexit.register(lambda: threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start())
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(600)
 """)
 
 
-@pytest.mark.parametrize("how", ["exit", "sigkill"])
+@pytest.mark.parametrize("how", ["exit", "sigkill", "ctrl-c twice"])
 def test_no_worker_outlives_its_owner(how, tmp_path):
+    """However the owner ends (a second Ctrl-C while it closes its workers at exit: without a traceback)."""
     script = tmp_path / "owner.py"
     script.write_text(OWNER.format(repo=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-    owner = subprocess.Popen([sys.executable, str(script), "exit" if how == "exit" else "hang"],
-                             stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen([sys.executable, str(script), "hang" if how == "sigkill" else how],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = [int(p) for p in owner.stdout.readline().split()]
     assert len(pids) == 3  # two shared workers and one busy in an endless loop
     if how == "sigkill":
         owner.send_signal(signal.SIGKILL)
-    owner.wait(timeout=30)
+    _, stderr = owner.communicate(timeout=30)
+    assert "atexit" not in stderr and stderr.count("KeyboardInterrupt") <= 1, stderr  # (the first one's traceback)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
