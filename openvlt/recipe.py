@@ -534,6 +534,18 @@ def check_values(recipe: Recipe) -> None:
             if config.warmup_steps >= config.steps and (k == 1 or named.startswith("per_iteration")):  # once per setting
                 log.warning("%s: %d warm-up steps of %d: the learning rate reaches %s.lr (%g) at the last step at best, "
                             "and never decays", named, config.warmup_steps, config.steps, stage, config.lr)
+        blank = [m for m in r.select.reflection_markers if not isinstance(m, str) or not m.strip()]
+        if blank:
+            raise RecipeError(f"{where('select.reflection_markers')}: {blank[0]!r} is not a marker (an empty or blank one "
+                              "would cut every trace at its first space)")
+        for stage, role, more in (("distill", "reasoner", "distill.samples"), ("regenerate", "student", "regenerate.samples"),
+                                  ("regenerate", "student", "regenerate.retries")):
+            greedy = not value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (it ignores it)
+            if greedy and value(more) > (1 if more.endswith("samples") else 0):
+                raise RecipeError(f"{where_set(f'{stage}.temperature', more)}: {stage}.temperature 0 decodes greedily, so "
+                                  f"{more}={value(more)} would only repeat one {role}'s answer (as many times over): set a "
+                                  f"temperature above 0" + (
+                                      f", or {more}: 1" if more.endswith("samples") else f", or {more}: 0"))
         if value("reward.workers") < 1:
             raise RecipeError(f"{where('reward.workers')}: must be >= 1, got {value('reward.workers')} (the loop judges in worker "
                               "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")

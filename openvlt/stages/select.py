@@ -128,8 +128,10 @@ def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
     None if there is nothing to cut.
 
     The final answer is what follows `</think>`, else the `<answer>` block, else the last line
-    holding a `\\boxed{}`; a marker that opens the reasoning (`<think>Hmm, ...`) is not a reflection:
-    cutting there would leave no reasoning at all.
+    holding a `\\boxed{}` (from the `\\[` or `$$` that opens it, if it is displayed over several lines).
+    A marker counts where a sentence starts (after `.`, `!`, `?` or a line break): "Wait " inside a quote or
+    "But Wait," is not a reflection. Markers that open the reasoning (`<think>Hmm, Wait, ...`) are how
+    R1-style reasoners start, not reflections: cutting there would leave no reasoning at all.
 
     >>> truncate_at_reflection("<think>2 + 2 = 4. Wait, check: 4.</think> <answer>4</answer>", ["Wait,"])
     '<think>2 + 2 = 4.</think> <answer>4</answer>'
@@ -140,22 +142,51 @@ def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
     elif answer_at != -1:
         reasoning_end, final = answer_at, " " + trace[answer_at:]
     elif boxed != -1:
-        reasoning_end = trace.rfind("\n", 0, boxed) + 1  # the answer's line
+        reasoning_end = _display_opener(trace, trace.rfind("\n", 0, boxed) + 1)  # the answer's line
         final = "\n" + trace[reasoning_end:]
     else:
         return None  # no final answer to keep
     opened = trace.find("<think>", 0, reasoning_end)
-    start = 0 if opened == -1 else opened + len("<think>")
+    start = _after_opening_markers(trace, 0 if opened == -1 else opened + len("<think>"), markers)
     cuts = []
     for marker in markers:
         at = trace.find(marker, start, reasoning_end)
-        if at != -1 and not trace[start:at].strip():  # opens the reasoning: the next one, if any
+        while at != -1 and not (trace[start:at].strip() and _starts_sentence(trace, at)):
             at = trace.find(marker, at + 1, reasoning_end)
         if at != -1:
             cuts.append(at)
     if not cuts:
         return None
     return trace[: min(cuts)].rstrip() + final
+
+
+def _display_opener(trace: str, line: int) -> int:
+    """Where the final answer starts when its `\\boxed` line, at `line`, sits in display math opened on an
+    earlier line (`\\[` ... `\\]`, `$$` ... `$$`): at the opener, so the kept answer has both delimiters."""
+    before = trace[:line]
+    if before.count("\\[") > before.count("\\]"):
+        return before.rfind("\\[")
+    if before.count("$$") % 2:
+        return before.rfind("$$")
+    return line
+
+
+def _after_opening_markers(trace: str, start: int, markers: Sequence[str]) -> int:
+    """Past the markers (and spaces) the reasoning opens with, however many."""
+    while True:
+        at = len(trace) - len(trace[start:].lstrip())
+        marker = next((m for m in markers if m.strip() and trace.startswith(m, at)), None)
+        if marker is None:
+            return start
+        start = at + len(marker)
+
+
+def _starts_sentence(trace: str, at: int) -> bool:
+    """After a line break, or after a space that follows `.`, `!` or `?` (a closing quote or bracket between)."""
+    before = trace[:at]
+    stripped = before.rstrip(" \t")
+    return before.endswith("\n") or stripped != before and (
+        stripped.endswith("\n") or stripped.rstrip("\"')]").endswith((".", "!", "?")))
 
 
 def _same_problem(problem: dict[str, Any], earlier: dict[str, Any]) -> bool:

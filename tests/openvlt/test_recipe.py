@@ -26,6 +26,14 @@ def write(tmp_path, toyworld_dir, tiny_student, **changes) -> Path:
     return path
 
 
+def test_greedy_decoding_with_several_samples_is_refused_only_for_engines_that_decode(tmp_path, toyworld_dir, tiny_student):
+    """The program teacher writes varied traces whatever the temperature; an hf model at temperature 0 repeats one."""
+    roles = {**MINIMAL["roles"], "reasoner": {"engine": "program", "model": "toyworld-reasoner"}}
+    recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, roles=roles, distill={"temperature": 0, "samples": 4}))
+    assert recipe.distill.samples == 4
+    load_recipe(write(tmp_path, toyworld_dir, tiny_student, distill={"temperature": 0, "samples": 1}))
+
+
 def test_every_recipe_in_the_repo_loads():
     recipes = sorted((REPO / "recipes").glob("*.yaml"))
     assert recipes, "no recipes found"
@@ -85,6 +93,11 @@ def test_embedded_default_is_fully_offline_and_self_building():
          "per_iteration.2.backend.options.dtype: must be one of float32, got 'fp16'"),
         ({"prepare": {"toyworld": {"n_trian": 5}}}, "unknown recipe key 'prepare.toyworld.n_trian'; did you mean 'prepare.toyworld.n_train'?"),
         ({"distill": {"samples": 0}}, "distill.samples: must be >= 1, got 0"),
+        ({"select": {"reflection_markers": ["Wait,", " "]}}, "select.reflection_markers: ' ' is not a marker (an empty or blank"),
+        ({"distill": {"temperature": 0}}, "distill.temperature: distill.temperature 0 decodes greedily, so distill.samples=4 "
+                                          "would only repeat one reasoner's answer"),
+        ({"per_iteration": {2: {"regenerate": {"temperature": 0, "samples": 1, "retries": 2}}}},
+         "per_iteration.2.regenerate.temperature: regenerate.temperature 0 decodes greedily, so regenerate.retries=2 would"),
         ({"per_iteration": {2: {"sft": {"batch_size": 0}}}}, "per_iteration.2.sft.batch_size: must be >= 1, got 0"),
         ({"grpo": {"rollouts": 1}}, "grpo.rollouts: GRPO compares rollouts within a group: at least 2, got 1"),
         ({"reward": {"workers": 0}}, "reward.workers: must be >= 1, got 0 (the loop judges in worker processes"),

@@ -213,10 +213,23 @@ def test_select_stops_naming_why_when_it_keeps_no_problem_or_judges_no_trace(dis
         ("2 + 2 = 4. Wait, check: 4.\nThe answer is \\boxed{4}.", "2 + 2 = 4.\nThe answer is \\boxed{4}."),
         ("2 + 2 = 4. Wait, so \\boxed{4}.", None),  # the answer's line is the whole trace
         ("2 + 2 = 4. Wait, check: 4.", None),  # no final answer to keep
+        # displayed over several lines: the kept answer keeps the delimiter that opens it
+        ("2 + 2 = 4. Wait, check: 4.\nSo:\n\\[\n\\boxed{4}\n\\]", "2 + 2 = 4.\n\\[\n\\boxed{4}\n\\]"),
+        ("2 + 2 = 4. Wait, check: 4.\n$$\n\\boxed{4}\n$$", "2 + 2 = 4.\n$$\n\\boxed{4}\n$$"),
+        ("$$a$$ 2 + 2 = 4. Wait, check.\n\\boxed{4}", "$$a$$ 2 + 2 = 4.\n\\boxed{4}"),
+        # a marker counts where a sentence starts: not in a quote, not after "But", not glued to a word
+        ('<think>A sign reads "Wait Time: 4 min", so 4.</think> <answer>4</answer>', None),
+        ("<think>2 + 2 = 4. But Wait, check: 4.</think> <answer>4</answer>", None),
+        ("<think>Count: 4. Await, no.</think> <answer>4</answer>", None),
+        ("<think>It is 4.\nWait, check: 4.</think> <answer>4</answer>", "<think>It is 4.</think> <answer>4</answer>"),
+        ('<think>He said "4." Wait, yes.</think> <answer>4</answer>', '<think>He said "4."</think> <answer>4</answer>'),
+        # several markers opening the reasoning are all its opening
+        ("<think>Hmm, Wait, the sum. 2 + 2 = 4.</think> <answer>4</answer>", None),
+        ("<think>Hmm,\nWait, the sum. 4. Wait, yes.</think> <answer>4</answer>", "<think>Hmm,\nWait, the sum. 4.</think> <answer>4</answer>"),
     ],
 )
 def test_truncate_at_reflection(trace, cut):
-    assert truncate_at_reflection(trace, ["Wait,", "But wait"]) == cut
+    assert truncate_at_reflection(trace, ["Wait,", "Wait ", "But wait", "Hmm,"]) == cut
 
 
 def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path):
