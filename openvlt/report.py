@@ -25,7 +25,8 @@ from openvlt.workspace import format_seconds, quarantine_file
 log = logging.getLogger(__name__)
 
 _YIELD_KEYS = ("in", "traces", "correct_traces", "trace_yield", "out", "problem_yield", "no_correct", "too_long",
-               "truncated", "truncation_rejected", "kept_previous", "previous_other_problem", "quarantined", "reward_errors", "reward_timeouts")
+               "truncated", "truncation_rejected", "kept_previous", "previous_other_problem",
+               "previous_rejected", "quarantined", "reward_errors", "reward_timeouts")
 
 
 def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:

@@ -15,7 +15,8 @@ for the problem), that iteration's `verdicts` and `n_correct`, and the caption t
 With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose new traces is
 accepted (none correct, none short enough, or none judged) keeps the row selected for it in the
 previous iteration, lineage and all (its trace as that iteration cut it, or not), so the curriculum
-does not shrink to the problems the model already solves. Only a row for the same problem is kept:
+does not shrink to the problems the model already solves, if this iteration would accept it too (its
+reward judges it again, keeping it unless it says wrong, and its length cap applies; else `previous_rejected`). Only a row for the same problem is kept:
 same id, question, answer and images (two data files may both number their problems p0, p1, ...); a
 row whose id now names another problem is counted as `previous_other_problem`.
 
@@ -72,30 +73,30 @@ def select_traces(
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
     if previous is not None:
-        yields["kept_previous"] = yields["previous_other_problem"] = 0
+        yields |= {"kept_previous": 0, "previous_other_problem": 0, "previous_rejected": 0}
+    correct = [[j for j, r in enumerate(results) if judge.is_correct(r)] for results in verdicts]
+    written = [{j: cuts.get((i, j)) or problem["traces"][j] for j in correct[i]}  # the trace SFT trains on: cut if accepted
+               for i, problem in enumerate(traced)]
+    fitting = [[j for j in correct[i] if max_tokens is None or count_tokens(written[i][j]) <= max_tokens]
+               for i in range(len(traced))]
+    fallback, rejudged = _previous_rows(traced, fitting, earlier, yields, judge, max_tokens, count_tokens)
     for i, (problem, results) in enumerate(zip(traced, verdicts)):
-        correct = [j for j, r in enumerate(results) if judge.is_correct(r)]
-        written = {j: cuts.get((i, j)) or problem["traces"][j] for j in correct}  # the trace SFT trains on: cut if accepted
-        fitting = [j for j in correct if max_tokens is None or count_tokens(written[j]) <= max_tokens]
         record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
-        if fitting:
-            chosen = _choose(fitting, problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
-            rows.append({**record, "response": written[chosen], "sample_index": chosen, "n_correct": len(correct),
+        if fitting[i]:
+            chosen = _choose(fitting[i], problem["traces"], policy, random.Random(f"{seed}/{problem['id']}"))
+            rows.append({**record, "response": written[i][chosen], "sample_index": chosen, "n_correct": len(correct[i]),
                          "selected_in": label})
             if (i, chosen) in cuts:
                 yields["truncated" if cuts[i, chosen] else "truncation_rejected"] += 1
             continue
-        kept = earlier.get(problem["id"])
-        if kept is not None and not _same_problem(problem, kept):  # the id reused by another data file
-            yields["previous_other_problem"] += 1
-            kept = None
+        kept = fallback.get(i)
         if kept is not None:  # wrong, too long or unjudged this time: the verified trace of last time stays
             yields["kept_previous"] += 1
             rows.append({**record, **{key: kept.get(key) for key in _LINEAGE}})
         elif results and all(not r.ok for r in results):
             quarantined.append({"id": problem["id"], "reason": f"reward {results[0].reward!r} could not judge any trace: "
                                 f"{results[0].status}: {results[0].error}"})
-        elif correct:
+        elif correct[i]:
             yields["too_long"] += 1
         else:
             yields["no_correct"] += 1
@@ -119,8 +120,33 @@ def select_traces(
     return {
         "in": len(traced), "out": len(rows), "traces": traces, "correct_traces": correct_traces,
         "trace_yield": correct_traces / max(traces, 1), "problem_yield": len(rows) / max(len(traced), 1),
-        **yields, "quarantined": len(quarantined), **count_failures([*verdicts, *cut_verdicts]),
+        **yields, "quarantined": len(quarantined), **count_failures([*verdicts, *cut_verdicts, rejudged]),
     }
+
+
+def _previous_rows(traced, fitting, earlier, yields, judge, max_tokens, count_tokens) -> tuple[dict[int, dict], list]:
+    """The previous iteration's row for each problem with no acceptable new trace, where there is one for the
+    same problem that this iteration would accept too: not judged wrong by this iteration's reward (a stricter
+    `correct_at`, another plugin; a reward that fails on it leaves the earlier verdict standing, as it does
+    for a problem none of whose new traces is judged) and within its length cap. Those it would not accept
+    are counted as `previous_rejected`; rows whose id now names another problem as `previous_other_problem`."""
+    candidates = {}
+    for i, problem in enumerate(traced):
+        kept = None if fitting[i] else earlier.get(problem["id"])
+        if kept is not None and not _same_problem(problem, kept):  # the id reused by another data file
+            yields["previous_other_problem"] += 1
+        elif kept is not None:
+            candidates[i] = kept
+    if not candidates:
+        return {}, []
+    results = score_responses([traced[i] for i in candidates], [[kept["response"]] for kept in candidates.values()], judge)
+    accepted = {}
+    for (i, kept), (result,) in zip(candidates.items(), results):
+        if (judge.is_correct(result) or not result.ok) and (max_tokens is None or count_tokens(kept["response"]) <= max_tokens):
+            accepted[i] = kept
+        else:
+            yields["previous_rejected"] += 1
+    return accepted, [r for rs in results for r in rs]
 
 
 def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:

@@ -53,3 +53,10 @@ def verl_form_lenient_half(data_source: str, solution_str: str, ground_truth: st
     if data_source != "toyworld":
         raise ValueError(f"expected the row's data source 'toyworld', got {data_source!r}")
     return lenient_half(solution_str, ground_truth, extra_info=extra_info or {})
+
+
+def right_and_brief(response: str, ground_truth: str, *, extra_info: dict) -> float:
+    """The `<answer>` checked exactly, and only in a response of at most 10 words: a stricter reward than the
+    one that accepted a long trace in an earlier iteration."""
+    answer = response.rsplit("<answer>", 1)[-1].split("</answer>", 1)[0].strip()
+    return float(answer == ground_truth.strip() and len(response.split()) <= 10)

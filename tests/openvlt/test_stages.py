@@ -484,11 +484,22 @@ def test_select_keeps_the_previous_trace_of_a_problem_the_model_no_longer_solves
     assert counts["out"] == 20 and counts["no_correct"] == 20
 
     # right but too long this time, or not judged at all (the plugin fails): the earlier trace stays too
-    too_long = [{**p, "traces": [f"<think>{' x' * 50}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]
-    counts = select_traces(too_long, tmp_path / "long.parquet", previous=list(earlier.values()), max_tokens=20,
+    cap = max(len(r["response"].split()) for r in earlier.values())
+    too_long = [{**p, "traces": [f"<think>{' x' * cap}</think> <answer>{p['answer']}</answer>"]} for p in regenerated]
+    counts = select_traces(too_long, tmp_path / "long.parquet", previous=list(earlier.values()), max_tokens=cap,
                            judge=RewardSettings(workers=1, override="math"))
     assert 0 < counts["kept_previous"] == len(earlier) and counts["too_long"] == len(regenerated) - len(earlier) > 0
     assert {r["id"]: r["response"] for r in read_records(tmp_path / "long.parquet")} == {i: r["response"] for i, r in earlier.items()}
+    # ... unless this iteration would not accept it either: over its cap, or judged wrong by its reward
+    lengths = sorted(len(r["response"].split()) for r in earlier.values())
+    counts = select_traces(too_long, tmp_path / "capped.parquet", previous=list(earlier.values()), max_tokens=lengths[0],
+                           judge=RewardSettings(workers=1, override="math"))
+    over = sum(n > lengths[0] for n in lengths)
+    assert over > 0 and counts["previous_rejected"] == over and counts["kept_previous"] == len(earlier) - over
+    assert all(len(r["response"].split()) <= lengths[0] for r in read_records(tmp_path / "capped.parquet"))
+    counts = select_traces(regenerated, tmp_path / "stricter.parquet", previous=list(earlier.values()),
+                           judge=RewardSettings(workers=1, override=f"{PLUGINS}:right_and_brief"))
+    assert counts["kept_previous"] == 0 and counts["previous_rejected"] == len(carried) and counts["out"] == 20
     unjudged = [{**p, "reward": "math" if i < 20 else f"{PLUGINS}:raises"} for i, p in enumerate(regenerated)]  # fails on the last 20
     counts = select_traces(unjudged, tmp_path / "unjudged.parquet", previous=list(earlier.values()), judge=RewardSettings(workers=1))
     assert counts["kept_previous"] == len(carried) and counts["quarantined"] == 20 - len(carried)
