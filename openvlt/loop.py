@@ -25,6 +25,7 @@ generation adds c, so a resumed stage draws exactly what an uninterrupted one wo
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ from typing import Any, Sequence
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.files import jsonl_rows
-from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
+from openvlt.recipe import DataRef, Recipe, RewardSettings, Role, model_is_here, prepared_paths, text_only_model_error
 from openvlt.records import RecordError, record_files
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace, quarantine_file
@@ -53,7 +54,7 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
         prepare(ws, recipe)
         check_training_data(ws, recipe)
         base = recipe.roles.student.model
-        evaluate(ws, recipe, "base", base)
+        evaluate(ws, recipe, "base", base, recipe.reward)
         previous_grpo = None
         for k in range(1, recipe.iterations + 1):
             r = recipe.for_iteration(k)
@@ -64,10 +65,10 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
                 regenerate(ws, r, k, previous_grpo)
             select(ws, r, k)
             sft_model = sft(ws, r, k, base)
-            evaluate(ws, r, f"iter_{k}/sft", sft_model)
+            evaluate(ws, r, f"iter_{k}/sft", sft_model, recipe.reward)
             rl_data(ws, r, k, sft_model)
             previous_grpo = grpo(ws, r, k, sft_model)
-            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo)
+            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo, recipe.reward)
         summary = write_summary(ws.root, recipe)
         log.info("wrote %s and %s", ws.root / "summary.json", write_report(ws.root, recipe))
         ws.finish()
@@ -281,11 +282,14 @@ def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
     return str(model)
 
 
-def evaluate(ws: Workspace, r: Recipe, where: str, model: str) -> None:
+def evaluate(ws: Workspace, r: Recipe, where: str, model: str, judge: RewardSettings) -> None:
+    """`model` on the held-out sets, judged by the recipe's top-level `judge` (not an iteration's own reward:
+    every checkpoint is measured the same way, as the recipe check holds the other evaluation keys)."""
     from openvlt.stages.evaluate import evaluate_model
 
     out = ws.root / where / "eval.json"
     role = r.roles.evaluator
+    r = dataclasses.replace(r, reward=judge)  # (the iteration's engine options stay: where and how fast it runs)
 
     def body(ctx):
         sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}

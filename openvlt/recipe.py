@@ -1075,6 +1075,10 @@ _NOT_PER_ITERATION = {  # keys an iteration cannot change: they are read once, f
                            "OpenVLThinker; later iterations' data come from the previous GRPO model",
     "roles.evaluator.model": "leave it empty; the evaluator evaluates each checkpoint in turn (set its engine and "
                              "options only)",
+    **{key: "every checkpoint is evaluated the same way: the summary compares the base model and every stage on the "
+            "same problems, prompt and decoding (set it at the top level, then --force --redo '*/evaluate')"
+       for key in ("evaluate.max_problems", "evaluate.temperature", "evaluate.max_tokens", "roles.evaluator.prompt",
+                   "roles.evaluator.system")},
 }
 
 

@@ -494,6 +494,33 @@ def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_every_checkpoint_is_judged_by_the_top_level_reward_whatever_an_iteration_trains_with(reference, tmp_path):
+    """An iteration may judge its own data with another reward (here: every answer right); its checkpoints'
+    held-out accuracy is still judged by the recipe's top-level one, as the base model's was, so the
+    summary compares like with like."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plugins_under_test", PLUGINS)
+    plugins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugins)
+    good = str(reference / "data" / "toyworld" / "train.parquet")
+    data = {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
+            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", iterations=1, data=data,
+                                  reward={"workers": 1, "override": f"{PLUGINS}:raises_on_unclear"},  # the <answer>, exactly
+                                  per_iteration={1: {"reward": {"override": f"{PLUGINS}:lenient"}}})
+    done = run(recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    select = stages(tmp_path / "run")["iter_1/select"]["counts"]
+    assert select["correct_traces"] == select["traces"]  # the iteration's own reward judged its data
+    for where in ("base", "iter_1/sft", "iter_1/grpo"):
+        samples = json.loads((tmp_path / "run" / where / "eval.json").read_text())["sets"]["toyworld"]["samples"]
+        assert [s["score"] for s in samples] == [plugins.raises_on_unclear(s["response"], s["answer"], extra_info={})
+                                                 for s in samples]
+        if where != "base":  # (the untrained student writes blanks)
+            assert any(s["response"].strip() and s["score"] == 0.0 for s in samples)  # (lenient would have taken it)
+
+
 def test_a_held_out_set_shrunk_by_bad_rows_says_so_and_every_set_is_in_the_table(reference, tmp_path):
     """An accuracy over 29 of a file's 32 problems is not the file's accuracy: the run says so once, each
     eval.json records the rows set aside beside `n`, and the final table shows every held-out set."""

@@ -65,6 +65,10 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"grpo": {"lr": [1]}}, "grpo.lr: expected float"),
         ({"regenerate": {"retries": -1}}, "regenerate.retries: must be >= 0, got int -1"),
         ({"per_iteration": {0: {"sft": {"steps": 1}}}}, "per_iteration.0: iterations are numbered from 1"),
+        ({"per_iteration": {2: {"evaluate": {"max_problems": 4}}}}, "per_iteration.2.evaluate.max_problems: every checkpoint is "
+                                                                    "evaluated the same way"),
+        ({"per_iteration": {2: {"roles": {"evaluator": {"prompt": "Q: {question}"}}}}},
+         "per_iteration.2.roles.evaluator.prompt: every checkpoint is evaluated the same way"),
         ({"per_iteration": {2: {"sft": {"setps": 1}}}},
          "unknown recipe key 'per_iteration.2.sft.setps'; did you mean 'per_iteration.2.sft.steps'?"),
         ({"per_iteration": {2: {"grpo": {"lr": "fast"}}}}, "per_iteration.2.grpo.lr: expected float, got str 'fast'"),
