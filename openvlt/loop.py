@@ -262,6 +262,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
         ),
         outputs={"rl": out},
         inputs={"problems": ref, "model": model, **_reward_files(r, rows=(ref,))},
+        filters=("rl_data.min_pass", "rl_data.max_pass", "rl_data.max_problems"),  # widening the band samples nothing again
     )
 
 

@@ -300,20 +300,21 @@ class Recipe:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True).encode()).hexdigest()[:16]
 
-    def work_digest(self) -> str:
+    def work_digest(self, leave_out: Sequence[str] = ()) -> str:
         """The digest of what the stages compute: the recipe without the knobs in `MEMORY_ONLY`, so
         an interrupted stage resumed with `--force` and a smaller micro-batch keeps its checkpoint, and
-        without keys in `ADDED_LATER` at their old behaviour, so an upgrade alone keeps it too."""
+        without keys in `ADDED_LATER` at their old behaviour, so an upgrade alone keeps it too. `leave_out`:
+        keys that only choose among what a stage's saved work holds (rl_data's band among its samples)."""
         resolved = []
         for k in range(1, self.iterations + 1):  # each iteration as it runs, per_iteration applied
             raw = to_dict(self.for_iteration(k))
             raw.pop("per_iteration")
-            for key in (*MEMORY_ONLY, *ADDED_LATER):
+            for key in (*MEMORY_ONLY, *ADDED_LATER, *leave_out):
                 *path, last = key.split(".")
                 node = raw
                 for part in path:
                     node = node[part]
-                if key in MEMORY_ONLY or node.get(last) == ADDED_LATER[key]:
+                if key in MEMORY_ONLY or key in leave_out or node.get(last) == ADDED_LATER[key]:
                     node.pop(last, None)
             resolved.append(rebase_paths(raw, self.run_dir, "{run_dir}"))  # a moved run directory: the same work
         return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]

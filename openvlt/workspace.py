@@ -60,6 +60,7 @@ class Workspace:
         self.root = root
         self.manifest_path = root / "manifest.json"
         self.work_digest: str | None = None  # set by `open`: what the stages compute (Recipe.work_digest)
+        self.recipe: Recipe | None = None  # set by `open`
         self.locked = False  # set by `open`, which holds the run directory's lock until `close`
         self.force = False  # set by `open`: keep complete stages whose inputs changed (with a warning)
         self.manifest: dict[str, Any] = read_manifest(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
@@ -138,7 +139,7 @@ class Workspace:
         ws.manifest.pop("finished", None)  # until this run goes through to the end again
         ws.manifest.pop("stopped", None)  # the last start's data check: made again
         ws.manifest["recipe"], ws.manifest["work"] = recipe.digest(), work
-        ws.work_digest, ws.locked, ws.force = work, True, force
+        ws.work_digest, ws.recipe, ws.locked, ws.force = work, recipe, True, force
         if marked:
             ws._mark_for_redo(" ".join(requests), marked)
         ws._save()
@@ -231,9 +232,12 @@ class Workspace:
         fn: Callable[[StageContext], dict[str, Any]],
         outputs: dict[str, str | Path],
         inputs: dict[str, str | Path | DataRef] | None = None,
+        filters: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Run `fn` as stage `key` unless it is complete; return its counts. `inputs` are files or folders,
-        or slices of data files (whose hash covers the image files the slice names)."""
+        or slices of data files (whose hash covers the image files the slice names). `filters`: recipe keys
+        that only choose among what the stage's saved work holds (rl_data's band among its samples): an
+        interrupted attempt's work is kept when only they changed (--force), not sampled again."""
         finals = {name: Path(p) for name, p in outputs.items()}
         if self.complete(key):
             self._check_inputs_unchanged(key, inputs or {})
@@ -248,7 +252,7 @@ class Workspace:
         crashpoint(f"before:{key}")
         scratch, started = self._scratch(key), time.time()
         try:  # what goes wrong from here on (the stage, a full disk when its outputs are moved) is recorded for `openvlt status`
-            counts, started = self._run_in_place(key, fn, entry, scratch, finals, started)
+            counts, started = self._run_in_place(key, fn, entry, scratch, finals, started, filters)
         except BaseException as exc:  # the rerun runs the stage again
             entry.update(seconds=round(time.time() - started, 2))
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
@@ -295,13 +299,15 @@ class Workspace:
                                  "one; to use what it holds, drop its prepare block and name the files it holds)")
 
     def _run_in_place(self, key: str, fn: Callable[[StageContext], dict[str, Any]], entry: dict[str, Any], scratch: Path,
-                      finals: dict[str, Path], started: float) -> tuple[dict[str, Any], float]:
+                      finals: dict[str, Path], started: float, filters: Sequence[str] = ()) -> tuple[dict[str, Any], float]:
         """Run `fn` on partial outputs (or take what an interrupted attempt finished) and move them into
         place; return its counts and when it started."""
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
         for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
             _remove_stale_temporaries(final.parent, [final.name, p.name])
         made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
+        if filters and self.recipe is not None:  # the work is what the recipe less the filters makes; the choice made
+            made_from |= {"recipe": self.recipe.work_digest(filters), "choice": self.work_digest}  # from it, the whole
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()),
                                   by_size=lambda n: _by_size(Path(entry["inputs"][n]["path"]), entry["inputs"][n]["hash"]))
         self._check_outputs_replaceable(key, finals)  # (after: saved work made otherwise is gone, and no reason to skip it)
@@ -446,8 +452,14 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
     was made from the same recipe and inputs: after `--force` with new values, or a `--redo` that
     changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
     stamp = scratch / "made_from.json"
-    differences = _work_differences(json.loads(stamp.read_text()), made_from, by_size) if stamp.exists() else []
+    saved = json.loads(stamp.read_text()) if stamp.exists() else {}
+    differences = _work_differences(saved, made_from, by_size) if stamp.exists() else []
     if stamp.exists() and not differences:
+        if saved.get("choice") != made_from.get("choice"):  # the same work, chosen among otherwise: what the choice made goes
+            log.info("%s: keeping the interrupted attempt's saved work (only keys that choose among it changed)", key)
+            for p in (scratch / "result.json", *partials):
+                _remove(p)
+            atomic_write(stamp, json.dumps(made_from))
         return
     left = [p for p in (scratch, *partials) if p.exists() and (p != scratch or any(scratch.iterdir()))]
     if left:

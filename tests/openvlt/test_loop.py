@@ -64,6 +64,13 @@ def on_reference_student(reference: Path, tmp_path: Path, run_dir: Path, **chang
     return micro_recipe(tmp_path, run_dir, prepare={}, roles={**roles, "student": student}, **changes)
 
 
+def reference_data(reference: Path, **more_eval: str) -> dict:
+    """The micro recipe's data, read from the reference run's toy world (held-out sets: its test split, and `more_eval`)."""
+    good = str(reference / "data" / "toyworld" / "train.parquet")
+    return {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
+            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet"), **more_eval}}
+
+
 def run(recipe: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("OPENVLT_CRASH_AT", None)
@@ -494,6 +501,23 @@ def test_a_held_out_set_with_no_usable_row_is_named(reference, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("crash_at", ["rl_data:chunk:0", "after:iter_1/rl_data"])
+def test_widening_rl_datas_band_after_an_interrupted_attempt_samples_nothing_again(reference, tmp_path, crash_at):
+    """rl_data's band and max_problems only choose among its judged samples: changed with --force (as its
+    "kept none" error advises), the interrupted attempt's samples are kept, and the choice is made anew,
+    even when that attempt had finished and was killed before it was recorded."""
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", iterations=1, data=reference_data(reference))
+    assert run(recipe, crash_at=crash_at).returncode == -signal.SIGKILL
+    done = run(recipe, "rl_data.max_pass=0.9", "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "iter_1/rl_data: keeping the interrupted attempt's saved work (only keys that choose among it changed)" in done.stderr
+    assert "rl pass rates: 1 of 1 chunks were finished by an interrupted attempt and reused; 0 generated now" in done.stderr
+    kept = read_records(tmp_path / "run" / "iter_1" / "rl.parquet")
+    assert len(kept) == stages(tmp_path / "run")["iter_1/rl_data"]["counts"]["out"] > 0
+    assert all(row["pass_rate"] < 0.9 for row in kept)
+    assert any(row["pass_rate"] >= 0.9 for row in read_records(reference / "iter_1" / "rl.parquet"))  # (the old band's)
+
+
 def test_every_checkpoint_is_judged_by_the_top_level_reward_whatever_an_iteration_trains_with(reference, tmp_path):
     """An iteration may judge its own data with another reward (here: every answer right); its checkpoints'
     held-out accuracy is still judged by the recipe's top-level one, as the base model's was, so the
@@ -503,10 +527,7 @@ def test_every_checkpoint_is_judged_by_the_top_level_reward_whatever_an_iteratio
     spec = importlib.util.spec_from_file_location("plugins_under_test", PLUGINS)
     plugins = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugins)
-    good = str(reference / "data" / "toyworld" / "train.parquet")
-    data = {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
-            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet")}}
-    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", iterations=1, data=data,
+    recipe = on_reference_student(reference, tmp_path, tmp_path / "run", iterations=1, data=reference_data(reference),
                                   reward={"workers": 1, "override": f"{PLUGINS}:raises_on_unclear"},  # the <answer>, exactly
                                   per_iteration={1: {"reward": {"override": f"{PLUGINS}:lenient"}}})
     done = run(recipe)
@@ -524,10 +545,7 @@ def test_every_checkpoint_is_judged_by_the_top_level_reward_whatever_an_iteratio
 def test_a_held_out_set_shrunk_by_bad_rows_says_so_and_every_set_is_in_the_table(reference, tmp_path):
     """An accuracy over 29 of a file's 32 problems is not the file's accuracy: the run says so once, each
     eval.json records the rows set aside beside `n`, and the final table shows every held-out set."""
-    held, good = _bad_data(tmp_path, reference), str(reference / "data" / "toyworld" / "train.parquet")
-    data = {"sft": {"path": good, "start": 0, "stop": 32}, "rl": {"path": good, "start": 32, "stop": 48},
-            "eval": {"toyworld": str(reference / "data" / "toyworld" / "test.parquet"), "yours": str(held)},
-            "skip_bad_rows": True}
+    data = {**reference_data(reference, yours=str(_bad_data(tmp_path, reference))), "skip_bad_rows": True}
     recipe = on_reference_student(reference, tmp_path, tmp_path / "run", data=data, iterations=1)
     done = run(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
