@@ -868,7 +868,11 @@ def changes_since(frozen: dict[str, Any], recipe: Recipe) -> list[str]:
         old = to_dict(_build(Recipe, known, ""))
     except RecipeError as exc:  # a value this version reads differently: report it, do not lock the directory
         return removed + [f"recipe.yaml as frozen: {exc}"]
-    return removed + _diff(old, to_dict(recipe))
+    new = to_dict(recipe)
+    order = [list(d["data"]["eval"]) for d in (old, new)]
+    reordered = [f"data.eval: in the order {order[0]} -> {order[1]} (the first is the summary's headline set)"] if (
+        order[0] != order[1] and sorted(order[0]) == sorted(order[1])) else []
+    return removed + _diff(old, new) + reordered
 
 
 def _known_part(raw: Any, cls: Any, where: str, removed: list[str]) -> Any:

@@ -576,6 +576,20 @@ def test_changed_recipe_is_refused_on_resume_unless_forced(tmp_path, toyworld_di
         Workspace.open(changed)
     Workspace.open(changed, force=True)
     assert "old_knob" not in (tmp_path / "run" / "recipe.yaml").read_text()
+    # the held-out sets in another order: the summary's headline (the first) would change under the run
+    def with_eval(*names):  # (`write` sorts keys)
+        raw = yaml.safe_load(path.read_text()) | {"sft": {"lr": 0.5}}
+        raw["data"]["eval"] = {name: raw["data"]["eval"]["held"] for name in names}
+        (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return load_recipe(tmp_path / "swapped.yaml")
+
+    Workspace.open(with_eval("held", "again"), force=True)
+    swapped = with_eval("again", "held")
+    with pytest.raises(RecipeError, match=r"data.eval: in the order \['held', 'again'\] -> \['again', 'held'\] \(the first is "
+                                          r"the summary's headline set\)"):
+        Workspace.open(swapped)
+    Workspace.open(swapped, force=True)
+    assert list(yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["data"]["eval"]) == ["again", "held"]
 
 
 def test_an_invalid_base_value_is_named_as_such_when_an_iteration_overrides_other_grpo_keys(tmp_path, toyworld_dir, tiny_student):
