@@ -68,8 +68,16 @@ def fill(template: str, **values: str) -> str:
 
 
 def text_of(question: str) -> str:
-    """The question without its image placeholders, for text-only models."""
-    return " ".join(question.replace(IMAGE_PLACEHOLDER, " ").split())
+    """The question without its image placeholders, for text-only models. Its lines stay as written (a
+    table, options one per line, multi-line math): only a line holding a placeholder is tidied, and dropped
+    if nothing else was on it."""
+    lines = []
+    for line in question.split("\n"):
+        if IMAGE_PLACEHOLDER not in line:
+            lines.append(line.rstrip())
+        elif tidied := " ".join(line.replace(IMAGE_PLACEHOLDER, " ").split()):
+            lines.append(tidied)
+    return "\n".join(lines).strip()
 
 
 def student_request(problem: dict[str, Any], template: str, system: str | None = None) -> Request:

@@ -112,6 +112,18 @@ def test_a_caption_that_mentions_an_image_placeholder_does_not_stop_distillation
     assert all("An image of a grid." in p and "<image>" not in p for p in prompts)
 
 
+def test_the_reasoner_reads_the_question_with_its_lines_as_written(distilled, tmp_path):
+    """A text-only reasoner never sees the image: a table, options one per line or multi-line math reach it
+    with their line breaks; only the image placeholders (and a line left empty by them) are gone."""
+    question = "Use the table.\n| year | sales |\n|---|---|\n| 2020 | 3 |\n<image>\nChoices:\n(A) 3\n(B)  5 <image>"
+    captioned = [{**p, "question": question, "images": p["images"] * 2}
+                 for p in load_problems(distilled / "captions.parquet")[:1]]
+    prompts = []
+    reasoner = ScriptedEngine(lambda prompt, k: prompts.append(prompt) or "1")
+    distill_traces(captioned, reasoner, tmp_path / "t.parquet", prompt=PROMPT, sampling=Sampling(), scratch=tmp_path / "s")
+    assert "Use the table.\n| year | sales |\n|---|---|\n| 2020 | 3 |\nChoices:\n(A) 3\n(B) 5" in prompts[0]
+
+
 def test_a_caption_that_spells_a_placeholder_is_inserted_as_written(distilled, tmp_path):
     """Captions are model output: one that reads a sign saying "{question}" must not pull the question in."""
     captioned = [{**p, "caption": "A sign reads {question}."} for p in load_problems(distilled / "captions.parquet")[:2]]
