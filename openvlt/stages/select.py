@@ -80,6 +80,7 @@ def select_traces(
     fitting = [[j for j in correct[i] if max_tokens is None or count_tokens(written[i][j]) <= max_tokens]
                for i in range(len(traced))]
     fallback, rejudged = _previous_rows(traced, fitting, earlier, yields, judge, max_tokens, count_tokens)
+    too_long: list[Any] = []
     for i, (problem, results) in enumerate(zip(traced, verdicts)):
         record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
         if fitting[i]:
@@ -98,8 +99,12 @@ def select_traces(
                                 f"{results[0].status}: {results[0].error}"})
         elif correct[i]:
             yields["too_long"] += 1
+            too_long.append(problem["id"])
         else:
             yields["no_correct"] += 1
+    if too_long:
+        log.warning("%s: %d problem(s) whose correct traces are all over select.max_tokens (%d) were dropped, e.g. %s",
+                    where, len(too_long), max_tokens, ", ".join(map(str, too_long[:5])))
     if yields.get("previous_other_problem"):
         log.warning("select: %d problem(s) share an id with another problem of the previous iteration (other question, "
                     "answer or images); their earlier traces were not kept", yields["previous_other_problem"])

@@ -244,10 +244,10 @@ def test_truncate_at_reflection(trace, cut):
     assert truncate_at_reflection(trace, ["Wait,", "Wait ", "But wait", "Hmm,"]) == cut
 
 
-def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path):
+def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path, caplog):
     """A long reflection makes a trace too long; cut, it fits, and the cut is what SFT trains on.
     The policy still chooses among the traces as the teacher wrote them; a trace with nothing to cut
-    is measured whole."""
+    is measured whole, and a problem dropped for it is named."""
     reflection = " ".join(["recheck"] * 40)
     problem = {"id": "p0", "images": [], "question": "What is 2 + 2?", "answer": "4", "data_source": "t", "reward": "math",
                "extra_info": {}, "trace_source": "reasoner"}
@@ -262,6 +262,7 @@ def test_the_length_cap_applies_to_the_trace_as_cut(tmp_path):
     assert (rows["p1"]["sample_index"], rows["p1"]["response"]) == (1, short)  # the shortest as written, though the cut is shorter
     assert "p2" not in rows
     assert (counts["out"], counts["too_long"], counts["truncated"], counts["truncation_rejected"]) == (2, 1, 1, 0)
+    assert "select: 1 problem(s) whose correct traces are all over select.max_tokens (20) were dropped, e.g. p2" in caplog.text
 
 
 def test_a_raising_plugin_is_counted_and_quarantined_not_zeroed(distilled, tmp_path):
