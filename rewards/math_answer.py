@@ -70,14 +70,20 @@ _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "lim", "m
                "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sqrt", "inf", "infty", "mod", "deg"}
 # Inequalities, negations and "or" (≤ ≥ ≠ arrive as \le \ge \ne from `normalize`): "\ne 4" or "< 4" is no 4. One
 # spelling each, and either direction (0 < a is a > 0); not \mid (P(A \mid B) = 0.3), \to (a limit) nor \cup.
+# Those count outside brackets only (`_TOP_LEVEL_RELATION_RE`): "3 \to 4" or "3 \mid 4" is no 4.
 _RELATION_RE = re.compile(r"[<>≪≫≮≯⩽⩾¬∨∧]|\\(?:neq?|not|neg|lnot|n?[lg][et]q?|leqslant|geqslant|ll|gg|lor|land|vee|"
                           r"wedge|nless|ngtr)(?![A-Za-z])")
+_TOP_LEVEL_RELATION_RE = re.compile(r"[→⇒↦⟶⟹⇔↔∣∤]|\\(?:to|(?:long)?(?:right|Right)arrow|implies|mapsto|iff|"
+                                    r"(?:left|Left)rightarrow|n?mid)(?![A-Za-z])")
 _SAME_RELATION = {
     **dict.fromkeys(("<", ">", "\\lt", "\\gt"), "<"), **dict.fromkeys(("\\le", "\\leq", "\\ge", "\\geq", "⩽", "⩾",
                                                                       "\\leqslant", "\\geqslant"), "\\le"),
     **dict.fromkeys(("≪", "≫", "\\ll", "\\gg"), "\\ll"), **dict.fromkeys(("\\nless", "\\ngtr", "≮", "≯"), "\\nless"),
     **dict.fromkeys(("\\nleq", "\\ngeq", "\\nle", "\\nge"), "\\nleq"), "\\neq": "\\ne", "\\lnot": "\\neg", "¬": "\\neg",
     **dict.fromkeys(("∨", "\\vee", "\\lor"), "\\lor"), **dict.fromkeys(("∧", "\\wedge", "\\land"), "\\land"),
+    **dict.fromkeys(("→", "⇒", "↦", "⟶", "⟹", "\\to", "\\rightarrow", "\\Rightarrow", "\\longrightarrow",
+                     "\\Longrightarrow", "\\implies", "\\mapsto"), "\\to"),
+    **dict.fromkeys(("⇔", "↔", "\\iff", "\\leftrightarrow", "\\Leftrightarrow"), "\\iff"), "∣": "\\mid", "∤": "\\nmid",
 }
 # Words of other scripts that negate, bound or hedge a value (Qwen-based VLMs often answer in Chinese): a list, as
 # a unit or a count's word in those scripts is no prose ("3厘米", "3个").
@@ -288,7 +294,19 @@ def _relations(text: str) -> set[str]:
     "\\ne 4" as 4)."""
     s = normalize(text)
     s = _ANGLE_BRACKETS_RE.sub(r"\1", s)
-    return {_SAME_RELATION.get(found, found) for found in _RELATION_RE.findall(s)}
+    found = _RELATION_RE.findall(s) + _TOP_LEVEL_RELATION_RE.findall(_outside_brackets(s))
+    return {_SAME_RELATION.get(f, f) for f in found}
+
+
+def _outside_brackets(text: str) -> str:
+    """``text`` without what brackets and braces hold (a limit's subscript, a conditional probability)."""
+    kept, depth = [], 0
+    for ch in text:
+        depth += ch in "([{"
+        if depth == 0:
+            kept.append(ch)
+        depth = max(0, depth - (ch in ")]}"))
+    return "".join(kept)
 
 
 def _list_items(text: str) -> list[str]:
@@ -320,6 +338,8 @@ def _symbolic_match(answer: str, truth: str, *, precision: int | None, exact: bo
         raise ValueError(f"ground truth {truth[:80]!r} is not readable by math-verify")
     if not pred:
         return False
+    if not _names_its_value(pred[0], gold[0]):
+        return False  # "2x = 3" is not 3 (x is 1.5), nor "x + 1 = 3" (math-verify takes any right-hand side)
     if precision is not None:  # an equation's value is its right-hand side, as math-verify takes it ("x = 1.5")
         g, p = _constant_value(gold[0]), _constant_value(_right_hand_side(pred[0], gold[0]))
         return g is not None and p is not None and round_half_up(g, precision) == round_half_up(p, precision)
@@ -339,6 +359,18 @@ def _prose(text: str) -> bool:
     words = _WORD_RE.findall(_COMMAND_RE.sub(" ", plain))
     return any(word.lower() not in _MATH_NAMES and not _POINT_NAME_RE.match(word) for word in words) or bool(
         _FOREIGN_HEDGE_RE.search(plain))
+
+
+def _names_its_value(expr: object, truth: object) -> bool:
+    """Whether an equation given for a value that is none names the value on its left: a variable ("x = 3"),
+    a function's value or limit ("f(2) = 3"), a product of names ("m\\angle ABC = 30"), not a sum, a power or
+    a multiple of what is asked ("x + 1 = 3", "x^2 = 9", "2x = 3" are not 3)."""
+    from sympy import Eq
+
+    if not isinstance(expr, Eq) or isinstance(truth, Eq):
+        return True
+    lhs = expr.lhs
+    return not (lhs.is_Number or lhs.is_Add or lhs.is_Pow or lhs.is_Mul and lhs.as_coeff_Mul()[0] != 1)
 
 
 def _right_hand_side(expr: object, truth: object) -> object:

@@ -108,7 +108,7 @@ PRECISION = [
     ("3.14", "3.14159", {"precision": 2}, 1.0), ("3.15", "3.14159", {"precision": 2}, 0.0),
     ("x = 1.5", "1.5", {"precision": 1}, 1.0), ("AB = 5.2", "5.2", {"precision": 1}, 1.0),  # an equation's value: its
     ("x = \\frac{3}{2}", "1.5", {"precision": 1}, 1.0), ("x = 1.6", "1.5", {"precision": 1}, 0.0),  # right-hand side
-    ("\\ne 1.5", "1.5", {"precision": 1}, 0.0),
+    ("\\ne 1.5", "1.5", {"precision": 1}, 0.0), ("2x = 3", "3", {"precision": 1}, 0.0),  # (x is 1.5)
     ("3.1416", "3.14159", {"precision": 2}, 1.0), ("3.1", "3.14", {"precision": 1}, 1.0),
     ("2.5", "2.45", {"precision": 1}, 1.0),  # half away from zero
     ("\\frac{1}{3}", "0.33", {"precision": 2}, 1.0), ("\\sqrt{2}", "1.41", {"precision": 2}, 1.0),
@@ -188,6 +188,12 @@ RELATIONS = [
     ("P(A \\mid B) = 0.3", "0.3", 1.0), ("\\lim_{x \\to 2} f(x) = 3", "3", 1.0),  # \mid and \to are no relations here
     ("\\{x \\mid x > 2\\}", "\\{x | x > 2\\}", 1.0), ("(-\\infty, 1) \\cup (2, \\infty)", "(-\u221e,1)\u222a(2,\u221e)", 1.0),
     ("<1, 2>", "\\langle 1, 2 \\rangle", 1.0),  # a vector's angle brackets
+    # outside brackets an arrow or a divides sign is a relation: "3 \\to 4" is no 4
+    ("3 \\to 4", "4", 0.0), ("3 \\mid 4", "4", 0.0), ("x \\Rightarrow 4", "4", 0.0), ("3 \u2192 4", "4", 0.0),
+    ("a \\iff 4", "4", 0.0), ("3 \\nmid 4", "4", 0.0), ("3 \\to 4", "3 \\to 4", 1.0),
+    # an equation stands for its right-hand side when its left names the value, not when it is a term of it
+    ("2x = 3", "3", 0.0), ("x + 1 = 3", "3", 0.0), ("x^2 = 9", "9", 0.0), ("-x = 3", "3", 0.0), ("f(2) = 3", "3", 1.0),
+    ("m\\angle ABC = 30", "30", 1.0), ("x_1 = 4", "4", 1.0),
 ]
 
 # Words of other scripts are prose, as English words are ("不是 3": "not 3"); Greek letters, µ and Å are math.
