@@ -75,6 +75,10 @@ _RELATION_RE = re.compile(r"[<>≪≫≮≯⩽⩾¬∨∧]|\\(?:neq?|not|neg|lno
                           r"wedge|nless|ngtr)(?![A-Za-z])")
 _TOP_LEVEL_RELATION_RE = re.compile(r"[→⇒↦⟶⟹⇔↔∣∤]|\\(?:to|(?:long)?(?:right|Right)arrow|implies|mapsto|iff|"
                                     r"(?:left|Left)rightarrow|n?mid)(?![A-Za-z])")
+_GEOMETRY_NAME_RE = re.compile(r"\\(angle|measuredangle|triangle|overline|widehat|overarc|arc|square|parallelogram|"
+                               r"quadrilateral|polygon)(?![A-Za-z])\s*\{?\s*([A-Z]{2,6})\s*\}?")
+_FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
+_FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
 _SAME_RELATION = {
     **dict.fromkeys(("<", ">", "\\lt", "\\gt"), "<"), **dict.fromkeys(("\\le", "\\leq", "\\ge", "\\geq", "⩽", "⩾",
                                                                       "\\leqslant", "\\geqslant"), "\\le"),
@@ -196,6 +200,10 @@ def _given(extra_info: Mapping[str, Any], key: str) -> Any:
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
     if _hedged(answer, truth) or _relations(answer) - _relations(truth):
         return False  # several answers, or a relation the truth has not ("\\ne 4", "x < 4" for 4)
+    alike = _figures_alike(answer, truth)
+    if alike is None:
+        return False  # another figure: math-verify reads "m\\angle BAC" as m*A*B*C, the angle at B's product too
+    answer, truth = alike
     if precision is None and normalize_text(answer) == normalize_text(truth):
         if normalize(answer) == normalize(truth) or split_unit(truth) is None:
             return True  # the same text; but a unit's case may be its meaning: "5 Nm" is not "5 nm"
@@ -287,6 +295,39 @@ def _hedged(answer: str, truth: str) -> bool:
     if len(parts) < 2 or len(top_level_parts(normalize(truth))) > 1 or normalize(truth)[:1] in "([{\\":
         return False
     return len({normalize_text(p) for p in parts}) > 1
+
+
+def _figures_alike(answer: str, truth: str) -> tuple[str, str] | None:
+    """Where the truth names a figure (``\\angle ABC``, ``∠ABC``, ``\\overline{AB}``, ``\\triangle ABC``):
+    both with each figure's points spelled one way, if the answer names the same figures, else None. A
+    truth naming none: both as they are."""
+    if not _GEOMETRY_NAME_RE.search(_FIGURE_SIGN_RE.sub(_figure_command, truth)):
+        return answer, truth
+    answer, truth = (_FIGURE_SIGN_RE.sub(_figure_command, t) for t in (answer, truth))
+    if _figures(answer) != _figures(truth):
+        return None
+    return tuple(_GEOMETRY_NAME_RE.sub(lambda m: f"\\{m[1]} {_canonical_name(m[1], m[2])}", t) for t in (answer, truth))
+
+
+def _figures(text: str) -> list[tuple[str, str]]:
+    """The figures ``text`` names (``\\angle ABC``, ``\\overline{AB}``, ``\\triangle ABC``), each name as
+    `_canonical_name` spells it."""
+    return [(command, _canonical_name(command, name)) for command, name in _GEOMETRY_NAME_RE.findall(text)]
+
+
+def _figure_command(sign: re.Match) -> str:
+    return f"\\{_FIGURE_SIGNS[sign[0]]} "
+
+
+def _canonical_name(command: str, name: str) -> str:
+    """One spelling of the points naming one figure: an angle or a segment read either way (its vertex
+    stays in the middle), a triangle's corners in any order, a polygon's from any corner in either direction."""
+    if command == "triangle":
+        return "".join(sorted(name))
+    if command in ("angle", "measuredangle", "overline", "widehat", "overarc", "arc"):
+        return min(name, name[::-1])
+    turns = [name[i:] + name[:i] for i in range(len(name))]
+    return min(turns + [t[::-1] for t in turns])
 
 
 def _relations(text: str) -> set[str]:

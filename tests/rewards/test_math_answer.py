@@ -208,6 +208,19 @@ OTHER_SCRIPTS = [
 ]
 
 
+# A figure named by its points is the same figure read another way (an angle's or a segment's two directions, a
+# triangle's corners in any order, a polygon from any corner), never another one; math-verify alone reads
+# "m\\angle BAC" as the product m*A*B*C, which "m\\angle ABC" is too.
+GEOMETRY = [
+    ("\\angle CBA", "\\angle ABC", 1.0), ("m\\angle CBA", "m\\angle ABC", 1.0), ("\u2220CBA", "\\angle ABC", 1.0),
+    ("\\overline{BA}", "\\overline{AB}", 1.0), ("\\triangle ACB", "\\triangle ABC", 1.0), ("\u25b3CAB", "\\triangle ABC", 1.0),
+    ("\\square DABC", "\\square ABCD", 1.0), ("\\square DCBA", "\\square ABCD", 1.0),
+    ("m\\angle BAC", "m\\angle ABC", 0.0), ("\\angle BAC", "\\angle ABC", 0.0), ("m\u2220BAC", "m\\angle ABC", 0.0),
+    ("\\overline{AC}", "\\overline{AB}", 0.0), ("\\square ACBD", "\\square ABCD", 0.0), ("30", "\\angle ABC", 0.0),
+    ("m\\angle ABC = 30", "30", 1.0), ("m\u2220ABC = 30", "30", 1.0),  # the figure named, its value given
+]
+
+
 def rows(category, table, extra=None):
     """Uniform (category, answer, truth, extra_info, expected) rows from a category's table."""
     return [(category, row[0], row[1], extra if extra is not None else (row[2] if len(row) == 4 else {}), row[-1])
@@ -218,7 +231,7 @@ CASES = [
     *rows("numbers", NUMBERS), *rows("latex", LATEX), *rows("units", UNITS), *rows("precision", PRECISION),
     *rows("choices", MULTIPLE_CHOICE, CHOICES), *rows("text", TEXT),
     *rows("sets-intervals-equations", SETS_INTERVALS_EQUATIONS), *rows("hedging", HEDGING),
-    *rows("relations", RELATIONS), *rows("other-scripts", OTHER_SCRIPTS),
+    *rows("relations", RELATIONS), *rows("other-scripts", OTHER_SCRIPTS), *rows("geometry", GEOMETRY),
 ]
 
 
