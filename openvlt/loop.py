@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 from openvlt.engines import EngineSpec, Sampling, build_engine
 from openvlt.files import jsonl_rows
-from openvlt.recipe import DataRef, Recipe, RewardSettings, Role, model_is_here, prepared_paths, text_only_model_error
+from openvlt.recipe import DataRef, Recipe, Role, model_is_here, prepared_paths, text_only_model_error
 from openvlt.records import RecordError, record_files
 from openvlt.stages.common import NoProblems, load_problems
 from openvlt.workspace import Workspace, quarantine_file
@@ -54,7 +54,7 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
         prepare(ws, recipe)
         check_training_data(ws, recipe)
         base = recipe.roles.student.model
-        evaluate(ws, recipe, "base", base, recipe.reward)
+        evaluate(ws, recipe, "base", base, recipe)
         previous_grpo = None
         for k in range(1, recipe.iterations + 1):
             r = recipe.for_iteration(k)
@@ -65,10 +65,10 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
                 regenerate(ws, r, k, previous_grpo)
             select(ws, r, k)
             sft_model = sft(ws, r, k, base)
-            evaluate(ws, r, f"iter_{k}/sft", sft_model, recipe.reward)
+            evaluate(ws, r, f"iter_{k}/sft", sft_model, recipe)
             rl_data(ws, r, k, sft_model)
             previous_grpo = grpo(ws, r, k, sft_model)
-            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo, recipe.reward)
+            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo, recipe)
         summary = write_summary(ws.root, recipe)
         log.info("wrote %s and %s", ws.root / "summary.json", write_report(ws.root, recipe))
         ws.finish()
@@ -283,14 +283,16 @@ def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
     return str(model)
 
 
-def evaluate(ws: Workspace, r: Recipe, where: str, model: str, judge: RewardSettings) -> None:
-    """`model` on the held-out sets, judged by the recipe's top-level `judge` (not an iteration's own reward:
-    every checkpoint is measured the same way, as the recipe check holds the other evaluation keys)."""
+def evaluate(ws: Workspace, r: Recipe, where: str, model: str, measured: Recipe) -> None:
+    """`model` on the held-out sets, measured as the top-level recipe (`measured`) says for every checkpoint:
+    its reward, the evaluator's prompt and system (else the student's), its decoding; an iteration may judge
+    its own data otherwise, or prompt its student otherwise. `r`, the iteration's recipe, says where and how
+    fast the evaluator runs (its engine options)."""
     from openvlt.stages.evaluate import evaluate_model
 
     out = ws.root / where / "eval.json"
-    role = r.roles.evaluator
-    r = dataclasses.replace(r, reward=judge)  # (the iteration's engine options stay: where and how fast it runs)
+    role, student = measured.roles.evaluator, measured.roles.student
+    r = dataclasses.replace(r, reward=measured.reward, evaluate=measured.evaluate)
 
     def body(ctx):
         sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}
@@ -300,7 +302,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str, judge: RewardSett
         return evaluate_model(
             sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
             set_aside={name: _set_aside(ws, r, ref, cut[name]) for name, ref in r.data.eval.items()},
-            prompt=role.prompt or r.roles.student.prompt, system=role.system or r.roles.student.system,
+            prompt=role.prompt or student.prompt, system=role.system or student.system,
             sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
         )

@@ -541,6 +541,8 @@ def check_values(recipe: Recipe) -> None:
                               "would cut every trace at its first space)")
         for stage, role, more in (("distill", "reasoner", "distill.samples"), ("regenerate", "student", "regenerate.samples"),
                                   ("regenerate", "student", "regenerate.retries")):
+            if (stage == "distill") != (k == 1):
+                continue  # distill runs in iteration 1 only, regenerate in the later ones
             greedy = not value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (it ignores it)
             if greedy and value(more) > (1 if more.endswith("samples") else 0):
                 raise RecipeError(f"{where_set(f'{stage}.temperature', more)}: {stage}.temperature 0 decodes greedily, so "

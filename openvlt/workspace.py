@@ -395,7 +395,8 @@ class Workspace:
                     continue     # is a changed input of its own)
                 if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
                     changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
-                                   "a relative plugin path is read from the folder the command runs in)")
+                                   "the recipe or the data names another plugin, or a relative plugin path is read from "
+                                   "the folder the command runs in)")
         if sampled_now:
             self._save()
         return changed
@@ -453,6 +454,8 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
     changed this stage's inputs, the stage starts over instead of mixing old rows into new ones."""
     stamp = scratch / "made_from.json"
     saved = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if "choice" in made_from and "choice" not in saved and saved.get("recipe") == made_from["choice"]:
+        saved |= {"recipe": made_from["recipe"], "choice": made_from["choice"]}  # stamped before the stage had filters
     differences = _work_differences(saved, made_from, by_size) if stamp.exists() else []
     if stamp.exists() and not differences:
         if saved.get("choice") != made_from.get("choice"):  # the same work, chosen among otherwise: what the choice made goes

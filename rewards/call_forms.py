@@ -60,10 +60,13 @@ def as_plugin(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     label = getattr(fn, "__name__", type(fn).__name__)
     served = [p for p in _SERVED_MODEL_KEYWORDS if p in names and names[p].default is inspect.Parameter.empty]
     if served:  # verl's reward loop passes these only when it serves a reward model (reward_model.enable)
+        others = [p for p, v in names.items() if v.default is inspect.Parameter.empty and v.kind in (
+            v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY) and p not in (*_VERL_KEYWORDS, *_SERVED_MODEL_KEYWORDS)]
+        fix = (f"it also needs {', '.join(others)}, which no form gives" if others else
+               "give those parameters a default (None) if it can score without one")
         raise TypeError(f"reward {name!r} ({label}{signature}) needs {' and '.join(served)}: it scores with a reward "
                         "model that verl's reward loop serves, and openvlt serves none (its rewards are functions of "
-                        "the response). Give those parameters a default (None) if it can score without one, or judge "
-                        "with a rule-based reward")
+                        f"the response); {fix}, or judge with a rule-based reward")
     raise TypeError(f"reward {name!r} must accept {FORMS}; its signature is {label}{signature}")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -195,11 +196,15 @@ def _display_opener(trace: str, line: int) -> int:
     """Where the final answer starts when its `\\boxed` line, at `line`, sits in display math opened on an
     earlier line (`\\[` ... `\\]`, `$$` ... `$$`): at the opener, so the kept answer has both delimiters."""
     before = trace[:line]
-    if before.count("\\[") > before.count("\\]"):
-        return before.rfind("\\[")
+    openers = [m.start() for m in _DISPLAY_OPEN_RE.finditer(before)]  # (not a line break's spacing, \\[2pt])
+    if len(openers) > len(_DISPLAY_CLOSE_RE.findall(before)):
+        return openers[-1]
     if before.count("$$") % 2:
         return before.rfind("$$")
     return line
+
+
+_DISPLAY_OPEN_RE, _DISPLAY_CLOSE_RE = re.compile(r"(?<!\\)\\\["), re.compile(r"(?<!\\)\\\]")
 
 
 def _after_opening_markers(trace: str, start: int, markers: Sequence[str]) -> int:

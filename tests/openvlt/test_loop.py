@@ -701,13 +701,13 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
     base = yaml.safe_load(micro_recipe(tmp_path, tmp_path / "x").read_text())["roles"]
     text_reasoner = {**base, "reasoner": {"engine": "hf", "model": str(tmp_path / "reasoner"), "options": {"batch_size": 64}}}
     recipe = micro_recipe(tmp_path, tmp_path / "run", iterations=1, roles=text_reasoner,
-                          distill={"samples": 2, "temperature": 0.0, "max_tokens": 12, "chunk_size": 12})
+                          distill={"samples": 1, "temperature": 0.0, "max_tokens": 12, "chunk_size": 12})
     done = run(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
     traced = read_records(tmp_path / "run" / "iter_1" / "traces.parquet")
     assert set(traced.column("trace_source")) == {f"reasoner hf:{tmp_path / 'reasoner'}"}
     asked = [Request(fill(DEFAULT_DISTILL_PROMPT, caption=p["caption"], question=text_of(p["question"]))) for p in traced]
-    greedy = reasoner.generate(asked, Sampling(n=2, temperature=0, max_tokens=12))
+    greedy = reasoner.generate(asked, Sampling(n=1, temperature=0, max_tokens=12))
     assert traced.column("traces") == greedy and len({t[0] for t in greedy}) > len(asked) // 2
     assert stages(tmp_path / "run")["iter_1/sft"]["status"] == "complete"
     config = tmp_path / "reasoner" / "config.json"  # the reasoner's folder replaced in place by a new revision:

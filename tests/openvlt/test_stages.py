@@ -229,6 +229,7 @@ def test_select_stops_naming_why_when_it_keeps_no_problem_or_judges_no_trace(dis
         ("2 + 2 = 4. Wait, check: 4.\nSo:\n\\[\n\\boxed{4}\n\\]", "2 + 2 = 4.\n\\[\n\\boxed{4}\n\\]"),
         ("2 + 2 = 4. Wait, check: 4.\n$$\n\\boxed{4}\n$$", "2 + 2 = 4.\n$$\n\\boxed{4}\n$$"),
         ("$$a$$ 2 + 2 = 4. Wait, check.\n\\boxed{4}", "$$a$$ 2 + 2 = 4.\n\\boxed{4}"),
+        ("a &= 1 \\\\[2pt] b &= 2.\nSo 3. Wait, check.\n\\boxed{3}", "a &= 1 \\\\[2pt] b &= 2.\nSo 3.\n\\boxed{3}"),  # a line break
         # a marker counts where a sentence starts: not in a quote, not after "But", not glued to a word
         ('<think>A sign reads "Wait Time: 4 min", so 4.</think> <answer>4</answer>', None),
         ("<think>2 + 2 = 4. But Wait, check: 4.</think> <answer>4</answer>", None),

@@ -652,6 +652,23 @@ def test_saved_work_stamped_before_images_were_fingerprinted_is_still_reused(tmp
     assert not (scratch / "chunk-00000.json").exists()  # the data file itself changed
 
 
+def test_rl_data_work_stamped_before_the_stage_had_filters_is_still_reused(tmp_path):
+    """Stamped with the whole recipe's work digest (no "choice"): with the same recipe, the same work."""
+    from openvlt.workspace import _keep_only_work_made_from
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "made_from.json").write_text(json.dumps({"recipe": "whole", "inputs": {"problems": "aaaa"}}))
+    (scratch / "chunk-00000.json").write_text("[]")
+    _keep_only_work_made_from({"recipe": "less-filters", "choice": "whole", "inputs": {"problems": "aaaa"}},
+                              "iter_1/rl_data", scratch, [])
+    assert (scratch / "chunk-00000.json").exists()
+    (scratch / "made_from.json").write_text(json.dumps({"recipe": "whole", "inputs": {"problems": "aaaa"}}))
+    _keep_only_work_made_from({"recipe": "less-filters", "choice": "other", "inputs": {"problems": "aaaa"}},
+                              "iter_1/rl_data", scratch, [])  # (made with other values of some key)
+    assert not (scratch / "chunk-00000.json").exists()
+
+
 def test_a_reward_plugin_read_from_another_folder_is_another_input(tmp_path, toyworld_dir, tiny_student):
     """A relative plugin path is read from the folder the command runs in: a resume from another folder
     with a file of the same name judges with other code, so the stages that judged are not silently kept.
@@ -679,7 +696,8 @@ def test_a_reward_plugin_read_from_another_folder_is_another_input(tmp_path, toy
         ws.stage("iter_1/select", lambda ctx: runs.append(1), outputs={"x": ws.root / "x"},  # a file more, the recorded
                  inputs={f"reward {first}": first, f"reward {other}": other})  # one unchanged: found by a newer openvlt
         with pytest.raises(ValueError, match=rf"iter_1/select is complete, but its input reward \({first}; now {other}, other code: "
-                                             r"a relative plugin path is read from the folder the command runs in\) "
+                                             r"the recipe or the data names another plugin, or a relative plugin path is "
+                                             r"read from the folder the command runs in\) "
                                              r"changed since it ran\. Rerun with --redo iter_1/select"):
             stage(ws, other)
     assert (tmp_path / "run" / "x").read_text() == first.read_text() and len(runs) == 1

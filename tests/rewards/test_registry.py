@@ -193,8 +193,10 @@ def test_a_verl_reward_for_a_served_reward_model_is_refused_naming_what_it_needs
     with pytest.raises(RewardError, match=r"needs reward_router_address and reward_model_tokenizer: it scores with a "
                                           r"reward model that verl's reward loop serves, and openvlt serves none"):
         get_reward_from_source(source.format(""))
-    with pytest.raises(RewardError, match=r"needs reward_router_address: "):
+    with pytest.raises(RewardError, match=r"needs reward_router_address: .*give those parameters a default"):
         get_reward_from_source(source.format("=None"))
+    with pytest.raises(RewardError, match=r"needs reward_router_address: .*; it also needs judge_url, which no form gives"):
+        get_reward_from_source(source.format("=None").replace("extra_info,", "extra_info, judge_url,"))
     fn = get_reward_from_source(source.format("=None").replace("reward_router_address,", "reward_router_address=None,"))
     path = sys.modules[fn.__module__].__file__
     assert call_reward(f"{path}:compute_score", "3", "3", {}) == (1.0, None)
