@@ -16,9 +16,10 @@ With `previous` (iterations 2+, `select.keep_previous`), a problem none of whose
 accepted (none correct, none short enough, or none judged) keeps the row selected for it in the
 previous iteration, lineage and all (its trace as that iteration cut it, or not), so the curriculum
 does not shrink to the problems the model already solves, if this iteration would accept it too (its
-reward judges it again, keeping it unless it says wrong, and its length cap applies; else `previous_rejected`). Only a row for the same problem is kept:
-same id, question, answer and images (two data files may both number their problems p0, p1, ...); a
-row whose id now names another problem is counted as `previous_other_problem`.
+reward judges it again, keeping it unless it says wrong, and its length cap applies; else
+`previous_rejected`). Only a row for the same problem is kept: same id, question, answer and images
+(two data files may both number their problems p0, p1, ...); a row whose id now names another problem
+is counted as `previous_other_problem`.
 
 A problem whose traces could not be judged at all (every one an error or a timeout of the reward
 plugin) is not "wrong": it is quarantined to a side file with the reason, and counted.
