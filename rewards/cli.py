@@ -3,8 +3,9 @@
     openvlt rewards score INPUT.jsonl --reward NAME [--workers N] [--timeout S] [--output FILE]
     openvlt rewards list
 
-Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``
-and a per-line ``reward`` are optional). Output: exactly one JSON line per input line, in order,
+Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``, a
+per-line ``reward`` and ``data_source`` are optional; a line without ``data_source`` gets the input file's name, as
+a record file's rows do). Output: exactly one JSON line per input line, in order,
 ``{"score": <float, or a dict for rewards with components>, "error": null or text}`` (a line that
 is blank, not valid JSON or not UTF-8 gets an error line too; an error names its input line). A
 plugin that raises, or calls ``sys.exit()``, fails its own line. A summary goes to stderr. ``INPUT`` may be ``-``.
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import replace
+from pathlib import Path
 from typing import IO, Any
 
 from rewards.batch import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, BatchSummary, default_workers, iter_scores
@@ -76,7 +78,8 @@ def _score(args: argparse.Namespace) -> int:
     with source if source is not sys.stdin.buffer else nullcontext(), sink if sink is not sys.stdout else nullcontext():
         try:  # a plugin that prints (at import, or in-process with --workers 0) prints to stderr, not into the results
             with redirect_stdout(sys.stderr), _stdout_descriptor_to_stderr() if own else nullcontext():
-                for result in iter_scores(_items(source), args.reward, workers=args.workers, timeout=args.timeout,
+                named = Path(args.input).stem if args.input != "-" else None  # (what a record file's rows get)
+                for result in iter_scores(_items(source, named), args.reward, workers=args.workers, timeout=args.timeout,
                                           memory_mb=args.memory_mb):
                     sink.write(json.dumps(result.to_json()) + "\n")
                     summary = summary.add(result)
@@ -118,8 +121,9 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
-    """Parse lines lazily; a broken line becomes a ValueError in its place (its output line is an error)."""
+def _items(lines: IO[bytes], data_source: str | None = None) -> Iterator[dict[str, Any] | ValueError]:
+    """Parse lines lazily; a broken line becomes a ValueError in its place (its output line is an error). A line
+    with no `data_source` gets `data_source` (the input file's name, as a record file's rows do)."""
     for number, raw in enumerate(lines, start=1):
         try:
             line = raw.decode("utf-8")
@@ -143,5 +147,7 @@ def _items(lines: IO[bytes]) -> Iterator[dict[str, Any] | ValueError]:
             except ValueError as exc:
                 yield ValueError(f"line {number}: extra_info is a string that is not JSON ({exc})")
                 continue
+        if item.get("data_source") is None and data_source:
+            item["data_source"] = data_source
         # an error names the line ("on item 1 (line 2)"; item numbers count from 0), and the line's own id
         yield {**item, "id": f"line {number}" + (f", id {item['id']}" if item.get("id") is not None else "")}

@@ -115,6 +115,17 @@ def test_extra_info_may_be_a_json_string_as_record_files_store_it(tmp_path, caps
     assert out[2]["score"] is None and "line 3: extra_info is a string that is not JSON" in out[2]["error"]
 
 
+def test_a_line_without_a_data_source_gets_the_input_files_name_as_a_record_files_rows_do(tmp_path, capsys):
+    """A verl-form reward picks its scorer by the data source: one a line leaves out is the file's name."""
+    plugin = tmp_path / "by_source.py"
+    plugin.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+                      "    return {'gsm8k': 1.0, 'answers': 0.5}[data_source]\n")
+    lines = [{"response": "x", "ground_truth": "y"}, {"response": "x", "ground_truth": "y", "data_source": "gsm8k"}]
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["score", str(tmp_path / "answers.jsonl"), "--reward", f"{plugin}:compute_score", "--workers", "0"]) == 0
+    assert [json.loads(line)["score"] for line in capsys.readouterr().out.splitlines()] == [0.5, 1.0]
+
+
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
