@@ -77,6 +77,7 @@ _TOP_LEVEL_RELATION_RE = re.compile(r"[→⇒↦⟶⟹⇔↔∣∤]|\\(?:to|(?:l
                                     r"(?:left|Left)rightarrow|n?mid)(?![A-Za-z])")
 _GEOMETRY_NAME_RE = re.compile(r"\\(angle|measuredangle|triangle|overline|widehat|overarc|arc|square|parallelogram|"
                                r"quadrilateral|polygon)(?![A-Za-z])\s*\{?\s*([A-Z]{2,6})\s*\}?")
+_CURRENCY_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|pounds?|yuan|yen)\b", re.I)
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
 _SAME_RELATION = {
@@ -204,6 +205,8 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     if alike is None:
         return False  # another figure: math-verify reads "m\\angle BAC" as m*A*B*C, the angle at B's product too
     answer, truth = alike
+    if _kinds_clash(answer, truth):
+        return False  # a quantity of another kind: "5 cents" for "\\$5", "4\\sqrt{2}°" for "4\\sqrt{2} cm"
     if precision is None and normalize_text(answer) == normalize_text(truth):
         if normalize(answer) == normalize(truth) or split_unit(truth) is None:
             return True  # the same text; but a unit's case may be its meaning: "5 Nm" is not "5 nm"
@@ -295,6 +298,24 @@ def _hedged(answer: str, truth: str) -> bool:
     if len(parts) < 2 or len(top_level_parts(normalize(truth))) > 1 or normalize(truth)[:1] in "([{\\":
         return False
     return len({normalize_text(p) for p in parts}) > 1
+
+
+def _kinds_clash(answer: str, truth: str) -> bool:
+    """One side an amount of money or an angle in degrees, the other a quantity of a unit that is none (math-verify
+    drops both marks, and a known unit on one side only may be left out)."""
+    kinds = [_kind(text) for text in (answer, truth)]
+    return None not in kinds and kinds[0] != kinds[1]
+
+
+def _kind(text: str) -> str | None:
+    """"money", "degrees", a unit's key, or None for a plain value (or a unit the table does not know)."""
+    plain = normalize(text)
+    if _CURRENCY_RE.search(plain):
+        return "money"
+    if any(mark in plain for mark in ("°", "^\\circ")):
+        return "degrees"
+    split = split_unit(text)
+    return split[1] if split and not split[1].startswith("?") else None
 
 
 def _figures_alike(answer: str, truth: str) -> tuple[str, str] | None:
