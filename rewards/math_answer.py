@@ -77,7 +77,7 @@ _TOP_LEVEL_RELATION_RE = re.compile(r"[→⇒↦⟶⟹⇔↔∣∤]|\\(?:to|(?:l
                                     r"(?:left|Left)rightarrow|n?mid)(?![A-Za-z])")
 _GEOMETRY_NAME_RE = re.compile(r"\\(angle|measuredangle|triangle|overline|widehat|overarc|arc|square|parallelogram|"
                                r"quadrilateral|polygon)(?![A-Za-z])\s*\{?\s*([A-Z]{2,6})\s*\}?")
-_CURRENCY_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|pounds?|yuan|yen)\b", re.I)
+_CURRENCY_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|yuan|yen)\b", re.I)
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
 _SAME_RELATION = {

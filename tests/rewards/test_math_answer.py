@@ -47,7 +47,7 @@ LATEX = [
 UNITS = [
     # money or degrees against a quantity of another unit: another kind of quantity, though the number agrees
     ("5 \\text{ cents}", "\\$5", 0.0), ("4\\sqrt{2}\u00b0", "4\\sqrt{2} cm", 0.0), ("30 cm", "30\u00b0", 0.0),
-    ("\\$5", "5 cm", 0.0), ("5 dollars", "\\$5", 1.0), ("5", "\\$5", 1.0), ("4\\sqrt{2}", "4\\sqrt{2} cm", 1.0),
+    ("\\$5", "5 cm", 0.0), ("5 dollars", "\\$5", 1.0), ("5 lb", "5 pounds", 1.0), ("5", "\\$5", 1.0), ("4\\sqrt{2}", "4\\sqrt{2} cm", 1.0),
     ("5 cm", "5", 1.0), ("5\\text{ cm}", "5", 1.0), ("5 cm", "5 cm", 1.0), ("5 centimeters", "5 cm", 1.0),
     ("5 m", "5 cm", 0.0), ("5 cm^2", "5", 1.0), ("5 square units", "5", 1.0), ("6 cm", "5", 0.0),
     ("30^\\circ", "30", 1.0), ("30^{\\circ}", "30", 1.0), ("30\u00b0", "30", 1.0), ("30 degrees", "30", 1.0),
