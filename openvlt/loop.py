@@ -303,7 +303,7 @@ def evaluate(ws: Workspace, r: Recipe, where: str, model: str, measured: Recipe)
             sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
             set_aside={name: _set_aside(ws, r, ref, cut[name]) for name, ref in r.data.eval.items()},
             prompt=role.prompt or student.prompt, system=role.system or student.system,
-            sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=r.seed),
+            sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=measured.seed),
             scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
         )
 

@@ -75,8 +75,11 @@ _RELATION_RE = re.compile(r"[<>≪≫≮≯⩽⩾¬∨∧]|\\(?:neq?|not|neg|lno
                           r"wedge|nless|ngtr)(?![A-Za-z])")
 _TOP_LEVEL_RELATION_RE = re.compile(r"[→⇒↦⟶⟹⇔↔∣∤]|\\(?:to|(?:long)?(?:right|Right)arrow|implies|mapsto|iff|"
                                     r"(?:left|Left)rightarrow|n?mid)(?![A-Za-z])")
-_GEOMETRY_NAME_RE = re.compile(r"\\(angle|measuredangle|triangle|overline|widehat|overarc|arc|square|parallelogram|"
-                               r"quadrilateral|polygon)(?![A-Za-z])\s*\{?\s*([A-Z]{2,6})\s*\}?")
+_FIGURE_COMMANDS = r"\\(angle|measuredangle|triangle|overline|widehat|overarc|arc|square|parallelogram|quadrilateral|polygon)(?![A-Za-z])"
+_FIGURE_COMMAND_RE = re.compile(_FIGURE_COMMANDS)
+_GEOMETRY_NAME_RE = re.compile(_FIGURE_COMMANDS + r" ?\{? ?([A-Z](?: ?[A-Z]){1,5})(?![A-Za-z'_]) ?\}?")  # (a prime: another point)
+_IMPLIES_RE = re.compile(r"\\(?:Rightarrow|Longrightarrow|implies)(?![A-Za-z])|[⇒⟹]")
+_CORRESPONDENCE_RE = re.compile(r"\\(?:sim|cong|simeq)(?![A-Za-z])|[∼≅≃~]")
 _CURRENCY_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|yuan|yen)\b", re.I)
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
@@ -199,6 +202,8 @@ def _given(extra_info: Mapping[str, Any], key: str) -> Any:
 
 
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
+    if _IMPLIES_RE.search(answer) and not _IMPLIES_RE.search(truth):  # a derivation: "2x = 6 \\Rightarrow x = 3"
+        answer = _IMPLIES_RE.split(answer)[-1].strip() or answer        # gives what it concludes
     if _hedged(answer, truth) or _relations(answer) - _relations(truth):
         return False  # several answers, or a relation the truth has not ("\\ne 4", "x < 4" for 4)
     alike = _figures_alike(answer, truth)
@@ -320,31 +325,36 @@ def _kind(text: str) -> str | None:
 
 def _figures_alike(answer: str, truth: str) -> tuple[str, str] | None:
     """Where the truth names a figure (``\\angle ABC``, ``∠ABC``, ``\\overline{AB}``, ``\\triangle ABC``):
-    both with each figure's points spelled one way, if the answer names the same figures, else None. A
-    truth naming none: both as they are."""
+    both with each figure's points spelled one way, if the answer names the same figures (in any order),
+    else None. An answer naming none is the value of a truth that names one and gives it
+    ("30" for "m\\angle ABC = 30"). A truth naming none: both as they are."""
     if not _GEOMETRY_NAME_RE.search(_FIGURE_SIGN_RE.sub(_figure_command, truth)):
         return answer, truth
     answer, truth = (_FIGURE_SIGN_RE.sub(_figure_command, t) for t in (answer, truth))
-    if _figures(answer) != _figures(truth):
+    if not _FIGURE_COMMAND_RE.search(answer) and "=" in truth:
+        return answer, truth.rsplit("=", 1)[1]
+    if sorted(_figures(answer)) != sorted(_figures(truth)):
         return None
-    return tuple(_GEOMETRY_NAME_RE.sub(lambda m: f"\\{m[1]} {_canonical_name(m[1], m[2])}", t) for t in (answer, truth))
+    return tuple(_GEOMETRY_NAME_RE.sub(lambda m: f"\\{m[1]} {_canonical_name(m[1], m[2], t)}", t) for t in (answer, truth))
 
 
 def _figures(text: str) -> list[tuple[str, str]]:
     """The figures ``text`` names (``\\angle ABC``, ``\\overline{AB}``, ``\\triangle ABC``), each name as
     `_canonical_name` spells it."""
-    return [(command, _canonical_name(command, name)) for command, name in _GEOMETRY_NAME_RE.findall(text)]
+    return [(command, _canonical_name(command, name, text)) for command, name in _GEOMETRY_NAME_RE.findall(text)]
 
 
 def _figure_command(sign: re.Match) -> str:
     return f"\\{_FIGURE_SIGNS[sign[0]]} "
 
 
-def _canonical_name(command: str, name: str) -> str:
+def _canonical_name(command: str, name: str, text: str) -> str:
     """One spelling of the points naming one figure: an angle or a segment read either way (its vertex
-    stays in the middle), a triangle's corners in any order, a polygon's from any corner in either direction."""
+    stays in the middle), a triangle's corners in any order (not in a similarity or congruence, whose
+    order pairs the corners: ``text`` says), a polygon's from any corner in either direction."""
+    name = "".join(name.split())  # "\\angle A B C"
     if command == "triangle":
-        return "".join(sorted(name))
+        return name if _CORRESPONDENCE_RE.search(text) else "".join(sorted(name))
     if command in ("angle", "measuredangle", "overline", "widehat", "overarc", "arc"):
         return min(name, name[::-1])
     turns = [name[i:] + name[:i] for i in range(len(name))]
@@ -424,15 +434,32 @@ def _prose(text: str) -> bool:
 
 
 def _names_its_value(expr: object, truth: object) -> bool:
-    """Whether an equation given for a value that is none names the value on its left: a variable ("x = 3"),
-    a function's value or limit ("f(2) = 3"), a product of names ("m\\angle ABC = 30"), not a sum, a power or
-    a multiple of what is asked ("x + 1 = 3", "x^2 = 9", "2x = 3" are not 3)."""
+    """Whether an equation given for a value that is none stands for its right-hand side: its left names the
+    value ("x = 3", "f(2) = 3", "m\\angle ABC = 30", "a + b = 7", "\\frac{1}{2}bh = 12") or works it out
+    ("9 \\times 2 = 18", "\\binom{5}{2} = 10"), but is not an expression in one unknown other than the unknown
+    itself ("2x = 3", "x + 1 = 3", "x^2 = 9", "\\frac{x}{2} = 3" do not give 3: they give x)."""
     from sympy import Eq
+    from sympy.core.function import AppliedUndef
 
     if not isinstance(expr, Eq) or isinstance(truth, Eq):
         return True
-    lhs = expr.lhs
-    return not (lhs.is_Number or lhs.is_Add or lhs.is_Pow or lhs.is_Mul and lhs.as_coeff_Mul()[0] != 1)
+    try:
+        lhs = expr.lhs.doit()  # (math-verify keeps "5 \\times 3" as an unevaluated product)
+        unknowns = lhs.free_symbols
+        if not unknowns:  # worked arithmetic, or a function's value or limit
+            return bool(lhs.atoms(AppliedUndef)) or _about_equal(lhs, expr.rhs)
+        return len(unknowns) > 1 or lhs.is_Symbol
+    except Exception:  # (sympy on odd input) no reading: as math-verify takes it
+        return True
+
+
+def _about_equal(a: object, b: object) -> bool:
+    """Equal within 1 % (worked arithmetic rounds: "2 \\times 3.14 \\times 5 = 31.4")."""
+    try:
+        x, y = complex(a.evalf(15)), complex(b.evalf(15))
+    except (TypeError, ValueError, AttributeError):
+        return True  # not a number on one side (a set, a matrix): as math-verify takes it
+    return abs(x - y) <= 0.01 * max(abs(y), 1e-12)
 
 
 def _right_hand_side(expr: object, truth: object) -> object:

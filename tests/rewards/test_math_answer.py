@@ -192,11 +192,15 @@ RELATIONS = [
     ("\\{x \\mid x > 2\\}", "\\{x | x > 2\\}", 1.0), ("(-\\infty, 1) \\cup (2, \\infty)", "(-\u221e,1)\u222a(2,\u221e)", 1.0),
     ("<1, 2>", "\\langle 1, 2 \\rangle", 1.0),  # a vector's angle brackets
     # outside brackets an arrow or a divides sign is a relation: "3 \\to 4" is no 4
-    ("3 \\to 4", "4", 0.0), ("3 \\mid 4", "4", 0.0), ("x \\Rightarrow 4", "4", 0.0), ("3 \u2192 4", "4", 0.0),
+    ("3 \\to 4", "4", 0.0), ("3 \\mid 4", "4", 0.0), ("3 \u2192 4", "4", 0.0),
     ("a \\iff 4", "4", 0.0), ("3 \\nmid 4", "4", 0.0), ("3 \\to 4", "3 \\to 4", 1.0),
     # an equation stands for its right-hand side when its left names the value, not when it is a term of it
     ("2x = 3", "3", 0.0), ("x + 1 = 3", "3", 0.0), ("x^2 = 9", "9", 0.0), ("-x = 3", "3", 0.0), ("f(2) = 3", "3", 1.0),
-    ("m\\angle ABC = 30", "30", 1.0), ("x_1 = 4", "4", 1.0),
+    ("m\\angle ABC = 30", "30", 1.0), ("x_1 = 4", "4", 1.0), ("\\frac{x}{2} = 3", "3", 0.0), ("x \\cdot 2 = 6", "6", 0.0),
+    ("a + b = 7", "7", 1.0), ("\\frac{1}{2}bh = 12", "12", 1.0),  # several names: the value they name
+    ("9 \\times 2 = 18", "18", 1.0), ("\\frac{120}{4} = 30", "30", 1.0), ("\\binom{5}{2} = 10", "10", 1.0),  # worked out
+    ("2 \\times 3.14 \\times 5 = 31.4", "31.4", 1.0), ("16 - 3 - 4 = 8", "8", 0.0),  # (a false equation)
+    ("2x = 6 \\Rightarrow x = 3", "3", 1.0), ("2x = 6 \\implies x = 4", "3", 0.0),  # a derivation: what it concludes
 ]
 
 # Words of other scripts are prose, as English words are ("不是 3": "not 3"); Greek letters, µ and Å are math.
@@ -221,6 +225,12 @@ GEOMETRY = [
     ("m\\angle BAC", "m\\angle ABC", 0.0), ("\\angle BAC", "\\angle ABC", 0.0), ("m\u2220BAC", "m\\angle ABC", 0.0),
     ("\\overline{AC}", "\\overline{AB}", 0.0), ("\\square ACBD", "\\square ABCD", 0.0), ("30", "\\angle ABC", 0.0),
     ("m\\angle ABC = 30", "30", 1.0), ("m\u2220ABC = 30", "30", 1.0),  # the figure named, its value given
+    ("30", "m\\angle ABC = 30", 1.0), ("31", "m\\angle ABC = 30", 0.0),  # the value alone, for a truth that names both
+    ("\\angle DEF = \\angle ABC", "\\angle ABC = \\angle DEF", 1.0), ("\\angle A B C", "\\angle ABC", 1.0),
+    ("\\angle ABC'", "\\angle ABC", 0.0), ("m\\angle ABC' = 30", "m\\angle ABC = 30", 0.0),  # a primed point is another
+    ("\\triangle ABC \\sim \\triangle DEF", "\\triangle ABC \\sim \\triangle DEF", 1.0),  # a similarity pairs the corners
+    ("\\triangle ABC \\sim \\triangle DFE", "\\triangle ABC \\sim \\triangle DEF", 0.0),
+    ("\\triangle ABC \\cong \\triangle EDF", "\\triangle ABC \\cong \\triangle DEF", 0.0),
 ]
 
 
