@@ -25,7 +25,6 @@ generation adds c, so a resumed stage draws exactly what an uninterrupted one wo
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -54,7 +53,7 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
         prepare(ws, recipe)
         check_training_data(ws, recipe)
         base = recipe.roles.student.model
-        evaluate(ws, recipe, "base", base, recipe)
+        evaluate(ws, recipe, "base", base)
         previous_grpo = None
         for k in range(1, recipe.iterations + 1):
             r = recipe.for_iteration(k)
@@ -65,10 +64,10 @@ def run(recipe: Recipe, *, force: bool = False, redo: str | Sequence[str] | None
                 regenerate(ws, r, k, previous_grpo)
             select(ws, r, k)
             sft_model = sft(ws, r, k, base)
-            evaluate(ws, r, f"iter_{k}/sft", sft_model, recipe)
+            evaluate(ws, recipe, f"iter_{k}/sft", sft_model, runs_on=r)
             rl_data(ws, r, k, sft_model)
             previous_grpo = grpo(ws, r, k, sft_model)
-            evaluate(ws, r, f"iter_{k}/grpo", previous_grpo, recipe)
+            evaluate(ws, recipe, f"iter_{k}/grpo", previous_grpo, runs_on=r)
         summary = write_summary(ws.root, recipe)
         log.info("wrote %s and %s", ws.root / "summary.json", write_report(ws.root, recipe))
         ws.finish()
@@ -283,32 +282,32 @@ def grpo(ws: Workspace, r: Recipe, k: int, init: str) -> str:
     return str(model)
 
 
-def evaluate(ws: Workspace, r: Recipe, where: str, model: str, measured: Recipe) -> None:
-    """`model` on the held-out sets, measured as the top-level recipe (`measured`) says for every checkpoint:
-    its reward, the evaluator's prompt and system (else the student's), its decoding; an iteration may judge
-    its own data otherwise, or prompt its student otherwise. `r`, the iteration's recipe, says where and how
+def evaluate(ws: Workspace, recipe: Recipe, where: str, model: str, runs_on: Recipe | None = None) -> None:
+    """`model` on the held-out sets, measured as the top-level `recipe` says for every checkpoint: its reward,
+    the evaluator's prompt and system (else the student's), its decoding and seed; an iteration may judge its
+    own data otherwise, or prompt its student otherwise. `runs_on`, the iteration's recipe, says where and how
     fast the evaluator runs (its engine options)."""
     from openvlt.stages.evaluate import evaluate_model
 
     out = ws.root / where / "eval.json"
-    role, student = measured.roles.evaluator, measured.roles.student
-    r = dataclasses.replace(r, reward=measured.reward, evaluate=measured.evaluate)
+    role, student = recipe.roles.evaluator, recipe.roles.student
 
     def body(ctx):
-        sets = {name: _inputs(ws, r, ref, f"data.eval.{name}") for name, ref in r.data.eval.items()}
-        cut = {name: _evaluated(r, len(rows)) for name, rows in sets.items()}
+        sets = {name: _inputs(ws, recipe, ref, f"data.eval.{name}") for name, ref in recipe.data.eval.items()}
+        cut = {name: _evaluated(recipe, len(rows)) for name, rows in sets.items()}
         sets = {name: rows[: cut[name]] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
-            sets, label, _engine(r, "evaluator", model), ctx.out["eval"],
-            set_aside={name: _set_aside(ws, r, ref, cut[name]) for name, ref in r.data.eval.items()},
+            sets, label, _engine(runs_on or recipe, "evaluator", model), ctx.out["eval"],
+            set_aside={name: _set_aside(ws, recipe, ref, cut[name]) for name, ref in recipe.data.eval.items()},
             prompt=role.prompt or student.prompt, system=role.system or student.system,
-            sampling=Sampling(n=1, temperature=r.evaluate.temperature, max_tokens=r.evaluate.max_tokens, seed=measured.seed),
-            scratch=ctx.scratch, samples_kept=r.evaluate.samples_kept, judge=r.reward,
+            sampling=Sampling(n=1, temperature=recipe.evaluate.temperature, max_tokens=recipe.evaluate.max_tokens,
+                              seed=recipe.seed),
+            scratch=ctx.scratch, samples_kept=recipe.evaluate.samples_kept, judge=recipe.reward,
         )
 
-    held_out = {f"eval.{name}": ref for name, ref in r.data.eval.items()}  # what it is evaluated on is an input too
-    inputs = {"model": model, **held_out, **_reward_files(r, rows=tuple(held_out.values()))}
+    held_out = {f"eval.{name}": ref for name, ref in recipe.data.eval.items()}  # what it is evaluated on is an input too
+    inputs = {"model": model, **held_out, **_reward_files(recipe, rows=tuple(held_out.values()))}
     ws.stage(f"{where}/evaluate", body, outputs={"eval": out}, inputs=inputs)
 
 

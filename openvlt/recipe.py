@@ -539,16 +539,13 @@ def check_values(recipe: Recipe) -> None:
         if blank:
             raise RecipeError(f"{where('select.reflection_markers')}: {blank[0]!r} is not a marker (an empty or blank one "
                               "would cut every trace at its first space)")
-        for stage, role, more in (("distill", "reasoner", "distill.samples"), ("regenerate", "student", "regenerate.samples"),
-                                  ("regenerate", "student", "regenerate.retries")):
-            if (stage == "distill") != (k == 1):
-                continue  # distill runs in iteration 1 only, regenerate in the later ones
-            greedy = not value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (it ignores it)
-            if greedy and value(more) > (1 if more.endswith("samples") else 0):
+        stage, role = ("distill", "reasoner") if k == 1 else ("regenerate", "student")  # (what samples this iteration)
+        greedy = not value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (a program ignores it)
+        for more, most in ((f"{stage}.samples", 1), *([("regenerate.retries", 0)] if stage == "regenerate" else [])):
+            if greedy and value(more) > most:
                 raise RecipeError(f"{where_set(f'{stage}.temperature', more)}: {stage}.temperature 0 decodes greedily, so "
                                   f"{more}={value(more)} would only repeat one {role}'s answer (as many times over): set a "
-                                  f"temperature above 0" + (
-                                      f", or {more}: 1" if more.endswith("samples") else f", or {more}: 0"))
+                                  f"temperature above 0, or {more}: {most}")
         if value("reward.workers") < 1:
             raise RecipeError(f"{where('reward.workers')}: must be >= 1, got {value('reward.workers')} (the loop judges in worker "
                               "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")

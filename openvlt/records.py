@@ -708,18 +708,22 @@ def _check_one_type(rows: list[dict[str, Any]], name: str, path: Path, numbers: 
             return exc
         return None
 
-    if not fails(len(rows)):
+    low, high, error = 0, len(rows), fails(len(rows))  # the first `low` rows make a column, the first `high` none
+    if error is None:
         return
-    low, high = 0, len(rows)  # fails(low) is None, fails(high) is not
     while high - low > 1:
-        low, high = (low, (low + high) // 2) if fails((low + high) // 2) else ((low + high) // 2, high)
+        middle = (low + high) // 2
+        if (failed := fails(middle)) is not None:
+            high, error = middle, failed
+        else:
+            low = middle
     bad, value = high - 1, rows[high - 1].get(name)
     earlier = next((i for i in range(bad) if rows[i].get(name) is not None), None)
     if earlier is None:
-        why = f"extra column {name!r} holds {_shown(value)}, a value a parquet column cannot hold ({fails(high)})"
+        why = f"extra column {name!r} holds {_shown(value)}, a value a parquet column cannot hold ({error})"
     else:
         why = (f"extra column {name!r} holds {_shown(value)} here but {_shown(rows[earlier].get(name))} in "
-               f"{_row_label(numbers[earlier], rows[earlier].get('id'))}: a column holds values of one type ({fails(high)})")
+               f"{_row_label(numbers[earlier], rows[earlier].get('id'))}: a column holds values of one type ({error})")
     raise RecordError(path, numbers[bad], rows[bad].get("id"), why)
 
 

@@ -328,9 +328,10 @@ def _figures_alike(answer: str, truth: str) -> tuple[str, str] | None:
     both with each figure's points spelled one way, if the answer names the same figures (in any order),
     else None. An answer naming none is the value of a truth that names one and gives it
     ("30" for "m\\angle ABC = 30"). A truth naming none: both as they are."""
-    if not _GEOMETRY_NAME_RE.search(_FIGURE_SIGN_RE.sub(_figure_command, truth)):
+    signed = _FIGURE_SIGN_RE.sub(_figure_command, truth)  # "∠ABC" as "\\angle ABC"
+    if not _GEOMETRY_NAME_RE.search(signed):
         return answer, truth
-    answer, truth = (_FIGURE_SIGN_RE.sub(_figure_command, t) for t in (answer, truth))
+    answer, truth = _FIGURE_SIGN_RE.sub(_figure_command, answer), signed
     if not _FIGURE_COMMAND_RE.search(answer) and "=" in truth:
         return answer, truth.rsplit("=", 1)[1]
     if sorted(_figures(answer)) != sorted(_figures(truth)):

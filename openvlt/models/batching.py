@@ -215,12 +215,12 @@ def encode_rollouts(
     for i, (prompt, ims) in enumerate(zip(prompts, images)):
         system = systems[i] if systems else None
         enc = _encode(processor, [chat_text(processor, prompt, system)], [ims], padding_side="right")
-        patch_span, grid_span = [patches, patches], [images_so_far, images_so_far]
+        first_patch, first_image = patches, images_so_far
         if "pixel_values" in enc:  # (a text-only prompt has none: an empty span)
             pixels.append(enc.pop("pixel_values"))
             grids.append(enc.pop("image_grid_thw"))
             patches, images_so_far = patches + pixels[-1].shape[0], images_so_far + grids[-1].shape[0]
-            patch_span, grid_span = [patch_span[0], patches], [grid_span[0], images_so_far]
+        patch_span, grid_span = [first_patch, patches], [first_image, images_so_far]
         for r in range(rollouts):
             response = torch.tensor([list(responses[i * rollouts + r])], dtype=torch.long)
             if (response == processor.image_token_id).any():

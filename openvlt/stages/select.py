@@ -74,14 +74,14 @@ def select_traces(
     earlier = {row["id"]: row for row in previous or []}
     rows, quarantined = [], []
     yields = {"no_correct": 0, "too_long": 0, "truncated": 0, "truncation_rejected": 0}
-    if previous is not None:
-        yields |= {"kept_previous": 0, "previous_other_problem": 0, "previous_rejected": 0}
     correct = [[j for j, r in enumerate(results) if judge.is_correct(r)] for results in verdicts]
     written = [{j: cuts.get((i, j)) or problem["traces"][j] for j in correct[i]}  # the trace SFT trains on: cut if accepted
                for i, problem in enumerate(traced)]
     fitting = [[j for j in correct[i] if max_tokens is None or count_tokens(written[i][j]) <= max_tokens]
                for i in range(len(traced))]
-    fallback, rejudged = _previous_rows(traced, fitting, earlier, yields, judge, max_tokens, count_tokens)
+    fallback, rejudged, other_problem, rejected = _previous_rows(traced, fitting, earlier, judge, max_tokens, count_tokens)
+    if previous is not None:
+        yields |= {"kept_previous": 0, "previous_other_problem": other_problem, "previous_rejected": rejected}
     too_long: list[Any] = []
     for i, (problem, results) in enumerate(zip(traced, verdicts)):
         record = {**{k: v for k, v in problem.items() if k != "traces"}, "verdicts": [r.score if r.ok else None for r in results]}
@@ -131,29 +131,28 @@ def select_traces(
     }
 
 
-def _previous_rows(traced, fitting, earlier, yields, judge, max_tokens, count_tokens) -> tuple[dict[int, dict], list]:
+def _previous_rows(traced: Sequence[dict[str, Any]], fitting: list[list[int]], earlier: dict[Any, dict[str, Any]],
+                   judge: RewardSettings, max_tokens: int | None, count_tokens: Callable[[str], int],
+                   ) -> tuple[dict[int, dict[str, Any]], list, int, int]:
     """The previous iteration's row for each problem with no acceptable new trace, where there is one for the
     same problem that this iteration would accept too: not judged wrong by this iteration's reward (a stricter
     `correct_at`, another plugin; a reward that fails on it leaves the earlier verdict standing, as it does
-    for a problem none of whose new traces is judged) and within its length cap. Those it would not accept
-    are counted as `previous_rejected`; rows whose id now names another problem as `previous_other_problem`."""
-    candidates = {}
+    for a problem none of whose new traces is judged) and within its length cap. Also returned: the verdicts,
+    the rows whose id now names another problem, and those this iteration would not accept."""
+    candidates, other_problem = {}, 0
     for i, problem in enumerate(traced):
         kept = None if fitting[i] else earlier.get(problem["id"])
         if kept is not None and not _same_problem(problem, kept):  # the id reused by another data file
-            yields["previous_other_problem"] += 1
+            other_problem += 1
         elif kept is not None:
             candidates[i] = kept
     if not candidates:
-        return {}, []
+        return {}, [], other_problem, 0
     results = score_responses([traced[i] for i in candidates], [[kept["response"]] for kept in candidates.values()], judge)
-    accepted = {}
-    for (i, kept), (result,) in zip(candidates.items(), results):
-        if (judge.is_correct(result) or not result.ok) and (max_tokens is None or count_tokens(kept["response"]) <= max_tokens):
-            accepted[i] = kept
-        else:
-            yields["previous_rejected"] += 1
-    return accepted, [r for rs in results for r in rs]
+    accepted = {i: kept for (i, kept), (result,) in zip(candidates.items(), results)
+                if (judge.is_correct(result) or not result.ok)
+                and (max_tokens is None or count_tokens(kept["response"]) <= max_tokens)}
+    return accepted, [r for rs in results for r in rs], other_problem, len(candidates) - len(accepted)
 
 
 def truncate_at_reflection(trace: str, markers: Sequence[str]) -> str | None:
