@@ -2,7 +2,7 @@
 
 A reward function you already have works as a plugin as it is:
 
-    openvlt's:   score(response, ground_truth, *, extra_info)            (may take `data_source=` too)
+    openvlt's:   score(response, ground_truth, *, extra_info)            (may take `data_source` too)
     verl's:      compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)
                  (a ``custom_reward_function``, or verl's own ``verl.utils.reward_score:default_compute_score``,
                  which picks a scorer by the row's ``data_source``): called by keyword, as verl calls it
@@ -44,11 +44,11 @@ def as_plugin(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     names = signature.parameters
     if ("solution_str" in names or "data_source" in names) and _binds(signature, **_VERL_KEYWORDS):
         return _adapted(fn, _verl_call(fn), wants_data_source=True)
+    if "data_source" in names and _binds(signature, "response", "ground truth", extra_info={}, data_source=""):
+        return _adapted(fn, lambda response, ground_truth, extra_info, data_source:
+                        fn(response, ground_truth, extra_info=extra_info, data_source=data_source),
+                        wants_data_source=True, first_of_tuple=False)  # (with or without a default)
     if _binds(signature, "response", "ground truth", extra_info={}):
-        if "data_source" in names and _binds(signature, "response", "ground truth", extra_info={}, data_source=""):
-            return _adapted(fn, lambda response, ground_truth, extra_info, data_source:
-                            fn(response, ground_truth, extra_info=extra_info, data_source=data_source),
-                            wants_data_source=True, first_of_tuple=False)
         if not _is_async(fn):
             return fn
         return _adapted(fn, lambda response, ground_truth, extra_info, data_source:

@@ -135,6 +135,8 @@ def test_verls_own_scorers_are_plugins_by_their_module_names():
     ("**kwargs", "kwargs['data_source'], kwargs['solution_str'], kwargs['ground_truth']"),
     ("solution_str, ground_truth, **kwargs", "kwargs['data_source'], solution_str, ground_truth"),
     ("response, ground_truth, *, extra_info, data_source=''", "data_source, response, ground_truth"),
+    ("response, ground_truth, *, extra_info, data_source", "data_source, response, ground_truth"),  # no default
+    ("response, ground_truth, data_source, *, extra_info", "data_source, response, ground_truth"),
 ])
 def test_every_signature_verl_can_call_gets_its_arguments_by_name(signature, call):
     """verl calls by keyword: a function it can call is called the same way here, never with the answer in
