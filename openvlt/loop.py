@@ -1,5 +1,6 @@
 """The loop: OpenVLThinker's iterative SFT + RL procedure as one resumable job.
 
+    prepare the recipe's built inputs (toy world, tiny student); check every training slice once
     evaluate the base student
     for k = 1 .. K:
         if k == 1: caption the SFT problems, distill n traces each from the text-only reasoner
@@ -10,9 +11,9 @@
         GRPO from the SFT model on them;                                  evaluate
     write summary.json and report.html
 
-Each line but the last is a stage of the workspace (openvlt.workspace; verify and select are one):
-skipped when complete, restarted (from its chunks or checkpoints) when interrupted. Deliberate
-differences from the paper:
+Each step but the data check and the last line is a stage of the workspace (openvlt.workspace; verify
+and select are one): skipped when complete, restarted (from its chunks or checkpoints) when interrupted.
+Deliberate differences from the paper:
 1. Captioning and distillation run once, in iteration 1; later iterations only regenerate.
 2. Evaluation decodes greedily (by default: evaluate.temperature 0) on the recipe's held-out sets, after
    every SFT and GRPO stage.
@@ -102,7 +103,7 @@ def check_training_data(ws: Workspace, r: Recipe) -> None:
         rk, which, reader, ref = next(iter(checks.values()))
         log.info("checking %s rows [%d, %s) (%s reads them)", ref.path, ref.start, "end" if ref.stop is None else ref.stop, reader)
         try:
-            problems = _inputs(ws, rk, ref, f"data.{which}")
+            problems = _read_problems(ws, rk, ref, f"data.{which}")
             for rk, which, reader, _ in checks.values():
                 _check_prompt_lengths(rk, which, problems)
         except Exception as exc:
@@ -139,7 +140,7 @@ def caption(ws: Workspace, r: Recipe, k: int) -> None:
     it, ref = f"iter_{k}", r.data_for_iteration("sft", k)
 
     def body(ctx):
-        problems = _inputs(ws, r, ref, "data.sft")
+        problems = _read_problems(ws, r, ref, "data.sft")
         captioner = _engine(r, "captioner") if any(p["images"] for p in problems) else None  # text only: load no model
         return caption_problems(
             problems, captioner, ctx.out["captions"],
@@ -178,7 +179,7 @@ def regenerate(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/regenerate",
         lambda ctx: regenerate_traces(
-            _inputs(ws, r, ref, "data.sft"), _engine(r, "student", model), ctx.out["traces"],
+            _read_problems(ws, r, ref, "data.sft"), _engine(r, "student", model), ctx.out["traces"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.regenerate.samples, temperature=r.regenerate.temperature, top_p=r.regenerate.top_p,
                               max_tokens=r.regenerate.max_tokens, seed=r.seed + k),
@@ -244,7 +245,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     out = ws.root / it / "rl.parquet"
     if not r.rl_data.enabled:
         def copy_all(ctx):
-            n = write_records(_inputs(ws, r, ref, "data.rl"), ctx.out["rl"])
+            n = write_records(_read_problems(ws, r, ref, "data.rl"), ctx.out["rl"])
             return {"in": n, "out": n}
 
         ws.stage(f"{it}/rl_data", copy_all, outputs={"rl": out}, inputs={"problems": ref})
@@ -252,7 +253,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
     ws.stage(
         f"{it}/rl_data",
         lambda ctx: select_rl_problems(
-            _inputs(ws, r, ref, "data.rl"), _engine(r, "student", model), ctx.out["rl"],
+            _read_problems(ws, r, ref, "data.rl"), _engine(r, "student", model), ctx.out["rl"],
             prompt=r.roles.student.prompt, system=r.roles.student.system, scratch=ctx.scratch,
             sampling=Sampling(n=r.rl_data.samples, temperature=r.rl_data.temperature, max_tokens=r.rl_data.max_tokens,
                               seed=r.seed + 100 * k),
@@ -261,7 +262,7 @@ def rl_data(ws: Workspace, r: Recipe, k: int, model: str) -> None:
         ),
         outputs={"rl": out},
         inputs={"problems": ref, "model": model, **_reward_files(r, rows=(ref,))},
-        filters=("rl_data.min_pass", "rl_data.max_pass", "rl_data.max_problems"),  # widening the band samples nothing again
+        choice_keys=("rl_data.min_pass", "rl_data.max_pass", "rl_data.max_problems"),  # widening the band samples nothing again
     )
 
 
@@ -286,24 +287,24 @@ def evaluate(ws: Workspace, recipe: Recipe, where: str, model: str, runs_on: Rec
     """`model` on the held-out sets, measured as the top-level `recipe` says for every checkpoint: its reward,
     the evaluator's prompt and system (else the student's), its decoding and seed; an iteration may judge its
     own data otherwise, or prompt its student otherwise. `runs_on`, the iteration's recipe, says where and how
-    fast the evaluator runs (its engine options)."""
+    fast the evaluator runs (its engine options) and how many answers eval.json keeps."""
     from openvlt.stages.evaluate import evaluate_model
 
     out = ws.root / where / "eval.json"
     role, student = recipe.roles.evaluator, recipe.roles.student
 
     def body(ctx):
-        sets = {name: _inputs(ws, recipe, ref, f"data.eval.{name}") for name, ref in recipe.data.eval.items()}
-        cut = {name: _evaluated(recipe, len(rows)) for name, rows in sets.items()}
+        sets = {name: _read_problems(ws, recipe, ref, f"data.eval.{name}") for name, ref in recipe.data.eval.items()}
+        cut = {name: _eval_cutoff(recipe, len(rows)) for name, rows in sets.items()}
         sets = {name: rows[: cut[name]] for name, rows in sets.items()}
         label = os.path.relpath(model, ws.root) if Path(model).resolve().is_relative_to(ws.root.resolve()) else model
         return evaluate_model(
             sets, label, _engine(runs_on or recipe, "evaluator", model), ctx.out["eval"],
-            set_aside={name: _set_aside(ws, recipe, ref, cut[name]) for name, ref in recipe.data.eval.items()},
+            set_aside={name: _bad_rows_before(ws, recipe, ref, cut[name]) for name, ref in recipe.data.eval.items()},
             prompt=role.prompt or student.prompt, system=role.system or student.system,
             sampling=Sampling(n=1, temperature=recipe.evaluate.temperature, max_tokens=recipe.evaluate.max_tokens,
                               seed=recipe.seed),
-            scratch=ctx.scratch, samples_kept=recipe.evaluate.samples_kept, judge=recipe.reward,
+            scratch=ctx.scratch, samples_kept=(runs_on or recipe).evaluate.samples_kept, judge=recipe.reward,
         )
 
     held_out = {f"eval.{name}": ref for name, ref in recipe.data.eval.items()}  # what it is evaluated on is an input too
@@ -312,7 +313,14 @@ def evaluate(ws: Workspace, recipe: Recipe, where: str, model: str, runs_on: Rec
 
 
 # ----------------------------------------------------------------------------- helpers
-def _inputs(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
+# Per process: a held-out set's problems (read once per file state), the slices already checked
+# against them, and the quarantine files already announced (data is read at every stage that uses it).
+_HELD_OUT: dict[tuple, dict[tuple, str]] = {}
+_CHECKED: set[tuple] = set()
+_ANNOUNCED: set[Path] = set()
+
+
+def _read_problems(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[str, Any]]:
     """A slice of a user data file (recipe key `key`); training data that holds held-out problems is
     warned about."""
     problems = _read_slice(ws, r, ref, key)
@@ -336,23 +344,23 @@ def _read_slice(ws: Workspace, r: Recipe, ref: DataRef, key: str) -> list[dict[s
         if not problems:  # (an empty file read whole; an empty slice raises)
             raise NoProblems(f"{ref.path} has no usable problems")
     except NoProblems as exc:
-        set_aside = f" ({jsonl_rows(quarantine)} bad rows set aside in {quarantine})" if (
+        bad_rows_note = f" ({jsonl_rows(quarantine)} bad rows set aside in {quarantine})" if (
             quarantine is not None and quarantine.exists()) else ""
-        raise ValueError(f"{key}: {exc}{set_aside}") from None
+        raise ValueError(f"{key}: {exc}{bad_rows_note}") from None
     except RecordError as exc:
         hint = "" if exc.row is None else (" (fix the rows, or set data.skip_bad_rows: true to set bad rows aside "
                                            "in <run_dir>/quarantine/ and go on)")
         raise ValueError(f"{key}: {exc}{hint}") from None
     if quarantine is not None and quarantine.exists() and quarantine not in _ANNOUNCED:  # read at every stage: said once
         _ANNOUNCED.add(quarantine)
-        set_aside, first = jsonl_rows(quarantine), json.loads(quarantine.read_text(encoding="utf-8").partition("\n")[0])
+        n_bad, first = jsonl_rows(quarantine), json.loads(quarantine.read_text(encoding="utf-8").partition("\n")[0])
         over = ""
         if key.startswith("data.eval."):
-            cut = _evaluated(r, len(problems))
+            cut = _eval_cutoff(r, len(problems))
             over = (f"; its accuracy is over the other {len(problems)}" if cut is None else
                     f"; its accuracy is over the first {cut} of the other {len(problems)} (evaluate.max_problems)")
         log.warning("%s: %d of the %d rows read from %s are bad, set aside in %s (the first: row %d, %s)%s", key,
-                    set_aside, set_aside + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
+                    n_bad, n_bad + len(problems), ref.path, os.path.relpath(quarantine, ws.root), first["row"],
                     first["reason"], over)
     if r.reward.override is None:
         _check_reward_names(problems, ref.path, key, r.reward.memory_mb)
@@ -364,13 +372,13 @@ def _quarantine_file(ws: Workspace, r: Recipe, ref: DataRef) -> Path | None:
     return quarantine_file(ws.root, ref) if r.data.skip_bad_rows else None
 
 
-def _evaluated(r: Recipe, usable: int) -> int | None:
+def _eval_cutoff(r: Recipe, usable: int) -> int | None:
     """How many of a held-out set's `usable` problems evaluate takes, where evaluate.max_problems cuts
     the set (None: all of them)."""
     return r.evaluate.max_problems if r.evaluate.max_problems and usable > r.evaluate.max_problems else None
 
 
-def _set_aside(ws: Workspace, r: Recipe, ref: DataRef, first: int | None = None) -> int:
+def _bad_rows_before(ws: Workspace, r: Recipe, ref: DataRef, first: int | None = None) -> int:
     """How many of a slice's rows its last read set aside as bad; with `first`, how many of them lie
     before its `first`-th usable row (evaluate.max_problems evaluates the first usable ones)."""
     quarantine = _quarantine_file(ws, r, ref)
@@ -387,11 +395,6 @@ def _held_out_problems(ws: Workspace, r: Recipe, ref: DataRef, name: str) -> dic
     if key not in _HELD_OUT:
         _HELD_OUT[key] = {_problem_key(p): p["id"] for p in _read_slice(ws, r, ref, f"data.eval.{name}")}
     return _HELD_OUT[key]
-
-
-_HELD_OUT: dict[tuple, dict[tuple, str]] = {}
-_CHECKED: set[tuple] = set()
-_ANNOUNCED: set[Path] = set()
 
 
 def _problem_key(p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
