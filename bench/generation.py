@@ -4,8 +4,8 @@
 
 Needs a run of the embedded default: it loads iteration 1's SFT model (a model that writes whole
 traces; the base student writes too little to time) and answers the held-out questions greedily,
-as the evaluate stage does, once per batch size. Prints seconds, generated tokens per second and,
-on a GPU, the peak memory PyTorch allocated.
+as the evaluate stage does, once per batch size. Prints seconds, generated tokens per second, the
+speed-up in tokens per second over the first batch size and, on a GPU, the peak memory PyTorch allocated.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def main() -> None:
 
     gpu = args.device.startswith("cuda")
     print(f"greedy answers to {len(requests)} held-out questions by {model} on {args.device}")
-    print("batch  seconds  tokens  tokens/s  peak MiB")
+    print("batch  seconds  tokens  tokens/s  speed-up  peak MiB")
+    first = None
     for batch_size in args.batch_sizes:
         engine = HFEngine(model, device=args.device, batch_size=batch_size)
         engine.generate_ids(requests[:batch_size], sampling)  # warm-up: kernels, allocator
@@ -49,8 +50,9 @@ def main() -> None:
         _, ids = engine.generate_ids(requests, sampling)
         seconds = time.perf_counter() - started
         tokens = sum(len(row) for rows in ids for row in rows)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
-        print(f"{batch_size:5d}  {seconds:7.2f}  {tokens:6d}  {tokens / seconds:8.0f}  {peak:8.0f}")
+        peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if gpu else "-"
+        first = first or tokens / seconds
+        print(f"{batch_size:5d}  {seconds:7.2f}  {tokens:6d}  {tokens / seconds:8.0f}  {tokens / seconds / first:7.2f}x  {peak:>8s}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Does GRPO's policy gradient point anywhere at this model? A check to run before paying for GRPO.
 
-    .venv/bin/python bench/grpo_signal.py [--run runs/tiny-cpu] [--iter 1] [--rollouts 16] [--control]
+    .venv/bin/python bench/grpo_signal.py [--run runs/tiny-cpu] [--iter 1] [--rollouts 16] [--seed 0] [--control]
 
 Samples `--rollouts` answers to each of an iteration's RL problems (RUN/iter_K/rl.parquet) from its SFT
 model, judges them with the reward GRPO trains on (each problem's own plugin, or the recipe's

@@ -3,9 +3,9 @@
     .venv/bin/python bench/learnability.py [--minutes 10] [--n-train 2000] [--grid 3] [--out runs/bench-learnability]
 
 Builds the toy world and the tiny student, captions + distills traces with the program teacher,
-keeps the shortest correct trace per problem (the `math` reward plugin), then trains with the local
+keeps the shortest correct trace per problem (the `toyworld` reward plugin, as the embedded default), then trains with the local
 SFT backend for a wall-clock budget, evaluating greedy accuracy on the held-out split every
-`--eval-every` seconds (evaluation time is not counted against the budget). Prints the curve next
+`--eval-every` seconds and at the end (evaluation time is not counted against the budget). Prints the curve next
 to the best-constant baseline and writes curve.json and curve.png to --out.
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main() -> None:
 
     def evaluate(step: int, model, processor) -> None:
         clock["train"] += time.time() - clock["since"]
-        if clock["train"] - clock["last_eval"] >= args.eval_every or clock["train"] >= args.minutes * 60:
+        last = clock["train"] >= args.minutes * 60 or step == steps  # the budget's end, or the schedule's
+        if clock["train"] - clock["last_eval"] >= args.eval_every or last:
             clock["last_eval"] = clock["train"]
             answers = HFEngine.from_loaded(model, processor, batch_size=150).generate(
                 requests, Sampling(n=1, temperature=0, max_tokens=240))

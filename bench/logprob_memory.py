@@ -46,6 +46,8 @@ def _peak_mib(device: str) -> float:
 
 
 def _measure(args: argparse.Namespace) -> None:
+    import verl.utils.torch_functional  # noqa: F401  (what _response_logprobs imports: loaded before the baseline)
+
     from openvlt.backends.local import _response_logprobs
 
     torch.manual_seed(0)

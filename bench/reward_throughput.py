@@ -1,15 +1,19 @@
 """Throughput of the reward batch scorer, and what one runaway item costs a batch.
 
-    .venv/bin/python bench/reward_throughput.py [--items 20000] [--timeout 2]
+    .venv/bin/python bench/reward_throughput.py [--items 20000] [--timeout 2] [--runaway-batch 4000]
 
-Prints items/s for: raw math-verify (``verify(parse(truth), parse(response))``, sequential, this
-process), our scorer with 1 worker, and with every core; then the ratio against the target
-``all-core >= 0.8 x cores x raw single-core rate``; then the delay one runaway item adds to a
-batch, against the target ``delay <= its timeout``. Not a test: numbers depend on the machine.
+Prints items/s for: the ``math`` plugin called in this process, one item after another (the
+single-core rate), raw math-verify (``verify(parse(truth), parse(response))``, for scale: the plugin
+settles most items before it), our scorer with 1 worker, and with every core; then the ratio against
+the target ``all-core >= 0.8 x cores x single-core rate``; then the delay one runaway item adds to a
+batch of --runaway-batch items, against the target ``delay <= its timeout`` (the runaway sits halfway,
+so a batch that takes less than twice the timeout to score leaves little to overlap the wait with,
+and the kill and restart show). Not a test: numbers depend on the machine.
 
 The items mix what openvlt scores: toy-world counting traces (right and wrong), multiple choice,
-LaTeX answers (fractions, radicals, pi, sets, intervals, equations), short text, and garbage from
-an untrained model.
+LaTeX answers (fractions, radicals, pi, sets, intervals, equations, with their numbers drawn, so
+few repeat: a parse cache does not stand in for the work), short text, and garbage from an
+untrained model.
 """
 from __future__ import annotations
 
@@ -29,9 +33,16 @@ def stall(response: str, ground_truth: str, *, extra_info: dict) -> float:
 
 def mixed_items(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    latex = [("\\frac{1}{2}", "0.5"), ("2\\sqrt{2}", "\\sqrt{8}"), ("\\frac{\\pi}{3}", "\\frac{\\pi}{3}"),
-             ("\\{1, 2\\}", "\\{2, 1\\}"), ("(1, 2]", "(1, 2]"), ("y = 2x + 1", "2x - y + 1 = 0"),
-             ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}"), ("x^2 + 2x + 1", "(x+1)^2"), ("3\\sqrt{3}", "\\sqrt{27}")]
+    latex = [  # (answer, truth) for numbers a, b
+        lambda a, b: (f"\\frac{{{a}}}{{{a + b}}}", f"\\frac{{{2 * a}}}{{{2 * (a + b)}}}"),
+        lambda a, b: (f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}"),
+        lambda a, b: (f"\\frac{{\\pi}}{{{a}}}", f"\\frac{{\\pi}}{{{a}}}"),
+        lambda a, b: (f"\\{{{a}, {a + b}\\}}", f"\\{{{a + b}, {a}\\}}"),
+        lambda a, b: (f"({a}, {a + b}]", f"({a}, {a + b}]"),
+        lambda a, b: (f"y = {a}x + {b}", f"{a}x - y + {b} = 0"),
+        lambda a, b: (f"\\frac{{1}}{{2^{{{a + 60}}}}}", f"\\frac{{1}}{{2^{{{a + 59}}}}}"),
+        lambda a, b: (f"x^2 + {2 * a}x + {a * a}", f"(x+{a})^2"),
+    ]
     words = ["red", "blue", "cube", "sphere", "yes", "no", "cylinder"]
     items = []
     for _ in range(n):
@@ -47,7 +58,7 @@ def mixed_items(n: int, seed: int = 0) -> list[dict]:
             items.append({"response": f"<think>Option {letter} fits.</think> <answer>{letter}</answer>",
                           "ground_truth": rng.choice("ABCD"), "extra_info": {"choices": ["2", "4", "3", "5"]}})
         elif kind < 0.75:  # LaTeX
-            answer, truth = rng.choice(latex)
+            answer, truth = rng.choice(latex)(rng.randint(1, 40), rng.randint(1, 40))
             items.append({"response": f"<think>Simplify.</think> The result is \\boxed{{{answer}}}.", "ground_truth": truth})
         elif kind < 0.85:  # short text
             items.append({"response": f"<think>Look.</think> <answer>{rng.choice(words)}</answer>",
@@ -57,6 +68,19 @@ def mixed_items(n: int, seed: int = 0) -> list[dict]:
             items.append({"response": "".join(rng.choice(tokens) for _ in range(rng.randint(20, 400))),
                           "ground_truth": str(rng.randint(0, 9))})
     return items
+
+
+def in_process_rate(items: list[dict]) -> float:
+    """The `math` plugin called here, one item after another, after the scorer's warm-up (50 items)."""
+    from rewards import get_reward
+
+    math = get_reward("math")
+    for item in items[:50]:
+        math(item["response"], item["ground_truth"], extra_info=item.get("extra_info", {}))
+    started = time.perf_counter()
+    for item in items:
+        math(item["response"], item["ground_truth"], extra_info=item.get("extra_info", {}))
+    return len(items) / (time.perf_counter() - started)
 
 
 def raw_math_verify_rate(items: list[dict]) -> float:
@@ -101,23 +125,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=2.0, help="per-item limit for the runaway test")
+    parser.add_argument("--runaway-batch", type=int, default=4000, help="items in the runaway test's batch")
     args = parser.parse_args()
     cores = default_workers()
-    items = mixed_items(args.items)
+    items = mixed_items(max(args.items, args.runaway_batch))
 
-    raw = raw_math_verify_rate(items)
-    one_warm, one_cold = scorer_rate(items, 1, timeout=10.0)
-    all_warm, all_cold = scorer_rate(items, cores, timeout=10.0)
-    target = 0.8 * cores * raw
-    print(f"items: {len(items)} mixed, cores: {cores}")
-    print(f"raw math-verify, sequential, 1 process: {raw:8.0f} items/s")
+    single = in_process_rate(items[: args.items])
+    raw = raw_math_verify_rate(items[: args.items])
+    one_warm, one_cold = scorer_rate(items[: args.items], 1, timeout=10.0)
+    all_warm, all_cold = scorer_rate(items[: args.items], cores, timeout=10.0)
+    print(f"items: {args.items} mixed, cores: {cores}")
+    print(f"math plugin, sequential, 1 process:     {single:8.0f} items/s")
+    print(f"raw math-verify, sequential, 1 process: {raw:8.0f} items/s (for scale)")
     print(f"scorer, 1 worker:                       {one_warm:8.0f} items/s warm ({one_cold:.0f} incl. worker start)")
     print(f"scorer, {cores} workers:                      {all_warm:8.0f} items/s warm ({all_cold:.0f} incl. worker start)")
-    print(f"all-core / (cores x raw) = {all_warm / (cores * raw):.2f}  (target >= 0.80: "
-          f"{'met' if all_warm >= target else 'NOT met'})")
-    print(f"1 worker / raw = {one_warm / raw:.2f};  all-core / 1 worker = {all_warm / one_warm:.2f}")
+    print(f"all-core / (cores x single-core) = {all_warm / (cores * single):.2f}  (target >= 0.80: "
+          f"{'met' if all_warm >= 0.8 * cores * single else 'NOT met'})")
+    print(f"1 worker / single-core = {one_warm / single:.2f};  all-core / 1 worker = {all_warm / one_warm:.2f}")
 
-    batch = items[: min(len(items), 4000)]
+    batch = items[: args.runaway_batch]
     clean, dirty, status = runaway_delay(batch, cores, args.timeout)
     delay = dirty - clean
     print(f"runaway item: batch of {len(batch)} took {clean:.2f} s clean, {dirty:.2f} s with one runaway "
