@@ -100,7 +100,7 @@ def _data(argv: list[str]) -> int:
     convert.add_argument("--split", help="the split of a save_to_disk DatasetDict folder")
     convert.add_argument("--reward", help="reward plugin for every row (default: the reward column, else math)")
     for key, where in (("question", "question, extra_info.question, problem, prompt"),
-                       ("answer", "answer, reward_model.ground_truth, extra_info.answer"), ("id", "id, else the row number")):
+                       ("answer", "answer, reward_model.ground_truth, extra_info.answer"), ("id", "id, else the file name and row number")):
         convert.add_argument(f"--{key}", metavar="KEY", help=f"column (or struct field, a.b) holding the {key} (default: "
                              f"the first of {where})")
     convert.add_argument("--skip-bad-rows", action="store_true", help="quarantine rows that break the record contract "

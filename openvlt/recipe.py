@@ -30,8 +30,9 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from openvlt.backends import OWN_REWARD, GRPOConfig, SFTConfig
+from openvlt.backends import OWN_REWARD, SCHEDULES, GRPOConfig, SFTConfig
 from openvlt.engines import IMAGE_PLACEHOLDER
+from rewards.batch import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,15 @@ class Distill:
     chunk_size: int = 256
 
 
+POLICIES = ("shortest", "longest", "first", "random")  # which correct trace select keeps for a problem
+REFLECTION_MARKERS = ("Wait,", "Wait ", "But wait", "Hmm,", "Alternatively,")  # where truncation may cut a trace
+
+
 @dataclass
 class Select:
     policy: str = "shortest"    # shortest | longest | first | random (among correct traces)
     truncate_reflections: bool = False
-    reflection_markers: list[str] = field(default_factory=lambda: ["Wait,", "Wait ", "But wait", "Hmm,", "Alternatively,"])
+    reflection_markers: list[str] = field(default_factory=lambda: list(REFLECTION_MARKERS))
     max_tokens: Optional[int] = None  # length cap (student tokenizer) on the selected trace
     keep_previous: bool = False  # iterations 2+: unsolved problems keep the previous iteration's trace
 
@@ -211,10 +216,10 @@ class RewardSettings:
     """How answers are judged (the recipe's `reward:` block). Each problem names its own plugin."""
 
     workers: int = 2            # reward worker processes
-    timeout: float = 5.0        # hard wall-clock limit per item, seconds
+    timeout: float = DEFAULT_TIMEOUT  # hard wall-clock limit per item, seconds
     correct_at: float = 1.0     # a response is correct when its score is at least this
     override: Optional[str] = None  # judge every problem with this plugin instead of its own
-    memory_mb: int = 2048       # address space each reward worker may take beyond its start, MiB (a plugin's model)
+    memory_mb: int = DEFAULT_MEMORY_MB  # address space each reward worker may take beyond its start, MiB (a plugin's model)
 
     def reward_of(self, problem: dict[str, Any]) -> str:
         """The plugin that judges `problem`: `override` when set, else the problem's own."""
@@ -461,8 +466,8 @@ def _kind(value: Any) -> str:
 
 # Values that would otherwise fail only when their stage starts, or quietly do the wrong thing.
 _CHOICES = {
-    "sft.schedule": ("cosine", "linear", "constant"),
-    "grpo.schedule": ("cosine", "linear", "constant"),
+    "sft.schedule": SCHEDULES,
+    "grpo.schedule": SCHEDULES,
     "grpo.kl_penalty": tuple(name + plus for plus in ("", "+") for name in ("low_var_kl", "k3", "kl", "k1", "mse", "k2", "abs")),  # verl's
     "grpo.loss_agg_mode": ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
 }
@@ -490,161 +495,214 @@ _AT_LEAST_ONE_IF_SET = {  # key -> what null means
 def check_values(recipe: Recipe) -> None:
     """Choices, counts, engines, backend and reward names, and option names, for every iteration; an
     error names the key (under `per_iteration.k.` when that iteration sets it)."""
-    from openvlt.backends import BACKENDS, backend_options
-    from openvlt.engines import ENGINES, check_engine_options, engine_options
-    from openvlt.stages.select import POLICIES
-    from rewards import RewardError, check_reward
-    from rewards.compose import split_terms
-
     if recipe.seed >= 2**32:  # would fail where a library takes it (numpy's limit), in GRPO at the earliest
         raise RecipeError(f"seed: must be below 2**32 (4294967296), got {recipe.seed}")
     for k in range(1, max([recipe.iterations, *recipe.per_iteration]) + 1):  # unused entries too: a later run may use them
-        r, extra = recipe.for_iteration(k), recipe.per_iteration.get(k, {})
-
-        def where(key: str) -> str:
-            return _named(key, k, extra)
-
-        def value(key: str) -> Any:
-            return _lookup(r, key)
-
-        def where_set(*keys: str) -> str:  # a condition on several keys: the one this iteration's entry sets, if any
-            return next((where(key) for key in keys if where(key) != key), keys[0])
-
-        for key, allowed in {**_CHOICES, "select.policy": POLICIES, "backend.name": tuple(BACKENDS),
-                             **{f"roles.{n}.engine": ENGINES for n in ROLE_NAMES}}.items():
-            if value(key) not in allowed:
-                raise RecipeError(_not_one_of(where(key), value(key), allowed))
-        for key in _AT_LEAST_ONE:
-            if value(key) < 1:
-                raise RecipeError(f"{where(key)}: must be >= 1, got {value(key)!r}")
-        if r.sft.batch_size % r.sft.grad_accum:
-            raise RecipeError(f"{where_set('sft.grad_accum', 'sft.batch_size')}: sft.batch_size ({r.sft.batch_size}) must be a "
-                              f"multiple of sft.grad_accum ({r.sft.grad_accum}): each micro-batch is batch_size / grad_accum examples")
-        if r.grpo.prompts_per_step % r.grpo.mini_batches:
-            raise RecipeError(f"{where_set('grpo.mini_batches', 'grpo.prompts_per_step')}: a step's {r.grpo.prompts_per_step} "
-                              f"prompts do not split into {r.grpo.mini_batches} mini-batches of whole prompt groups: "
-                              "grpo.prompts_per_step must be a multiple of grpo.mini_batches (as verl's data.train_batch_size "
-                              "of actor.ppo_mini_batch_size)")
-        for key, outside, which in (("rl_data.min_pass", r.rl_data.min_pass < 0, "never"),
-                                    ("rl_data.max_pass", r.rl_data.max_pass > 1, "always")):
-            if r.rl_data.enabled and outside and (k == 1 or where(key) != key):  # a way to include the end; or 100 for 1.0?
-                log.warning("%s: %s is outside [0, 1], so problems the model %s solves are kept too (a pass rate is the "
-                            "fraction of samples answered right: a percentage would be a mistake)", where(key), value(key), which)
-        for stage in ("sft", "grpo"):
-            config, named = getattr(r, stage), where_set(f"{stage}.warmup_steps", f"{stage}.steps")
-            if config.warmup_steps >= config.steps and (k == 1 or named.startswith("per_iteration")):  # once per setting
-                log.warning("%s: %d warm-up steps of %d: the learning rate reaches %s.lr (%g) at the last step at best, "
-                            "and never decays", named, config.warmup_steps, config.steps, stage, config.lr)
-        blank = [m for m in r.select.reflection_markers if not isinstance(m, str) or not m.strip()]
-        if blank:
-            raise RecipeError(f"{where('select.reflection_markers')}: {blank[0]!r} is not a marker (an empty or blank one "
-                              "would cut every trace at its first space)")
-        stage, role = ("distill", "reasoner") if k == 1 else ("regenerate", "student")  # (what samples this iteration)
-        greedy = not value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (a program ignores it)
-        for more, most in ((f"{stage}.samples", 1), *([("regenerate.retries", 0)] if stage == "regenerate" else [])):
-            if greedy and value(more) > most:
-                raise RecipeError(f"{where_set(f'{stage}.temperature', more)}: {stage}.temperature 0 decodes greedily, so "
-                                  f"{more}={value(more)} would only repeat one {role}'s answer (as many times over): set a "
-                                  f"temperature above 0, or {more}: {most}")
-        if value("reward.workers") < 1:
-            raise RecipeError(f"{where('reward.workers')}: must be >= 1, got {value('reward.workers')} (the loop judges in worker "
-                              "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")
-        if value("grpo.rollouts") < 2:
-            raise RecipeError(f"{where('grpo.rollouts')}: GRPO compares rollouts within a group: at least 2, got {value('grpo.rollouts')}")
-        for key, why in _POSITIVE.items():
-            if not value(key) > 0:
-                raise RecipeError(f"{where(key)}: must be > 0, got {value(key)!r}{why}")
-        for key in _NOT_NEGATIVE:
-            if value(key) < 0:
-                raise RecipeError(f"{where(key)}: must be >= 0, got {value(key)!r}")
-        for key in _TOP_P:
-            if not 0 < value(key) <= 1:
-                raise RecipeError(f"{where(key)}: must be in (0, 1], got {value(key)!r}")
-        for key, null in _AT_LEAST_ONE_IF_SET.items():
-            if value(key) is not None and value(key) < 1:
-                raise RecipeError(f"{where(key)}: must be >= 1, or null for {null}, got {value(key)!r}")
-        if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
-            raise RecipeError(f"{where_set('rl_data.max_pass', 'rl_data.min_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
-                              f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")
-        n, greedy = r.rl_data.samples, not r.rl_data.temperature > 0
-        achievable = (0, n) if greedy else range(n + 1)  # right answers among n samples, all judged (greedy ones agree)
-        if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in achievable):
-            if greedy:
-                raise RecipeError(f"{where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
-                                  "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
-            rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n))]) + " or 1"
-            raise RecipeError(f"{where_set('rl_data.samples', 'rl_data.min_pass', 'rl_data.max_pass')}: with samples={n} a "
-                              f"problem whose samples are all judged has a pass rate of {rates}, and none lies in the band "
-                              f"{r.rl_data.min_pass} < pass rate < {r.rl_data.max_pass}, so it would keep nothing: take more "
-                              "samples or widen the band")
-        if not 0 <= r.grpo.format_weight <= 1:
-            raise RecipeError(f"{where('grpo.format_weight')}: must be in [0, 1] (the reward is (1 - w) x reward + w x format), "
-                              f"got {r.grpo.format_weight!r}")
-        for name in ("sft", "rl"):
-            refs = getattr(r.data, name)
-            if not refs:
-                raise RecipeError(f"{where('data.' + name)}: no {name.upper()} problems given")
-            for i, ref in enumerate(refs):
-                if not ref.path.strip():
-                    raise RecipeError(f"{where('data.' + name)}: entry {i} has no path")
-        if not r.data.eval:
-            raise RecipeError(f"{where('data.eval')}: give at least one held-out set")
-        for set_name, ref in r.data.eval.items():
-            if not ref.path.strip():
-                raise RecipeError(f"{where(f'data.eval.{set_name}')}: no path given")
-        for name in ROLE_NAMES:
-            role = getattr(r.roles, name)
-            prompt = (role.prompt or None) if name == "evaluator" else role.prompt  # the evaluator's null or "": the student's
-            if prompt is not None:
-                try:
-                    check_prompt(name, prompt, where(f"roles.{name}.prompt"))
-                except ValueError as exc:
-                    raise RecipeError(str(exc)) from None
-            if role.options or role.engine == "program":
-                try:
-                    known = engine_options(role.engine, role.model)
-                except ValueError as exc:
-                    raise RecipeError(f"{where(f'roles.{name}.model')}: {exc}") from exc
-                for option, given in role.options.items():
-                    if option not in known:
-                        raise RecipeError(_unknown(where(f"roles.{name}.options.{option}"), option, list(known),
-                                                   f"{role.engine} engine option"))
-                    coerced = _coerce(known[option], given, where(f"roles.{name}.options.{option}"))  # RecipeError names it
-                    if isinstance(given, str) and not isinstance(coerced, str):  # the engine gets the value as written
-                        raise RecipeError(f"{where(f'roles.{name}.options.{option}')}: expected {_unwrap(known[option]).__name__}, "
-                                          f"got {_show(given)}")
-                try:
-                    check_engine_options(role.engine, role.model, role.options)
-                except (ValueError, TypeError) as exc:
-                    raise RecipeError(f"{where(f'roles.{name}.options')}: {exc}") from exc
-        known = backend_options(r.backend.name)
-        for option in r.backend.options:
-            if option not in known:
-                raise RecipeError(_unknown(where(f"backend.options.{option}"), option, known, f"{r.backend.name} backend option"))
-        try:
-            BACKENDS[r.backend.name](**r.backend.options)
-        except ValueError as exc:  # a value the backend would refuse only when its first stage starts
-            key = str(exc).split(":", 1)[0]  # "backend.options.NAME"
-            raise RecipeError(where(key) + str(exc)[len(key):]) from exc
-        if r.reward.override is not None:
-            try:
-                check_reward(r.reward.override, r.reward.memory_mb)
-            except RewardError as exc:
-                raise RecipeError(f"{where('reward.override')}: {exc}") from exc
-            if k == 1 or where_set("reward.override", "reward.correct_at") != "reward.override":  # once per setting
-                _warn_if_correctness_is_off(where_set("reward.override", "reward.correct_at"), r.reward.override,
-                                            r.reward.correct_at)
-        if r.grpo.reward is not None:  # the problem's own plugin ({reward}) is checked with the data
-            try:
-                parts = [part for _, part in split_terms(r.grpo.reward)]
-                if parts.count(OWN_REWARD) > 1:
-                    raise RewardError(f"reward composition {r.grpo.reward!r} names {OWN_REWARD} twice")
-                for part in parts:
-                    if part != OWN_REWARD:
-                        check_reward(part, r.reward.memory_mb)
-            except RewardError as exc:
-                raise RecipeError(f"{where('grpo.reward')}: {exc}") from exc
+        at = _Iteration(k, recipe.for_iteration(k), recipe.per_iteration.get(k, {}))
+        for check in (_check_choices_and_counts, _check_batches, _check_sampling, _check_rl_band, _check_data_refs,
+                      _check_roles, _check_backend, _check_rewards):
+            check(at)
     _check_prepare(recipe.prepare)
+
+
+@dataclass
+class _Iteration:
+    """Iteration k's recipe, and how a message names its keys (`per_iteration.k.key` where its entry sets one)."""
+
+    k: int
+    r: "Recipe"
+    extra: dict[str, Any]
+
+    def where(self, key: str) -> str:
+        return _named(key, self.k, self.extra)
+
+    def value(self, key: str) -> Any:
+        return _lookup(self.r, key)
+
+    def where_set(self, *keys: str) -> str:
+        """A condition on several keys: the one this iteration's entry sets, if any."""
+        return next((self.where(key) for key in keys if self.where(key) != key), keys[0])
+
+
+def _check_choices_and_counts(at: _Iteration) -> None:
+    from openvlt.backends import BACKENDS
+    from openvlt.engines import ENGINES
+
+    r = at.r
+    for key, allowed in {**_CHOICES, "select.policy": POLICIES, "backend.name": tuple(BACKENDS),
+                         **{f"roles.{n}.engine": ENGINES for n in ROLE_NAMES}}.items():
+        if at.value(key) not in allowed:
+            raise RecipeError(_not_one_of(at.where(key), at.value(key), allowed))
+    for key in _AT_LEAST_ONE:
+        if at.value(key) < 1:
+            raise RecipeError(f"{at.where(key)}: must be >= 1, got {at.value(key)!r}")
+    if at.value("reward.workers") < 1:
+        raise RecipeError(f"{at.where('reward.workers')}: must be >= 1, got {at.value('reward.workers')} (the loop judges in worker "
+                          "processes, each call with a hard time limit; workers=0, without one, is for debugging score_batch)")
+    if at.value("grpo.rollouts") < 2:
+        raise RecipeError(f"{at.where('grpo.rollouts')}: GRPO compares rollouts within a group: at least 2, got {at.value('grpo.rollouts')}")
+    for key, why in _POSITIVE.items():
+        if not at.value(key) > 0:
+            raise RecipeError(f"{at.where(key)}: must be > 0, got {at.value(key)!r}{why}")
+    for key in _NOT_NEGATIVE:
+        if at.value(key) < 0:
+            raise RecipeError(f"{at.where(key)}: must be >= 0, got {at.value(key)!r}")
+    for key in _TOP_P:
+        if not 0 < at.value(key) <= 1:
+            raise RecipeError(f"{at.where(key)}: must be in (0, 1], got {at.value(key)!r}")
+    for key, null in _AT_LEAST_ONE_IF_SET.items():
+        if at.value(key) is not None and at.value(key) < 1:
+            raise RecipeError(f"{at.where(key)}: must be >= 1, or null for {null}, got {at.value(key)!r}")
+    if not 0 <= r.grpo.format_weight <= 1:
+        raise RecipeError(f"{at.where('grpo.format_weight')}: must be in [0, 1] (the reward is (1 - w) x reward + w x format), "
+                          f"got {r.grpo.format_weight!r}")
+
+
+def _check_batches(at: _Iteration) -> None:
+    """Batches that split as the trainers split them, and warm-ups shorter than training."""
+    r = at.r
+    if r.sft.batch_size % r.sft.grad_accum:
+        raise RecipeError(f"{at.where_set('sft.grad_accum', 'sft.batch_size')}: sft.batch_size ({r.sft.batch_size}) must be a "
+                          f"multiple of sft.grad_accum ({r.sft.grad_accum}): each micro-batch is batch_size / grad_accum examples")
+    if r.grpo.prompts_per_step % r.grpo.mini_batches:
+        raise RecipeError(f"{at.where_set('grpo.mini_batches', 'grpo.prompts_per_step')}: a step's {r.grpo.prompts_per_step} "
+                          f"prompts do not split into {r.grpo.mini_batches} mini-batches of whole prompt groups: "
+                          "grpo.prompts_per_step must be a multiple of grpo.mini_batches (as verl's data.train_batch_size "
+                          "of actor.ppo_mini_batch_size)")
+    for stage in ("sft", "grpo"):
+        config, named = getattr(r, stage), at.where_set(f"{stage}.warmup_steps", f"{stage}.steps")
+        if config.warmup_steps >= config.steps and (at.k == 1 or named.startswith("per_iteration")):  # once per setting
+            log.warning("%s: %d warm-up steps of %d: the learning rate reaches %s.lr (%g) at the last step at best, "
+                        "and never decays", named, config.warmup_steps, config.steps, stage, config.lr)
+
+
+def _check_sampling(at: _Iteration) -> None:
+    """Reflection markers that can cut, and several samples only where sampling is not greedy."""
+    r = at.r
+    blank = [m for m in r.select.reflection_markers if not isinstance(m, str) or not m.strip()]
+    if blank:
+        raise RecipeError(f"{at.where('select.reflection_markers')}: {blank[0]!r} is not a marker (an empty or blank one "
+                          "would cut every trace at its first space)")
+    stage, role = ("distill", "reasoner") if at.k == 1 else ("regenerate", "student")  # (what samples this iteration)
+    greedy = not at.value(f"{stage}.temperature") > 0 and getattr(r.roles, role).engine != "program"  # (a program ignores it)
+    for more, most in ((f"{stage}.samples", 1), *([("regenerate.retries", 0)] if stage == "regenerate" else [])):
+        if greedy and at.value(more) > most:
+            raise RecipeError(f"{at.where_set(f'{stage}.temperature', more)}: {stage}.temperature 0 decodes greedily, so "
+                              f"{more}={at.value(more)} would only repeat one {role}'s answer (as many times over): set a "
+                              f"temperature above 0, or {more}: {most}")
+
+
+def _check_rl_band(at: _Iteration) -> None:
+    """rl_data's pass-rate band: one that some pass rate can fall in."""
+    r = at.r
+    for key, outside, which in (("rl_data.min_pass", r.rl_data.min_pass < 0, "never"),
+                                ("rl_data.max_pass", r.rl_data.max_pass > 1, "always")):
+        if r.rl_data.enabled and outside and (at.k == 1 or at.where(key) != key):  # a way to include the end; or 100 for 1.0?
+            log.warning("%s: %s is outside [0, 1], so problems the model %s solves are kept too (a pass rate is the "
+                        "fraction of samples answered right: a percentage would be a mistake)", at.where(key), at.value(key), which)
+    if r.rl_data.enabled and not r.rl_data.min_pass < r.rl_data.max_pass:
+        raise RecipeError(f"{at.where_set('rl_data.max_pass', 'rl_data.min_pass')}: must be above rl_data.min_pass ({r.rl_data.min_pass}), "
+                          f"got {r.rl_data.max_pass}: the band min_pass < pass rate < max_pass would keep nothing")
+    n, greedy = r.rl_data.samples, not r.rl_data.temperature > 0
+    achievable = (0, n) if greedy else range(n + 1)  # right answers among n samples, all judged (greedy ones agree)
+    if r.rl_data.enabled and not any(r.rl_data.min_pass < j / n < r.rl_data.max_pass for j in achievable):
+        if greedy:
+            raise RecipeError(f"{at.where('rl_data.temperature')}: must be > 0, got {r.rl_data.temperature} (greedy samples "
+                              "all agree, so every pass rate is 0 or 1 and the band keeps nothing)")
+        rates = ", ".join(["0", *(f"{j}/{n}" for j in range(1, n))]) + " or 1"
+        raise RecipeError(f"{at.where_set('rl_data.samples', 'rl_data.min_pass', 'rl_data.max_pass')}: with samples={n} a "
+                          f"problem whose samples are all judged has a pass rate of {rates}, and none lies in the band "
+                          f"{r.rl_data.min_pass} < pass rate < {r.rl_data.max_pass}, so it would keep nothing: take more "
+                          "samples or widen the band")
+
+
+def _check_data_refs(at: _Iteration) -> None:
+    r = at.r
+    for name in ("sft", "rl"):
+        refs = getattr(r.data, name)
+        if not refs:
+            raise RecipeError(f"{at.where('data.' + name)}: no {name.upper()} problems given")
+        for i, ref in enumerate(refs):
+            if not ref.path.strip():
+                raise RecipeError(f"{at.where('data.' + name)}: entry {i} has no path")
+    if not r.data.eval:
+        raise RecipeError(f"{at.where('data.eval')}: give at least one held-out set")
+    for set_name, ref in r.data.eval.items():
+        if not ref.path.strip():
+            raise RecipeError(f"{at.where(f'data.eval.{set_name}')}: no path given")
+
+
+def _check_roles(at: _Iteration) -> None:
+    """Prompts, and engine options by name and type."""
+    from openvlt.engines import check_engine_options, engine_options
+
+    r = at.r
+    for name in ROLE_NAMES:
+        role = getattr(r.roles, name)
+        prompt = (role.prompt or None) if name == "evaluator" else role.prompt  # the evaluator's null or "": the student's
+        if prompt is not None:
+            try:
+                check_prompt(name, prompt, at.where(f"roles.{name}.prompt"))
+            except ValueError as exc:
+                raise RecipeError(str(exc)) from None
+        if role.options or role.engine == "program":
+            try:
+                known = engine_options(role.engine, role.model)
+            except ValueError as exc:
+                raise RecipeError(f"{at.where(f'roles.{name}.model')}: {exc}") from exc
+            for option, given in role.options.items():
+                if option not in known:
+                    raise RecipeError(_unknown(at.where(f"roles.{name}.options.{option}"), option, list(known),
+                                               f"{role.engine} engine option"))
+                coerced = _coerce(known[option], given, at.where(f"roles.{name}.options.{option}"))  # RecipeError names it
+                if isinstance(given, str) and not isinstance(coerced, str):  # the engine gets the value as written
+                    raise RecipeError(f"{at.where(f'roles.{name}.options.{option}')}: expected {_unwrap(known[option]).__name__}, "
+                                      f"got {_show(given)}")
+            try:
+                check_engine_options(role.engine, role.model, role.options)
+            except (ValueError, TypeError) as exc:
+                raise RecipeError(f"{at.where(f'roles.{name}.options')}: {exc}") from exc
+
+
+def _check_backend(at: _Iteration) -> None:
+    from openvlt.backends import BACKENDS, backend_options
+
+    r = at.r
+    known = backend_options(r.backend.name)
+    for option in r.backend.options:
+        if option not in known:
+            raise RecipeError(_unknown(at.where(f"backend.options.{option}"), option, known, f"{r.backend.name} backend option"))
+    try:
+        BACKENDS[r.backend.name](**r.backend.options)
+    except ValueError as exc:  # a value the backend would refuse only when its first stage starts
+        key = str(exc).split(":", 1)[0]  # "backend.options.NAME"
+        raise RecipeError(at.where(key) + str(exc)[len(key):]) from exc
+
+
+def _check_rewards(at: _Iteration) -> None:
+    """reward.override and grpo.reward name plugins that load."""
+    from rewards import RewardError, check_reward
+    from rewards.compose import split_terms
+
+    r = at.r
+    if r.reward.override is not None:
+        try:
+            check_reward(r.reward.override, r.reward.memory_mb)
+        except RewardError as exc:
+            raise RecipeError(f"{at.where('reward.override')}: {exc}") from exc
+        if at.k == 1 or at.where_set("reward.override", "reward.correct_at") != "reward.override":  # once per setting
+            _warn_if_correctness_is_off(at.where_set("reward.override", "reward.correct_at"), r.reward.override,
+                                        r.reward.correct_at)
+    if r.grpo.reward is not None:  # the problem's own plugin ({reward}) is checked with the data
+        try:
+            parts = [part for _, part in split_terms(r.grpo.reward)]
+            if parts.count(OWN_REWARD) > 1:
+                raise RewardError(f"reward composition {r.grpo.reward!r} names {OWN_REWARD} twice")
+            for part in parts:
+                if part != OWN_REWARD:
+                    check_reward(part, r.reward.memory_mb)
+        except RewardError as exc:
+            raise RecipeError(f"{at.where('grpo.reward')}: {exc}") from exc
 
 
 def _warn_if_correctness_is_off(key: str, override: str, correct_at: float) -> None:

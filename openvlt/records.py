@@ -40,12 +40,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from openvlt.engines import IMAGE_PLACEHOLDER
 from openvlt.files import writing
 from openvlt.recipe import data_name, is_shard_set, pattern_matches
 
 log = logging.getLogger(__name__)
 
-IMAGE_PLACEHOLDER = "<image>"
 CORE_COLUMNS = ("id", "images", "question", "answer", "data_source", "reward", "extra_info")
 _STRING_COLUMNS = ("id", "question", "answer", "data_source", "reward")
 

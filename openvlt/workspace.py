@@ -50,7 +50,8 @@ class RunDirectoryBusy(OSError):
 
 @dataclass
 class StageContext:
-    key: str
+    """What a stage's body gets: where to write its outputs, and a folder for its own restartable work."""
+
     out: dict[str, Path]  # partial output paths, renamed to the final ones when the stage returns
     scratch: Path         # a folder kept across restarts of this stage, deleted once it completes
 
@@ -232,10 +233,10 @@ class Workspace:
         fn: Callable[[StageContext], dict[str, Any]],
         outputs: dict[str, str | Path],
         inputs: dict[str, str | Path | DataRef] | None = None,
-        filters: Sequence[str] = (),
+        choice_keys: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Run `fn` as stage `key` unless it is complete; return its counts. `inputs` are files or folders,
-        or slices of data files (whose hash covers the image files the slice names). `filters`: recipe keys
+        or slices of data files (whose hash covers the image files the slice names). `choice_keys`: recipe keys
         that only choose among what the stage's saved work holds (rl_data's band among its samples): an
         interrupted attempt's work is kept when only they changed (--force), not sampled again."""
         finals = {name: Path(p) for name, p in outputs.items()}
@@ -252,7 +253,7 @@ class Workspace:
         crashpoint(f"before:{key}")
         scratch, started = self._scratch(key), time.time()
         try:  # what goes wrong from here on (the stage, a full disk when its outputs are moved) is recorded for `openvlt status`
-            counts, started = self._run_in_place(key, fn, entry, scratch, finals, started, filters)
+            counts, started = self._run_in_place(key, fn, entry, scratch, finals, started, choice_keys)
         except BaseException as exc:  # the rerun runs the stage again
             entry.update(seconds=round(time.time() - started, 2))
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: nothing wrong with the stage
@@ -299,15 +300,15 @@ class Workspace:
                                  "one; to use what it holds, drop its prepare block and name the files it holds)")
 
     def _run_in_place(self, key: str, fn: Callable[[StageContext], dict[str, Any]], entry: dict[str, Any], scratch: Path,
-                      finals: dict[str, Path], started: float, filters: Sequence[str] = ()) -> tuple[dict[str, Any], float]:
+                      finals: dict[str, Path], started: float, choice_keys: Sequence[str] = ()) -> tuple[dict[str, Any], float]:
         """Run `fn` on partial outputs (or take what an interrupted attempt finished) and move them into
         place; return its counts and when it started."""
         partial = {n: p.with_name(f".{p.name}.partial") for n, p in finals.items()}
         for final, p in zip(finals.values(), partial.values()):  # half-written files of a killed attempt
             _remove_stale_temporaries(final.parent, [final.name, p.name])
         made_from = {"recipe": self.work_digest, "inputs": {n: i["hash"] for n, i in entry["inputs"].items()}}
-        if filters and self.recipe is not None:  # the work is what the recipe less the filters makes; the choice made
-            made_from |= {"recipe": self.recipe.work_digest(filters), "choice": self.work_digest}  # from it, the whole
+        if choice_keys and self.recipe is not None:  # the work is what the recipe less its choice keys makes; the choice
+            made_from |= {"recipe": self.recipe.work_digest(choice_keys), "choice": self.work_digest}  # made from it, the whole
         _keep_only_work_made_from(made_from, key, scratch, list(partial.values()),
                                   by_size=lambda n: _by_size(Path(entry["inputs"][n]["path"]), entry["inputs"][n]["hash"]))
         self._check_outputs_replaceable(key, finals)  # (after: saved work made otherwise is gone, and no reason to skip it)
@@ -322,7 +323,7 @@ class Workspace:
             counts, started = done["counts"], started - done["seconds"]  # report the time that attempt took
             log.info("%s: finished by the interrupted attempt; recording its outputs", key)
         else:
-            counts = fn(StageContext(key, partial, scratch)) or {}
+            counts = fn(StageContext(partial, scratch)) or {}
             _check_file_sets_kept(key, entry["inputs"])
             missing = [name for name, p in partial.items() if not p.exists()]
             if missing:
@@ -366,7 +367,11 @@ class Workspace:
 
     def _changed_inputs(self, key: str, inputs: dict[str, str | Path | DataRef] | None = None) -> list[str]:
         """`key`'s inputs (as given, else as recorded) whose content differs from what it ran on
-        (files over 64 MiB are compared by size and spread blocks: see `fingerprint`)."""
+        (files over 64 MiB are compared by size and spread blocks: see `fingerprint`).
+
+        Two kinds of older records are read as they were meant: a data slice hashed before its images
+        were (the file alone), and a large file recorded by its size alone, whose sampled hash is
+        recorded from now on, so that a later same-size swap is seen (the first one cannot be)."""
         recorded = self.manifest["stages"].get(key, {}).get("inputs", {})
         given = inputs if inputs is not None else {name: _recorded_input(entry) for name, entry in recorded.items()}
         changed, sampled_now = [], False
@@ -374,29 +379,19 @@ class Workspace:
             if name not in recorded:
                 continue
             old = recorded[name]["hash"]
-            now = self._input_entry(value, images="+" in (old or ""))["hash"]  # (a hash from before images were
-            path = value.path if isinstance(value, DataRef) else value         # fingerprinted: the file alone)
+            now = self._input_entry(value, images="+" in (old or ""))["hash"]
+            path = value.path if isinstance(value, DataRef) else value
             if _same_content(old, now):
                 continue
-            if _same_content(old, _by_size(Path(path), now)):  # recorded before files over 64 MiB were sampled: the
-                recorded[name]["hash"] = sampled_now = now       # sampled hash from now on, so a later same-size
-                continue                                         # swap is seen (the first one, before, could not be)
+            if _same_content(old, _by_size(Path(path), now)):
+                recorded[name]["hash"] = sampled_now = now
+                continue
             if isinstance(value, DataRef) and old and now and old.split("+")[0] == now.split("+")[0]:
                 changed.append(f"{name} ({path}: {self._changed_images(value)})")
             else:
                 changed.append(name if str(path) in name else f"{name} ({path})")  # ("reward /x/p.py" names its file)
-        if inputs is not None:  # a file named in its input's name is one of a set (the plugin files a stage judges with):
-            now = _file_sets(given)  # other code is another input, e.g. a relative plugin path read from another folder
-            for kind, files in _file_sets(recorded).items():  # (the same code elsewhere, a project moved, is the same)
-                then_code = sorted(recorded[f"{kind} {file}"]["hash"] or "" for file in files)
-                found_since = set(files) < set(now.get(kind, [])) and all(  # the recorded files, unchanged, and more: an
-                    fingerprint(Path(f)) == recorded[f"{kind} {f}"]["hash"] for f in files)  # openvlt before d182150
-                if found_since:  # found no module spec's or entry point's file (data or recipe naming another plugin
-                    continue     # is a changed input of its own)
-                if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
-                    changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
-                                   "the recipe or the data names another plugin, or a relative plugin path is read from "
-                                   "the folder the command runs in)")
+        if inputs is not None:
+            changed += _changed_file_sets(recorded, given)
         if sampled_now:
             self._save()
         return changed
@@ -455,7 +450,7 @@ def _keep_only_work_made_from(made_from: dict[str, Any], key: str, scratch: Path
     stamp = scratch / "made_from.json"
     saved = json.loads(stamp.read_text()) if stamp.exists() else {}
     if "choice" in made_from and "choice" not in saved and saved.get("recipe") == made_from["choice"]:
-        saved |= {"recipe": made_from["recipe"], "choice": made_from["choice"]}  # stamped before the stage had filters
+        saved |= {"recipe": made_from["recipe"], "choice": made_from["choice"]}  # stamped before the stage had choice keys
     differences = _work_differences(saved, made_from, by_size) if stamp.exists() else []
     if stamp.exists() and not differences:
         if saved.get("choice") != made_from.get("choice"):  # the same work, chosen among otherwise: what the choice made goes
@@ -689,6 +684,26 @@ def _file_sets(inputs: dict[str, Any]) -> dict[str, list[str]]:
         if file and file == str(value["path"] if isinstance(value, dict) else value):
             sets.setdefault(kind, []).append(file)
     return {kind: sorted(files) for kind, files in sets.items()}
+
+
+def _changed_file_sets(recorded: dict[str, dict[str, Any]], given: dict[str, Any]) -> list[str]:
+    """Sets of files a stage read, named "<kind> <file>" (the plugin files it judged with), that are now
+    other files with other code: the recipe or the data names another plugin, or a relative plugin path is
+    read from another folder. The same code elsewhere (a project moved) is the same input, and so are the
+    recorded files, unchanged, with more found beside them (an older openvlt found no module spec's or
+    entry point's file; data or a recipe naming another plugin is a changed input of its own)."""
+    changed, now = [], _file_sets(given)
+    for kind, files in _file_sets(recorded).items():
+        then_code = sorted(recorded[f"{kind} {file}"]["hash"] or "" for file in files)
+        found_since = set(files) < set(now.get(kind, [])) and all(
+            fingerprint(Path(f)) == recorded[f"{kind} {f}"]["hash"] for f in files)
+        if found_since:
+            continue
+        if now.get(kind, []) != files and then_code != sorted(fingerprint(Path(f)) or "" for f in now.get(kind, [])):
+            changed.append(f"{kind} ({', '.join(files)}; now {', '.join(now.get(kind, [])) or 'none'}, other code: "
+                           "the recipe or the data names another plugin, or a relative plugin path is read from "
+                           "the folder the command runs in)")
+    return changed
 
 
 def _check_file_sets_kept(key: str, inputs: dict[str, dict[str, Any]]) -> None:

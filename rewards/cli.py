@@ -1,6 +1,6 @@
 """``openvlt rewards``: score a JSONL file with a reward plugin, or list the plugins.
 
-    openvlt rewards score INPUT.jsonl --reward NAME [--workers N] [--timeout S] [--output FILE]
+    openvlt rewards score INPUT.jsonl --reward NAME [--workers N] [--timeout S] [--memory-mb MB] [--output FILE]
     openvlt rewards list
 
 Each input line is ``{"response": ..., "ground_truth": ..., "extra_info": {...}}`` (``extra_info``, a
@@ -12,7 +12,7 @@ plugin that raises, or calls ``sys.exit()``, fails its own line. A summary goes 
 ``extra_info`` may also be a JSON string of an object (as record files store it). Exit status: 0 when every
 line was scored; 1 when some line has an error or timed out (the output is still complete: a check of a
 plugin can fail a script); 2 for a usage error, before the first line: ``--reward`` cannot be loaded,
-``INPUT`` cannot be read, ``--output`` cannot be written, ``--workers`` or ``--timeout`` out of range.
+``INPUT`` cannot be read, ``--output`` cannot be written, ``--workers``, ``--timeout`` or ``--memory-mb`` out of range.
 """
 from __future__ import annotations
 

@@ -5,11 +5,13 @@ CLEVR-style counting). Cheapest check first, so most items never reach sympy:
 
 1. extraction (:mod:`rewards.extract`): no final answer, or a hedged one, is wrong;
 2. multiple choice when ``extra_info["choices"]`` is given (:mod:`rewards.choices`);
-3. identical spelling after normalisation (case-insensitive, so short text answers match);
-4. decorated numbers read exactly (:mod:`rewards.numbers`): thousands separators, unicode minus,
+3. vetoes that need no parsing (see ``_value_match``): a relation, figure or kind of quantity the truth
+   does not have;
+4. identical spelling after normalisation (case-insensitive, so short text answers match);
+5. decorated numbers read exactly (:mod:`rewards.numbers`): thousands separators, unicode minus,
    scientific notation, fractions, units, degrees, currency, percent, ``extra_info["precision"]``;
    integers compare exactly; a count may name what it counts (``5 apples`` for ``5``, not for ``5 pears``);
-5. everything else (radicals, π, sets, intervals, equations) through math-verify, but only on text
+6. everything else (radicals, π, sets, intervals, equations) through math-verify, but only on text
    that passed the bounded checks of :mod:`rewards.safety`, and a "yes" from math-verify is vetoed
    when a high-precision numeric evaluation disagrees (math-verify accepts ``\\frac{1}{2^{99}}`` for
    ``\\frac{1}{2^{98}}``).
@@ -18,7 +20,15 @@ Differences from math-verify used alone, deliberately:
 1. hedging is wrong: ``3 or 4``, ``3, 4`` (unless the truth is a list), two final answers that differ
    (two that are one value, ``\\boxed{3}`` then ``\\boxed{3.0}``, are one answer);
 2. an answer only inside ``<think>`` is missing; so is a response without ``<answer>``/``\\boxed``;
-3. integers and exact decimals never pass on float rounding (``2.9999999`` is not ``3``).
+3. integers and exact decimals never pass on float rounding (``2.9999999`` is not ``3``);
+4. a relation, an arrow or a divides sign the truth lacks is another answer (``x < 4``, ``\\ne 4``,
+   ``3 \\to 4`` for ``4``), and a derivation (``2x = 6 \\Rightarrow x = 3``) is judged by its conclusion;
+5. an equation gives its right-hand side only when its left side names the value (``x = 3``,
+   ``f(2) = 3``, ``a + b = 7``, worked arithmetic that holds), not ``2x = 3`` or ``x + 1 = 3`` for 3;
+6. a figure named by its points must be the truth's figure (``m\\angle BAC`` is not ``m\\angle ABC``;
+   ``\\angle CBA`` is), and money or degrees are not a quantity of another unit (``5 cents`` for ``\\$5``);
+7. a number with another unit is another answer (``5 N·m`` for ``5 m``), and letters are not a number
+   (``2ab`` for ``2``); words that are not math (``not 5, it is 6``) are compared as text only.
 
 ``extra_info`` keys read here: ``choices``, ``answer_type`` (integer / float / text / list),
 ``precision``, ``unit``.
@@ -202,6 +212,10 @@ def _given(extra_info: Mapping[str, Any], key: str) -> Any:
 
 
 def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | None, integer: bool) -> bool:
+    """Whether the extracted `answer` is the value `truth`, in this order: the vetoes (a derivation read as
+    its conclusion; hedges and relations; figures; kinds of quantity), the same text, the same read
+    number, a letter, a text answer, a count naming what it counts, a number with a unit (each part
+    compared again), and last math-verify on the rest. A step that cannot decide passes to the next."""
     if _IMPLIES_RE.search(answer) and not _IMPLIES_RE.search(truth):  # a derivation: "2x = 6 \\Rightarrow x = 3"
         answer = _IMPLIES_RE.split(answer)[-1].strip() or answer        # gives what it concludes
     if _hedged(answer, truth) or _relations(answer) - _relations(truth):

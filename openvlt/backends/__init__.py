@@ -16,6 +16,9 @@ from types import ModuleType
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 
+SCHEDULES = ("cosine", "linear", "constant")  # the learning rate after warm-up; cosine and linear end at 10 %
+
+
 @dataclass
 class SFTConfig:
     steps: int = 600              # optimiser steps

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from openvlt.backends import SAVED, GRPOConfig, LocalOptions, SFTConfig, backend_options
+from openvlt.backends import SAVED, SCHEDULES, GRPOConfig, LocalOptions, SFTConfig, backend_options
 from openvlt.models import copy_processor_files, load_model, load_processor
 from openvlt.models.batching import collate, encode_examples, encode_rollouts
 from openvlt.faults import crashpoint
@@ -64,7 +64,7 @@ def sft(
     pixel_bounds: dict[str, int] | None = None,
     callback: Callable[[int, Any, Any], None] | None = None,
 ) -> Path:
-    """Fine-tune `init_model` on examples `{"prompt", "images", "response"}`; save to `out_dir`.
+    """Fine-tune `init_model` on examples `{"prompt", "images", "response", "system" (optional)}`; save to `out_dir`.
 
     `pixel_bounds` (`max_pixels` / `min_pixels`) size the images; the saved folder keeps them.
     `callback(step, model, processor)` runs after every optimiser step (benchmarks evaluate there).
@@ -123,9 +123,9 @@ def grpo(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     pixel_bounds: dict[str, int] | None = None,
-    callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
-    """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward", "id" (optional)}`.
+    """GRPO from `init_model` on problems `{"prompt", "images", "answer", "extra_info", "reward"}`, each
+    optionally with "system", "data_source" (passed to the reward) and "id" (named in its errors).
 
     `score(items)` judges rollouts `{"response", "ground_truth", "extra_info", "reward", "id"}` and
     returns, in order, objects with `.score` (float) and `.ok` (False for errors and timeouts).
@@ -185,56 +185,73 @@ def grpo(
             old_logp = None if reuse_current else _logprobs_in_chunks(
                 policy, batch, resp_pos, config.micro_batch_size, opts.device, config.temperature)
 
-        stats: dict[str, list[float]] = {"pg_loss": [], "kl": [], "clipfrac": []}
-        updates = 0  # optimiser steps taken (a mini-batch with no judged token is skipped)
-        policy.train()
-        for _ in range(config.ppo_epochs):
-            for mb in _mini_batches(len(chosen), config.rollouts, config.mini_batches):
-                n_tokens = int(resp_mask[mb].sum())
-                if n_tokens == 0:
-                    continue
-                # what verl's agg_loss divides by, so every loss_agg_mode means the whole mini-batch, however
-                # it is cut into micro-batches (seq-mean-token-sum-norm by the response budget, as verl pads to it)
-                actor.global_batch_info.update(batch_num_tokens=n_tokens, global_batch_size=int((resp_mask[mb].sum(1) > 0).sum()),
-                                               loss_scale_factor=config.max_tokens, dp_size=1)
-                for micro in _by_length(mb, batch).split(config.micro_batch_size):
-                    sub = _to(_rows(batch, micro), opts.device)
-                    with _autocast(opts):
-                        logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
-                    mask = resp_mask[micro].to(opts.device).float()
-                    old = logp.detach() if old_logp is None else old_logp[micro].to(opts.device)
-                    loss, pg_loss, kl_loss, clipfrac = grpo_loss(
-                        logp, old, ref_logp[micro].to(opts.device), advantages[micro].to(opts.device), mask, config, actor
-                    )
-                    loss.backward()
-                    stats["pg_loss"].append(pg_loss)  # micro shares of the mini-batch token mean: they add up
-                    stats["kl"].append(kl_loss)
-                    stats["clipfrac"].append(clipfrac)
-                update()
-                updates += 1
+        stats, updates = _update_policy(policy, update, batch, resp_pos, resp_mask, advantages, ref_logp, old_logp,
+                                        len(chosen), config, actor, opts)
         lr = scheduler.get_last_lr()[0]  # the rate this step trained at
         _advance(scheduler)
 
-        ok = [r for r in results if r.ok]
-        row = {
-            "step": step,
-            "reward": sum(r.score for r in ok) / len(ok),  # over the judged rollouts: a failed one is no reward, not 0
-            "accuracy": _accuracy([(chosen[k // config.rollouts], r) for k, r in enumerate(results) if r.ok], correct),
-            "reward_parts": _part_means(ok),
-            "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
-            "pg_loss": sum(stats["pg_loss"]) / updates if updates else None,
-            "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
-            "response_tokens": float(torch.tensor([len(i) for row in token_ids for i in row], dtype=torch.float32).mean()),
-            "reward_errors": sum(not r.ok for r in results),
-            "lr": lr,
-        }
+        row = _step_metrics(step, results, chosen, token_ids, stats, updates, lr, config.rollouts, correct)
         metrics.write(row)
         bar.set_postfix({name: "-" if row[name] is None else f"{row[name]:.{digits}f}" for name, digits in (("reward", 3), ("kl", 4))})
         _checkpoint(out, step, config.steps, opts.checkpoint_every, policy, optimizer, scheduler)
         crashpoint(f"grpo:step:{step}")
-        if callback is not None:
-            callback(step, row)
     return _save(policy, init_model, out, pixel_bounds)
+
+
+def _update_policy(policy: Any, update: "_GuardedUpdate", batch: dict[str, torch.Tensor], resp_pos: torch.Tensor,
+                   resp_mask: torch.Tensor, advantages: torch.Tensor, ref_logp: torch.Tensor, old_logp: torch.Tensor | None,
+                   prompts: int, config: GRPOConfig, actor: Any, opts: LocalOptions) -> tuple[dict[str, list[float]], int]:
+    """verl's actor update on one step's rollouts: `ppo_epochs` passes over its mini-batches (whole prompt
+    groups), each an optimiser step made of micro-batches; return the loss parts of every micro-batch and
+    how many optimiser steps were taken (a mini-batch with no judged token is skipped). `old_logp` None:
+    one update per batch, whose old policy is the current one."""
+    stats: dict[str, list[float]] = {"pg_loss": [], "kl": [], "clipfrac": []}
+    updates = 0
+    policy.train()
+    for _ in range(config.ppo_epochs):
+        for mb in _mini_batches(prompts, config.rollouts, config.mini_batches):
+            n_tokens = int(resp_mask[mb].sum())
+            if n_tokens == 0:
+                continue
+            # what verl's agg_loss divides by, so every loss_agg_mode means the whole mini-batch, however
+            # it is cut into micro-batches (seq-mean-token-sum-norm by the response budget, as verl pads to it)
+            actor.global_batch_info.update(batch_num_tokens=n_tokens, global_batch_size=int((resp_mask[mb].sum(1) > 0).sum()),
+                                           loss_scale_factor=config.max_tokens, dp_size=1)
+            for micro in _by_length(mb, batch).split(config.micro_batch_size):
+                sub = _to(_rows(batch, micro), opts.device)
+                with _autocast(opts):
+                    logp = _response_logprobs(policy, sub, resp_pos[micro].to(opts.device), config.temperature)
+                mask = resp_mask[micro].to(opts.device).float()
+                old = logp.detach() if old_logp is None else old_logp[micro].to(opts.device)
+                loss, pg_loss, kl_loss, clipfrac = grpo_loss(
+                    logp, old, ref_logp[micro].to(opts.device), advantages[micro].to(opts.device), mask, config, actor
+                )
+                loss.backward()
+                stats["pg_loss"].append(pg_loss)  # micro shares of the mini-batch token mean: they add up
+                stats["kl"].append(kl_loss)
+                stats["clipfrac"].append(clipfrac)
+            update()
+            updates += 1
+    return stats, updates
+
+
+def _step_metrics(step: int, results: list[Any], chosen: list[dict[str, Any]], token_ids: list[list[list[int]]],
+                  stats: dict[str, list[float]], updates: int, lr: float, rollouts: int,
+                  correct: Callable[[dict[str, Any], Any], bool | None] | None) -> dict[str, Any]:
+    """One GRPO step's row of metrics.jsonl."""
+    ok = [r for r in results if r.ok]
+    return {
+        "step": step,
+        "reward": sum(r.score for r in ok) / len(ok),  # over the judged rollouts: a failed one is no reward, not 0
+        "accuracy": _accuracy([(chosen[k // rollouts], r) for k, r in enumerate(results) if r.ok], correct),
+        "reward_parts": _part_means(ok),
+        "kl": sum(stats["kl"]) / updates if updates else None,  # no update, no loss
+        "pg_loss": sum(stats["pg_loss"]) / updates if updates else None,
+        "clipfrac": sum(stats["clipfrac"]) / max(len(stats["clipfrac"]), 1),
+        "response_tokens": float(torch.tensor([len(ids) for row in token_ids for ids in row], dtype=torch.float32).mean()),
+        "reward_errors": sum(not r.ok for r in results),
+        "lr": lr,
+    }
 
 
 def _mini_batches(prompts: int, rollouts: int, count: int) -> list[torch.Tensor]:
@@ -374,8 +391,8 @@ def _advance(scheduler: Any) -> None:
 
 
 def _optimizer(model: Any, lr: float, weight_decay: float, warmup: int, total: int, schedule: str):
-    if schedule not in ("cosine", "linear", "constant"):
-        raise ValueError(f"unknown learning-rate schedule {schedule!r} (cosine, linear, constant)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r} ({', '.join(SCHEDULES)})")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
 
     def factor(step: int) -> float:

@@ -2,6 +2,7 @@
 generation, and scoring with each problem's own reward plugin."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,6 +49,11 @@ def load_problems(
     return list(records)
 
 
+def training_curve(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a trained model folder's metrics.jsonl, one per optimiser step."""
+    return [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
+
+
 def saved_before(backend: Backend, out_dir: str | Path) -> bool:
     """Whether an attempt killed after its backend saved the model whole (before the workspace recorded
     the stage) left it in `out_dir`: it is taken, not trained again from scratch. (The workspace keeps a
@@ -90,9 +96,19 @@ def student_request(problem: dict[str, Any], template: str, system: str | None =
     return Request(prompt, tuple(problem["images"]), system)
 
 
-def generate_in_chunks(*args: Any, **kwargs: Any) -> list[list[str]]:
+def generate_in_chunks(
+    engine: Engine,
+    requests: Sequence[Request],
+    sampling: Sampling,
+    scratch: Path,
+    chunk_size: int,
+    point: str,
+    desc: str,
+    ids: Sequence[Any] | None = None,
+) -> list[list[str]]:
     """Every request's answers, in one list: `generated_chunks`' chunks, joined."""
-    return [texts for chunk in generated_chunks(*args, **kwargs) for texts in chunk]
+    chunks = generated_chunks(engine, requests, sampling, scratch, chunk_size, point, desc, ids)
+    return [texts for chunk in chunks for texts in chunk]
 
 
 def generated_chunks(
@@ -121,7 +137,7 @@ def generated_chunks(
                 texts = _saved_chunk(path, chunk, sampling.n)
                 reused += texts is not None
                 if texts is None:
-                    chunk_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + c})
+                    chunk_sampling = dataclasses.replace(sampling, seed=sampling.seed + c)
                     try:
                         texts = engine.generate(chunk, chunk_sampling)
                     except ValueError as exc:

@@ -7,13 +7,14 @@ with a KL loss to the SFT model; the math is verl's core_algos.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import OWN_REWARD, GRPOConfig, get_backend
 from openvlt.recipe import RewardSettings
-from openvlt.stages.common import grpo_prompt_limit, mean_or_none, problems_within_length, saved_before, student_request
+from openvlt.stages.common import (
+    grpo_prompt_limit, mean_or_none, problems_within_length, saved_before, student_request, training_curve,
+)
 
 
 def train_grpo(
@@ -54,7 +55,7 @@ def train_grpo(
             correct=lambda problem, result: answer_is_right(result, problem["own_reward"], judge), seed=seed,
             options=options, pixel_bounds=pixel_bounds,
         )
-    curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
+    curve = training_curve(out_dir)
     tenth = max(1, len(curve) // 10)
     return {
         "in": len(problems), "too_long": too_long, "steps": len(curve),

@@ -4,14 +4,15 @@ OpenVLThinker, iterations 2+: the improved model writes its own next curriculum 
 problem), which verify + select then filters exactly as it filters the reasoner's traces.
 
 With `retries`, problems none of whose traces the reward accepts are sampled again (k more, fresh
-seeds), up to `retries` rounds: rejection sampling, as in STaR / ReST-EM. Without it the model's
-curriculum keeps only what it already solves easily (an early version of the embedded default lost a
-quarter of its problems, most of them two-step ones). The embedded default now keeps last iteration's
-trace for those instead (`select.keep_previous`): resampling there added few (506 unsolved -> 469 in two
-rounds, for 59 s), since what the model cannot solve it rarely solves on a second try.
+seeds), up to `retries` rounds: rejection sampling, as in STaR / ReST-EM. Without it or
+`select.keep_previous`, the model's curriculum keeps only what it already solves easily (the problems
+it drops are mostly the two-step ones). The embedded default keeps last iteration's trace for those
+(`select.keep_previous`) and leaves retries off: on the toy world two rounds took 506 unsolved problems
+to 469, for 59 s, since what the model cannot solve it rarely solves on a second try.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +53,7 @@ def regenerate_traces(
         counts[f"retried_{round_}"] = len(unsolved)
         if not unsolved:
             break
-        retry_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + 1_000_003 * round_})
+        retry_sampling = dataclasses.replace(sampling, seed=sampling.seed + 1_000_003 * round_)
         more = generate_in_chunks(student, [requests[i] for i in unsolved], retry_sampling, scratch / f"retry-{round_}",
                                   chunk_size, f"regenerate:retry{round_}", f"regenerate retry {round_}",
                                   [problems[i]["id"] for i in unsolved])

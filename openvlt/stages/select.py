@@ -34,14 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from openvlt.records import write_records
-from openvlt.recipe import RewardSettings
+from openvlt.recipe import POLICIES, REFLECTION_MARKERS, RewardSettings
 from openvlt.stages.common import count_failures, score_responses
 from openvlt.files import atomic_write
 from rewards.batch import nothing_judged
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("shortest", "longest", "first", "random")
 # what a kept row brings from the iteration that selected it (verdicts there, not the failed ones here)
 _LINEAGE = ("selected_in", "trace_source", "response", "sample_index", "verdicts", "n_correct", "caption", "caption_source")
 
@@ -52,7 +51,7 @@ def select_traces(
     *,
     policy: str = "shortest",
     truncate_reflections: bool = False,
-    reflection_markers: Sequence[str] = ("Wait,", "But wait"),
+    reflection_markers: Sequence[str] = REFLECTION_MARKERS,
     max_tokens: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
     judge: RewardSettings = RewardSettings(),

@@ -7,12 +7,11 @@ assistant tokens only (openvlt.models.batching.encode_examples). Examples longer
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from openvlt.backends import SFTConfig, get_backend
-from openvlt.stages.common import keep_within_length, saved_before, student_request
+from openvlt.stages.common import keep_within_length, saved_before, student_request, training_curve
 
 
 def train_sft(
@@ -41,6 +40,6 @@ def train_sft(
     trainer = get_backend(backend)
     if not saved_before(trainer, out_dir):
         trainer.sft(kept, base_model, out_dir, config, seed=seed, options=options, pixel_bounds=pixel_bounds)
-    curve = [json.loads(line) for line in Path(out_dir, "metrics.jsonl").read_text().splitlines()]
+    curve = training_curve(out_dir)
     return {"in": len(examples), "too_long": too_long, "steps": len(curve), "first_loss": curve[0]["loss"],
             "final_loss": curve[-1]["loss"]}
