@@ -539,7 +539,8 @@ class _EncodedExamples:
 def _autocast(opts: LocalOptions) -> contextlib.AbstractContextManager:
     """Mixed precision for the training passes (`autocast: bfloat16`): matrix products in bfloat16, weights,
     gradients and optimiser state in `dtype`. Measured on 2 CPU cores with AVX512-BF16: SFT steps of the
-    embedded default 17 % faster, but its held-out accuracy lower (README), so the default stays float32."""
+    embedded default about 25 % slower (bench/micro_batches.py) and its held-out accuracy lower (README), so
+    the default stays float32; on a GPU with a larger model it is the usual choice."""
     if opts.autocast == "none":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(opts.device).type, dtype=getattr(torch, opts.autocast))
