@@ -96,16 +96,8 @@ def student_request(problem: dict[str, Any], template: str, system: str | None =
     return Request(prompt, tuple(problem["images"]), system)
 
 
-def generate_in_chunks(
-    engine: Engine,
-    requests: Sequence[Request],
-    sampling: Sampling,
-    scratch: Path,
-    chunk_size: int,
-    point: str,
-    desc: str,
-    ids: Sequence[Any] | None = None,
-) -> list[list[str]]:
+def generate_in_chunks(engine: Engine, requests: Sequence[Request], sampling: Sampling, scratch: Path, chunk_size: int,
+                       point: str, desc: str, ids: Sequence[Any] | None = None) -> list[list[str]]:
     """Every request's answers, in one list: `generated_chunks`' chunks, joined."""
     chunks = generated_chunks(engine, requests, sampling, scratch, chunk_size, point, desc, ids)
     return [texts for chunk in chunks for texts in chunk]
