@@ -11,9 +11,9 @@ so a batch that takes less than twice the timeout to score leaves little to over
 and the kill and restart show). Not a test: numbers depend on the machine.
 
 The items mix what openvlt scores: toy-world counting traces (right and wrong), multiple choice,
-LaTeX answers (fractions, radicals, pi, sets, intervals, equations, with their numbers drawn, so
-few repeat: a parse cache does not stand in for the work), short text, and garbage from an
-untrained model.
+LaTeX answers (fractions, radicals, pi, sets, intervals, equations, with their numbers drawn from
+1 to 400, so that at the default size about one LaTeX pair in five repeats and the plugin's parse
+cache does not stand in for the work), short text, and garbage from an untrained model.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def mixed_items(n: int, seed: int = 0) -> list[dict]:
             items.append({"response": f"<think>Option {letter} fits.</think> <answer>{letter}</answer>",
                           "ground_truth": rng.choice("ABCD"), "extra_info": {"choices": ["2", "4", "3", "5"]}})
         elif kind < 0.75:  # LaTeX
-            answer, truth = rng.choice(latex)(rng.randint(1, 40), rng.randint(1, 40))
+            answer, truth = rng.choice(latex)(rng.randint(1, 400), rng.randint(1, 400))
             items.append({"response": f"<think>Simplify.</think> The result is \\boxed{{{answer}}}.", "ground_truth": truth})
         elif kind < 0.85:  # short text
             items.append({"response": f"<think>Look.</think> <answer>{rng.choice(words)}</answer>",

@@ -32,7 +32,6 @@ import yaml
 
 from openvlt.backends import OWN_REWARD, SCHEDULES, GRPOConfig, SFTConfig
 from openvlt.engines import IMAGE_PLACEHOLDER
-from rewards.batch import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +212,14 @@ class Regenerate:
 
 @dataclass
 class RewardSettings:
-    """How answers are judged (the recipe's `reward:` block). Each problem names its own plugin."""
+    """How answers are judged (the recipe's `reward:` block). Each problem names its own plugin. The
+    defaults are rewards.batch's (a test holds them equal; importing it here would load the reward stack)."""
 
     workers: int = 2            # reward worker processes
-    timeout: float = DEFAULT_TIMEOUT  # hard wall-clock limit per item, seconds
+    timeout: float = 5.0        # hard wall-clock limit per item, seconds
     correct_at: float = 1.0     # a response is correct when its score is at least this
     override: Optional[str] = None  # judge every problem with this plugin instead of its own
-    memory_mb: int = DEFAULT_MEMORY_MB  # address space each reward worker may take beyond its start, MiB (a plugin's model)
+    memory_mb: int = 2048       # address space each reward worker may take beyond its start, MiB (a plugin's model)
 
     def reward_of(self, problem: dict[str, Any]) -> str:
         """The plugin that judges `problem`: `override` when set, else the problem's own."""

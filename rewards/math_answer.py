@@ -238,7 +238,7 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     if _LETTER_RE.match(normalize(truth)):
         return letter_of(answer) == letter_of(truth)
     if _WORDS_RE.match(truth_text) and truth_text not in _MATH_WORDS:
-        return False  # a text answer matches by text only (step 3), never through sympy
+        return False  # a text answer matches by text only (step 4), never through sympy
     numbers = _uncounted(answer, truth) if unit is None else (answer, truth)
     if numbers != (answer, truth) and (numbers is None or all(read_number(normalize(n)) for n in numbers)):
         # "5 apples" for "5": what is counted may be named or left out, but not be another thing; the other

@@ -100,6 +100,7 @@ def test_embedded_default_is_fully_offline_and_self_building():
         ({"select": {"reflection_markers": ["Wait,", " "]}}, "select.reflection_markers: ' ' is not a marker (an empty or blank"),
         ({"distill": {"temperature": 0}}, "distill.temperature: distill.temperature 0 decodes greedily, so distill.samples=4 "
                                           "would only repeat one reasoner's answer"),
+        ({"distill": {"temperature": -0.5}}, "distill.temperature: must be >= 0, got -0.5"),  # (not "decodes greedily")
         ({"per_iteration": {2: {"regenerate": {"temperature": 0, "samples": 1, "retries": 2}}}},
          "per_iteration.2.regenerate.temperature: regenerate.temperature 0 decodes greedily, so regenerate.retries=2 would"),
         ({"per_iteration": {2: {"sft": {"batch_size": 0}}}}, "per_iteration.2.sft.batch_size: must be >= 1, got 0"),
@@ -608,6 +609,15 @@ def test_an_error_names_the_recipe_file_and_the_overrides_it_was_loaded_with(tmp
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     assert str(err.value).startswith(f"{path}: unknown recipe key 'sft.stepz'; did you mean 'sft.steps'?")
+
+
+def test_the_reward_blocks_defaults_are_the_batch_scorers():
+    """`reward.timeout` and `.memory_mb` default to what score_batch does when called on its own (the recipe
+    module spells them out rather than load the reward stack on import)."""
+    from openvlt.recipe import RewardSettings
+    from rewards.batch import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+
+    assert (RewardSettings().timeout, RewardSettings().memory_mb) == (DEFAULT_TIMEOUT, DEFAULT_MEMORY_MB)
 
 
 def test_the_recipe_key_reference_lists_every_key_with_the_codes_default():
