@@ -261,7 +261,7 @@ def test_a_bad_row_in_training_data_read_after_sft_stops_the_run_before_any_stag
         done = run(micro_recipe(tmp_path, run_dir, data={**data_keys, "eval": held}, prepare={}, roles=roles))
         assert done.returncode == 1 and f"{data}: {first_bad} (id " in done.stderr, done.stderr[-3000:]
         assert stages(run_dir) == {}  # nothing ran: not even the base evaluation
-    from openvlt.loop import check_training_data
+    from openvlt.inputs import check_training_data
     from openvlt.recipe import load_recipe
     from openvlt.workspace import Workspace
 
@@ -274,7 +274,7 @@ def test_a_bad_row_in_training_data_read_after_sft_stops_the_run_before_any_stag
 def test_prompts_too_long_to_train_on_are_found_when_the_run_starts(reference, tmp_path, caplog):
     """A slice none of whose prompts fits its limit stops the run before any stage (not after hours of
     captioning and SFT), naming the key; when some are too long, they are named and the run goes on."""
-    from openvlt.loop import check_training_data
+    from openvlt.inputs import check_training_data
     from openvlt.models import load_processor
     from openvlt.models.batching import prompt_lengths
     from openvlt.recipe import load_recipe
@@ -572,7 +572,7 @@ def test_a_held_out_set_shrunk_by_bad_rows_says_so_and_every_set_is_in_the_table
 def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(reference, tmp_path):
     from types import SimpleNamespace
 
-    from openvlt.loop import _read_problems
+    from openvlt.inputs import read_problems
     from openvlt.recipe import DataRef
 
     for d in ("a", "b"):
@@ -582,7 +582,7 @@ def test_bad_rows_of_two_data_files_with_the_same_name_are_quarantined_apart(ref
     r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None, memory_mb=2048),
                         evaluate=SimpleNamespace(max_problems=None))
     for d in ("a", "b"):
-        assert len(_read_problems(ws, r, DataRef(str(tmp_path / d / "test.parquet")), "data.eval.held")) == 29
+        assert len(read_problems(ws, r, DataRef(str(tmp_path / d / "test.parquet")), "data.eval.held")) == 29
     files = sorted((tmp_path / "run" / "quarantine").glob("test-*.jsonl"))
     assert len(files) == 2
     assert {json.loads(f.read_text().splitlines()[0])["file"] for f in files} == {str(tmp_path / d / "test.parquet") for d in "ab"}
@@ -593,7 +593,7 @@ def test_rows_set_aside_are_counted_up_to_the_problems_evaluate_max_problems_kee
     row 3, the first 5 (.., 6) rows 3 and 5; in a slice [4, 32), rows 5 and 7 lie before the 2nd and 3rd usable."""
     from types import SimpleNamespace
 
-    from openvlt.loop import _read_problems, _bad_rows_before
+    from openvlt.inputs import bad_rows_before, read_problems
     from openvlt.recipe import DataRef
 
     data = _bad_data(tmp_path, reference)
@@ -601,9 +601,9 @@ def test_rows_set_aside_are_counted_up_to_the_problems_evaluate_max_problems_kee
     r = SimpleNamespace(data=SimpleNamespace(skip_bad_rows=True), reward=SimpleNamespace(override=None, memory_mb=2048),
                         evaluate=SimpleNamespace(max_problems=4))
     whole, later = DataRef(str(data)), DataRef(str(data), 4, 32)
-    assert len(_read_problems(ws, r, whole, "data.eval.held")) == 29 and len(_read_problems(ws, r, later, "data.eval.later")) == 26
-    assert [_bad_rows_before(ws, r, whole, first) for first in (None, 3, 4, 5, 7, 29)] == [3, 0, 1, 2, 3, 3]
-    assert [_bad_rows_before(ws, r, later, first) for first in (None, 1, 2, 3)] == [2, 0, 1, 2]  # rows 4 | 5, 6 | 7, 8
+    assert len(read_problems(ws, r, whole, "data.eval.held")) == 29 and len(read_problems(ws, r, later, "data.eval.later")) == 26
+    assert [bad_rows_before(ws, r, whole, first) for first in (None, 3, 4, 5, 7, 29)] == [3, 0, 1, 2, 3, 3]
+    assert [bad_rows_before(ws, r, later, first) for first in (None, 1, 2, 3)] == [2, 0, 1, 2]  # rows 4 | 5, 6 | 7, 8
 
 
 def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_naming_the_file(
@@ -611,7 +611,7 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     """Found when the data is read, not as an SFT stage with nothing to learn from, or as an evaluation
     that scores 0.000 because every answer went to a plugin that does not exist; the quarantine file of a
     data file that has been fixed goes away."""
-    from openvlt.loop import _read_problems
+    from openvlt.inputs import read_problems
     from openvlt.recipe import DataRef, load_recipe
     from openvlt.records import write_records
     from openvlt.stages.common import load_problems
@@ -626,10 +626,10 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
     with Workspace.open(recipe) as ws:
         with pytest.raises(ValueError, match=r"data.sft: .*all_bad.parquet has no usable problems"):
-            _read_problems(ws, recipe, DataRef(str(tmp_path / "all_bad.parquet")), "data.sft")
+            read_problems(ws, recipe, DataRef(str(tmp_path / "all_bad.parquet")), "data.sft")
         with pytest.raises(ValueError, match=rf"data.eval.mine: .*typo.parquet, problem '{rows[2]['id']}' \(the first whose "
                                              r"reward is 'mathh'\): unknown reward 'mathh'; did you mean 'math'\?"):
-            _read_problems(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
+            read_problems(ws, recipe, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")
         import rewards.registry
 
         waits = plugin_file(tmp_path / "waits.py", "import time\ntime.sleep(600)")  # an error in time, not a hung run
@@ -637,10 +637,10 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
         with patch.object(rewards.registry, "LOAD_LIMIT_S", 1.0), pytest.raises(
                 ValueError, match=rf"data.rl: .*waits.parquet, problem '{rows[1]['id']}' \(the first whose reward is .*\): loading reward "
                                   r"'.*waits.py:score' took more than 1 s"):
-            _read_problems(ws, recipe, DataRef(str(tmp_path / "waits.parquet")), "data.rl")
+            read_problems(ws, recipe, DataRef(str(tmp_path / "waits.parquet")), "data.rl")
         overridden = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
                                        reward={"override": "math"}), check_paths=False)
-        assert len(_read_problems(ws, overridden, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")) == 3
+        assert len(read_problems(ws, overridden, DataRef(str(tmp_path / "typo.parquet")), "data.eval.mine")) == 3
 
     lenient = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run"),
                                 data={"sft": "DATA/train.parquet", "rl": "DATA/train.parquet",
@@ -648,19 +648,19 @@ def test_a_data_slice_with_no_usable_problem_or_an_unknown_reward_stops_the_run_
     shutil.copy(tmp_path / "typo.parquet", tmp_path / "fixed_later.parquet")
     write_records([*rows[:3], {**rows[3], "images": [truncated_jpeg()]}], tmp_path / "fixed_later.parquet")
     with Workspace.open(lenient, force=True) as ws:
-        assert len(_read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 3
+        assert len(read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 3
         whole = hashlib.sha256(str((tmp_path / "fixed_later.parquet").resolve()).encode()).hexdigest()[:8]
         assert [p.name for p in (ws.root / "quarantine").glob("fixed_later-*.jsonl")] == [f"fixed_later-{whole}.jsonl"]
         with pytest.raises(ValueError, match=r"data.rl: .*fixed_later.parquet: rows \[3, 4\) select no problems .*"
                                              r"\(1 bad rows set aside in .*quarantine"):
-            _read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")
+            read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")
         assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 2  # one per slice read
         write_records(rows, tmp_path / "fixed_later.parquet")  # fixed in place
-        assert len(_read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
+        assert len(read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet")), "data.sft")) == 4
         assert len(list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))) == 1  # [3, 4) not read since
         whole = hashlib.sha256(str((tmp_path / "fixed_later.parquet").resolve()).encode()).hexdigest()[:8]
         assert not (ws.root / "quarantine" / f"fixed_later-{whole}.jsonl").exists()  # the name runs before slices gave it
-        assert len(_read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")) == 1
+        assert len(read_problems(ws, lenient, DataRef(str(tmp_path / "fixed_later.parquet"), 3, 4), "data.rl")) == 1
         assert not list((ws.root / "quarantine").glob("fixed_later-*.jsonl"))
 
 
@@ -668,7 +668,7 @@ def test_a_rows_relative_reward_file_is_the_one_next_to_the_data_file_wherever_t
         tmp_path, toyworld_dir, tiny_student, monkeypatch):
     """As image paths are: a rerun from another folder reads the same plugin (before, `mine.py:score` was
     looked for in the working directory, so a resume started elsewhere stopped)."""
-    from openvlt.loop import _read_problems
+    from openvlt.inputs import read_problems
     from openvlt.recipe import DataRef, load_recipe
     from openvlt.records import write_records
     from openvlt.stages.common import load_problems
@@ -686,12 +686,12 @@ def test_a_rows_relative_reward_file_is_the_one_next_to_the_data_file_wherever_t
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
     monkeypatch.chdir(elsewhere)
     with Workspace.open(recipe) as ws:
-        problems = _read_problems(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
+        problems = read_problems(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
     assert [p["reward"] for p in problems] == [f"{data}/mine.py:score", f"0.5*math+0.5*{data}/mine.py:score",
                                                f"{elsewhere}/theirs.py:score"]
     monkeypatch.chdir(tmp_path)  # theirs.py is not found from here: named
     with Workspace.open(recipe) as ws, pytest.raises(ValueError, match=r"data.sft: .*mixed.parquet, problem .*theirs.py"):
-        _read_problems(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
+        read_problems(ws, recipe, DataRef(str(data / "mixed.parquet")), "data.sft")
 
 
 def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tmp_path, tiny_reasoner):
@@ -737,7 +737,7 @@ def test_a_text_only_language_model_can_be_the_reasoner_but_not_the_captioner(tm
 def test_training_data_that_holds_held_out_problems_is_warned_about(tmp_path, toyworld_dir, tiny_student, caplog):
     """The same question with the same images, or another question about a held-out image: the set's
     accuracy would partly measure memory. A warning, not a refusal; the toy world's own split has none."""
-    from openvlt.loop import _read_problems
+    from openvlt.inputs import read_problems
     from openvlt.recipe import DataRef, load_recipe
     from openvlt.records import write_records
     from openvlt.stages.common import load_problems
@@ -751,9 +751,9 @@ def test_training_data_that_holds_held_out_problems_is_warned_about(tmp_path, to
     write_records([*train, *copies, asked_again], tmp_path / "leaky.parquet")
     recipe = load_recipe(write(tmp_path, toyworld_dir, tiny_student, run_dir=str(tmp_path / "run")))
     with Workspace.open(recipe) as ws:
-        assert len(_read_problems(ws, recipe, DataRef(str(toyworld_dir / "train.parquet")), "data.sft")) == 120
+        assert len(read_problems(ws, recipe, DataRef(str(toyworld_dir / "train.parquet")), "data.sft")) == 120
         assert "held-out" not in caplog.text
-        assert len(_read_problems(ws, recipe, DataRef(str(tmp_path / "leaky.parquet")), "data.rl")) == 8
+        assert len(read_problems(ws, recipe, DataRef(str(tmp_path / "leaky.parquet")), "data.rl")) == 8
     assert (f"data.rl: 2 of its 8 problems are in held-out set 'held' too (the same question and images; the first: 'copy0', "
             f"there {held[0]['id']!r}); 1 of its problems ask about an image of held-out set 'held': that set's accuracy will "
             "overstate what the model learned") in caplog.text
