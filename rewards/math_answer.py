@@ -49,6 +49,7 @@ from typing import Any
 from rewards.choices import NO_OPTION, letter_of, option_indices
 from rewards.extract import extract_answer, top_level_parts
 from rewards.numbers import (
+    CURRENCY_MARK_RE,
     Quantity,
     canonical_unit,
     degree_scale,
@@ -90,7 +91,6 @@ _FIGURE_COMMAND_RE = re.compile(_FIGURE_COMMANDS)
 _GEOMETRY_NAME_RE = re.compile(_FIGURE_COMMANDS + r" ?\{? ?([A-Z](?: ?[A-Z]){1,5})(?![A-Za-z'_]) ?\}?")  # (a prime: another point)
 _IMPLIES_RE = re.compile(r"\\(?:Rightarrow|Longrightarrow|implies)(?![A-Za-z])|[⇒⟹]")
 _CORRESPONDENCE_RE = re.compile(r"\\(?:sim|cong|simeq)(?![A-Za-z])|[∼≅≃~]")
-_CURRENCY_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|yuan|yen)\b", re.I)
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
 _SAME_RELATION = {
@@ -329,7 +329,7 @@ def _kinds_clash(answer: str, truth: str) -> bool:
 def _kind(text: str) -> str | None:
     """"money", "degrees", a unit's key, or None for a plain value (or a unit the table does not know)."""
     plain = normalize(text)
-    if _CURRENCY_RE.search(plain):
+    if CURRENCY_MARK_RE.search(plain):
         return "money"
     if any(mark in plain for mark in ("°", "^\\circ")):
         return "degrees"

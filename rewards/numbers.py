@@ -35,6 +35,9 @@ _SLASH_RE = re.compile(rf"^([+-]?)({_DECIMAL})\s*/\s*({_DECIMAL})$")
 
 _CURRENCY_PREFIX_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|EUR|GBP|\u20ac|\u00a3|\u00a5|\\euro)\s*")
 _CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:dollars?|usd|euros?|eur|yuan|yen|pounds sterling)$", re.I)
+# A currency mark anywhere in an answer ("4\sqrt{2} dollars" is money, though no number to read): "pounds" is
+# left out, as it is a weight too
+CURRENCY_MARK_RE = re.compile(r"[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?|yuan|yen)\b", re.I)
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\s+percent|\s*per\s*cent)$", re.I)
 _SCALE_WORD_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|degrees?\s*|deg\s*)?\s*(celsius|fahrenheit)$", re.I)
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\s+degrees?|\s*deg)(?:\s*([CF]))?$")
