@@ -9,6 +9,7 @@ either matches the number grammar or is handed on (to math-verify, after the bou
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
@@ -21,10 +22,15 @@ _UNICODE = str.maketrans({
     "\u2009": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ", "\u00b2": "^2", "\u00b3": "^3",
     "\uff05": "%", "\uff0c": ",", "\u3001": ",", "\uff1b": ";", "\uff1a": ":", "\uff08": "(", "\uff09": ")", "\uff0e": ".",
     "\u2103": "^\\circ C", "\u2109": "^\\circ F", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne ",
-    **{chr(0xFF10 + d): str(d) for d in range(10)},
-})
+    "\u2044": "/", **{chr(0xFF10 + d): str(d) for d in range(10)},
+    **{c: "\\frac{%d}{%d}" % Fraction(unicodedata.numeric(c)).limit_denominator(10).as_integer_ratio()
+       for c in "\u00bd\u2153\u2154\u00bc\u00be\u2155\u2156\u2157\u2158\u2159\u215a\u2150\u215b\u215c\u215d\u215e\u2151\u2152"},
+})  # "1½" is "1\frac{1}{2}", which reads as the mixed number it is
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
+# "1 000 000" (SI grouping, a space or a thin one): whole groups of three only, so "10 100 1000" stays a list
+# (the run is matched whole and left as it is when a digit follows it, which keeps the work linear)
+_SPACE_GROUPS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?: \d{3})+(?![\d,])")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
 _DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SCI_RE = re.compile(
@@ -92,6 +98,7 @@ def normalize(text: str) -> str:
     s = s.replace("\\$", "\0").replace("$", "").replace("\0", "\\$")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _THIN_GROUP_RE.sub("", s)  # 1\,000
+    s = _SPACE_GROUPS_RE.sub(_join_groups, s)
     for _ in range(3):  # \text{\textbf{x}} unwraps in two rounds
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
@@ -105,6 +112,11 @@ def normalize(text: str) -> str:
     if len(s) > 1 and s[0] == "{" and s[-1] == "}" and s.count("{") == 1 and "," not in s:
         s = s[1:-1].strip()
     return s
+
+
+def _join_groups(match: re.Match) -> str:
+    run = match.group()
+    return run if re.match(r" \d", match.string[match.end():match.end() + 2]) else run.replace(" ", "")
 
 
 def normalize_text(text: str) -> str:

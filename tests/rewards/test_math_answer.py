@@ -4,6 +4,7 @@ import time
 import pytest
 
 from rewards.math_answer import math_reward
+from rewards.numbers import normalize
 from rewards.safety import unsafe_reason
 
 CHOICES = {"choices": ["2", "4", "3", "5"]}
@@ -28,6 +29,10 @@ NUMBERS = [
     ("\uff13", "3", 1.0),  # full-width digit
     ("5!", "5", 0.0), ("5!", "120", 1.0), ("(2+1)!", "6", 1.0),  # "!" after a number is a factorial, not a full stop
     ("{3}", "3", 1.0), ("$3$", "3", 1.0), ("3.", "3", 1.0),
+    # SI grouping by spaces (plain, thin or no-break), whole groups of three only
+    ("1 000", "1000", 1.0), ("1\u2009000", "1000", 1.0), ("10 000", "10000", 1.0), ("1 000 000", "1000000", 1.0),
+    ("1 000.5", "1000.5", 1.0), ("1000", "1 000", 1.0), ("1 000", "100", 0.0), ("1 00", "100", 0.0),
+    ("10 100 1000", "101001000", 0.0), ("12 3456", "123456", 0.0),
 ]
 
 LATEX = [
@@ -36,6 +41,8 @@ LATEX = [
     ("\\frac{1}{3}", "\\frac{2}{6}", 1.0), ("\\frac{1}{3}", "0.33", 0.0),
     ("2\\sqrt{2}", "\\sqrt{8}", 1.0), ("\\sqrt{2}", "\\sqrt{3}", 0.0), ("\\frac{\\sqrt{3}}{2}", "\\sin(\\pi/3)", 1.0),
     ("\\pi", "3.14159265", 1.0), ("2\\pi", "\\pi", 0.0), ("\u03c0", "\\pi", 1.0),
+    ("\u00bd", "\\frac{1}{2}", 1.0), ("\u00be", "0.75", 1.0), ("\u2153", "1/3", 1.0), ("1\u00bd", "1.5", 1.0),  # vulgar
+    ("2 \u2154", "8/3", 1.0), ("\u00bd", "0.25", 0.0), ("1\u2044 2", "0.5", 1.0), ("x\u00bd", "\\frac{x}{2}", 1.0),  # fractions
     ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", 0.0),  # math-verify accepts this one; the cross-check does not
     ("\\frac{1}{2^{98}}", "\\frac{1}{2^{98}}", 1.0), ("2^{-98}", "\\frac{1}{2^{98}}", 1.0),
     ("1+\\frac{1}{e}", "1-\\frac{1}{e}", 0.0), ("1-\\frac{1}{e}", "1-e^{-1}", 1.0),
@@ -404,6 +411,15 @@ ADVERSARIAL = [
     "a" + "!" * 40_000, "4" + ". " * 500_000, "4" + "?" * 500_000,  # punctuation runs: were quadratic (minutes)
     "\\frac{(999^{999})^{999}}{(998^{999})^{999}}", "\\sin((999^{999})^{999})",  # 3-million-digit integers: 75 s
 ]
+
+
+def test_reading_digit_groups_is_linear():
+    """normalize has no length cap of its own (the math reward caps an answer at 2000 characters first; other
+    callers need not). A run of groups whose last is not whole was read again from every group: 86 s for 40,000."""
+    groups = "1" + " 000" * 40_000
+    started = time.perf_counter()
+    assert normalize(groups + " 0") == groups + " 0" and normalize(groups) == groups.replace(" ", "")
+    assert time.perf_counter() - started < 2  # ~0.05 s
 
 
 @pytest.mark.parametrize("truth", ["3", "3 m"])
