@@ -27,7 +27,8 @@ Differences from math-verify used alone, deliberately:
    ``f(2) = 3``, ``a + b = 7``, worked arithmetic that holds), not ``2x = 3`` or ``x + 1 = 3`` for 3;
 6. a figure named by its points must be the truth's figure (``m\\angle BAC`` is not ``m\\angle ABC``;
    ``\\angle CBA`` is), and money or degrees are not a quantity of another unit (``5 cents`` for ``\\$5``);
-7. a number with another unit is another answer (``5 N·m`` for ``5 m``), and letters are not a number
+7. a number with a unit of another quantity is another answer (``5 N·m`` for ``5 m``; in another unit of the
+   same quantity it is converted exactly: ``500 cm`` is ``5 m``, ``1.5 h`` is ``90 min``), and letters are not a number
    (``2ab`` for ``2``); words that are not math (``not 5, it is 6``) are compared as text only.
 
 ``extra_info`` keys read here: ``choices``, ``answer_type`` (integer / float / text / list),
@@ -52,7 +53,9 @@ from rewards.numbers import (
     CURRENCY_MARK_RE,
     Quantity,
     canonical_unit,
+    convert,
     degree_scale,
+    dimension,
     normalize,
     normalize_text,
     read_number,
@@ -273,7 +276,12 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
     expected_scale = want.scale or (degree_scale(unit) if unit else None)  # an expected unit "°C" or "Celsius" is one
     expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit and not expected_scale else None)
     if got.unit and expected_unit and got.unit != expected_unit:  # (as read_quantity keeps it)
-        return False
+        converted = convert(got.value, got.unit, expected_unit)  # "5 m" for "500 cm"; "5 N·m" for "5 m" is no answer
+        if converted is None:
+            return False
+        if precision is not None:
+            return round_half_up(converted, precision) == round_half_up(want.value, precision)
+        return converted == want.value  # (a rounded conversion is not the exact value math-verify would settle)
     if got.scale and expected_scale and got.scale != expected_scale or got.scale and expected_unit or got.unit and expected_scale:
         return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
     if got.percent != want.percent and (got.unit or expected_unit or got.scale or expected_scale):
@@ -327,14 +335,15 @@ def _kinds_clash(answer: str, truth: str) -> bool:
 
 
 def _kind(text: str) -> str | None:
-    """"money", "degrees", a unit's key, or None for a plain value (or a unit the table does not know)."""
+    """"money", "degrees", what a unit measures (else its key), or None for a plain value (or a unit the table does
+    not know)."""
     plain = normalize(text)
     if CURRENCY_MARK_RE.search(plain):
         return "money"
     if any(mark in plain for mark in ("°", "^\\circ")):
         return "degrees"
     split = split_unit(text)
-    return split[1] if split and not split[1].startswith("?") else None
+    return dimension(split[1]) or split[1] if split and not split[1].startswith("?") else None  # "cm" and "m" alike
 
 
 def _figures_alike(answer: str, truth: str) -> tuple[str, str] | None:

@@ -220,6 +220,57 @@ def read_number(text: str) -> tuple[Fraction, bool] | None:
     return (-value if negative else value), False
 
 
+# Exact sizes of the units that convert (canonical spelling -> (base unit, size in it)), so that "5 m" is
+# "500 cm" and "1 h" is "90 min" no more. Not here: units whose size depends on the country (ton, gallon)
+# or the calendar (month, year), and money.
+_SIZES = {
+    "nm": ("m", Fraction(1, 10**9)), "mm": ("m", Fraction(1, 1000)), "cm": ("m", Fraction(1, 100)),
+    "dm": ("m", Fraction(1, 10)), "m": ("m", Fraction(1)), "km": ("m", Fraction(1000)),
+    "in": ("m", Fraction(254, 10**4)), "ft": ("m", Fraction(3048, 10**4)), "yd": ("m", Fraction(9144, 10**4)),
+    "mi": ("m", Fraction(1609344, 1000)),
+    "mg": ("g", Fraction(1, 1000)), "g": ("g", Fraction(1)), "kg": ("g", Fraction(1000)),
+    "lb": ("g", Fraction(45359237, 10**5)), "oz": ("g", Fraction(45359237, 16 * 10**5)),
+    "ms": ("s", Fraction(1, 1000)), "s": ("s", Fraction(1)), "min": ("s", Fraction(60)), "h": ("s", Fraction(3600)),
+    "day": ("s", Fraction(86400)), "week": ("s", Fraction(604800)),
+    "ml": ("l", Fraction(1, 1000)), "l": ("l", Fraction(1)),
+}
+
+
+def convert(value: Fraction, unit: str, to: str) -> Fraction | None:
+    """``value`` in ``unit`` expressed in ``to``, or ``None`` when they measure different things or either
+    has no exact size. Units as :func:`canonical_unit` or :func:`unit_key` spell them.
+
+    >>> convert(Fraction(5), "m", "cm"), convert(Fraction(36), "km/h", "m*s^-1"), convert(Fraction(5), "m", "s")
+    (Fraction(500, 1), Fraction(10, 1), None)
+    """
+    a, b = _size(unit), _size(to)
+    return value * a[1] / b[1] if a and b and a[0] == b[0] else None
+
+
+def dimension(unit: str) -> str | None:
+    """What a unit measures, the same for every unit :func:`convert` converts between (``"cm^2"`` and
+    ``"m^2"`` give ``"m^2"``), or ``None`` for a unit with no exact size."""
+    size = _size(unit)
+    return size[0] if size else None
+
+
+def _size(unit: str) -> tuple[str, Fraction] | None:
+    """(dimension, size in base units) of a unit: units with powers, joined by ``*``, at most one ``/``."""
+    over, _, under = unit.partition("/")
+    powers: dict[str, int] = {}
+    size = Fraction(1)
+    for part, sign in ((over, 1), (under, -1)):
+        for factor in filter(None, part.split("*")):
+            base, _, power = factor.partition("^")
+            if base not in _SIZES or not power.lstrip("-").isdigit() and power:
+                return None
+            n = sign * int(power or 1)
+            dim, base_size = _SIZES[base]
+            powers[dim] = powers.get(dim, 0) + n
+            size *= base_size**n
+    return "*".join(d if p == 1 else f"{d}^{p}" for d, p in sorted(powers.items()) if p), size
+
+
 def canonical_unit(text: str) -> str | None:
     """A known unit in canonical spelling (``"square centimeters"`` -> ``"cm^2"``), else ``None``."""
     if text.strip() in _CASED_UNITS:

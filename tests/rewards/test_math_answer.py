@@ -76,6 +76,13 @@ UNITS = [
     ("30%", "30", {"unit": "\u00b0"}, 0.0), ("30\u00b0", "30", {"unit": "%"}, 0.0), ("30\u00b0", "30", {"unit": "degrees"}, 1.0),
     ("3x", "3", 0.0),  # "x" is not a unit
     ("2n", "2", 0.0), ("2 s", "2", 1.0), ("5 m", "5", 1.0), ("5 km", "5 m", 0.0),
+    # another unit of the same quantity is converted exactly; one of another quantity is another answer
+    ("5 m", "500 cm", 1.0), ("500 cm", "5 m", 1.0), ("5 m", "50 cm", 0.0), ("2 ft", "24 in", 1.0), ("1 in", "2.54 cm", 1.0),
+    ("1.5 h", "90 min", 1.0), ("1 lb", "16 oz", 1.0), ("5 kg", "5000 g", 1.0), ("36 km/h", "10 m/s", 1.0),
+    ("1 m^2", "10000 cm^2", 1.0), ("1 m^2", "100 cm^2", 0.0), ("1 km", "1000", {"unit": "m"}, 1.0),
+    ("0.05 m", "5", {"unit": "cm"}, 1.0), ("5 m", "5", {"unit": "cm"}, 0.0), ("5 m", "5 s", 0.0), ("5 m", "300 s", 0.0),
+    ("1/3 m", "33.33 cm", 0.0), ("1/3 m", "33.33 cm", {"precision": 2}, 1.0),
+    ("5 t", "5000 kg", 0.0), ("1 gal", "3.785 l", 0.0),  # a ton or a gallon is not one size everywhere
     # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
     # that changes the value, doubts it or joins another number
     ("5 apples", "5", 1.0), ("3 red cubes", "3", 1.0), ("\\text{3 cubes}", "3", 1.0), ("1 apple", "1 apples", 1.0),
