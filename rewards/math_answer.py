@@ -275,13 +275,12 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
         want, unit = dataclasses.replace(want, degrees=True), None
     expected_scale = want.scale or (degree_scale(unit) if unit else None)  # an expected unit "°C" or "Celsius" is one
     expected_unit = want.unit or ((canonical_unit(unit) or unit.lower()) if unit and not expected_scale else None)
+    converted = None
     if got.unit and expected_unit and got.unit != expected_unit:  # (as read_quantity keeps it)
-        converted = convert(got.value, got.unit, expected_unit)  # "5 m" for "500 cm"; "5 N·m" for "5 m" is no answer
+        converted = convert(got.value, got.unit, expected_unit)  # "500 cm" for "5 m"
         if converted is None:
-            return False
-        if precision is not None:
-            return round_half_up(converted, precision) == round_half_up(want.value, precision)
-        return converted == want.value  # (a rounded conversion is not the exact value math-verify would settle)
+            return False  # another quantity: "5 N·m" for "5 m"
+        got = dataclasses.replace(got, value=converted, unit=expected_unit)
     if got.scale and expected_scale and got.scale != expected_scale or got.scale and expected_unit or got.unit and expected_scale:
         return False  # a scale may be left out, not changed, nor be another unit ("5 K" is not "5°C")
     if got.percent != want.percent and (got.unit or expected_unit or got.scale or expected_scale):
@@ -297,7 +296,7 @@ def _compare_quantities(got: Quantity, want: Quantity, *, precision: int | None,
                 return True
         elif value == want.value:
             return True
-    if precision is not None or integer:
+    if precision is not None or integer or converted is not None:  # (a conversion is exact or no answer)
         return False
     if got.decimal_literal != want.decimal_literal and not (terminates(got.value) and terminates(want.value)):
         return None  # 0.333333 against 1/3: math-verify's float rules decide

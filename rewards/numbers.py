@@ -28,9 +28,10 @@ _UNICODE = str.maketrans({
 })  # "1½" is "1\frac{1}{2}", which reads as the mixed number it is
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
-# "1 000 000" (SI grouping, a space or a thin one): whole groups of three only, so "10 100 1000" stays a list
-# (the run is matched whole and left as it is when a digit follows it, which keeps the work linear)
-_SPACE_GROUPS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?: \d{3})+(?![\d,])")
+# "1 000 000" (SI grouping, a space or a thin one): whole groups of three, not next to another number, so
+# "10 100 1000" and "1000 10 100" stay lists and "1 234,5" a decimal comma (the run is matched whole and left
+# as it is when a number follows it, which keeps the work linear)
+_SPACE_GROUPS_RE = re.compile(r"(?<![\d.,])(?<!\d )\d{1,3}(?: \d{3})+(?!\d|,\d)")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
 _DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SCI_RE = re.compile(
@@ -98,11 +99,11 @@ def normalize(text: str) -> str:
     s = s.replace("\\$", "\0").replace("$", "").replace("\0", "\\$")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = _THIN_GROUP_RE.sub("", s)  # 1\,000
-    s = _SPACE_GROUPS_RE.sub(_join_groups, s)
     for _ in range(3):  # \text{\textbf{x}} unwraps in two rounds
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
     s = " ".join(s.split())
+    s = _SPACE_GROUPS_RE.sub(_join_groups, s)  # 1 000, 1\ 000
     end = len(s)  # a sentence's full stops, not a factorial ("5!" is 120) nor an ellipsis; by index, so that
     while end and (s[end - 1] == "." or _plain_bang(s, end)) and s[end - 2 : end - 1] != ".":  # 1 MB of ". " is
         end -= 1                                                                               # linear work
@@ -220,19 +221,18 @@ def read_number(text: str) -> tuple[Fraction, bool] | None:
     return (-value if negative else value), False
 
 
-# Exact sizes of the units that convert (canonical spelling -> (base unit, size in it)), so that "5 m" is
-# "500 cm" and "1 h" is "90 min" no more. Not here: units whose size depends on the country (ton, gallon)
-# or the calendar (month, year), and money.
+# Exact sizes of the units that convert (canonical spelling -> (base unit, its power, size)), so that "5 m"
+# is "500 cm", "1.5 h" is "90 min" and "1 l" is "1000 cm^3". Not here: units whose size depends on the
+# country (ton, gallon) or the calendar (month, year), and money.
 _SIZES = {
-    "nm": ("m", Fraction(1, 10**9)), "mm": ("m", Fraction(1, 1000)), "cm": ("m", Fraction(1, 100)),
-    "dm": ("m", Fraction(1, 10)), "m": ("m", Fraction(1)), "km": ("m", Fraction(1000)),
-    "in": ("m", Fraction(254, 10**4)), "ft": ("m", Fraction(3048, 10**4)), "yd": ("m", Fraction(9144, 10**4)),
-    "mi": ("m", Fraction(1609344, 1000)),
-    "mg": ("g", Fraction(1, 1000)), "g": ("g", Fraction(1)), "kg": ("g", Fraction(1000)),
-    "lb": ("g", Fraction(45359237, 10**5)), "oz": ("g", Fraction(45359237, 16 * 10**5)),
-    "ms": ("s", Fraction(1, 1000)), "s": ("s", Fraction(1)), "min": ("s", Fraction(60)), "h": ("s", Fraction(3600)),
-    "day": ("s", Fraction(86400)), "week": ("s", Fraction(604800)),
-    "ml": ("l", Fraction(1, 1000)), "l": ("l", Fraction(1)),
+    "nm": ("m", 1, Fraction(1, 10**9)), "mm": ("m", 1, Fraction(1, 1000)), "cm": ("m", 1, Fraction(1, 100)),
+    "dm": ("m", 1, Fraction(1, 10)), "m": ("m", 1, Fraction(1)), "km": ("m", 1, Fraction(1000)),
+    "in": ("m", 1, Fraction(254, 10**4)), "ft": ("m", 1, Fraction(3048, 10**4)), "yd": ("m", 1, Fraction(9144, 10**4)),
+    "mi": ("m", 1, Fraction(1609344, 1000)), "ml": ("m", 3, Fraction(1, 10**6)), "l": ("m", 3, Fraction(1, 1000)),
+    "mg": ("g", 1, Fraction(1, 1000)), "g": ("g", 1, Fraction(1)), "kg": ("g", 1, Fraction(1000)),
+    "lb": ("g", 1, Fraction(45359237, 10**5)), "oz": ("g", 1, Fraction(45359237, 16 * 10**5)),
+    "ms": ("s", 1, Fraction(1, 1000)), "s": ("s", 1, Fraction(1)), "min": ("s", 1, Fraction(60)),
+    "h": ("s", 1, Fraction(3600)), "day": ("s", 1, Fraction(86400)), "week": ("s", 1, Fraction(604800)),
 }
 
 
@@ -255,18 +255,22 @@ def dimension(unit: str) -> str | None:
 
 
 def _size(unit: str) -> tuple[str, Fraction] | None:
-    """(dimension, size in base units) of a unit: units with powers, joined by ``*``, at most one ``/``."""
-    over, _, under = unit.partition("/")
+    """(dimension, size in base units) of a unit: units with powers up to 3, joined by ``*`` (as
+    :func:`unit_key` writes them), or two units joined by ``/``. A power on a ``/`` unit is refused:
+    :func:`canonical_unit` writes "cubic m/s" as ``"m/s^3"``."""
+    over, per, under = unit.partition("/")
+    if per and "^" in unit:
+        return None
     powers: dict[str, int] = {}
     size = Fraction(1)
     for part, sign in ((over, 1), (under, -1)):
         for factor in filter(None, part.split("*")):
             base, _, power = factor.partition("^")
-            if base not in _SIZES or not power.lstrip("-").isdigit() and power:
-                return None
+            if base not in _SIZES or power not in ("", "2", "3", "-1", "-2", "-3"):
+                return None  # (a power of a million would take seconds to raise a size to)
+            dim, base_power, base_size = _SIZES[base]
             n = sign * int(power or 1)
-            dim, base_size = _SIZES[base]
-            powers[dim] = powers.get(dim, 0) + n
+            powers[dim] = powers.get(dim, 0) + n * base_power
             size *= base_size**n
     return "*".join(d if p == 1 else f"{d}^{p}" for d, p in sorted(powers.items()) if p), size
 

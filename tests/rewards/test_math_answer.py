@@ -32,7 +32,8 @@ NUMBERS = [
     # SI grouping by spaces (plain, thin or no-break), whole groups of three only
     ("1 000", "1000", 1.0), ("1\u2009000", "1000", 1.0), ("10 000", "10000", 1.0), ("1 000 000", "1000000", 1.0),
     ("1 000.5", "1000.5", 1.0), ("1000", "1 000", 1.0), ("1 000", "100", 0.0), ("1 00", "100", 0.0),
-    ("10 100 1000", "101001000", 0.0), ("12 3456", "123456", 0.0),
+    ("10 100 1000", "101001000", 0.0), ("1000 10 100", "100010100", 0.0), ("12 3456", "123456", 0.0), ("1\\ 000", "1000", 1.0),
+    ("(1 000, 2 000)", "(1000, 2000)", 1.0), ("(1 000, 2 000)", "(0, 2000)", 0.0), ("\\{1 000, 2 000\\}", "\\{0, 2000\\}", 0.0),
 ]
 
 LATEX = [
@@ -83,6 +84,9 @@ UNITS = [
     ("0.05 m", "5", {"unit": "cm"}, 1.0), ("5 m", "5", {"unit": "cm"}, 0.0), ("5 m", "5 s", 0.0), ("5 m", "300 s", 0.0),
     ("1/3 m", "33.33 cm", 0.0), ("1/3 m", "33.33 cm", {"precision": 2}, 1.0),
     ("5 t", "5000 kg", 0.0), ("1 gal", "3.785 l", 0.0),  # a ton or a gallon is not one size everywhere
+    ("1 l", "1000 cm^3", 1.0), ("1 cubic m/s", "100 cubic cm/s", 0.0), ("1 cubic m/s", "1 cubic m/s", 1.0),
+    ("5 m", "500 cm", {"unit": "%"}, 0.0), ("5 m", "500 cm", {"unit": "\u00b0"}, 0.0), ("5 m%", "500 cm", 0.0),
+    ("5 m", "500 cm%", 0.0),  # converted, still no percentage nor angle
     # a count may name what it counts (CLEVR: "How many cubes?" "3 cubes"), but not another thing, and no word
     # that changes the value, doubts it or joins another number
     ("5 apples", "5", 1.0), ("3 red cubes", "3", 1.0), ("\\text{3 cubes}", "3", 1.0), ("1 apple", "1 apples", 1.0),
@@ -416,6 +420,7 @@ ADVERSARIAL = [
     "(99999999)!", "{99999999}!", "\\binom{1000000000}{500000000}", "\\Gamma(1000000000)",  # factorials of a group
     "10^{10^{3}\\cdot10^{3}\\cdot10^{3}}", "2^{10^{3}\\cdot10^{3}\\cdot10^{3}}",  # powers multiplied in an exponent
     "a" + "!" * 40_000, "4" + ". " * 500_000, "4" + "?" * 500_000,  # punctuation runs: were quadratic (minutes)
+    "5 cm^{999999999999}",  # a unit's power: converting it would raise a size to it
     "\\frac{(999^{999})^{999}}{(998^{999})^{999}}", "\\sin((999^{999})^{999})",  # 3-million-digit integers: 75 s
 ]
 
