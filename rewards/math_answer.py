@@ -22,7 +22,8 @@ Differences from math-verify used alone, deliberately:
 2. an answer only inside ``<think>`` is missing; so is a response without ``<answer>``/``\\boxed``;
 3. integers and exact decimals never pass on float rounding (``2.9999999`` is not ``3``);
 4. a relation, an arrow or a divides sign the truth lacks is another answer (``x < 4``, ``\\ne 4``,
-   ``3 \\to 4`` for ``4``), and a derivation (``2x = 6 \\Rightarrow x = 3``) is judged by its conclusion;
+   ``3 \\to 4`` for ``4``; ``x > 2`` is the interval ``(2, \\infty)``, which math-verify takes from a truth
+   only), and a derivation (``2x = 6 \\Rightarrow x = 3``) is judged by its conclusion;
 5. an equation gives its right-hand side only when its left side names the value (``x = 3``,
    ``f(2) = 3``, ``a + b = 7``, worked arithmetic that holds), not ``2x = 3`` or ``x + 1 = 3`` for 3;
 6. a figure named by its points must be the truth's figure (``m\\angle BAC`` is not ``m\\angle ABC``;
@@ -96,6 +97,14 @@ _IMPLIES_RE = re.compile(r"\\(?:Rightarrow|Longrightarrow|implies)(?![A-Za-z])|[
 _CORRESPONDENCE_RE = re.compile(r"\\(?:sim|cong|simeq)(?![A-Za-z])|[∼≅≃~]")
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
+# "x > 2", "3 \\ge x", "-1 \\le x < 3": a bound on one letter, cut at its relations
+_INEQUALITY_SPLIT_RE = re.compile(r"(<|>|\\l[et]q?(?:slant)?|\\g[et]q?(?:slant)?)(?![A-Za-z])")
+_SAME_BOUND = {"\\lt": "<", "\\gt": ">", "\\leq": "\\le", "\\geq": "\\ge", "\\leqslant": "\\le", "\\geqslant": "\\ge"}
+_FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# an interval that is no point: an infinite end or a square bracket ("(2, 5)" may be a point)
+_INTERVAL_RE = re.compile(r"^(?:\[[^,()\[\]]+,[^,()\[\]]+[)\]]|\([^,()\[\]]+,[^,()\[\]]+\]|"
+                          r"\([^,()\[\]]*\\infty[^,()\[\]]*,[^,()\[\]]+\)|\([^,()\[\]]+,[^,()\[\]]*\\infty[^,()\[\]]*\))$")
 _SAME_RELATION = {
     **dict.fromkeys(("<", ">", "\\lt", "\\gt"), "<"), **dict.fromkeys(("\\le", "\\leq", "\\ge", "\\geq", "⩽", "⩾",
                                                                       "\\leqslant", "\\geqslant"), "\\le"),
@@ -221,6 +230,8 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     compared again), and last math-verify on the rest. A step that cannot decide passes to the next."""
     if _IMPLIES_RE.search(answer) and not _IMPLIES_RE.search(truth):  # a derivation: "2x = 6 \\Rightarrow x = 3"
         answer = _IMPLIES_RE.split(answer)[-1].strip() or answer        # gives what it concludes
+    if _INTERVAL_RE.match(normalize(truth)) and (interval := _as_interval(answer)):
+        answer = interval  # "x > 2" for "(2, \\infty)" (math-verify reads an inequality as a truth only)
     if _hedged(answer, truth) or _relations(answer) - _relations(truth):
         return False  # several answers, or a relation the truth has not ("\\ne 4", "x < 4" for 4)
     alike = _figures_alike(answer, truth)
@@ -391,6 +402,30 @@ def _relations(text: str) -> set[str]:
     s = _ANGLE_BRACKETS_RE.sub(r"\1", s)
     found = _RELATION_RE.findall(s) + _TOP_LEVEL_RELATION_RE.findall(_outside_brackets(s))
     return {_SAME_RELATION.get(f, f) for f in found}
+
+
+def _as_interval(text: str) -> str | None:
+    """A bound on one letter as the interval it gives ("x > 2" is "(2, \\infty)", "-1 \\le x < 3" is
+    "[-1, 3)"), else None. The bounds hold no letters but LaTeX commands (\\frac, \\pi, \\sqrt)."""
+    s = normalize(text)
+    parts = [_SAME_BOUND.get(p.strip(), p.strip()) for p in _INEQUALITY_SPLIT_RE.split(s)] if len(s) <= 200 else []
+    if len(parts) == 3 and parts[2] in _LETTERS:  # "2 < x" is "x > 2"
+        parts = [parts[2], _FLIP[parts[1]], parts[0]]
+    ops = parts[1::2]
+    if len(parts) == 3 and parts[0] in _LETTERS:  # "x > 2", "x \le 3"
+        bounds = [parts[2], None] if ops[0] in (">", "\\ge") else [None, parts[2]]
+        closed = [ops[0] == "\\ge", ops[0] == "\\le"]
+    elif len(parts) == 5 and parts[2] in _LETTERS and len({op in ("<", "\\le") for op in ops}) == 1:
+        bounds, closed = [parts[0], parts[4]], [op in ("\\le", "\\ge") for op in ops]
+        if ops[0] in (">", "\\ge"):  # "3 > x \ge -1"
+            bounds, closed = bounds[::-1], closed[::-1]
+    else:
+        return None
+    if any(b is not None and (not b or re.search("[A-Za-z]", _COMMAND_RE.sub(" ", b))) for b in bounds):
+        return None  # "x > y" is no interval
+    start = "(-\\infty" if bounds[0] is None else ("[" if closed[0] else "(") + bounds[0]
+    end = "\\infty)" if bounds[1] is None else bounds[1] + ("]" if closed[1] else ")")
+    return f"{start}, {end}"
 
 
 def _outside_brackets(text: str) -> str:

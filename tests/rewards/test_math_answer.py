@@ -208,6 +208,12 @@ RELATIONS = [
     ("\\nleq 4", "4", 0.0), ("\\ngeq 4", "4", 0.0), ("\u226e 4", "4", 0.0), ("\u2a7d 4", "4", 0.0), ("3 \u2228 4", "4", 0.0),
     ("x \\leq 3", "x \\le 3", 1.0), ("x = 4", "4", 1.0), ("\\approx 4", "4", 1.0), ("(2, \\infty)", "(2,\\infty)", 1.0),
     ("x > 2", "x \\gt 2", 1.0), ("0 < a", "a>0", 1.0), ("x \\geq 3", "3 \\le x", 1.0),  # either direction
+    # a bound on one letter is the interval it gives, against an interval that is no point ("(2, 5)" may be one)
+    ("x > 2", "(2,\\infty)", 1.0), ("2 < x", "(2,\\infty)", 1.0), ("x \\ge 2", "[2,\\infty)", 1.0),
+    ("x \\ge 2", "(2,\\infty)", 0.0), ("x > 3", "(2,\\infty)", 0.0), ("x < 2", "(2,\\infty)", 0.0),
+    ("x \\leq -1", "(-\\infty, -1]", 1.0), ("-1 \\le x < 3", "[-1, 3)", 1.0), ("3 > x \\ge -1", "[-1, 3)", 1.0),
+    ("2 < x \\le 5", "(2, 5]", 1.0), ("2 < x < 5", "(2, 5)", 0.0), ("x > \\frac{1}{2}", "(0.5, \\infty)", 1.0),
+    ("x > y", "(2,\\infty)", 0.0), ("x > 2", "2", 0.0), ("2 < x > 3", "(2,\\infty)", 0.0),
     ("P(A \\mid B) = 0.3", "0.3", 1.0), ("\\lim_{x \\to 2} f(x) = 3", "3", 1.0),  # \mid and \to are no relations here
     ("\\{x \\mid x > 2\\}", "\\{x | x > 2\\}", 1.0), ("(-\\infty, 1) \\cup (2, \\infty)", "(-\u221e,1)\u222a(2,\u221e)", 1.0),
     ("<1, 2>", "\\langle 1, 2 \\rangle", 1.0),  # a vector's angle brackets
