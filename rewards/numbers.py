@@ -27,11 +27,13 @@ _UNICODE = str.maketrans({
        for c in "\u00bd\u2153\u2154\u00bc\u00be\u2155\u2156\u2157\u2158\u2159\u215a\u2150\u215b\u215c\u215d\u215e\u2151\u2152"},
 })  # "1½" is "1\frac{1}{2}", which reads as the mixed number it is
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
-_THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
+_THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:! ]\s*(?=\d{3}(?!\d))")
 # "1 000 000" (SI grouping, a space or a thin one): whole groups of three, not next to another number, so
-# "10 100 1000" and "1000 10 100" stay lists and "1 234,5" a decimal comma (the run is matched whole and left
-# as it is when a number follows it, which keeps the work linear)
-_SPACE_GROUPS_RE = re.compile(r"(?<![\d.,])(?<!\d )\d{1,3}(?: \d{3})+(?!\d|,\d)")
+# "10 100 1000" and "1000 10 100" stay lists, nor before a "/" ("1 125/128" is a mixed number); the run is
+# matched whole and left as it is when a number follows it, which keeps the work linear
+_SPACE_GROUPS_RE = re.compile(r"(?<![\d.])(?<!\d )\d{1,3}(?: \d{3})+(?![\d/])")
+# "1 3/4" is 1¾, which math-verify would read as (1 + 3)/4: written as "1\frac{3}{4}", it reads it right
+_MIXED_SLASH_RE = re.compile(r"(?<![\d.,/])(\d+) (\d+)/(\d+)(?![\d./])")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
 _DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SCI_RE = re.compile(
@@ -100,12 +102,13 @@ def normalize(text: str) -> str:
     s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
     s = s.replace("\\$", "\0").replace("$", "").replace("\0", "\\$")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
-    s = _THIN_GROUP_RE.sub("", s)  # 1\,000
+    s = _THIN_GROUP_RE.sub("", s)  # 1\,000, 1\ 000 (not 12\quad 345)
+    s = _SPACE_GROUPS_RE.sub(_join_groups, s)  # 1 000
+    s = _MIXED_SLASH_RE.sub(_mixed_number, s)
     for _ in range(3):  # \text{\textbf{x}} unwraps in two rounds
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
     s = " ".join(s.split())
-    s = _SPACE_GROUPS_RE.sub(_join_groups, s)  # 1 000, 1\ 000
     end = len(s)  # a sentence's full stops, not a factorial ("5!" is 120) nor an ellipsis; by index, so that
     while end and (s[end - 1] == "." or _plain_bang(s, end)) and s[end - 2 : end - 1] != ".":  # 1 MB of ". " is
         end -= 1                                                                               # linear work
@@ -120,6 +123,13 @@ def normalize(text: str) -> str:
 def _join_groups(match: re.Match) -> str:
     run = match.group()
     return run if re.match(r" \d", match.string[match.end():match.end() + 2]) else run.replace(" ", "")
+
+
+def _mixed_number(match: re.Match) -> str:
+    whole, num, den = match.groups()
+    num_digits, den_digits = num.lstrip("0"), den.lstrip("0")  # compared as text: int() of 5000 digits raises
+    proper = num_digits and (len(num_digits), num_digits) < (len(den_digits), den_digits)
+    return f"{whole}\\frac{{{num}}}{{{den}}}" if proper else match.group()
 
 
 def normalize_text(text: str) -> str:
@@ -267,11 +277,8 @@ def dimension(unit: str) -> str | None:
 
 def _size(unit: str) -> tuple[str, Fraction] | None:
     """(dimension, size in base units) of a unit: units with powers up to 3, joined by ``*`` (as
-    :func:`unit_key` writes them), or two units joined by ``/``. A power on a ``/`` unit is refused:
-    :func:`canonical_unit` writes "cubic m/s" as ``"m/s^3"``."""
-    over, per, under = unit.partition("/")
-    if per and "^" in unit:
-        return None
+    :func:`unit_key` writes them), or two such joined by ``/`` (as :func:`canonical_unit` does)."""
+    over, _, under = unit.partition("/")
     powers: dict[str, int] = {}
     size = Fraction(1)
     for part, sign in ((over, 1), (under, -1)):
@@ -293,18 +300,20 @@ def canonical_unit(text: str) -> str | None:
     if mega := _MEGA_RE.fullmatch(text.strip()):
         return "M" + (canonical_unit(mega.group(1)) or mega.group(1).lower())  # never equal to a lower-cased unit
     s = " ".join(text.lower().replace("^{", "^").replace("}", "").split()).rstrip(".")
-    power = ""
+    before = after = ""  # a power word is the first unit's ("cubic m/s"), a written power the last one's ("m/s^2")
     for prefix, p in (("square ", "^2"), ("sq. ", "^2"), ("sq ", "^2"), ("cubic ", "^3")):
         if s.startswith(prefix):
-            s, power = s[len(prefix) :], p
+            s, before = s[len(prefix) :], p
     for suffix in ("^2", "^3"):
         if s.endswith(suffix):
-            s, power = s[: -len(suffix)].strip(), suffix
+            s, after = s[: -len(suffix)].strip(), suffix
     pieces = s.split("/")
     canon = [_unit_word(piece.strip()) for piece in pieces]
     if not all(canon) or len(pieces) > 2:
         return None
-    return "/".join(canon) + power  # type: ignore[arg-type]
+    if len(canon) == 2:
+        return f"{canon[0]}{before}/{canon[1]}{after}"
+    return canon[0] + (after or before)  # type: ignore[operator]
 
 
 def _unit_word(word: str) -> str | None:
