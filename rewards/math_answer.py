@@ -98,10 +98,12 @@ _CORRESPONDENCE_RE = re.compile(r"\\(?:sim|cong|simeq)(?![A-Za-z])|[∼≅≃~]"
 _FIGURE_SIGNS = {"∠": "angle", "∡": "measuredangle", "△": "triangle", "▱": "parallelogram", "□": "square"}
 _FIGURE_SIGN_RE = re.compile("|".join(_FIGURE_SIGNS))
 # "x > 2", "3 \\ge x", "-1 \\le x < 3": a bound on one letter, cut at its relations
-_INEQUALITY_SPLIT_RE = re.compile(r"(<|>|\\l[et]q?(?:slant)?|\\g[et]q?(?:slant)?)(?![A-Za-z])")
+_INEQUALITY_SPLIT_RE = re.compile(r"(<|>|\\(?:leq?|geq?|lt|gt|leqslant|geqslant))(?![A-Za-z])")
 _SAME_BOUND = {"\\lt": "<", "\\gt": ">", "\\leq": "\\le", "\\geq": "\\ge", "\\leqslant": "\\le", "\\geqslant": "\\ge"}
 _FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}
-_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS = frozenset("abcdfghjklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # (e and i are numbers)
+# a bound: a number, maybe worked out ("\\frac{\\sqrt{2}}{2}", "2\\pi"), and no other relation ("2 \\approx 3")
+_PLAIN_BOUND_RE = re.compile(r"^(?:[\d.\s+\-*/^(){}]|\\(?:frac|sqrt|pi|cdot|times)(?![A-Za-z]))+$")
 # an interval that is no point: an infinite end or a square bracket ("(2, 5)" may be a point)
 _INTERVAL_RE = re.compile(r"^(?:\[[^,()\[\]]+,[^,()\[\]]+[)\]]|\([^,()\[\]]+,[^,()\[\]]+\]|"
                           r"\([^,()\[\]]*\\infty[^,()\[\]]*,[^,()\[\]]+\)|\([^,()\[\]]+,[^,()\[\]]*\\infty[^,()\[\]]*\))$")
@@ -406,7 +408,7 @@ def _relations(text: str) -> set[str]:
 
 def _as_interval(text: str) -> str | None:
     """A bound on one letter as the interval it gives ("x > 2" is "(2, \\infty)", "-1 \\le x < 3" is
-    "[-1, 3)"), else None. The bounds hold no letters but LaTeX commands (\\frac, \\pi, \\sqrt)."""
+    "[-1, 3)"), else None. The bounds are numbers, maybe worked out (\\frac, \\sqrt, \\pi)."""
     s = normalize(text)
     parts = [_SAME_BOUND.get(p.strip(), p.strip()) for p in _INEQUALITY_SPLIT_RE.split(s)] if len(s) <= 200 else []
     if len(parts) == 3 and parts[2] in _LETTERS:  # "2 < x" is "x > 2"
@@ -421,7 +423,7 @@ def _as_interval(text: str) -> str | None:
             bounds, closed = bounds[::-1], closed[::-1]
     else:
         return None
-    if any(b is not None and (not b or re.search("[A-Za-z]", _COMMAND_RE.sub(" ", b))) for b in bounds):
+    if any(b is not None and not _PLAIN_BOUND_RE.match(b) for b in bounds):
         return None  # "x > y" is no interval
     start = "(-\\infty" if bounds[0] is None else ("[" if closed[0] else "(") + bounds[0]
     end = "\\infty)" if bounds[1] is None else bounds[1] + ("]" if closed[1] else ")")

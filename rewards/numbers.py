@@ -27,13 +27,14 @@ _UNICODE = str.maketrans({
        for c in "\u00bd\u2153\u2154\u00bc\u00be\u2155\u2156\u2157\u2158\u2159\u215a\u2150\u215b\u215c\u215d\u215e\u2151\u2152"},
 })  # "1½" is "1\frac{1}{2}", which reads as the mixed number it is
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
-_THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:! ]\s*(?=\d{3}(?!\d))")
-# "1 000 000" (SI grouping, a space or a thin one): whole groups of three, not next to another number, so
-# "10 100 1000" and "1000 10 100" stay lists, nor before a "/" ("1 125/128" is a mixed number); the run is
-# matched whole and left as it is when a number follows it, which keeps the work linear
-_SPACE_GROUPS_RE = re.compile(r"(?<![\d.])(?<!\d )\d{1,3}(?: \d{3})+(?![\d/])")
+_THIN_GROUP_RE = re.compile(r"(?<=\d)\\[,;:!]\s*(?=\d{3}(?!\d))")
 # "1 3/4" is 1¾, which math-verify would read as (1 + 3)/4: written as "1\frac{3}{4}", it reads it right
-_MIXED_SLASH_RE = re.compile(r"(?<![\d.,/])(\d+) (\d+)/(\d+)(?![\d./])")
+# (a proper fraction only: "1 000/4" is 1000/4)
+_MIXED_SLASH_RE = re.compile(r"(?<![\d.,/])(\d+)[ ~](\d+)/(\d+)(?![\d./])")
+# "1 000 000" (SI grouping, any space): whole groups of three, not next to another number, so "10 100 1000"
+# and "1000 10 100" stay lists; the run is matched whole and left as it is when a number follows it, which
+# keeps the work linear
+_SPACE_GROUPS_RE = re.compile(r"(?<![\d.])(?<!\d )\d{1,3}(?: \d{3})+(?!\d)")
 _SPACING_RE = re.compile(r"\\(?:displaystyle|left|right|quad|qquad)(?![A-Za-z])|\\[!,;: ]")  # 5\,\text{m}: any letter may follow
 _DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SCI_RE = re.compile(
@@ -102,13 +103,13 @@ def normalize(text: str) -> str:
     s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
     s = s.replace("\\$", "\0").replace("$", "").replace("\0", "\\$")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
-    s = _THIN_GROUP_RE.sub("", s)  # 1\,000, 1\ 000 (not 12\quad 345)
-    s = _SPACE_GROUPS_RE.sub(_join_groups, s)  # 1 000
-    s = _MIXED_SLASH_RE.sub(_mixed_number, s)
+    s = _THIN_GROUP_RE.sub("", s)  # 1\,000
     for _ in range(3):  # \text{\textbf{x}} unwraps in two rounds
         s = _TEXT_CMD_RE.sub(r"\1", s)
     s = _SPACING_RE.sub(" ", s)
     s = " ".join(s.split())
+    s = _MIXED_SLASH_RE.sub(_mixed_number, s)  # 1 3/4, 1\,3/4
+    s = _SPACE_GROUPS_RE.sub(_join_groups, s)  # 1 000, 1\ 000
     end = len(s)  # a sentence's full stops, not a factorial ("5!" is 120) nor an ellipsis; by index, so that
     while end and (s[end - 1] == "." or _plain_bang(s, end)) and s[end - 2 : end - 1] != ".":  # 1 MB of ". " is
         end -= 1                                                                               # linear work
@@ -404,7 +405,7 @@ _NOT_COUNTED = frozenset("""
 """.split())
 _NOT_COUNTED_ENDINGS = ("th", "ly", "illion")
 _VOWEL_RE = re.compile(r"[aeiouy]")
-_COUNTED_RE = re.compile(r"^(.*\d)\s+([A-Za-z]{3,})(?:\s+([A-Za-z]{3,}))?$")
+_COUNTED_RE = re.compile(r"^(.*[\d}])\s+([A-Za-z]{3,})(?:\s+([A-Za-z]{3,}))?$")  # ("2\frac{1}{2} cups")
 
 
 def split_counted(text: str) -> tuple[str, str] | None:
