@@ -258,7 +258,7 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     numbers = _uncounted(answer, truth) if unit is None else (answer, truth)
     if numbers != (answer, truth) and (numbers is None or all(read_number(normalize(n)) for n in numbers)):
         # "5 apples" for "5": what is counted may be named or left out, but not be another thing; the other
-        # side a plain number or a count, as a word the unit table does not know may be a unit ("5 decimeters")
+        # side a plain number or a count, as a word the unit table does not know may be a unit ("5 furlongs")
         return numbers is not None and _value_match(*numbers, precision=precision, unit=None, integer=integer)
     want_split = split_unit(truth) or ((truth, unit_key(unit)) if unit else None)
     got_split = split_unit(answer)

@@ -58,7 +58,7 @@ _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\s+degre
 # so "3x" is never read as "3 units of x".
 _UNIT_ALIASES = {
     "mm": "mm", "millimeter": "mm", "millimetre": "mm", "cm": "cm", "centimeter": "cm",
-    "centimetre": "cm", "dm": "dm", "m": "m", "meter": "m", "metre": "m", "km": "km",
+    "centimetre": "cm", "dm": "dm", "decimeter": "dm", "decimetre": "dm", "m": "m", "meter": "m", "metre": "m", "km": "km",
     "kilometer": "km", "kilometre": "km", "in": "in", "inch": "in", "inches": "in", "ft": "ft",
     "foot": "ft", "feet": "ft", "yd": "yd", "yard": "yd", "mi": "mi", "mile": "mi", "nm": "nm",
     "mg": "mg", "g": "g", "gram": "g", "kg": "kg", "kilogram": "kg", "lb": "lb", "lbs": "lb",

@@ -93,7 +93,7 @@ UNITS = [
     ("0.05 m", "5", {"unit": "cm"}, 1.0), ("5 m", "5", {"unit": "cm"}, 0.0), ("5 m", "5 s", 0.0), ("5 m", "300 s", 0.0),
     ("1/3 m", "33.33 cm", 0.0), ("1/3 m", "33.33 cm", {"precision": 2}, 1.0),
     ("5 t", "5000 kg", 0.0), ("1 gal", "3.785 l", 0.0),  # a ton or a gallon is not one size everywhere
-    ("1 l", "1000 cm^3", 1.0), ("1 cubic m/s", "100 cubic cm/s", 0.0), ("1 cubic m/s", "1 cubic m/s", 1.0),
+    ("1 l", "1000 cm^3", 1.0), ("1 cubic decimeter", "1 liter", 1.0), ("5 decimetres", "50 cm", 1.0), ("1 cubic m/s", "100 cubic cm/s", 0.0), ("1 cubic m/s", "1 cubic m/s", 1.0),
     ("5 m", "500 cm", {"unit": "%"}, 0.0), ("5 m", "500 cm", {"unit": "\u00b0"}, 0.0), ("5 m%", "500 cm", 0.0),
     ("5 m", "500 cm%", 0.0),  # converted, still no percentage nor angle
     ("9.8 m/s^2", "980 cm/s^2", 1.0), ("2.7 g/cm^3", "2700 kg/m^3", 1.0), ("980 cm/s^2", "9.8", {"unit": "m/s^2"}, 1.0),
@@ -113,7 +113,7 @@ UNITS = [
     ("2 mln", "2", 0.0), ("0.3 recurring", "0.3", 0.0), ("5 might", "5", 0.0), ("2 ABC", "2", 0.0), ("3 CUBES", "3", 1.0),
     ("5 twice", "5", 0.0), ("5 extra apples", "5", 0.0), ("2 xyz", "2", 0.0), ("2 abc", "2", 0.0), ("5 times", "5", 1.0),
     # a word the unit table does not know may be a unit: a count stands for a plain number only, never for a unit
-    ("5 decimeters", "5 cm", 0.0), ("5 milligrams", "5 g", 0.0), ("5 apples", "5 m/s", 0.0), ("5 km", "5 amps", 0.0),
+    ("5 furlongs", "5 cm", 0.0), ("5 milligrams", "5 g", 0.0), ("5 apples", "5 m/s", 0.0), ("5 km", "5 amps", 0.0),
     ("5 celsius", "5\u00b0F", 0.0), ("30 gradians", "30^\\circ", 0.0), ("5 days", "5 hrs", 0.0),
     # another unit is another unit, known or not (math-verify drops the unit words it knows: "5 N·m" read as 5)
     ("5 N\u00b7m", "5 m", 0.0), ("5 kg\\cdot m", "5 m", 0.0), ("5 V\u00b7s", "5 s", 0.0), ("5 kg\u00b7m", "5 N\u00b7m", 0.0),
@@ -376,7 +376,7 @@ def test_a_final_answer_of_a_megabyte_is_wrong_at_once(response):
 
 
 def test_a_count_in_the_options_names_its_option_and_no_unit_is_a_count():
-    units = {"choices": ["5 cm", "5 decimeters", "7 cm", "8 cm"]}
+    units = {"choices": ["5 cm", "5 furlongs", "7 cm", "8 cm"]}
     assert math_reward("\\boxed{A}", "5 centimeters", extra_info=units) == 1.0  # the truth names A only
     assert math_reward("\\boxed{5 centimeters}", "A", extra_info=units) == 1.0
     assert math_reward("\\boxed{5 acres}", "A", extra_info={"choices": ["5 cm", "6 cm", "7 cm", "8 cm"]}) == 0.0
