@@ -104,9 +104,7 @@ _FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}
 _LETTERS = frozenset("abcdfghjklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # (e and i are numbers)
 # a bound: a number, maybe worked out ("\\frac{\\sqrt{2}}{2}", "2\\pi"), and no other relation ("2 \\approx 3")
 _PLAIN_BOUND_RE = re.compile(r"^(?:[\d.\s+\-*/^(){}]|\\(?:frac|sqrt|pi|cdot|times)(?![A-Za-z]))+$")
-# an interval that is no point: an infinite end or a square bracket ("(2, 5)" may be a point)
-_INTERVAL_RE = re.compile(r"^(?:\[[^,()\[\]]+,[^,()\[\]]+[)\]]|\([^,()\[\]]+,[^,()\[\]]+\]|"
-                          r"\([^,()\[\]]*\\infty[^,()\[\]]*,[^,()\[\]]+\)|\([^,()\[\]]+,[^,()\[\]]*\\infty[^,()\[\]]*\))$")
+_INTERVAL_RE = re.compile(r"^[(\[][^,()\[\]]+,[^,()\[\]]+[)\]]$")
 _SAME_RELATION = {
     **dict.fromkeys(("<", ">", "\\lt", "\\gt"), "<"), **dict.fromkeys(("\\le", "\\leq", "\\ge", "\\geq", "⩽", "⩾",
                                                                       "\\leqslant", "\\geqslant"), "\\le"),
@@ -232,7 +230,7 @@ def _value_match(answer: str, truth: str, *, precision: int | None, unit: str | 
     compared again), and last math-verify on the rest. A step that cannot decide passes to the next."""
     if _IMPLIES_RE.search(answer) and not _IMPLIES_RE.search(truth):  # a derivation: "2x = 6 \\Rightarrow x = 3"
         answer = _IMPLIES_RE.split(answer)[-1].strip() or answer        # gives what it concludes
-    if _INTERVAL_RE.match(normalize(truth)) and (interval := _as_interval(answer)):
+    if _is_interval(truth) and (interval := _as_interval(answer)):
         answer = interval  # "x > 2" for "(2, \\infty)" (math-verify reads an inequality as a truth only)
     if _hedged(answer, truth) or _relations(answer) - _relations(truth):
         return False  # several answers, or a relation the truth has not ("\\ne 4", "x < 4" for 4)
@@ -404,6 +402,12 @@ def _relations(text: str) -> set[str]:
     s = _ANGLE_BRACKETS_RE.sub(r"\1", s)
     found = _RELATION_RE.findall(s) + _TOP_LEVEL_RELATION_RE.findall(_outside_brackets(s))
     return {_SAME_RELATION.get(f, f) for f in found}
+
+
+def _is_interval(text: str) -> bool:
+    """An interval that is no point: it has an infinite end or a square bracket ("(2, 5)" may be a point)."""
+    s = normalize(text)
+    return bool(_INTERVAL_RE.match(s)) and ("\\infty" in s or "[" in s or "]" in s)
 
 
 def _as_interval(text: str) -> str | None:

@@ -42,8 +42,8 @@ _SCI_RE = re.compile(
 )
 _FRAC_RE = re.compile(rf"^([+-]?)\\frac\s*\{{\s*([+-]?)({_DECIMAL})\s*\}}\s*\{{\s*({_DECIMAL})\s*\}}$")
 _SLASH_RE = re.compile(rf"^([+-]?)({_DECIMAL})\s*/\s*({_DECIMAL})$")
-# a mixed number: "2\frac{1}{2}", "1½" (which is "1\frac{1}{2}" by then) or "1 3/4", its fraction proper
-_MIXED_RE = re.compile(r"^([+-]?)(\d+)(?:\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|\s+(\d+)\s*/\s*(\d+))$")
+# a mixed number: "2\frac{1}{2}"; "1½" and "1 3/4" are written so by `normalize`
+_MIXED_RE = re.compile(r"^([+-]?)(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}$")
 
 _CURRENCY_PREFIX_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|EUR|GBP|\u20ac|\u00a3|\u00a5|\\euro)\s*")
 _CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:dollars?|usd|euros?|eur|yuan|yen|pounds sterling)$", re.I)
@@ -228,11 +228,10 @@ def read_number(text: str) -> tuple[Fraction, bool] | None:
         sign, num, den = match.groups()
         negative = sign == "-"
     elif match := _MIXED_RE.match(s):
-        sign, whole, *parts = match.groups()
-        num, den = int(parts[0] or parts[2]), int(parts[1] or parts[3])
-        if not 0 < num < den:
+        sign, whole, num, den = match.groups()
+        if not 0 < int(num) < int(den):
             return None  # "2\frac{3}{2}" is no mixed number (nor is it 2 x 3/2 here: math-verify decides)
-        value = int(whole) + Fraction(num, den)
+        value = int(whole) + Fraction(int(num), int(den))
         return (-value if sign == "-" else value), False
     else:
         return None
