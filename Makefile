@@ -4,7 +4,7 @@
 setup:
 	@bash scripts/setup.sh
 
-demo: setup  ## the embedded default: the whole loop on CPU, offline (about 12 min on 2 cores)
+demo: setup  ## the embedded default: the whole loop on CPU, offline (12 to 18 min on 2 cores)
 	.venv/bin/openvlt run recipes/tiny-cpu.yaml
 
 test: setup  ## the test suite (CPU, offline)
